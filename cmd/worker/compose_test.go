@@ -1,0 +1,253 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/loader"
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/stretchr/testify/require"
+)
+
+// Paths relative to this package directory (go test runs in cmd/worker).
+const (
+	composeFile = "../../docker-compose.yml"
+	dockerfile  = "../../Dockerfile"
+)
+
+// loadCompose parses and validates a compose file the way docker compose
+// does (schema validation, normalization, relative paths made absolute), but
+// with an empty environment so the host's variables cannot change the result.
+func loadCompose(t *testing.T, path string) *types.Project {
+	t.Helper()
+	abs, err := filepath.Abs(path)
+	require.NoError(t, err)
+	project, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
+		WorkingDir:  filepath.Dir(abs),
+		ConfigFiles: []types.ConfigFile{{Filename: abs}},
+		Environment: map[string]string{},
+	}, func(o *loader.Options) {
+		// Without a project name (from here or a top-level `name:`) the
+		// loader refuses the file.
+		o.SetProjectName("pharox-compose-test", true)
+	})
+	require.NoError(t, err, "%s does not load as a compose file", path)
+	return project
+}
+
+// imageRepo is the repository part of an image reference: "nats" for
+// "nats:2.15-alpine" and "docker.io/library/nats:2.15".
+func imageRepo(image string) string {
+	image, _, _ = strings.Cut(image, "@")
+	if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
+		image = image[:i]
+	}
+	return image[strings.LastIndex(image, "/")+1:]
+}
+
+// natsFlag returns the value of a nats-server flag in args (Go flag syntax:
+// -name value, --name value, -name=value) and whether it is present.
+func natsFlag(args []string, names ...string) (string, bool) {
+	for i, a := range args {
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || !slices.Contains(names, name) {
+			continue
+		}
+		if hasValue {
+			return value, true
+		}
+		if i+1 < len(args) {
+			return args[i+1], true
+		}
+		return "", true
+	}
+	return "", false
+}
+
+// flagEnvNames maps every PHAROX_* variable the worker reads to its flag.
+func flagEnvNames() map[string]string {
+	var cfg config
+	names := map[string]string{}
+	newFlagSet(&cfg).VisitAll(func(f *flag.Flag) { names[envName(f.Name)] = f.Name })
+	return names
+}
+
+func TestDockerCompose(t *testing.T) {
+	project := loadCompose(t, composeFile)
+	repoRoot, err := filepath.Abs(filepath.Dir(composeFile))
+	require.NoError(t, err)
+	envNames := flagEnvNames()
+
+	// The NATS server: the one service running a nats image.
+	var natsName string
+	var natsSvc types.ServiceConfig
+	for name, svc := range project.Services {
+		if imageRepo(svc.Image) == "nats" {
+			require.Empty(t, natsName, "%s: more than one service runs a nats image (%q and %q); the workers need one server to point at", composeFile, natsName, name)
+			natsName, natsSvc = name, svc
+		}
+	}
+	require.NotEmpty(t, natsName, "%s: no service runs a nats image (e.g. image: nats:2.15-alpine)", composeFile)
+
+	t.Run("nats", func(t *testing.T) {
+		_, js := natsFlag(natsSvc.Command, "js", "jetstream")
+		require.True(t, js, "service %q: JetStream is not enabled; its command %q needs -js (or --jetstream): the workers keep all their state in JetStream", natsName, []string(natsSvc.Command))
+		if dir, ok := natsFlag(natsSvc.Command, "sd", "store_dir"); ok {
+			mounted := slices.ContainsFunc(natsSvc.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Target == filepath.Clean(dir) })
+			require.True(t, mounted, "service %q: JetStream store dir %q is not a mounted volume, so all leases are lost when the container is recreated", natsName, dir)
+		}
+		require.NotNil(t, natsSvc.HealthCheck, "service %q: no healthcheck, so workers cannot wait for it with condition: service_healthy", natsName)
+		require.False(t, natsSvc.HealthCheck.Disable, "service %q: healthcheck is disabled", natsName)
+		require.Contains(t, strings.Join(natsSvc.HealthCheck.Test, " "), "/healthz", "service %q: healthcheck should probe the monitoring endpoint /healthz?js-enabled-only=true", natsName)
+		_, monitoring := natsFlag(natsSvc.Command, "m", "http_port")
+		require.True(t, monitoring, "service %q: the healthcheck probes the monitoring port but the command %q does not enable it with -m 8222", natsName, []string(natsSvc.Command))
+	})
+
+	// The workers: every service built from this repository.
+	var workers []string
+	for name, svc := range project.Services {
+		if svc.Build != nil {
+			workers = append(workers, name)
+		}
+	}
+	sort.Strings(workers)
+	require.GreaterOrEqual(t, len(workers), 2, "%s: want at least two worker services built from the Dockerfile (build: .), got %q", composeFile, workers)
+
+	for _, name := range workers {
+		svc := project.Services[name]
+		t.Run(name, func(t *testing.T) {
+			require.Equal(t, repoRoot, svc.Build.Context, "service %q: build context should be the repository root (build: .)", name)
+			require.Equal(t, "Dockerfile", svc.Build.Dockerfile, "service %q: should be built from the repository's Dockerfile", name)
+			require.Empty(t, svc.Entrypoint, "service %q: entrypoint is overridden; the image's ENTRYPOINT is the worker binary and command: holds only its flags", name)
+
+			// The environment first, then the command line: the worker's own
+			// order, in which a flag wins over its PHAROX_* twin.
+			var cfg config
+			fs := newFlagSet(&cfg)
+			fs.SetOutput(io.Discard)
+			for key, value := range svc.Environment {
+				if !strings.HasPrefix(key, "PHAROX_") || value == nil {
+					continue
+				}
+				flagName, ok := envNames[key]
+				require.True(t, ok, "service %q: environment variable %s names no worker flag", name, key)
+				require.NoError(t, fs.Set(flagName, *value), "service %q: %s=%q is not a valid --%s", name, key, *value, flagName)
+			}
+			cmd := []string(svc.Command)
+			require.NoError(t, fs.Parse(cmd), "service %q: command %q does not parse with the worker's flags", name, cmd)
+			require.Zero(t, fs.NArg(), "service %q: command %q leaves positional arguments %q; the worker takes only flags (and the image's ENTRYPOINT already is the worker)", name, cmd, fs.Args())
+			require.NoError(t, cfg.validate(), "service %q: command %q with its PHAROX_* environment is not a valid worker configuration", name, cmd)
+
+			require.NotEmpty(t, cfg.NATSURL, "service %q: no --nats-url (or PHAROX_NATS_URL), so it would start its own embedded server instead of joining %q", name, natsName)
+			for _, raw := range strings.Split(cfg.NATSURL, ",") {
+				u, err := url.Parse(strings.TrimSpace(raw))
+				require.NoError(t, err, "service %q: --nats-url %q", name, cfg.NATSURL)
+				require.Equal(t, natsName, u.Hostname(), "service %q: --nats-url %q should point at the compose service %q", name, raw, natsName)
+				require.Contains(t, []string{"", "4222"}, u.Port(), "service %q: --nats-url %q should use the NATS client port 4222", name, raw)
+			}
+
+			dep, ok := svc.DependsOn[natsName]
+			require.True(t, ok, "service %q: does not depend on %q (depends_on)", name, natsName)
+			require.Equal(t, types.ServiceConditionHealthy, dep.Condition, "service %q: should wait for %q with condition: service_healthy, or it races the server's start", name, natsName)
+
+			if cfg.Seed != "" {
+				i := slices.IndexFunc(svc.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Target == cfg.Seed })
+				require.NotEqual(t, -1, i, "service %q: --seed %q is not mounted into the container", name, cfg.Seed)
+				seed := svc.Volumes[i]
+				require.True(t, seed.ReadOnly, "service %q: the seed file %q should be mounted read-only", name, cfg.Seed)
+				if seed.Type == types.VolumeTypeBind {
+					info, err := os.Stat(seed.Source)
+					require.NoError(t, err, "service %q: seed file %q to mount at %s is missing; docker compose would refuse to start (or mount an empty directory)", name, seed.Source, cfg.Seed)
+					require.True(t, info.Mode().IsRegular(), "service %q: seed file source %q is not a regular file", name, seed.Source)
+				}
+			}
+		})
+	}
+
+	t.Run("environment", func(t *testing.T) {
+		for name, svc := range project.Services {
+			for key := range svc.Environment {
+				if strings.HasPrefix(key, "PHAROX_") {
+					_, ok := envNames[key]
+					require.True(t, ok, "service %q: environment variable %s names no worker flag", name, key)
+				}
+			}
+		}
+	})
+}
+
+// TestDockerfile checks the build the compose file relies on.
+func TestDockerfile(t *testing.T) {
+	f, err := os.Open(dockerfile)
+	require.NoError(t, err)
+	defer f.Close()
+
+	// Logical instructions: comments dropped, continuation lines joined.
+	var instructions []string
+	var current strings.Builder
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "#") || (line == "" && current.Len() == 0) {
+			continue
+		}
+		if cont, ok := strings.CutSuffix(line, `\`); ok {
+			current.WriteString(cont + " ")
+			continue
+		}
+		current.WriteString(line)
+		if s := strings.TrimSpace(current.String()); s != "" {
+			instructions = append(instructions, s)
+		}
+		current.Reset()
+	}
+	require.NoError(t, sc.Err())
+
+	keyword := func(ins string) string { k, _, _ := strings.Cut(ins, " "); return strings.ToUpper(k) }
+	lastFrom := -1
+	builds, cgoOff := false, false
+	for i, ins := range instructions {
+		fields := strings.Fields(ins)
+		switch keyword(ins) {
+		case "FROM":
+			lastFrom = i
+		case "RUN":
+			if strings.Contains(ins, "go build") && slices.Contains(fields, "./cmd/worker") {
+				builds = true
+			}
+		}
+		if slices.ContainsFunc(fields, func(f string) bool { return strings.TrimPrefix(f, "CGO_ENABLED=") == "0" && f != "0" }) {
+			cgoOff = true
+		}
+	}
+	require.True(t, builds, "%s: no RUN go build ... ./cmd/worker", dockerfile)
+	require.True(t, cgoOff, "%s: CGO_ENABLED=0 is not set; the final image has no libc", dockerfile)
+	require.Greater(t, lastFrom, 0, "%s: want a multi-stage build (a build stage and a small final stage)", dockerfile)
+
+	final := instructions[lastFrom:]
+	var user, entrypoint string
+	if strings.Contains(final[0], ":nonroot") { // distroless nonroot images default to USER nonroot
+		user = "nonroot"
+	}
+	for _, ins := range final {
+		switch keyword(ins) {
+		case "USER":
+			user = strings.TrimSpace(ins[len("USER"):])
+		case "ENTRYPOINT":
+			entrypoint = strings.TrimSpace(ins[len("ENTRYPOINT"):])
+		}
+	}
+	require.NotEmpty(t, entrypoint, "%s: the final stage has no ENTRYPOINT; the compose services pass only flags", dockerfile)
+	require.Contains(t, entrypoint, "worker", "%s: ENTRYPOINT %s should run the worker binary", dockerfile, entrypoint)
+	userName, _, _ := strings.Cut(user, ":")
+	require.NotContains(t, []string{"", "root", "0"}, userName, "%s: the final stage should run as a non-root USER", dockerfile)
+}

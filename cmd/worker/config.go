@@ -1,0 +1,101 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// config is everything the worker can be told, by flag or PHAROX_* variable.
+type config struct {
+	NATSURL        string
+	NATSCreds      string
+	Listen         string
+	DataDir        string
+	Seed           string
+	SubjectPrefix  string
+	Replicas       int
+	MaxInflight    int
+	RequestTimeout time.Duration
+	MaxDuration    time.Duration
+	SweepInterval  time.Duration
+	LogLevel       string
+}
+
+// newFlagSet declares every flag with its PHAROX_* twin named in the help.
+func newFlagSet(cfg *config) *flag.FlagSet {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.StringVar(&cfg.NATSURL, "nats-url", "", "join an existing NATS deployment at this URL (comma-separated for a cluster) instead of starting an embedded server")
+	fs.StringVar(&cfg.NATSCreds, "nats-creds", "", "NATS credentials file (JWT + nkey) used with --nats-url")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:4222", "host:port of the embedded NATS server (ignored with --nats-url)")
+	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "JetStream file storage of the embedded NATS server (ignored with --nats-url)")
+	fs.StringVar(&cfg.Seed, "seed", "", "JSON file of pools and proxies to create on start if they do not exist (see examples/seed.json)")
+	fs.StringVar(&cfg.SubjectPrefix, "subject-prefix", "pharox", "first token of every subject served and published (<prefix>.acquire, <prefix>.events.*)")
+	fs.IntVar(&cfg.Replicas, "replicas", 1, "replicas of the KV buckets and the event stream when this worker creates them (1, or 3 on a 3-node cluster)")
+	fs.IntVar(&cfg.MaxInflight, "max-inflight", 256, "requests one worker handles at once; more wait in line")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 5*time.Second, "deadline of each request; a store that does not answer in time gives 503 unavailable with nothing changed")
+	fs.DurationVar(&cfg.MaxDuration, "max-duration", 24*time.Hour, "longest lease a client may ask for (duration_seconds upper bound), at most 24h")
+	fs.DurationVar(&cfg.SweepInterval, "sweep-interval", 5*time.Second, "how often this worker marks expired leases as expired and frees their slots (0 disables)")
+	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error; debug logs one line per operation")
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintf(out, "Usage: worker [flags]\n\nServes the pharox leasing contract over NATS. With no flags it starts an embedded\nNATS server with JetStream on 127.0.0.1:4222 and keeps state under ./data.\n\nEvery flag can also be set by the environment variable shown; a flag wins over it.\n\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			fmt.Fprintf(out, "  --%s (env %s, default %q)\n      %s\n", f.Name, envName(f.Name), f.DefValue, f.Usage)
+		})
+	}
+	return fs
+}
+
+// parseConfig reads the environment first and the arguments second, so that
+// a flag given on the command line overrides its PHAROX_* variable.
+func parseConfig(args []string, getenv func(string) string) (config, error) {
+	var cfg config
+	fs := newFlagSet(&cfg)
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v := getenv(envName(f.Name)); v != "" && envErr == nil {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return cfg, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return cfg, cfg.validate()
+}
+
+func (c config) validate() error {
+	switch {
+	case c.Replicas < 1 || c.Replicas > 5:
+		return fmt.Errorf("--replicas must be 1..5, got %d", c.Replicas)
+	case c.MaxInflight < 1:
+		return fmt.Errorf("--max-inflight must be positive, got %d", c.MaxInflight)
+	case c.RequestTimeout <= 0:
+		return fmt.Errorf("--request-timeout must be positive, got %s", c.RequestTimeout)
+	case c.MaxDuration < time.Second || c.MaxDuration > 24*time.Hour:
+		return fmt.Errorf("--max-duration must be 1s..24h, got %s", c.MaxDuration)
+	case c.SweepInterval < 0:
+		return fmt.Errorf("--sweep-interval must not be negative, got %s", c.SweepInterval)
+	case c.SubjectPrefix == "" || strings.ContainsAny(c.SubjectPrefix, " *>\t"):
+		return fmt.Errorf("--subject-prefix %q is not a valid subject token", c.SubjectPrefix)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("--log-level must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	return nil
+}
+
+func envName(flagName string) string {
+	return "PHAROX_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}

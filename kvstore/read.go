@@ -1,0 +1,88 @@
+package kvstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// errNotFound is internal: callers turn it into the contract's not-found error.
+var errNotFound = errors.New("key not found")
+
+// leaderGet reads the latest value of key from the stream leader. KV buckets
+// allow direct gets, which a replica still catching up may answer with a
+// stale value; a read that a decision rests on (a CAS base, "this lease is no
+// longer held") must see the latest write, so it goes through the leader.
+func (s *Store) leaderGet(ctx context.Context, kv jetstream.KeyValue, key string) ([]byte, uint64, error) {
+	bucket := kv.Bucket()
+	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + key})
+	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+bucket, req)
+	if err != nil {
+		return nil, 0, storeErr("get "+bucket+"/"+key, err)
+	}
+	var resp struct {
+		Error *struct {
+			Code    int    `json:"code"`
+			ErrCode int    `json:"err_code"`
+			Desc    string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Seq  uint64 `json:"seq"`
+			Hdrs []byte `json:"hdrs"`
+			Data []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, 0, fmt.Errorf("get %s/%s: decode reply: %w", bucket, key, err)
+	}
+	if resp.Error != nil {
+		if resp.Error.Code == 404 {
+			return nil, 0, errNotFound
+		}
+		return nil, 0, storeErr("get "+bucket+"/"+key, fmt.Errorf("jetstream error %d (%d): %s", resp.Error.Code, resp.Error.ErrCode, resp.Error.Desc))
+	}
+	if resp.Message == nil {
+		return nil, 0, errNotFound
+	}
+	// Delete and purge markers, and TTL markers, carry a header and no value.
+	if bytes.Contains(resp.Message.Hdrs, []byte("KV-Operation")) || bytes.Contains(resp.Message.Hdrs, []byte("Nats-Marker-Reason")) {
+		return nil, resp.Message.Seq, errNotFound
+	}
+	return resp.Message.Data, resp.Message.Seq, nil
+}
+
+// getJSON reads key from the leader into v.
+func (s *Store) getJSON(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
+	data, rev, err := s.leaderGet(ctx, kv, key)
+	if err != nil {
+		return rev, err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return 0, fmt.Errorf("decode %s/%s: %w", kv.Bucket(), key, err)
+	}
+	return rev, nil
+}
+
+// syncReplica waits until the replica has applied every write the bucket
+// acknowledged before this call, so that reads served from it reflect them
+// whichever worker made them.
+func (s *Store) syncReplica(ctx context.Context, kv jetstream.KeyValue) error {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return storeErr("status "+kv.Bucket(), err)
+	}
+	last := st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq
+	if err := s.replica.waitSeen(ctx, kv.Bucket(), last); err != nil {
+		return storeErr("sync replica", err)
+	}
+	return nil
+}
+
+func zapBucket(b string) zap.Field { return zap.String("bucket", b) }
+func zapKey(k string) zap.Field    { return zap.String("key", k) }
+func zapErr(err error) zap.Field   { return zap.Error(err) }

@@ -1,0 +1,137 @@
+package kvstore
+
+import (
+	"time"
+
+	"github.com/pharox/pharox-nats/model"
+)
+
+// PoolRecord is the value of a pool's key in the pools bucket.
+type PoolRecord struct {
+	ID          string             `json:"id"`
+	Name        string             `json:"name"`
+	Description *string            `json:"description"`
+	HealthCheck *model.HealthCheck `json:"health_check"`
+	// NextSeq hands out the added order of proxies: an add reserves a range
+	// with one CAS on this record.
+	NextSeq   uint64    `json:"next_seq"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Model returns the contract's view of the pool.
+func (r *PoolRecord) Model() model.ProxyPool {
+	return model.ProxyPool{ID: r.ID, Name: r.Name, Description: r.Description, HealthCheck: r.HealthCheck}
+}
+
+// Holder is one lease counted against a proxy. The holders of a proxy live in
+// the proxy's own record, so the write that adds a holder is the write that
+// commits the lease (the shape of a counting semaphore: {limit, holders}).
+type Holder struct {
+	LeaseID      string    `json:"lease_id"`
+	ConsumerID   string    `json:"consumer_id"`
+	ConsumerName string    `json:"consumer_name"`
+	AcquiredAt   time.Time `json:"acquired_at"`
+	ExpiresAt    time.Time `json:"expires_at"`
+}
+
+// ProxyRecord is the value of a proxy's key in the proxies bucket: the proxy's
+// attributes and its active holders. Records in the replica are never mutated
+// in place; every change makes a new one.
+type ProxyRecord struct {
+	ID             string             `json:"id"`
+	PoolID         string             `json:"pool_id"`
+	PoolName       string             `json:"pool_name"`
+	Seq            uint64             `json:"seq"`
+	Host           string             `json:"host"`
+	Port           int                `json:"port"`
+	Protocol       model.Protocol     `json:"protocol"`
+	Status         model.ProxyStatus  `json:"status"`
+	CheckedAt      *time.Time         `json:"checked_at"`
+	Credentials    *model.Credentials `json:"credentials"`
+	Source         *string            `json:"source"`
+	Country        *string            `json:"country"`
+	City           *string            `json:"city"`
+	Latitude       *float64           `json:"latitude"`
+	Longitude      *float64           `json:"longitude"`
+	ISP            *string            `json:"isp"`
+	ASN            *int64             `json:"asn"`
+	MaxConcurrency *int               `json:"max_concurrency"`
+	Holders        []Holder           `json:"holders"`
+}
+
+// LiveHolders counts holders whose lease has not expired at now.
+func (r *ProxyRecord) LiveHolders(now time.Time) int {
+	n := 0
+	for i := range r.Holders {
+		if r.Holders[i].ExpiresAt.After(now) {
+			n++
+		}
+	}
+	return n
+}
+
+// HasRoom reports whether one more lease fits at now.
+func (r *ProxyRecord) HasRoom(now time.Time) bool {
+	return r.MaxConcurrency == nil || r.LiveHolders(now) < *r.MaxConcurrency
+}
+
+// Model returns the contract's view of the proxy at now.
+func (r *ProxyRecord) Model(now time.Time) model.Proxy {
+	return model.Proxy{
+		ID: r.ID, PoolID: r.PoolID, PoolName: r.PoolName,
+		Host: r.Host, Port: r.Port, Protocol: r.Protocol, Status: r.Status,
+		CheckedAt: r.CheckedAt, Credentials: r.Credentials,
+		Source: r.Source, Country: r.Country, City: r.City,
+		Latitude: r.Latitude, Longitude: r.Longitude, ISP: r.ISP, ASN: r.ASN,
+		MaxConcurrency: r.MaxConcurrency,
+		CurrentLeases:  r.LiveHolders(now),
+		URL:            model.ProxyURL(r.Protocol, r.Host, r.Port, r.Credentials),
+	}
+}
+
+// Attrs returns what filters look at.
+func (r *ProxyRecord) Attrs() model.Attrs {
+	return model.Attrs{Source: r.Source, Country: r.Country, City: r.City, ISP: r.ISP, ASN: r.ASN, Latitude: r.Latitude, Longitude: r.Longitude}
+}
+
+// clone copies r deeply enough that a mutation of the copy's holders leaves
+// r untouched.
+func (r *ProxyRecord) clone() *ProxyRecord {
+	c := *r
+	c.Holders = append([]Holder(nil), r.Holders...)
+	return &c
+}
+
+// pruneExpired drops holders expired at now and returns them.
+func (r *ProxyRecord) pruneExpired(now time.Time) []Holder {
+	var expired []Holder
+	kept := r.Holders[:0]
+	for _, h := range r.Holders {
+		if h.ExpiresAt.After(now) {
+			kept = append(kept, h)
+		} else {
+			expired = append(expired, h)
+		}
+	}
+	r.Holders = kept
+	return expired
+}
+
+// holder returns the index of leaseID's holder, or -1.
+func (r *ProxyRecord) holder(leaseID string) int {
+	for i := range r.Holders {
+		if r.Holders[i].LeaseID == leaseID {
+			return i
+		}
+	}
+	return -1
+}
+
+// leaseFor renders h as the contract's lease on r.
+func (r *ProxyRecord) leaseFor(h Holder, status model.LeaseStatus) model.Lease {
+	return model.Lease{
+		ID: h.LeaseID, ProxyID: r.ID, PoolID: r.PoolID, PoolName: r.PoolName,
+		ConsumerID: h.ConsumerID, ConsumerName: h.ConsumerName, Status: status,
+		AcquiredAt: h.AcquiredAt, ExpiresAt: h.ExpiresAt,
+	}
+}

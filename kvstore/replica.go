@@ -1,0 +1,269 @@
+package kvstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// replica is this worker's read-only copy of pools and proxies, fed by KV
+// watches. It only proposes: every decision is made by a revision-checked
+// write, so a stale replica costs a retry, never an over-lease.
+type replica struct {
+	mu       sync.RWMutex
+	proxies  map[string]*proxyEntry   // by proxy id
+	members  map[string][]*proxyEntry // by pool name, in added order (Seq)
+	pools    map[string]*poolEntry    // by pool name
+	seen     map[string]uint64        // highest stream sequence applied, by bucket
+	advanced chan struct{}            // closed and replaced whenever seen grows
+}
+
+// proxyEntry is an immutable snapshot of one proxy record at a revision.
+type proxyEntry struct {
+	rec *ProxyRecord
+	rev uint64
+}
+
+type poolEntry struct {
+	rec *PoolRecord
+	rev uint64
+}
+
+func newReplica() *replica {
+	return &replica{
+		proxies:  map[string]*proxyEntry{},
+		members:  map[string][]*proxyEntry{},
+		pools:    map[string]*poolEntry{},
+		seen:     map[string]uint64{},
+		advanced: make(chan struct{}),
+	}
+}
+
+// startWatch feeds the replica from both buckets and waits for their initial
+// contents.
+func (s *Store) startWatch(ctx context.Context) error {
+	wctx, cancel := context.WithCancel(context.Background())
+	s.cancelWatch = cancel
+	s.watchDone = make(chan struct{})
+	var wg sync.WaitGroup
+	ready := make(chan error, 2)
+	for _, kv := range []jetstream.KeyValue{s.pools, s.proxies} {
+		w, err := kv.WatchAll(wctx)
+		if err != nil {
+			cancel()
+			close(s.watchDone)
+			return storeErr("watch "+kv.Bucket(), err)
+		}
+		wg.Add(1)
+		go func(bucket string, w jetstream.KeyWatcher) {
+			defer wg.Done()
+			s.consume(bucket, w, ready)
+		}(kv.Bucket(), w)
+	}
+	go func() { wg.Wait(); close(s.watchDone) }()
+	for i := 0; i < 2; i++ {
+		select {
+		case err := <-ready:
+			if err != nil {
+				s.Close()
+				return err
+			}
+		case <-ctx.Done():
+			s.Close()
+			return storeErr("initial watch", ctx.Err())
+		}
+	}
+	return nil
+}
+
+func (s *Store) consume(bucket string, w jetstream.KeyWatcher, ready chan<- error) {
+	defer func() { _ = w.Stop() }()
+	initial := true
+	for e := range w.Updates() {
+		if e == nil {
+			if initial {
+				initial = false
+				ready <- nil
+			}
+			continue
+		}
+		deleted := e.Operation() != jetstream.KeyValuePut
+		var err error
+		switch bucket {
+		case ProxiesBucket:
+			var rec *ProxyRecord
+			if !deleted {
+				rec = new(ProxyRecord)
+				err = json.Unmarshal(e.Value(), rec)
+			}
+			if err == nil {
+				s.replica.applyProxy(e.Key(), rec, e.Revision(), true)
+			}
+		case PoolsBucket:
+			var rec *PoolRecord
+			if !deleted {
+				rec = new(PoolRecord)
+				err = json.Unmarshal(e.Value(), rec)
+			}
+			if err == nil {
+				s.replica.applyPool(e.Key(), rec, e.Revision(), true)
+			}
+		}
+		if err != nil {
+			s.log.Error("undecodable record skipped by the replica", zapBucket(bucket), zapKey(e.Key()), zapErr(err))
+		}
+		s.replica.markSeen(bucket, e.Revision())
+	}
+}
+
+// applyProxy installs rec (nil: deleted) at rev. Only newer revisions win. A
+// worker's own writes are applied with fromWatch false: they update known
+// proxies but never re-create one, since a delete the watch already applied
+// would otherwise come back as a ghost.
+func (r *replica) applyProxy(id string, rec *ProxyRecord, rev uint64, fromWatch bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.proxies[id]
+	if old != nil && old.rev >= rev {
+		return
+	}
+	if old == nil && (rec == nil || !fromWatch) {
+		return
+	}
+	if rec == nil {
+		delete(r.proxies, id)
+		r.removeMember(old)
+		return
+	}
+	e := &proxyEntry{rec: rec, rev: rev}
+	r.proxies[id] = e
+	if old != nil && old.rec.PoolName == rec.PoolName && old.rec.Seq == rec.Seq {
+		list := r.members[rec.PoolName]
+		list[r.memberIndex(list, rec.Seq)] = e
+		return
+	}
+	if old != nil {
+		r.removeMember(old)
+	}
+	list := r.members[rec.PoolName]
+	i := sort.Search(len(list), func(i int) bool { return list[i].rec.Seq >= rec.Seq })
+	list = append(list, nil)
+	copy(list[i+1:], list[i:])
+	list[i] = e
+	r.members[rec.PoolName] = list
+}
+
+func (r *replica) removeMember(e *proxyEntry) {
+	list := r.members[e.rec.PoolName]
+	i := r.memberIndex(list, e.rec.Seq)
+	if i < 0 {
+		return
+	}
+	list = append(list[:i], list[i+1:]...)
+	if len(list) == 0 {
+		delete(r.members, e.rec.PoolName)
+		return
+	}
+	r.members[e.rec.PoolName] = list
+}
+
+func (r *replica) memberIndex(list []*proxyEntry, seq uint64) int {
+	i := sort.Search(len(list), func(i int) bool { return list[i].rec.Seq >= seq })
+	if i < len(list) && list[i].rec.Seq == seq {
+		return i
+	}
+	return -1
+}
+
+func (r *replica) applyPool(name string, rec *PoolRecord, rev uint64, fromWatch bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.pools[name]
+	if old != nil && old.rev >= rev {
+		return
+	}
+	if old == nil && (rec == nil || !fromWatch) {
+		return
+	}
+	if rec == nil {
+		delete(r.pools, name)
+		return
+	}
+	r.pools[name] = &poolEntry{rec: rec, rev: rev}
+}
+
+func (r *replica) markSeen(bucket string, rev uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rev > r.seen[bucket] {
+		r.seen[bucket] = rev
+		close(r.advanced)
+		r.advanced = make(chan struct{})
+	}
+}
+
+// waitSeen blocks until the replica has applied bucket's sequence seq.
+func (r *replica) waitSeen(ctx context.Context, bucket string, seq uint64) error {
+	for {
+		r.mu.RLock()
+		done, ch := r.seen[bucket] >= seq, r.advanced
+		r.mu.RUnlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("replica of %s behind sequence %d: %w", bucket, seq, ctx.Err())
+		}
+	}
+}
+
+func (r *replica) proxy(id string) *proxyEntry {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.proxies[id]
+}
+
+func (r *replica) pool(name string) *poolEntry {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.pools[name]
+}
+
+// scanMembers calls fn on the pool's proxies in added order until fn returns
+// false. fn runs under the replica's read lock and must not call back into it.
+func (r *replica) scanMembers(name string, fn func(*proxyEntry) bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, e := range r.members[name] {
+		if !fn(e) {
+			return
+		}
+	}
+}
+
+func (r *replica) allPools() []*poolEntry {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*poolEntry, 0, len(r.pools))
+	for _, p := range r.pools {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].rec.CreatedAt.Before(out[j].rec.CreatedAt) })
+	return out
+}
+
+func (r *replica) allProxies() []*proxyEntry {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*proxyEntry, 0, len(r.proxies))
+	for _, p := range r.proxies {
+		out = append(out, p)
+	}
+	return out
+}

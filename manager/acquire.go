@@ -1,0 +1,229 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/pharox/pharox-nats/kvstore"
+	"github.com/pharox/pharox-nats/model"
+)
+
+// AcquireProxy leases a proxy of the pool to the consumer. It returns nil, nil,
+// nil when no eligible proxy is free, like pharox's None. A write lost to a
+// concurrent one is retried with fresh state, never reported as "none free".
+func (m *Manager) AcquireProxy(ctx context.Context, req model.AcquireRequest) (*model.Lease, *model.Proxy, error) {
+	p, err := m.checkAcquire(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	started := m.store.Now()
+	if _, err := m.store.PoolExists(ctx, p.pool); err != nil {
+		return nil, nil, err
+	}
+	consumer, err := m.store.EnsureConsumer(ctx, p.consumer)
+	if err != nil {
+		return nil, nil, err
+	}
+	grant, conflicts, err := m.commit(ctx, p, consumer)
+	if err != nil {
+		return nil, nil, err
+	}
+	completed := m.store.Now()
+	ev := model.AcquireEvent{
+		PoolName: p.pool, ConsumerName: p.consumer, Filters: p.filters, Selector: p.selector,
+		StartedAt: started, CompletedAt: completed, DurationMs: ms(completed.Sub(started)),
+		PoolStats: m.localStats(p.pool),
+	}
+	if grant != nil {
+		ev.Lease = &grant.Lease
+	}
+	m.cbMu.RLock()
+	for _, fn := range m.onAcquire {
+		fn(ev)
+	}
+	m.cbMu.RUnlock()
+	if grant == nil {
+		m.log.Debug("acquire: no proxy free", zap.String("pool", p.pool), zap.String("consumer", p.consumer), zap.Int("conflicts", conflicts))
+		return nil, nil, nil
+	}
+	m.log.Debug("acquire", zap.String("pool", p.pool), zap.String("consumer", p.consumer),
+		zap.String("lease_id", grant.Lease.ID), zap.String("proxy_id", grant.Proxy.ID),
+		zap.Uint64("fencing_token", grant.Lease.FencingToken), zap.Int("conflicts", conflicts))
+	return &grant.Lease, &grant.Proxy, nil
+}
+
+// commit proposes candidates from the replica and commits the lease with one
+// revision-checked write. A lost race refreshes the proposal; a proxy that
+// filled up moves on to the next. "None free" is only answered from a replica
+// brought up to date with every acknowledged write.
+func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Consumer) (*kvstore.Grant, int, error) {
+	synced := false
+	conflicts := 0
+	for attempt := 0; attempt < m.opts.maxAttempts; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, conflicts, fmt.Errorf("%w: acquire: %w", model.ErrUnavailable, err)
+		}
+		id, busy := m.pick(p)
+		if id == "" {
+			if busy != nil {
+				// Every eligible proxy has a write of ours in flight: wait
+				// for one to land rather than pile onto the same key.
+				select {
+				case <-busy:
+				case <-ctx.Done():
+				}
+				continue
+			}
+			if !synced {
+				if err := m.store.SyncProxies(ctx); err != nil {
+					return nil, conflicts, err
+				}
+				synced = true
+				continue
+			}
+			return nil, conflicts, nil
+		}
+		done := m.inflight.begin(id)
+		grant, err := m.store.TryAcquire(ctx, id, consumer, p.duration, func(rec *kvstore.ProxyRecord) bool { return p.filters.Matches(rec.Attrs()) })
+		done()
+		m.fireExpired(grant.Expired)
+		switch {
+		case err == nil:
+			return &grant, conflicts, nil
+		case errors.Is(err, kvstore.ErrCASConflict):
+			conflicts++
+			synced = false
+		case errors.Is(err, kvstore.ErrNotEligible):
+			synced = false
+		default:
+			return nil, conflicts, err
+		}
+	}
+	return nil, conflicts, fmt.Errorf("%w: acquire gave up after %d contended attempts", model.ErrUnavailable, m.opts.maxAttempts)
+}
+
+// pick chooses a proxy by the selector among those the replica shows
+// eligible and free of this worker's in-flight writes. When the only
+// eligible proxies are in flight it returns a channel that closes when one
+// lands.
+func (m *Manager) pick(p acquireParams) (string, <-chan struct{}) {
+	now := m.store.Now()
+	wake := m.inflight.changed() // before the scan, so no landing is missed
+	var chosen *kvstore.ProxyRecord
+	var busy bool
+	n := 0
+	bestLive := 0
+	rot := m.rr.cursor(p.pool)
+	var firstAfterRot *kvstore.ProxyRecord
+	m.store.Candidates(p.pool, func(rec *kvstore.ProxyRecord) bool {
+		if rec.Status != model.ProxyActive || !rec.HasRoom(now) || !p.filters.Matches(rec.Attrs()) {
+			return true
+		}
+		if m.inflight.has(rec.ID) {
+			busy = true
+			return true
+		}
+		switch p.selector {
+		case model.SelectorFirstAvailable:
+			chosen = rec
+			return false
+		case model.SelectorLeastUsed:
+			live := rec.LiveHolders(now)
+			if chosen == nil || live < bestLive {
+				chosen, bestLive = rec, live
+			}
+		case model.SelectorRandom:
+			n++
+			if rand.IntN(n) == 0 {
+				chosen = rec
+			}
+		case model.SelectorRoundRobin:
+			if chosen == nil {
+				chosen = rec // wraps around to the first eligible
+			}
+			if rec.Seq > rot {
+				firstAfterRot = rec
+				return false
+			}
+		}
+		return true
+	})
+	if firstAfterRot != nil {
+		chosen = firstAfterRot
+	}
+	if chosen == nil {
+		if busy {
+			return "", wake
+		}
+		return "", nil
+	}
+	if p.selector == model.SelectorRoundRobin {
+		m.rr.advance(p.pool, chosen.Seq)
+	}
+	return chosen.ID, nil
+}
+
+// inflight tracks the proxies this worker has a write in flight on, so that
+// its own requests spread over the pool instead of colliding on one key.
+type inflight struct {
+	mu   sync.Mutex
+	ids  map[string]int
+	wake chan struct{}
+}
+
+func newInflight() *inflight {
+	return &inflight{ids: map[string]int{}, wake: make(chan struct{})}
+}
+
+func (f *inflight) begin(id string) func() {
+	f.mu.Lock()
+	f.ids[id]++
+	f.mu.Unlock()
+	return func() {
+		f.mu.Lock()
+		if f.ids[id]--; f.ids[id] == 0 {
+			delete(f.ids, id)
+		}
+		close(f.wake)
+		f.wake = make(chan struct{})
+		f.mu.Unlock()
+	}
+}
+
+func (f *inflight) has(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ids[id] > 0
+}
+
+func (f *inflight) changed() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.wake
+}
+
+// rotation keeps each pool's round-robin position on this worker: the added
+// order of the proxy it handed out last.
+type rotation struct {
+	mu  sync.Mutex
+	pos map[string]uint64
+}
+
+func newRotation() *rotation { return &rotation{pos: map[string]uint64{}} }
+
+func (r *rotation) cursor(pool string) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pos[pool]
+}
+
+func (r *rotation) advance(pool string, seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pos[pool] = seq
+}

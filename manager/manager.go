@@ -1,0 +1,226 @@
+// Package manager is pharox's ProxyManager over the JetStream KV store:
+// request defaults and validation, proxy selection, lease commit through the
+// store's revision-checked writes, and the lifecycle callbacks that events
+// (or any Go user) hook into.
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pharox/pharox-nats/kvstore"
+	"github.com/pharox/pharox-nats/model"
+)
+
+// Callback types mirror pharox's register_*_callback hooks; each receives the
+// payload the matching event carries.
+type (
+	AcquireCallback func(model.AcquireEvent)
+	ReleaseCallback func(model.ReleaseEvent)
+	ExpiredCallback func(model.ExpiredEvent)
+	HealthCallback  func(model.HealthEvent)
+)
+
+// Manager leases proxies from pools to consumers.
+type Manager struct {
+	store *kvstore.Store
+	opts  options
+	log   *zap.Logger
+
+	cbMu      sync.RWMutex
+	onAcquire []AcquireCallback
+	onRelease []ReleaseCallback
+	onExpired []ExpiredCallback
+	onHealth  []HealthCallback
+
+	inflight *inflight
+	rr       *rotation
+}
+
+type options struct {
+	maxDuration time.Duration
+	log         *zap.Logger
+	maxAttempts int
+}
+
+// Option configures New.
+type Option func(*options)
+
+// WithMaxDuration bounds duration_seconds (default 24 h).
+func WithMaxDuration(d time.Duration) Option { return func(o *options) { o.maxDuration = d } }
+
+// WithLogger sets the logger.
+func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
+
+// New returns a manager over store.
+func New(store *kvstore.Store, opts ...Option) *Manager {
+	o := options{maxDuration: 24 * time.Hour, log: zap.NewNop(), maxAttempts: 256}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &Manager{store: store, opts: o, log: o.log, inflight: newInflight(), rr: newRotation()}
+}
+
+// RegisterAcquireCallback adds fn to the hooks run after every acquire,
+// successful or not (lease nil), like pharox's register_acquire_callback.
+func (m *Manager) RegisterAcquireCallback(fn AcquireCallback) {
+	m.cbMu.Lock()
+	defer m.cbMu.Unlock()
+	m.onAcquire = append(m.onAcquire, fn)
+}
+
+// RegisterReleaseCallback adds fn to the hooks run after every release that
+// ended a lease.
+func (m *Manager) RegisterReleaseCallback(fn ReleaseCallback) {
+	m.cbMu.Lock()
+	defer m.cbMu.Unlock()
+	m.onRelease = append(m.onRelease, fn)
+}
+
+// RegisterExpiredCallback adds fn to the hooks run once per lease recorded
+// as expired by this worker.
+func (m *Manager) RegisterExpiredCallback(fn ExpiredCallback) {
+	m.cbMu.Lock()
+	defer m.cbMu.Unlock()
+	m.onExpired = append(m.onExpired, fn)
+}
+
+// RegisterHealthCallback adds fn to the hooks run when a health result
+// changes a proxy's status.
+func (m *Manager) RegisterHealthCallback(fn HealthCallback) {
+	m.cbMu.Lock()
+	defer m.cbMu.Unlock()
+	m.onHealth = append(m.onHealth, fn)
+}
+
+// WithLease acquires a lease, runs fn with it and always releases it, also
+// when fn fails or panics (the panic goes on after the release). With no
+// proxy free it returns model.ErrNoProxyAvailable without calling fn.
+func (m *Manager) WithLease(ctx context.Context, req model.AcquireRequest, fn func(model.Lease, model.Proxy) error) (err error) {
+	lease, proxy, err := m.AcquireProxy(ctx, req)
+	if err != nil {
+		return err
+	}
+	if lease == nil {
+		return fmt.Errorf("%w in pool %q", model.ErrNoProxyAvailable, req.PoolName)
+	}
+	defer func() {
+		// Release with a context of its own: the caller's may be the reason
+		// fn returned.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if _, rerr := m.ReleaseProxy(rctx, model.ReleaseRequest{LeaseID: lease.ID}); rerr != nil {
+			m.log.Warn("release after with_lease failed; the lease lapses at its expiry",
+				zap.String("lease_id", lease.ID), zap.Error(rerr))
+			err = errors.Join(err, rerr)
+		}
+	}()
+	return fn(*lease, *proxy)
+}
+
+// ReleaseProxy ends a lease. Releasing an ended lease returns it unchanged
+// and fires nothing: a release is counted once.
+func (m *Manager) ReleaseProxy(ctx context.Context, req model.ReleaseRequest) (model.Lease, error) {
+	if err := checkUUID("lease_id", req.LeaseID); err != nil {
+		return model.Lease{}, err
+	}
+	if req.ConsumerName != nil {
+		if err := model.CheckName("consumer_name", *req.ConsumerName); err != nil {
+			return model.Lease{}, err
+		}
+	}
+	lease, changed, expired, err := m.store.Release(ctx, req.LeaseID, req.ConsumerName)
+	m.fireExpired(expired)
+	if err != nil {
+		return lease, err
+	}
+	if changed {
+		ev := model.ReleaseEvent{
+			Lease: &lease, PoolName: lease.PoolName, ReleasedAt: *lease.ReleasedAt,
+			LeaseDurationMs: ms(lease.ReleasedAt.Sub(lease.AcquiredAt)),
+			PoolStats:       m.localStats(lease.PoolName),
+		}
+		m.cbMu.RLock()
+		for _, fn := range m.onRelease {
+			fn(ev)
+		}
+		m.cbMu.RUnlock()
+	}
+	m.log.Debug("release", zap.String("lease_id", lease.ID), zap.String("proxy_id", lease.ProxyID),
+		zap.String("status", string(lease.Status)), zap.Bool("changed", changed))
+	return lease, nil
+}
+
+// GetLease reads a lease.
+func (m *Manager) GetLease(ctx context.Context, leaseID string) (model.Lease, error) {
+	if err := checkUUID("lease_id", leaseID); err != nil {
+		return model.Lease{}, err
+	}
+	return m.store.GetLease(ctx, leaseID)
+}
+
+// CleanupExpiredLeases records every lease past its expiry as expired, frees
+// its slot and fires its expired callbacks; it returns how many it expired.
+func (m *Manager) CleanupExpiredLeases(ctx context.Context) (int, error) {
+	expired, err := m.store.CleanupExpired(ctx)
+	m.fireExpired(expired)
+	if len(expired) > 0 {
+		m.log.Debug("cleanup", zap.Int("expired", len(expired)))
+	}
+	return len(expired), err
+}
+
+// PoolStats reads a pool's statistics.
+func (m *Manager) PoolStats(ctx context.Context, pool string) (model.PoolStatsSnapshot, error) {
+	if err := model.CheckName("pool_name", pool); err != nil {
+		return model.PoolStatsSnapshot{}, err
+	}
+	return m.store.PoolStats(ctx, pool)
+}
+
+// Sweep runs CleanupExpiredLeases every interval until ctx ends.
+func (m *Manager) Sweep(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			sctx, cancel := context.WithTimeout(ctx, interval)
+			if _, err := m.CleanupExpiredLeases(sctx); err != nil && ctx.Err() == nil {
+				m.log.Warn("expiry sweep incomplete; the next one retries", zap.Error(err))
+			}
+			cancel()
+		}
+	}
+}
+
+func (m *Manager) fireExpired(leases []model.Lease) {
+	if len(leases) == 0 {
+		return
+	}
+	now := m.store.Now()
+	m.cbMu.RLock()
+	defer m.cbMu.RUnlock()
+	for i := range leases {
+		l := leases[i]
+		ev := model.ExpiredEvent{Lease: &l, PoolName: l.PoolName, ExpiredAt: now, PoolStats: m.localStats(l.PoolName)}
+		for _, fn := range m.onExpired {
+			fn(ev)
+		}
+		m.log.Debug("expired", zap.String("lease_id", l.ID), zap.String("proxy_id", l.ProxyID))
+	}
+}
+
+func (m *Manager) localStats(pool string) *model.PoolStatsSnapshot {
+	st := m.store.LocalPoolStats(pool)
+	return &st
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -1,0 +1,192 @@
+package manager
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/pharox/pharox-nats/model"
+)
+
+// acquireParams is an AcquireRequest with its defaults filled in and checked.
+type acquireParams struct {
+	pool      string
+	consumer  string
+	duration  time.Duration
+	filters   *model.ProxyFilters
+	selector  model.Selector
+	wait      time.Duration
+	requestID string
+}
+
+func (m *Manager) checkAcquire(req model.AcquireRequest) (acquireParams, error) {
+	p := acquireParams{pool: req.PoolName, consumer: model.DefaultConsumer, selector: model.SelectorFirstAvailable, filters: req.Filters}
+	if err := model.CheckName("pool_name", req.PoolName); err != nil {
+		return p, err
+	}
+	if req.ConsumerName != nil {
+		if err := model.CheckName("consumer_name", *req.ConsumerName); err != nil {
+			return p, err
+		}
+		p.consumer = *req.ConsumerName
+	}
+	d, err := m.checkDuration(req.DurationSeconds)
+	if err != nil {
+		return p, err
+	}
+	p.duration = d
+	if req.Filters != nil {
+		if err := req.Filters.Validate(); err != nil {
+			return p, err
+		}
+	}
+	if req.Selector != nil {
+		if !req.Selector.Valid() {
+			return p, fmt.Errorf("%w: selector must be first_available, least_used, round_robin or random, got %q", model.ErrBadRequest, *req.Selector)
+		}
+		p.selector = *req.Selector
+	}
+	if req.WaitSeconds != nil {
+		w := *req.WaitSeconds
+		if math.IsNaN(w) || w < 0 || w > model.MaxWaitSeconds {
+			return p, fmt.Errorf("%w: wait_seconds must be in 0..%d, got %v", model.ErrBadRequest, model.MaxWaitSeconds, w)
+		}
+		p.wait = time.Duration(w * float64(time.Second))
+	}
+	if req.RequestID != nil {
+		if len(*req.RequestID) == 0 || len(*req.RequestID) > model.MaxRequestIDLen {
+			return p, fmt.Errorf("%w: request_id must be 1..%d characters", model.ErrBadRequest, model.MaxRequestIDLen)
+		}
+		p.requestID = *req.RequestID
+	}
+	return p, nil
+}
+
+// checkDuration applies the default and the bounds 1..max-duration.
+func (m *Manager) checkDuration(seconds *int) (time.Duration, error) {
+	if seconds == nil {
+		return time.Duration(min(model.DefaultDurationSeconds, int(m.opts.maxDuration/time.Second))) * time.Second, nil
+	}
+	maxSec := int(m.opts.maxDuration / time.Second)
+	if *seconds < 1 || *seconds > maxSec {
+		return 0, fmt.Errorf("%w: duration_seconds must be in 1..%d, got %d", model.ErrBadRequest, maxSec, *seconds)
+	}
+	return time.Duration(*seconds) * time.Second, nil
+}
+
+func checkUUID(field, v string) error {
+	if !validUUID(v) {
+		return fmt.Errorf("%w: %s must be a UUID, got %q", model.ErrBadRequest, field, v)
+	}
+	return nil
+}
+
+func validUUID(v string) bool {
+	if len(v) != 36 {
+		return false
+	}
+	for i, c := range v {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// checkProxyInput validates one proxy of an add request; index names it.
+func checkProxyInput(i int, in model.ProxyInput) error {
+	at := fmt.Sprintf("proxies[%d]", i)
+	if in.Host == "" || len(in.Host) > 255 {
+		return fmt.Errorf("%w: %s.host must be 1..255 characters", model.ErrBadRequest, at)
+	}
+	if in.Port < 1 || in.Port > 65535 {
+		return fmt.Errorf("%w: %s.port must be in 1..65535, got %d", model.ErrBadRequest, at, in.Port)
+	}
+	if in.Protocol != nil && !in.Protocol.Valid() {
+		return fmt.Errorf("%w: %s.protocol must be http, https, socks4 or socks5, got %q", model.ErrBadRequest, at, *in.Protocol)
+	}
+	if in.Status != nil && !in.Status.Valid() {
+		return fmt.Errorf("%w: %s.status must be active, inactive, slow or banned, got %q", model.ErrBadRequest, at, *in.Status)
+	}
+	return checkCommon(at, in.Latitude, in.Longitude, in.MaxConcurrency)
+}
+
+func checkCommon(at string, lat, lon *float64, maxConc *int) error {
+	if lat != nil && (math.IsNaN(*lat) || *lat < -90 || *lat > 90) {
+		return fmt.Errorf("%w: %s.latitude must be in [-90, 90]", model.ErrBadRequest, at)
+	}
+	if lon != nil && (math.IsNaN(*lon) || *lon < -180 || *lon > 180) {
+		return fmt.Errorf("%w: %s.longitude must be in [-180, 180]", model.ErrBadRequest, at)
+	}
+	if maxConc != nil && *maxConc < 1 {
+		return fmt.Errorf("%w: %s.max_concurrency must be a positive integer or null, got %d", model.ErrBadRequest, at, *maxConc)
+	}
+	return nil
+}
+
+// checkProxyUpdate validates a partial update before any write.
+func checkProxyUpdate(u model.ProxyUpdateRequest) error {
+	if err := checkUUID("proxy_id", u.ProxyID); err != nil {
+		return err
+	}
+	notNull := map[string]bool{"host": u.Host.Set && u.Host.Value == nil, "port": u.Port.Set && u.Port.Value == nil,
+		"protocol": u.Protocol.Set && u.Protocol.Value == nil, "status": u.Status.Set && u.Status.Value == nil}
+	for field, isNull := range notNull {
+		if isNull {
+			return fmt.Errorf("%w: %s cannot be null", model.ErrBadRequest, field)
+		}
+	}
+	if u.Host.Value != nil && (*u.Host.Value == "" || len(*u.Host.Value) > 255) {
+		return fmt.Errorf("%w: host must be 1..255 characters", model.ErrBadRequest)
+	}
+	if u.Port.Value != nil && (*u.Port.Value < 1 || *u.Port.Value > 65535) {
+		return fmt.Errorf("%w: port must be in 1..65535, got %d", model.ErrBadRequest, *u.Port.Value)
+	}
+	if u.Protocol.Value != nil && !u.Protocol.Value.Valid() {
+		return fmt.Errorf("%w: protocol must be http, https, socks4 or socks5, got %q", model.ErrBadRequest, *u.Protocol.Value)
+	}
+	if u.Status.Value != nil && !u.Status.Value.Valid() {
+		return fmt.Errorf("%w: status must be active, inactive, slow or banned, got %q", model.ErrBadRequest, *u.Status.Value)
+	}
+	return checkCommon("proxy", u.Latitude.Value, u.Longitude.Value, u.MaxConcurrency.Value)
+}
+
+// checkHealthCheck validates a pool's health-check settings.
+func checkHealthCheck(hc *model.HealthCheck) error {
+	if hc == nil {
+		return nil
+	}
+	if !(hc.IntervalSeconds > 0) {
+		return fmt.Errorf("%w: health_check.interval_seconds must be > 0", model.ErrBadRequest)
+	}
+	if hc.FailureThreshold < 1 {
+		return fmt.Errorf("%w: health_check.failure_threshold must be >= 1", model.ErrBadRequest)
+	}
+	if o := hc.Options; o != nil {
+		if o.TargetURL == "" {
+			return fmt.Errorf("%w: health_check.options.target_url is required", model.ErrBadRequest)
+		}
+		if !(o.Timeout > 0) {
+			return fmt.Errorf("%w: health_check.options.timeout must be > 0", model.ErrBadRequest)
+		}
+		if o.Attempts < 1 || o.Attempts > 5 {
+			return fmt.Errorf("%w: health_check.options.attempts must be in 1..5", model.ErrBadRequest)
+		}
+		for _, c := range o.ExpectedStatusCodes {
+			if c < 100 || c > 599 {
+				return fmt.Errorf("%w: health_check.options.expected_status_codes has %d, not an HTTP status", model.ErrBadRequest, c)
+			}
+		}
+		if o.SlowThresholdMs < 0 {
+			return fmt.Errorf("%w: health_check.options.slow_threshold_ms must be >= 0", model.ErrBadRequest)
+		}
+	}
+	return nil
+}

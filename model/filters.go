@@ -1,0 +1,146 @@
+package model
+
+import (
+	"fmt"
+	"math"
+)
+
+// Filter bounds keep a hostile request from costing unbounded work.
+const (
+	MaxFilterDepth   = 8
+	MaxFilterClauses = 64
+	earthRadiusKm    = 6371.0
+	coordEpsilon     = 1e-6
+)
+
+// ProxyFilters is the contract's filter tree; every given condition must hold.
+type ProxyFilters struct {
+	Source    *string        `json:"source"`
+	Country   *string        `json:"country"`
+	City      *string        `json:"city"`
+	ISP       *string        `json:"isp"`
+	ASN       *int64         `json:"asn"`
+	Latitude  *float64       `json:"latitude"`
+	Longitude *float64       `json:"longitude"`
+	RadiusKm  *float64       `json:"radius_km"`
+	AllOf     []ProxyFilters `json:"all_of"`
+	AnyOf     []ProxyFilters `json:"any_of"`
+	NoneOf    []ProxyFilters `json:"none_of"`
+}
+
+// Validate checks ranges, pairings and the depth/clause bounds.
+func (f *ProxyFilters) Validate() error {
+	clauses := 0
+	return f.validate(1, &clauses)
+}
+
+func (f *ProxyFilters) validate(depth int, clauses *int) error {
+	if depth > MaxFilterDepth {
+		return fmt.Errorf("%w: filters nest deeper than %d levels", ErrBadRequest, MaxFilterDepth)
+	}
+	*clauses++
+	if *clauses > MaxFilterClauses {
+		return fmt.Errorf("%w: filters have more than %d clauses", ErrBadRequest, MaxFilterClauses)
+	}
+	if (f.Latitude == nil) != (f.Longitude == nil) {
+		return fmt.Errorf("%w: filters latitude and longitude must be given together", ErrBadRequest)
+	}
+	if f.Latitude != nil && (math.IsNaN(*f.Latitude) || *f.Latitude < -90 || *f.Latitude > 90) {
+		return fmt.Errorf("%w: filters latitude must be in [-90, 90]", ErrBadRequest)
+	}
+	if f.Longitude != nil && (math.IsNaN(*f.Longitude) || *f.Longitude < -180 || *f.Longitude > 180) {
+		return fmt.Errorf("%w: filters longitude must be in [-180, 180]", ErrBadRequest)
+	}
+	if f.RadiusKm != nil {
+		if f.Latitude == nil {
+			return fmt.Errorf("%w: filters radius_km needs latitude and longitude", ErrBadRequest)
+		}
+		if !(*f.RadiusKm > 0) || math.IsInf(*f.RadiusKm, 0) {
+			return fmt.Errorf("%w: filters radius_km must be > 0", ErrBadRequest)
+		}
+	}
+	for _, group := range [][]ProxyFilters{f.AllOf, f.AnyOf, f.NoneOf} {
+		for i := range group {
+			if err := group[i].validate(depth+1, clauses); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Attrs are the proxy attributes filters look at.
+type Attrs struct {
+	Source, Country, City, ISP *string
+	ASN                        *int64
+	Latitude, Longitude        *float64
+}
+
+// Attrs returns the attributes of p that filters look at.
+func (p *Proxy) Attrs() Attrs {
+	return Attrs{Source: p.Source, Country: p.Country, City: p.City, ISP: p.ISP, ASN: p.ASN, Latitude: p.Latitude, Longitude: p.Longitude}
+}
+
+// Matches reports whether a proxy with attributes p satisfies every
+// condition of f. A nil filter matches everything.
+func (f *ProxyFilters) Matches(p Attrs) bool {
+	if f == nil {
+		return true
+	}
+	if !strEq(f.Source, p.Source) || !strEq(f.Country, p.Country) ||
+		!strEq(f.City, p.City) || !strEq(f.ISP, p.ISP) {
+		return false
+	}
+	if f.ASN != nil && (p.ASN == nil || *p.ASN != *f.ASN) {
+		return false
+	}
+	if f.Latitude != nil && f.Longitude != nil {
+		if p.Latitude == nil || p.Longitude == nil {
+			return false
+		}
+		if f.RadiusKm != nil {
+			if HaversineKm(*f.Latitude, *f.Longitude, *p.Latitude, *p.Longitude) > *f.RadiusKm {
+				return false
+			}
+		} else if math.Abs(*p.Latitude-*f.Latitude) > coordEpsilon || math.Abs(*p.Longitude-*f.Longitude) > coordEpsilon {
+			return false
+		}
+	}
+	for i := range f.AllOf {
+		if !f.AllOf[i].Matches(p) {
+			return false
+		}
+	}
+	if len(f.AnyOf) > 0 {
+		any := false
+		for i := range f.AnyOf {
+			if f.AnyOf[i].Matches(p) {
+				any = true
+				break
+			}
+		}
+		if !any {
+			return false
+		}
+	}
+	for i := range f.NoneOf {
+		if f.NoneOf[i].Matches(p) {
+			return false
+		}
+	}
+	return true
+}
+
+// HaversineKm is the great-circle distance on a 6371.0 km sphere.
+func HaversineKm(lat1, lon1, lat2, lon2 float64) float64 {
+	const rad = math.Pi / 180
+	dLat := (lat2 - lat1) * rad
+	dLon := (lon2 - lon1) * rad
+	a := math.Sin(dLat/2)*math.Sin(dLat/2) +
+		math.Cos(lat1*rad)*math.Cos(lat2*rad)*math.Sin(dLon/2)*math.Sin(dLon/2)
+	return 2 * earthRadiusKm * math.Asin(math.Min(1, math.Sqrt(a)))
+}
+
+func strEq(want, have *string) bool {
+	return want == nil || (have != nil && *have == *want)
+}

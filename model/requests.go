@@ -1,0 +1,259 @@
+package model
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+)
+
+// Defaults and bounds of the contract.
+const (
+	DefaultConsumer        = "default"
+	DefaultDurationSeconds = 300
+	MaxDurationSeconds     = 86400
+	MaxWaitSeconds         = 60
+	MaxRequestIDLen        = 128
+	MaxProxiesPerAdd       = 1000
+	DefaultListLimit       = 100
+	MaxListLimit           = 1000
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+// ValidName reports whether s is a valid pool or consumer name.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// CheckName returns a bad-request error naming field when s is not a valid name.
+func CheckName(field, s string) error {
+	if !ValidName(s) {
+		return fmt.Errorf("%w: %s must match ^[A-Za-z0-9_-]{1,128}$, got %q", ErrBadRequest, field, s)
+	}
+	return nil
+}
+
+// Optional distinguishes a field that was absent from one set to null, which
+// partial updates need: absent keeps the value, null clears it.
+type Optional[T any] struct {
+	Set   bool
+	Value *T
+}
+
+// Some returns an Optional set to v.
+func Some[T any](v T) Optional[T] { return Optional[T]{Set: true, Value: &v} }
+
+// Null returns an Optional explicitly set to null.
+func Null[T any]() Optional[T] { return Optional[T]{Set: true} }
+
+// UnmarshalJSON implements json.Unmarshaler; nested objects keep refusing
+// unknown fields.
+func (o *Optional[T]) UnmarshalJSON(b []byte) error {
+	o.Set = true
+	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+		o.Value = nil
+		return nil
+	}
+	var v T
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		return err
+	}
+	o.Value = &v
+	return nil
+}
+
+// MarshalJSON implements json.Marshaler.
+func (o Optional[T]) MarshalJSON() ([]byte, error) {
+	if o.Value == nil {
+		return []byte("null"), nil
+	}
+	return json.Marshal(o.Value)
+}
+
+// AcquireRequest is the body of pharox.acquire.
+type AcquireRequest struct {
+	PoolName        string        `json:"pool_name"`
+	ConsumerName    *string       `json:"consumer_name,omitempty"`
+	DurationSeconds *int          `json:"duration_seconds,omitempty"`
+	Filters         *ProxyFilters `json:"filters,omitempty"`
+	Selector        *Selector     `json:"selector,omitempty"`
+	WaitSeconds     *float64      `json:"wait_seconds,omitempty"`
+	RequestID       *string       `json:"request_id,omitempty"`
+}
+
+// ReleaseRequest is the body of pharox.release.
+type ReleaseRequest struct {
+	LeaseID      string  `json:"lease_id"`
+	ConsumerName *string `json:"consumer_name,omitempty"`
+}
+
+// RenewRequest is the body of pharox.renew.
+type RenewRequest struct {
+	LeaseID         string  `json:"lease_id"`
+	DurationSeconds *int    `json:"duration_seconds,omitempty"`
+	ConsumerName    *string `json:"consumer_name,omitempty"`
+}
+
+// LeaseGetRequest is the body of pharox.leases.get.
+type LeaseGetRequest struct {
+	LeaseID string `json:"lease_id"`
+}
+
+// EmptyRequest is the body of operations that take no arguments.
+type EmptyRequest struct{}
+
+// StatsRequest is the body of pharox.stats.
+type StatsRequest struct {
+	PoolName string `json:"pool_name"`
+}
+
+// PoolCreateRequest is the body of pharox.admin.pools.create.
+type PoolCreateRequest struct {
+	Name        string  `json:"name"`
+	Description *string `json:"description,omitempty"`
+}
+
+// PoolUpdateRequest is the body of pharox.admin.pools.update.
+type PoolUpdateRequest struct {
+	Name        string                `json:"name"`
+	Description Optional[string]      `json:"description,omitzero"`
+	HealthCheck Optional[HealthCheck] `json:"health_check,omitzero"`
+}
+
+// PoolDeleteRequest is the body of pharox.admin.pools.delete.
+type PoolDeleteRequest struct {
+	Name  string `json:"name"`
+	Force bool   `json:"force,omitempty"`
+}
+
+// ProxyInput is one proxy of pharox.admin.proxies.add.
+type ProxyInput struct {
+	Host           string       `json:"host"`
+	Port           int          `json:"port"`
+	Protocol       *Protocol    `json:"protocol,omitempty"`
+	Status         *ProxyStatus `json:"status,omitempty"`
+	Credentials    *Credentials `json:"credentials,omitempty"`
+	Source         *string      `json:"source,omitempty"`
+	Country        *string      `json:"country,omitempty"`
+	City           *string      `json:"city,omitempty"`
+	Latitude       *float64     `json:"latitude,omitempty"`
+	Longitude      *float64     `json:"longitude,omitempty"`
+	ISP            *string      `json:"isp,omitempty"`
+	ASN            *int64       `json:"asn,omitempty"`
+	MaxConcurrency *int         `json:"max_concurrency,omitempty"`
+}
+
+// ProxiesAddRequest is the body of pharox.admin.proxies.add.
+type ProxiesAddRequest struct {
+	PoolName string       `json:"pool_name"`
+	Proxies  []ProxyInput `json:"proxies"`
+}
+
+// ProxiesListRequest is the body of pharox.admin.proxies.list.
+type ProxiesListRequest struct {
+	PoolName string       `json:"pool_name"`
+	Status   *ProxyStatus `json:"status,omitempty"`
+	Limit    *int         `json:"limit,omitempty"`
+	Cursor   *string      `json:"cursor,omitempty"`
+}
+
+// ProxyGetRequest is the body of pharox.admin.proxies.get.
+type ProxyGetRequest struct {
+	ProxyID string `json:"proxy_id"`
+}
+
+// ProxyUpdateRequest is the body of pharox.admin.proxies.update: only the
+// fields that are set change; null clears a nullable field.
+type ProxyUpdateRequest struct {
+	ProxyID        string                `json:"proxy_id"`
+	Host           Optional[string]      `json:"host,omitzero"`
+	Port           Optional[int]         `json:"port,omitzero"`
+	Protocol       Optional[Protocol]    `json:"protocol,omitzero"`
+	Status         Optional[ProxyStatus] `json:"status,omitzero"`
+	Credentials    Optional[Credentials] `json:"credentials,omitzero"`
+	Source         Optional[string]      `json:"source,omitzero"`
+	Country        Optional[string]      `json:"country,omitzero"`
+	City           Optional[string]      `json:"city,omitzero"`
+	Latitude       Optional[float64]     `json:"latitude,omitzero"`
+	Longitude      Optional[float64]     `json:"longitude,omitzero"`
+	ISP            Optional[string]      `json:"isp,omitzero"`
+	ASN            Optional[int64]       `json:"asn,omitzero"`
+	MaxConcurrency Optional[int]         `json:"max_concurrency,omitzero"`
+}
+
+// ProxyDeleteRequest is the body of pharox.admin.proxies.delete.
+type ProxyDeleteRequest struct {
+	ProxyID string `json:"proxy_id"`
+	Force   bool   `json:"force,omitempty"`
+}
+
+// ConsumerEnsureRequest is the body of pharox.admin.consumers.ensure.
+type ConsumerEnsureRequest struct {
+	Name string `json:"name"`
+}
+
+// HealthApplyRequest is the body of pharox.admin.health.apply.
+type HealthApplyRequest struct {
+	ProxyID      string      `json:"proxy_id"`
+	Status       ProxyStatus `json:"status"`
+	LatencyMs    float64     `json:"latency_ms"`
+	Protocol     Protocol    `json:"protocol"`
+	Attempts     *int        `json:"attempts,omitempty"`
+	StatusCode   *int        `json:"status_code,omitempty"`
+	CheckedAt    *string     `json:"checked_at,omitempty"`
+	ErrorMessage *string     `json:"error_message,omitempty"`
+}
+
+// AcquireReply is the reply of pharox.acquire; both are null when no proxy is free.
+type AcquireReply struct {
+	Lease *Lease `json:"lease"`
+	Proxy *Proxy `json:"proxy"`
+}
+
+// LeaseReply is the reply of release, renew and leases.get.
+type LeaseReply struct {
+	Lease *Lease `json:"lease"`
+}
+
+// CleanupReply is the reply of pharox.cleanup.
+type CleanupReply struct {
+	Released int `json:"released"`
+}
+
+// PoolsReply is the reply of pharox.admin.pools.list.
+type PoolsReply struct {
+	Pools []ProxyPool `json:"pools"`
+}
+
+// ProxiesReply is the reply of pharox.admin.proxies.add.
+type ProxiesReply struct {
+	Proxies []Proxy `json:"proxies"`
+}
+
+// ProxiesPage is the reply of pharox.admin.proxies.list.
+type ProxiesPage struct {
+	Proxies    []Proxy `json:"proxies"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+// DeletedReply is the reply of the delete operations.
+type DeletedReply struct {
+	Deleted bool `json:"deleted"`
+}
+
+// ConsumersReply is the reply of pharox.admin.consumers.list.
+type ConsumersReply struct {
+	Consumers []Consumer `json:"consumers"`
+}
+
+// ErrorBody is the body of every failed request.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail carries the contract's error code and a human message.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
