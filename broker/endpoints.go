@@ -19,6 +19,10 @@ func (b *Broker) endpoints() []endpoint {
 			lease, err := m.ReleaseProxy(ctx, r)
 			return model.LeaseReply{Lease: &lease}, err
 		}),
+		op("renew", "renew", func(ctx context.Context, r model.RenewRequest) (any, error) {
+			lease, err := m.RenewLease(ctx, r)
+			return model.LeaseReply{Lease: &lease}, err
+		}),
 		op("leases.get", "leases_get", func(ctx context.Context, r model.LeaseGetRequest) (any, error) {
 			lease, err := m.GetLease(ctx, r.LeaseID)
 			return model.LeaseReply{Lease: &lease}, err

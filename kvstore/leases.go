@@ -246,3 +246,60 @@ func endTime(status model.LeaseStatus, expiresAt, now time.Time) *time.Time {
 	}
 	return &t
 }
+
+// Renew sets an active lease's expiry to now + duration in the same
+// revision-checked way a lease is committed; the fencing token stays.
+// It returns the renewed lease and its expiry before.
+func (s *Store) Renew(ctx context.Context, leaseID string, consumerName *string, duration time.Duration) (model.Lease, time.Time, []model.Lease, error) {
+	lease, rev, err := s.getLeaseRecord(ctx, leaseID)
+	if err != nil {
+		return lease, time.Time{}, nil, err
+	}
+	if consumerName != nil && *consumerName != lease.ConsumerName {
+		return lease, time.Time{}, nil, fmt.Errorf("%w: lease %s is held by consumer %q, not %q", model.ErrForbidden, leaseID, lease.ConsumerName, *consumerName)
+	}
+	if lease.Status != model.LeaseActive {
+		return lease, time.Time{}, nil, leaseNotActive(lease)
+	}
+	var previous, next time.Time
+	m, err := s.MutateProxy(ctx, lease.ProxyID, func(rec *ProxyRecord, now time.Time) error {
+		i := rec.holder(leaseID)
+		if i < 0 {
+			return model.ErrLeaseNotActive
+		}
+		previous = rec.Holders[i].ExpiresAt
+		next = now.Add(duration)
+		rec.Holders[i].ExpiresAt = next
+		return nil
+	})
+	if errors.Is(err, model.ErrLeaseNotActive) || errors.Is(err, model.ErrProxyNotFound) {
+		latest, _, gerr := s.getLeaseRecord(ctx, leaseID)
+		if gerr != nil {
+			latest = lease
+		}
+		if latest.Status == model.LeaseActive {
+			latest = endLease(latest, s.Now())
+		}
+		return latest, time.Time{}, m.Expired, leaseNotActive(latest)
+	}
+	if err != nil {
+		return lease, time.Time{}, m.Expired, err
+	}
+	lease.ExpiresAt = next
+	data, _ := json.Marshal(lease)
+	if _, err := s.leases.Update(ctx, leaseID, data, rev); err != nil {
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			// A release ended it between our two writes.
+			latest, _, gerr := s.getLeaseRecord(ctx, leaseID)
+			if gerr == nil && latest.Status != model.LeaseActive {
+				return latest, time.Time{}, m.Expired, leaseNotActive(latest)
+			}
+		}
+		return lease, time.Time{}, m.Expired, storeErr("renew lease record", err)
+	}
+	return lease, previous, m.Expired, nil
+}
+
+func leaseNotActive(l model.Lease) error {
+	return fmt.Errorf("%w: lease %s is %s", model.ErrLeaseNotActive, l.ID, l.Status)
+}

@@ -30,6 +30,7 @@ func (m *Manager) AcquireProxy(ctx context.Context, req model.AcquireRequest) (*
 		return nil, nil, err
 	}
 	grant, conflicts, err := m.commit(ctx, p, consumer)
+	m.counters.conflicts.Add(uint64(conflicts))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -48,9 +49,11 @@ func (m *Manager) AcquireProxy(ctx context.Context, req model.AcquireRequest) (*
 	}
 	m.cbMu.RUnlock()
 	if grant == nil {
+		m.counters.empty.Add(1)
 		m.log.Debug("acquire: no proxy free", zap.String("pool", p.pool), zap.String("consumer", p.consumer), zap.Int("conflicts", conflicts))
 		return nil, nil, nil
 	}
+	m.counters.granted.Add(1)
 	m.log.Debug("acquire", zap.String("pool", p.pool), zap.String("consumer", p.consumer),
 		zap.String("lease_id", grant.Lease.ID), zap.String("proxy_id", grant.Proxy.ID),
 		zap.Uint64("fencing_token", grant.Lease.FencingToken), zap.Int("conflicts", conflicts))

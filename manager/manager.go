@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -24,6 +25,7 @@ type (
 	ReleaseCallback func(model.ReleaseEvent)
 	ExpiredCallback func(model.ExpiredEvent)
 	HealthCallback  func(model.HealthEvent)
+	RenewCallback   func(model.RenewedEvent)
 )
 
 // Manager leases proxies from pools to consumers.
@@ -37,9 +39,29 @@ type Manager struct {
 	onRelease []ReleaseCallback
 	onExpired []ExpiredCallback
 	onHealth  []HealthCallback
+	onRenew   []RenewCallback
 
 	inflight *inflight
 	rr       *rotation
+	counters counters
+}
+
+// counters are cumulative since the manager started.
+type counters struct {
+	granted, empty, conflicts atomic.Uint64
+}
+
+// Counters is a snapshot of a manager's acquire counters.
+type Counters struct {
+	// Granted is acquires that returned a lease; Empty those that found no
+	// proxy free; Conflicts the revision-checked writes lost to a concurrent
+	// one and retried.
+	Granted, Empty, Conflicts uint64
+}
+
+// Counters returns the acquire counters, for metrics and benchmarks.
+func (m *Manager) Counters() Counters {
+	return Counters{Granted: m.counters.granted.Load(), Empty: m.counters.empty.Load(), Conflicts: m.counters.conflicts.Load()}
 }
 
 type options struct {
@@ -88,6 +110,13 @@ func (m *Manager) RegisterExpiredCallback(fn ExpiredCallback) {
 	m.cbMu.Lock()
 	defer m.cbMu.Unlock()
 	m.onExpired = append(m.onExpired, fn)
+}
+
+// RegisterRenewCallback adds fn to the hooks run after every renew.
+func (m *Manager) RegisterRenewCallback(fn RenewCallback) {
+	m.cbMu.Lock()
+	defer m.cbMu.Unlock()
+	m.onRenew = append(m.onRenew, fn)
 }
 
 // RegisterHealthCallback adds fn to the hooks run when a health result
@@ -153,6 +182,39 @@ func (m *Manager) ReleaseProxy(ctx context.Context, req model.ReleaseRequest) (m
 	}
 	m.log.Debug("release", zap.String("lease_id", lease.ID), zap.String("proxy_id", lease.ProxyID),
 		zap.String("status", string(lease.Status)), zap.Bool("changed", changed))
+	return lease, nil
+}
+
+// RenewLease extends an active lease to now + duration_seconds (same bounds
+// as acquire). The fencing token does not change.
+func (m *Manager) RenewLease(ctx context.Context, req model.RenewRequest) (model.Lease, error) {
+	if err := checkUUID("lease_id", req.LeaseID); err != nil {
+		return model.Lease{}, err
+	}
+	if req.ConsumerName != nil {
+		if err := model.CheckName("consumer_name", *req.ConsumerName); err != nil {
+			return model.Lease{}, err
+		}
+	}
+	if req.DurationSeconds == nil {
+		return model.Lease{}, fmt.Errorf("%w: duration_seconds is required", model.ErrBadRequest)
+	}
+	d, err := m.checkDuration(req.DurationSeconds)
+	if err != nil {
+		return model.Lease{}, err
+	}
+	lease, previous, expired, err := m.store.Renew(ctx, req.LeaseID, req.ConsumerName, d)
+	m.fireExpired(expired)
+	if err != nil {
+		return lease, err
+	}
+	ev := model.RenewedEvent{Lease: &lease, PoolName: lease.PoolName, PreviousExpiresAt: previous}
+	m.cbMu.RLock()
+	for _, fn := range m.onRenew {
+		fn(ev)
+	}
+	m.cbMu.RUnlock()
+	m.log.Debug("renew", zap.String("lease_id", lease.ID), zap.Time("expires_at", lease.ExpiresAt))
 	return lease, nil
 }
 

@@ -59,10 +59,14 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 	connOpts := []nats.Option{
 		nats.Name("pharox-worker"),
 		nats.MaxReconnects(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("NATS connection lost; reconnecting", zap.Error(err))
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if err != nil && !nc.IsClosed() {
+				log.Warn("NATS connection lost; reconnecting", zap.Error(err))
+			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS connection restored", zap.String("url", nc.ConnectedUrlRedacted())) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("NATS connection restored", zap.String("url", nc.ConnectedUrlRedacted()))
+		}),
 	}
 	if url == "" {
 		var err error
@@ -102,6 +106,7 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 	mgr.RegisterReleaseCallback(pub.Released)
 	mgr.RegisterExpiredCallback(pub.Expired)
 	mgr.RegisterHealthCallback(pub.Health)
+	mgr.RegisterRenewCallback(pub.Renewed)
 
 	if cfg.Seed != "" {
 		f, err := manager.LoadSeedFile(cfg.Seed)
@@ -135,7 +140,7 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 		zap.String("subjects", cfg.SubjectPrefix+".>"),
 		zap.Int("endpoints", len(brk.Subjects())),
 		zap.Int("max_inflight", cfg.MaxInflight),
-		zap.Duration("request_timeout", cfg.RequestTimeout))
+		zap.String("request_timeout", cfg.RequestTimeout.String()))
 
 	<-ctx.Done()
 	log.Info("shutting down: draining requests")

@@ -81,6 +81,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
 	mgr.RegisterReleaseCallback(pub.Released)
 	mgr.RegisterExpiredCallback(pub.Expired)
 	mgr.RegisterHealthCallback(pub.Health)
+	mgr.RegisterRenewCallback(pub.Renewed)
 	brk, err := broker.Start(nc, mgr, broker.WithPrefix(cfg.Prefix), broker.WithMaxInflight(cfg.MaxInflight),
 		broker.WithRequestTimeout(cfg.RequestTimeout), broker.WithLogger(cfg.Log))
 	if err != nil {

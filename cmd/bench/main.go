@@ -1,0 +1,168 @@
+// Command bench measures the pharox worker over NATS against the raw speed of
+// the substrate measured in the same run: JetStream KV get+CAS on distinct
+// keys and core request-reply. Every figure is printed beside its ratio to
+// that baseline, because these machines are noisy.
+//
+//	go run ./cmd/bench                      # every scenario, table on stdout
+//	go run ./cmd/bench --scenarios 1,6 --json
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+type benchConfig struct {
+	natsURL   string
+	duration  time.Duration
+	scenarios map[int]bool
+	json      bool
+	history   int
+	big       int
+	cpuprof   string
+}
+
+// row is one line of the report.
+type row struct {
+	Scenario string  `json:"scenario"`
+	Case     string  `json:"case"`
+	Value    float64 `json:"value"`
+	Unit     string  `json:"unit"`
+	Ratio    float64 `json:"ratio,omitempty"`
+	RatioOf  string  `json:"ratio_of,omitempty"`
+	P50Ms    float64 `json:"p50_ms,omitempty"`
+	P99Ms    float64 `json:"p99_ms,omitempty"`
+	Note     string  `json:"note,omitempty"`
+}
+
+// report collects rows and the targets' verdicts.
+type report struct {
+	Rows      []row    `json:"rows"`
+	Targets   []target `json:"targets"`
+	OverLease bool     `json:"over_lease"`
+	Seconds   float64  `json:"seconds"`
+}
+
+type target struct {
+	Name     string  `json:"name"`
+	Measured float64 `json:"measured"`
+	Needed   float64 `json:"needed"`
+	Met      bool    `json:"met"`
+}
+
+func main() {
+	if len(os.Args) > 2 && os.Args[1] == serveNATSArg {
+		serveNATS(os.Args[2])
+		return
+	}
+	if len(os.Args) > 2 && os.Args[1] == serveWorkerArg {
+		serveWorker(os.Args[2])
+		return
+	}
+	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if cfg.cpuprof != "" {
+		f, err := os.Create(cfg.cpuprof)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(2)
+		}
+		_ = pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	rep, err := run(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	if cfg.json {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+	} else {
+		printTable(rep)
+	}
+	if rep.OverLease {
+		pprof.StopCPUProfile()
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (benchConfig, error) {
+	var cfg benchConfig
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&cfg.natsURL, "nats-url", "", "use this NATS server (JetStream enabled) instead of starting one as a child process")
+	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "how long each measured point runs")
+	list := fs.String("scenarios", "1,2,3,4,5,6,7", "comma-separated scenarios to run (see README: 1 clients, 2 pool size, 3 filters, 4 selectors, 5 history, 6 hot pool, 7 memory)")
+	fs.BoolVar(&cfg.json, "json", false, "print the report as JSON instead of a table")
+	fs.IntVar(&cfg.history, "history", 200000, "pairs completed in the history scenario before the last 10,000 are compared with the first 10,000")
+	fs.IntVar(&cfg.big, "big", 100000, "proxies in the large pool of scenarios 2, 3 and 7")
+	fs.StringVar(&cfg.cpuprof, "cpuprofile", "", "write a CPU profile of the bench process (clients and in-process workers) to this file")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	cfg.scenarios = map[int]bool{}
+	for _, s := range strings.Split(*list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || n > 7 {
+			return cfg, fmt.Errorf("--scenarios: %q is not a scenario 1..7", s)
+		}
+		cfg.scenarios[n] = true
+	}
+	if cfg.history < 20000 {
+		return cfg, fmt.Errorf("--history must be at least 20000 (first and last 10,000 pairs)")
+	}
+	return cfg, nil
+}
+
+func printTable(rep report) {
+	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "scenario\tcase\tvalue\tunit\tratio\tp50 ms\tp99 ms\tnote")
+	for _, r := range rep.Rows {
+		ratio := ""
+		if r.RatioOf != "" {
+			ratio = fmt.Sprintf("%.2f x %s", r.Ratio, r.RatioOf)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\n", r.Scenario, r.Case, r.Value, r.Unit, ratio, ms(r.P50Ms), ms(r.P99Ms), r.Note)
+	}
+	_ = w.Flush()
+	fmt.Println()
+	for _, t := range rep.Targets {
+		verdict := "MET"
+		if !t.Met {
+			verdict = "NOT MET"
+		}
+		fmt.Printf("target %-55s measured %.2f, needs %.2f: %s\n", t.Name, t.Measured, t.Needed, verdict)
+	}
+	if rep.OverLease {
+		fmt.Println("OVER-LEASE DETECTED: a proxy held more leases than its max_concurrency")
+	} else {
+		fmt.Println("no over-lease in any scenario (checked on every lease of every limited pool)")
+	}
+	fmt.Printf("total %.0fs\n", rep.Seconds)
+}
+
+func ms(v float64) string {
+	if v == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.2f", v)
+}

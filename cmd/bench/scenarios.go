@@ -1,0 +1,430 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/pharox/pharox-nats/internal/workertest"
+	"github.com/pharox/pharox-nats/model"
+)
+
+const (
+	prefix         = "pharox"
+	serveWorkerArg = "__serve-worker"
+	countries      = 50
+)
+
+// env is a NATS server with workers and client connections.
+type env struct {
+	proc    *natsProcess
+	url     string
+	workers []*workertest.Worker
+	wconns  []*nats.Conn
+	conns   []*nats.Conn
+	suffix  string
+	seeded  map[string]bool
+}
+
+func newEnv(ctx context.Context, cfg benchConfig, workers int) (*env, error) {
+	e := &env{url: cfg.natsURL, suffix: strconv.FormatInt(time.Now().UnixNano()%1e6, 36), seeded: map[string]bool{}}
+	if e.url == "" {
+		p, err := startNATSProcess()
+		if err != nil {
+			return nil, err
+		}
+		e.proc, e.url = p, p.url
+	}
+	for i := 0; i < workers; i++ {
+		nc, err := nats.Connect(e.url)
+		if err != nil {
+			e.close()
+			return nil, err
+		}
+		e.wconns = append(e.wconns, nc)
+		w, err := workertest.New(ctx, nc, workertest.Config{Prefix: prefix, RequestTimeout: 10 * time.Second})
+		if err != nil {
+			e.close()
+			return nil, err
+		}
+		e.workers = append(e.workers, w)
+	}
+	for i := 0; i < 4; i++ {
+		nc, err := nats.Connect(e.url)
+		if err != nil {
+			e.close()
+			return nil, err
+		}
+		e.conns = append(e.conns, nc)
+	}
+	return e, nil
+}
+
+func (e *env) client() client {
+	return client{nc: e.conns[0], prefix: prefix, timeout: 30 * time.Second}
+}
+
+// pool seeds a pool once and returns its name. Proxies carry one of 50
+// countries and coordinates on a grid, so filters have something to select.
+func (e *env) pool(size, maxConc int) (string, error) {
+	name := fmt.Sprintf("bench-%d-%d-%s", size, maxConc, e.suffix)
+	if e.seeded[name] {
+		return name, nil
+	}
+	err := seedPool(e.client(), name, size, func(i int) model.ProxyInput {
+		country := fmt.Sprintf("C%02d", i%countries)
+		lat := float64(i%180) - 89.5
+		lon := float64((i/180)%360) - 179.5
+		in := model.ProxyInput{Host: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), Port: 8000 + i%1000,
+			Country: &country, Latitude: &lat, Longitude: &lon}
+		if maxConc > 0 {
+			in.MaxConcurrency = &maxConc
+		}
+		return in
+	})
+	if err != nil {
+		return "", err
+	}
+	e.seeded[name] = true
+	return name, nil
+}
+
+func (e *env) conflicts() uint64 {
+	var n uint64
+	for _, w := range e.workers {
+		n += w.Manager.Counters().Conflicts
+	}
+	return n
+}
+
+func (e *env) close() {
+	for _, w := range e.workers {
+		w.Stop()
+	}
+	for _, nc := range append(e.wconns, e.conns...) {
+		nc.Close()
+	}
+	if e.proc != nil {
+		e.proc.stop()
+	}
+}
+
+func (e *env) pairs(ctx context.Context, spec pairSpec) pairRun {
+	spec.conns = e.conns
+	spec.prefix = prefix
+	return runPairs(ctx, spec)
+}
+
+func simple(pool string, sel model.Selector) func(int) model.AcquireRequest {
+	return func(i int) model.AcquireRequest {
+		c := "client-" + strconv.Itoa(i)
+		s := sel
+		return model.AcquireRequest{PoolName: pool, ConsumerName: &c, Selector: &s}
+	}
+}
+
+func run(ctx context.Context, cfg benchConfig) (report, error) {
+	var rep report
+	start := time.Now()
+	add := func(r row) {
+		rep.Rows = append(rep.Rows, r)
+		progress("  %s / %s: %.0f %s", r.Scenario, r.Case, r.Value, r.Unit)
+	}
+	pairRow := func(scn, cs string, pr pairRun, base float64, baseName string) row {
+		if pr.OverLease {
+			rep.OverLease = true
+		}
+		note := fmt.Sprintf("%d pairs", pr.Pairs)
+		if pr.Empty > 0 {
+			note += fmt.Sprintf(", %d empty", pr.Empty)
+		}
+		if pr.Errors > 0 {
+			note += fmt.Sprintf(", %d errors", pr.Errors)
+		}
+		return row{Scenario: scn, Case: cs, Value: pr.perSecond(), Unit: "pairs/s", Ratio: pr.perSecond() / base, RatioOf: baseName,
+			P50Ms: float64(pr.P50) / 1e6, P99Ms: float64(pr.P99) / 1e6, Note: note}
+	}
+
+	progress("baseline: raw JetStream KV get+CAS and request-reply on a separate-process server")
+	main, err := newEnv(ctx, cfg, 1)
+	if err != nil {
+		return rep, err
+	}
+	defer main.close()
+	bnc := main.conns[0]
+	cas := map[int]float64{}
+	for _, c := range []int{1, 32, 128} {
+		v, err := baselineKVCAS(ctx, bnc, c, cfg.duration)
+		if err != nil {
+			return rep, fmt.Errorf("baseline kv cas: %w", err)
+		}
+		cas[c] = v
+		add(row{Scenario: "baseline", Case: fmt.Sprintf("kv get+CAS, %d goroutines", c), Value: v, Unit: "ops/s"})
+	}
+	rr32, err := baselineRequestReply(bnc, 32, cfg.duration)
+	if err != nil {
+		return rep, err
+	}
+	add(row{Scenario: "baseline", Case: "request-reply, 32 requesters", Value: rr32, Unit: "req/s"})
+	casName := func(c int) string { return fmt.Sprintf("kv CAS@%d", c) }
+
+	if cfg.scenarios[1] {
+		progress("scenario 1: acquire+release pairs, pool of 1,000 proxies (max_concurrency 1)")
+		pool, err := main.pool(1000, 1)
+		if err != nil {
+			return rep, err
+		}
+		for _, c := range []int{1, 32, 128} {
+			pr := main.pairs(ctx, pairSpec{clients: c, duration: cfg.duration, limit: 1, acquire: simple(pool, model.SelectorFirstAvailable)})
+			add(pairRow("1 clients", fmt.Sprintf("1 worker, %d clients", c), pr, cas[c], casName(c)))
+			if c == 32 {
+				rep.Targets = append(rep.Targets, target{Name: "pairs/s at 32 clients vs raw get+CAS at 32", Measured: pr.perSecond() / cas[32], Needed: 0.35})
+			}
+		}
+		two, err := newEnv(ctx, cfg, 2)
+		if err != nil {
+			return rep, err
+		}
+		pool2, err := two.pool(1000, 1)
+		if err != nil {
+			two.close()
+			return rep, err
+		}
+		for _, c := range []int{1, 32, 128} {
+			pr := two.pairs(ctx, pairSpec{clients: c, duration: cfg.duration, limit: 1, acquire: simple(pool2, model.SelectorFirstAvailable)})
+			add(pairRow("1 clients", fmt.Sprintf("2 workers, %d clients", c), pr, cas[c], casName(c)))
+		}
+		two.close()
+	}
+
+	var bigRate float64
+	if cfg.scenarios[2] || cfg.scenarios[3] {
+		progress("scenario 2: pool size, 32 clients, first_available, no filters")
+		var smallRate float64
+		for _, size := range []int{100, 10000, cfg.big} {
+			pool, err := main.pool(size, 1)
+			if err != nil {
+				return rep, err
+			}
+			pr := main.pairs(ctx, pairSpec{clients: 32, duration: cfg.duration, limit: 1, acquire: simple(pool, model.SelectorFirstAvailable)})
+			add(pairRow("2 pool size", fmt.Sprintf("%d proxies", size), pr, cas[32], casName(32)))
+			if size == 100 {
+				smallRate = pr.perSecond()
+			}
+			if size == cfg.big {
+				bigRate = pr.perSecond()
+			}
+		}
+		rep.Targets = append(rep.Targets, target{Name: fmt.Sprintf("%d-proxy pool vs 100-proxy pool", cfg.big), Measured: bigRate / smallRate, Needed: 0.9})
+	}
+
+	if cfg.scenarios[3] {
+		progress("scenario 3: filtered acquire at %d proxies, 32 clients", cfg.big)
+		pool, err := main.pool(cfg.big, 1)
+		if err != nil {
+			return rep, err
+		}
+		byCountry := func(i int) model.AcquireRequest {
+			r := simple(pool, model.SelectorFirstAvailable)(i)
+			c := fmt.Sprintf("C%02d", i%countries)
+			r.Filters = &model.ProxyFilters{Country: &c}
+			return r
+		}
+		pr := main.pairs(ctx, pairSpec{clients: 32, duration: cfg.duration, limit: 1, acquire: byCountry})
+		add(pairRow("3 filters", "country = one of 50", pr, bigRate, "unfiltered"))
+		worst := pr.perSecond()
+		byRadius := func(i int) model.AcquireRequest {
+			r := simple(pool, model.SelectorFirstAvailable)(i)
+			lat, lon, km := float64(i%60)-30, float64(i%90)-45, 500.0
+			r.Filters = &model.ProxyFilters{Latitude: &lat, Longitude: &lon, RadiusKm: &km}
+			return r
+		}
+		pr = main.pairs(ctx, pairSpec{clients: 32, duration: cfg.duration, limit: 1, acquire: byRadius})
+		add(pairRow("3 filters", "geo radius 500 km", pr, bigRate, "unfiltered"))
+		worst = min(worst, pr.perSecond())
+		if bigRate > 0 {
+			rep.Targets = append(rep.Targets, target{Name: "filtered acquire vs unfiltered, big pool (worst)", Measured: worst / bigRate, Needed: 0.8})
+		}
+	}
+
+	if cfg.scenarios[4] {
+		progress("scenario 4: selectors, pool of 1,000, 32 clients")
+		pool, err := main.pool(1000, 1)
+		if err != nil {
+			return rep, err
+		}
+		for _, sel := range []model.Selector{model.SelectorFirstAvailable, model.SelectorLeastUsed, model.SelectorRoundRobin, model.SelectorRandom} {
+			pr := main.pairs(ctx, pairSpec{clients: 32, duration: cfg.duration, limit: 1, acquire: simple(pool, sel)})
+			add(pairRow("4 selectors", string(sel), pr, cas[32], casName(32)))
+		}
+	}
+
+	if cfg.scenarios[5] {
+		progress("scenario 5: history, %d pairs on a 100-proxy pool, 32 clients", cfg.history)
+		pool, err := main.pool(100, 0)
+		if err != nil {
+			return rep, err
+		}
+		done := make(chan struct{})
+		go func() {
+			t := time.NewTicker(10 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					progress("  history: %d leases granted so far", main.workers[0].Manager.Counters().Granted)
+				}
+			}
+		}()
+		pr := main.pairs(ctx, pairSpec{clients: 32, duration: time.Hour, maxPairs: int64(cfg.history), acquire: simple(pool, model.SelectorFirstAvailable), timeline: true})
+		close(done)
+		tl := pr.Timeline
+		if len(tl) >= 20000 {
+			first := 10000 / tl[9999].Seconds()
+			last := 10000 / (tl[len(tl)-1] - tl[len(tl)-10001]).Seconds()
+			add(row{Scenario: "5 history", Case: "first 10,000 pairs", Value: first, Unit: "pairs/s", Ratio: first / cas[32], RatioOf: casName(32)})
+			add(row{Scenario: "5 history", Case: fmt.Sprintf("last 10,000 of %d", len(tl)), Value: last, Unit: "pairs/s", Ratio: last / first, RatioOf: "first 10,000"})
+			rep.Targets = append(rep.Targets, target{Name: "last 10,000 pairs vs first 10,000", Measured: last / first, Needed: 0.9})
+		}
+	}
+
+	if cfg.scenarios[6] {
+		progress("scenario 6: hot pool, 50 proxies max_concurrency 1, 4 workers, 128 clients holding 5 ms")
+		hot, err := newEnv(ctx, cfg, 4)
+		if err != nil {
+			return rep, err
+		}
+		pool, err := hot.pool(50, 1)
+		if err != nil {
+			hot.close()
+			return rep, err
+		}
+		before := hot.conflicts()
+		pr := hot.pairs(ctx, pairSpec{clients: 128, duration: cfg.duration, hold: 5 * time.Millisecond, limit: 1, acquire: simple(pool, model.SelectorFirstAvailable)})
+		conflicts := hot.conflicts() - before
+		r := pairRow("6 hot pool", "successes", pr, cas[32], casName(32))
+		r.Note += fmt.Sprintf(", %.2f conflicts per success", float64(conflicts)/float64(max(pr.Pairs, 1)))
+		add(r)
+		hot.close()
+	}
+
+	if cfg.scenarios[7] {
+		progress("scenario 7: worker memory with %d proxies (worker in its own process)", cfg.big)
+		perProxy, heapPer, err := measureMemory(ctx, cfg)
+		if err != nil {
+			return rep, err
+		}
+		add(row{Scenario: "7 memory", Case: "worker RSS growth per proxy", Value: perProxy, Unit: "bytes"})
+		add(row{Scenario: "7 memory", Case: "worker live heap per proxy", Value: heapPer, Unit: "bytes"})
+		rep.Targets = append(rep.Targets, target{Name: "worker memory per proxy (RSS growth, bytes/1024)", Measured: perProxy / 1024, Needed: 1, Met: perProxy <= 1024})
+	}
+
+	for i := range rep.Targets {
+		if rep.Targets[i].Name != "worker memory per proxy (RSS growth, bytes/1024)" {
+			rep.Targets[i].Met = rep.Targets[i].Measured >= rep.Targets[i].Needed
+		}
+	}
+	rep.Seconds = time.Since(start).Seconds()
+	return rep, nil
+}
+
+// measureMemory runs a worker in a child process, loads the big pool into
+// it and reads its resident set and live heap before and after.
+func measureMemory(ctx context.Context, cfg benchConfig) (rssPerProxy, heapPerProxy float64, err error) {
+	e, err := newEnv(ctx, cfg, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer e.close()
+	cmd := exec.Command(os.Args[0], serveWorkerArg, e.url)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, 0, err
+	}
+	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
+	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
+		return 0, 0, fmt.Errorf("worker process did not start: %w", err)
+	}
+	rss0, heap0, err := childMemory(e, cmd.Process.Pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	pool, err := e.pool(cfg.big, 1)
+	if err != nil {
+		return 0, 0, err
+	}
+	var st model.PoolStatsSnapshot
+	if err := e.client().call("stats", model.StatsRequest{PoolName: pool}, &st); err != nil {
+		return 0, 0, err
+	}
+	rss1, heap1, err := childMemory(e, cmd.Process.Pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	n := float64(st.TotalProxies)
+	return float64(rss1-rss0) / n, float64(heap1-heap0) / n, nil
+}
+
+// childMemory asks the worker process for its live heap after a GC, then
+// reads its resident set from /proc.
+func childMemory(e *env, pid int) (rss, heap int64, err error) {
+	msg, err := e.conns[0].Request("bench.memstats", nil, 30*time.Second)
+	if err != nil {
+		return 0, 0, fmt.Errorf("worker memstats: %w", err)
+	}
+	heap, _ = strconv.ParseInt(string(msg.Data), 10, 64)
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024, heap, nil
+		}
+	}
+	return 0, heap, fmt.Errorf("no VmRSS for pid %d", pid)
+}
+
+// serveWorker is the worker child of the memory scenario.
+func serveWorker(url string) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	w, err := workertest.New(ctx, nc, workertest.Config{Prefix: prefix, RequestTimeout: 30 * time.Second})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(1)
+	}
+	_, _ = nc.Subscribe("bench.memstats", func(m *nats.Msg) {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		_ = m.Respond([]byte(strconv.FormatUint(ms.HeapAlloc, 10)))
+	})
+	_ = nc.Flush()
+	fmt.Println("ready")
+	<-ctx.Done()
+	w.Stop()
+	nc.Close()
+}
