@@ -90,8 +90,17 @@ func (s *Store) Release(ctx context.Context, leaseID string, consumerName *strin
 		return lease, false, nil, err
 	}
 	if removed != nil && m.Written {
-		out := s.finishLeases(ctx, m.Record, []Holder{*removed}, model.LeaseReleased, s.Now())
-		return out[0], true, m.Expired, nil
+		// The record read above is the base of the ending's write: no second
+		// read unless a renew changed it meanwhile.
+		now := s.Now()
+		lease.Status = model.LeaseReleased
+		lease.ExpiresAt = removed.ExpiresAt
+		lease.ReleasedAt = endTime(model.LeaseReleased, lease.ExpiresAt, now)
+		data, _ := json.Marshal(lease)
+		if _, err := s.leases.Update(ctx, leaseID, data, rev); err == nil {
+			return lease, true, m.Expired, nil
+		}
+		return s.finishLease(ctx, m.Record, *removed, model.LeaseReleased, now), true, m.Expired, nil
 	}
 	// The holder was gone: expired (this write or an earlier one recorded
 	// it), or released by a concurrent request that counted it.

@@ -157,6 +157,7 @@ func (s *Store) MutateProxy(ctx context.Context, id string, fn func(rec *ProxyRe
 // race it refreshes the replica from the leader and returns ErrCASConflict.
 func (s *Store) TryMutateProxy(ctx context.Context, id string, fn func(rec *ProxyRecord, now time.Time) error) (Mutation, error) {
 	base := s.replica.proxy(id)
+	fromReplica := base != nil
 	if base == nil {
 		rec, rev, err := s.getProxyRecord(ctx, id)
 		if err != nil {
@@ -168,10 +169,18 @@ func (s *Store) TryMutateProxy(ctx context.Context, id string, fn func(rec *Prox
 	rec := base.rec.clone()
 	expired := rec.pruneExpired(now)
 	err := fn(rec, now)
-	if errors.Is(err, errNoChange) && len(expired) == 0 {
-		return Mutation{Record: base.rec, Rev: base.rev}, nil
-	}
-	if err != nil && !errors.Is(err, errNoChange) {
+	if err != nil && !(errors.Is(err, errNoChange) && len(expired) > 0) {
+		// A decision not to write rests on the record being current: one
+		// taken on the replica's copy is confirmed on the leader's.
+		if fromReplica {
+			if fresh, freshRev, gerr := s.getProxyRecord(ctx, id); gerr == nil && freshRev != base.rev {
+				s.replica.applyProxy(id, fresh, freshRev, false)
+				return Mutation{}, ErrCASConflict
+			}
+		}
+		if errors.Is(err, errNoChange) {
+			return Mutation{Record: base.rec, Rev: base.rev}, nil
+		}
 		return Mutation{Record: base.rec, Rev: base.rev}, err
 	}
 	data, _ := json.Marshal(rec)

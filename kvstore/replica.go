@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -20,12 +21,19 @@ type replica struct {
 	pools    map[string]*poolEntry    // by pool name
 	seen     map[string]uint64        // highest stream sequence applied, by bucket
 	advanced chan struct{}            // closed and replaced whenever seen grows
+
+	counts   map[string]*poolCounts // by pool name, as of countsAt
+	countsAt time.Time
+	expiries expiryHeap
 }
 
 // proxyEntry is an immutable snapshot of one proxy record at a revision.
 type proxyEntry struct {
 	rec *ProxyRecord
 	rev uint64
+	// counted is what this proxy adds to its pool's counts; it changes only
+	// under the replica's write lock.
+	counted poolCounts
 }
 
 type poolEntry struct {
@@ -40,6 +48,7 @@ func newReplica() *replica {
 		pools:    map[string]*poolEntry{},
 		seen:     map[string]uint64{},
 		advanced: make(chan struct{}),
+		counts:   map[string]*poolCounts{},
 	}
 }
 
@@ -137,10 +146,12 @@ func (r *replica) applyProxy(id string, rec *ProxyRecord, rev uint64, fromWatch 
 	if rec == nil {
 		delete(r.proxies, id)
 		r.removeMember(old)
+		r.countChange(old, nil)
 		return
 	}
 	e := &proxyEntry{rec: rec, rev: rev}
 	r.proxies[id] = e
+	r.countChange(old, e)
 	if old != nil && old.rec.PoolName == rec.PoolName && old.rec.Seq == rec.Seq {
 		list := r.members[rec.PoolName]
 		list[r.memberIndex(list, rec.Seq)] = e

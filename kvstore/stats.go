@@ -2,7 +2,6 @@ package kvstore
 
 import (
 	"context"
-	"time"
 
 	"github.com/pharox/pharox-nats/model"
 )
@@ -19,31 +18,11 @@ func (s *Store) PoolStats(ctx context.Context, poolName string) (model.PoolStats
 	return s.LocalPoolStats(poolName), nil
 }
 
-// LocalPoolStats computes a pool's statistics from the replica as it is,
-// which includes this worker's own writes: the snapshot events carry.
+// LocalPoolStats returns a pool's statistics from the replica as it is,
+// which includes this worker's own writes: the snapshot events carry. It is
+// kept incrementally, so it costs the same whatever the pool's size.
 func (s *Store) LocalPoolStats(poolName string) model.PoolStatsSnapshot {
-	now := s.Now()
-	st := model.PoolStatsSnapshot{PoolName: poolName, CollectedAt: now}
-	s.replica.scanMembers(poolName, func(e *proxyEntry) bool {
-		addToStats(&st, e.rec, now)
-		return true
-	})
-	return st
-}
-
-func addToStats(st *model.PoolStatsSnapshot, rec *ProxyRecord, now time.Time) {
-	st.TotalProxies++
-	live := rec.LiveHolders(now)
-	if live > 0 {
-		st.LeasedProxies++
-	}
-	st.TotalLeases += live
-	if rec.Status == model.ProxyActive {
-		st.ActiveProxies++
-		if rec.MaxConcurrency == nil || live < *rec.MaxConcurrency {
-			st.AvailableProxies++
-		}
-	}
+	return s.replica.stats(poolName, s.Now())
 }
 
 // Candidates calls fn on the pool's proxies in added order, as the replica

@@ -1,0 +1,127 @@
+package kvstore
+
+import (
+	"container/heap"
+	"time"
+
+	"github.com/pharox/pharox-nats/model"
+)
+
+// poolCounts are a pool's statistics kept up to date on every change the
+// replica applies, so a stats read or an event's pool_stats costs the same
+// for 10 proxies as for 100,000.
+type poolCounts struct {
+	total, active, available, leased, leases int
+}
+
+// contribution is what one proxy adds to its pool's counts at time t.
+func contribution(rec *ProxyRecord, t time.Time) poolCounts {
+	live := rec.LiveHolders(t)
+	c := poolCounts{total: 1, leases: live}
+	if live > 0 {
+		c.leased = 1
+	}
+	if rec.Status == model.ProxyActive {
+		c.active = 1
+		if rec.MaxConcurrency == nil || live < *rec.MaxConcurrency {
+			c.available = 1
+		}
+	}
+	return c
+}
+
+func (p *poolCounts) add(c poolCounts, sign int) {
+	p.total += sign * c.total
+	p.active += sign * c.active
+	p.available += sign * c.available
+	p.leased += sign * c.leased
+	p.leases += sign * c.leases
+}
+
+// expiry is the moment a holder stops counting. Leases expire without any
+// write, so the counts are advanced through these in time order.
+type expiry struct {
+	at      time.Time
+	proxyID string
+	leaseID string
+}
+
+type expiryHeap []expiry
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiry)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// countChange moves a proxy's counted contribution from old to new (either
+// may be nil) at the counts' current time, and schedules the new holders'
+// expiries. Callers hold r.mu.
+func (r *replica) countChange(old, new *proxyEntry) {
+	if old != nil {
+		r.countsFor(old.rec.PoolName).add(old.counted, -1)
+	}
+	if new == nil {
+		return
+	}
+	new.counted = contribution(new.rec, r.countsAt)
+	r.countsFor(new.rec.PoolName).add(new.counted, +1)
+	for _, h := range new.rec.Holders {
+		if !h.ExpiresAt.After(r.countsAt) {
+			continue
+		}
+		if old != nil {
+			if i := old.rec.holder(h.LeaseID); i >= 0 && old.rec.Holders[i].ExpiresAt.Equal(h.ExpiresAt) {
+				continue // already scheduled
+			}
+		}
+		heap.Push(&r.expiries, expiry{at: h.ExpiresAt, proxyID: new.rec.ID, leaseID: h.LeaseID})
+	}
+}
+
+// advanceCounts brings the counts to time now by applying, in order, every
+// expiry up to it. Callers hold r.mu.
+func (r *replica) advanceCounts(now time.Time) {
+	if !now.After(r.countsAt) {
+		return
+	}
+	for len(r.expiries) > 0 && !r.expiries[0].at.After(now) {
+		x := heap.Pop(&r.expiries).(expiry)
+		e := r.proxies[x.proxyID]
+		if e == nil || e.rec.holder(x.leaseID) < 0 {
+			continue
+		}
+		c := r.countsFor(e.rec.PoolName)
+		c.add(e.counted, -1)
+		e.counted = contribution(e.rec, x.at)
+		c.add(e.counted, +1)
+	}
+	r.countsAt = now
+}
+
+func (r *replica) countsFor(pool string) *poolCounts {
+	c := r.counts[pool]
+	if c == nil {
+		c = &poolCounts{}
+		r.counts[pool] = c
+	}
+	return c
+}
+
+// stats returns a pool's statistics at now.
+func (r *replica) stats(pool string, now time.Time) model.PoolStatsSnapshot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.advanceCounts(now)
+	st := model.PoolStatsSnapshot{PoolName: pool, CollectedAt: now}
+	if c := r.counts[pool]; c != nil {
+		st.TotalProxies, st.ActiveProxies, st.AvailableProxies = c.total, c.active, c.available
+		st.LeasedProxies, st.TotalLeases = c.leased, c.leases
+	}
+	return st
+}
