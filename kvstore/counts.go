@@ -113,11 +113,11 @@ func (r *replica) countsFor(pool string) *poolCounts {
 	return c
 }
 
-// stats returns a pool's statistics at now.
-func (r *replica) stats(pool string, now time.Time) model.PoolStatsSnapshot {
+// stats returns a pool's statistics with leases judged at horizon.
+func (r *replica) stats(pool string, horizon, now time.Time) model.PoolStatsSnapshot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.advanceCounts(now)
+	r.advanceCounts(horizon)
 	st := model.PoolStatsSnapshot{PoolName: pool, CollectedAt: now}
 	if c := r.counts[pool]; c != nil {
 		st.TotalProxies, st.ActiveProxies, st.AvailableProxies = c.total, c.active, c.available

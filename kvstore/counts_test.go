@@ -54,7 +54,7 @@ func TestCountsMatchBruteForce(t *testing.T) {
 					now = now.Add(time.Duration(rng.IntN(4000)) * time.Millisecond)
 				}
 				for _, pool := range pools {
-					got := r.stats(pool, now)
+					got := r.stats(pool, now, now)
 					want := model.PoolStatsSnapshot{PoolName: pool, CollectedAt: now}
 					r.scanMembers(pool, func(e *proxyEntry) bool {
 						c := contribution(e.rec, now)

@@ -34,7 +34,7 @@ type Grant struct {
 func (s *Store) TryAcquire(ctx context.Context, proxyID string, consumer model.Consumer, duration time.Duration, eligible func(*ProxyRecord) bool) (Grant, error) {
 	h := Holder{LeaseID: uuid.NewString(), ConsumerID: consumer.ID, ConsumerName: consumer.Name}
 	m, err := s.TryMutateProxy(ctx, proxyID, func(rec *ProxyRecord, now time.Time) error {
-		if rec.Status != model.ProxyActive || !eligible(rec) || !rec.HasRoom(now) {
+		if rec.Status != model.ProxyActive || !eligible(rec) || !rec.HasRoom(now.Add(-s.opts.grace)) {
 			return ErrNotEligible
 		}
 		h.AcquiredAt = now
@@ -58,7 +58,7 @@ func (s *Store) TryAcquire(ctx context.Context, proxyID string, consumer model.C
 		s.undoHold(proxyID, h.LeaseID)
 		return Grant{Expired: m.Expired}, storeErr("create lease record", err)
 	}
-	return Grant{Lease: lease, Proxy: m.Record.Model(s.Now()), Expired: m.Expired}, nil
+	return Grant{Lease: lease, Proxy: m.Record.Model(s.Horizon()), Expired: m.Expired}, nil
 }
 
 // Release ends a lease. It reports changed=false, with the lease as it is,
@@ -116,7 +116,7 @@ func (s *Store) Release(ctx context.Context, leaseID string, consumerName *strin
 	if latest.Status == model.LeaseActive {
 		// A holder without its record's ending: the request that removed it
 		// failed half-way. Record the ending so reads stop showing it active.
-		latest = endLease(latest, s.Now())
+		latest = endLease(latest, s.Now(), s.Horizon())
 		data, _ := json.Marshal(latest)
 		if _, err := s.leases.Update(ctx, leaseID, data, rev); err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			return lease, false, m.Expired, storeErr("repair lease record", err)
@@ -136,11 +136,16 @@ func (s *Store) GetLease(ctx context.Context, leaseID string) (model.Lease, erro
 // slot. A lease is counted by the one write that prunes it, so concurrent
 // sweeps on several workers publish one expiry each.
 func (s *Store) CleanupExpired(ctx context.Context) ([]model.Lease, error) {
-	now := s.Now()
+	// Bring the replica up to every acknowledged write first, so a lease
+	// committed through another worker is swept by this call.
+	if err := s.syncReplica(ctx, s.proxies); err != nil {
+		return nil, err
+	}
+	horizon := s.Horizon()
 	var out []model.Lease
 	var errs []error
 	for _, e := range s.replica.allProxies() {
-		if e.rec.LiveHolders(now) == len(e.rec.Holders) {
+		if e.rec.LiveHolders(horizon) == len(e.rec.Holders) {
 			continue
 		}
 		m, err := s.MutateProxy(ctx, e.rec.ID, func(*ProxyRecord, time.Time) error { return errNoChange })
@@ -227,16 +232,17 @@ func (s *Store) getLeaseRecord(ctx context.Context, leaseID string) (model.Lease
 	if err != nil {
 		return lease, 0, err
 	}
-	if lease.Status == model.LeaseActive && !lease.ExpiresAt.After(s.Now()) {
+	if lease.Status == model.LeaseActive && !lease.ExpiresAt.After(s.Horizon()) {
 		lease.Status = model.LeaseExpired
 		lease.ReleasedAt = endTime(model.LeaseExpired, lease.ExpiresAt, s.Now())
 	}
 	return lease, rev, nil
 }
 
-// endLease marks a lease that is no longer held as ended at now.
-func endLease(l model.Lease, now time.Time) model.Lease {
-	if l.ExpiresAt.After(now) {
+// endLease marks a lease that is no longer held as ended at now: released
+// if it had not expired by the horizon, else expired.
+func endLease(l model.Lease, now, horizon time.Time) model.Lease {
+	if l.ExpiresAt.After(horizon) {
 		l.Status = model.LeaseReleased
 	} else {
 		l.Status = model.LeaseExpired
@@ -287,7 +293,7 @@ func (s *Store) Renew(ctx context.Context, leaseID string, consumerName *string,
 			latest = lease
 		}
 		if latest.Status == model.LeaseActive {
-			latest = endLease(latest, s.Now())
+			latest = endLease(latest, s.Now(), s.Horizon())
 		}
 		return latest, time.Time{}, m.Expired, leaseNotActive(latest)
 	}

@@ -92,10 +92,10 @@ func (s *Store) DeletePool(ctx context.Context, name string, force bool) ([]mode
 	}
 	var ids []string
 	live := 0
-	now := s.Now()
+	horizon := s.Horizon()
 	s.replica.scanMembers(name, func(e *proxyEntry) bool {
 		ids = append(ids, e.rec.ID)
-		live += e.rec.LiveHolders(now)
+		live += e.rec.LiveHolders(horizon)
 		return true
 	})
 	if live > 0 && !force {

@@ -80,10 +80,10 @@ func (s *Store) AddProxies(ctx context.Context, poolName string, inputs []model.
 	if err := s.replica.waitSeen(ctx, ProxiesBucket, last); err != nil {
 		return nil, storeErr("add proxies", err)
 	}
-	now := s.Now()
+	horizon := s.Horizon()
 	out := make([]model.Proxy, len(recs))
 	for i, rec := range recs {
-		out[i] = rec.Model(now)
+		out[i] = rec.Model(horizon)
 	}
 	return out, nil
 }
@@ -94,7 +94,7 @@ func (s *Store) GetProxy(ctx context.Context, id string) (model.Proxy, error) {
 	if err != nil {
 		return model.Proxy{}, err
 	}
-	return rec.Model(s.Now()), nil
+	return rec.Model(s.Horizon()), nil
 }
 
 // ListProxies pages through a pool's proxies in added order. The cursor is
@@ -109,13 +109,10 @@ func (s *Store) ListProxies(ctx context.Context, poolName string, status *model.
 		}
 		after = v
 	}
-	if _, err := s.PoolExists(ctx, poolName); err != nil {
+	if err := s.syncPool(ctx, poolName); err != nil {
 		return page, err
 	}
-	if err := s.syncReplica(ctx, s.proxies); err != nil {
-		return page, err
-	}
-	now := s.Now()
+	horizon := s.Horizon()
 	more := false
 	var lastSeq uint64
 	s.replica.scanMembers(poolName, func(e *proxyEntry) bool {
@@ -126,7 +123,7 @@ func (s *Store) ListProxies(ctx context.Context, poolName string, status *model.
 			more = true
 			return false
 		}
-		page.Proxies = append(page.Proxies, e.rec.Model(now))
+		page.Proxies = append(page.Proxies, e.rec.Model(horizon))
 		lastSeq = e.rec.Seq
 		return true
 	})
@@ -167,7 +164,7 @@ func (s *Store) TryMutateProxy(ctx context.Context, id string, fn func(rec *Prox
 	}
 	now := s.Now()
 	rec := base.rec.clone()
-	expired := rec.pruneExpired(now)
+	expired := rec.pruneExpired(now.Add(-s.opts.grace))
 	err := fn(rec, now)
 	if err != nil && !(errors.Is(err, errNoChange) && len(expired) > 0) {
 		// A decision not to write rests on the record being current: one
@@ -214,8 +211,8 @@ func (s *Store) DeleteProxy(ctx context.Context, id string, force bool) ([]model
 		if err != nil {
 			return nil, err
 		}
-		now := s.Now()
-		live := rec.LiveHolders(now)
+		now, horizon := s.Now(), s.Horizon()
+		live := rec.LiveHolders(horizon)
 		if live > 0 && !force {
 			return nil, fmt.Errorf("%w: proxy %s has %d active leases; delete with force to release them", model.ErrConflict, id, live)
 		}
@@ -233,7 +230,7 @@ func (s *Store) DeleteProxy(ctx context.Context, id string, force bool) ([]model
 		s.replica.applyProxy(id, nil, ^uint64(0), false)
 		var released, expired []Holder
 		for _, h := range rec.Holders {
-			if h.ExpiresAt.After(now) {
+			if h.ExpiresAt.After(horizon) {
 				released = append(released, h)
 			} else {
 				expired = append(expired, h)
@@ -259,7 +256,7 @@ func (s *Store) ApplyHealth(ctx context.Context, id string, status model.ProxySt
 	if err != nil {
 		return model.Proxy{}, "", m, err
 	}
-	return m.Record.Model(s.Now()), previous, m, nil
+	return m.Record.Model(s.Horizon()), previous, m, nil
 }
 
 func (s *Store) getProxyRecord(ctx context.Context, id string) (*ProxyRecord, uint64, error) {

@@ -9,10 +9,7 @@ import (
 // PoolStats reads a pool's statistics after bringing the replica up to every
 // write acknowledged before the call.
 func (s *Store) PoolStats(ctx context.Context, poolName string) (model.PoolStatsSnapshot, error) {
-	if _, err := s.PoolExists(ctx, poolName); err != nil {
-		return model.PoolStatsSnapshot{}, err
-	}
-	if err := s.syncReplica(ctx, s.proxies); err != nil {
+	if err := s.syncPool(ctx, poolName); err != nil {
 		return model.PoolStatsSnapshot{}, err
 	}
 	return s.LocalPoolStats(poolName), nil
@@ -22,13 +19,25 @@ func (s *Store) PoolStats(ctx context.Context, poolName string) (model.PoolStats
 // which includes this worker's own writes: the snapshot events carry. It is
 // kept incrementally, so it costs the same whatever the pool's size.
 func (s *Store) LocalPoolStats(poolName string) model.PoolStatsSnapshot {
-	return s.replica.stats(poolName, s.Now())
+	return s.replica.stats(poolName, s.Horizon(), s.Now())
 }
 
 // Candidates calls fn on the pool's proxies in added order, as the replica
 // knows them, until fn returns false.
 func (s *Store) Candidates(poolName string, fn func(rec *ProxyRecord) bool) {
 	s.replica.scanMembers(poolName, func(e *proxyEntry) bool { return fn(e.rec) })
+}
+
+// syncPool brings the replica up to every pool and proxy write acknowledged
+// before the call and checks that the pool exists.
+func (s *Store) syncPool(ctx context.Context, poolName string) error {
+	if err := s.syncReplica(ctx, s.pools); err != nil {
+		return err
+	}
+	if s.replica.pool(poolName) == nil {
+		return poolNotFound(poolName)
+	}
+	return s.syncReplica(ctx, s.proxies)
 }
 
 // SyncProxies brings the replica up to every proxy write acknowledged before

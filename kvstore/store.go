@@ -53,6 +53,7 @@ type options struct {
 	log           *zap.Logger
 	leaseHistory  time.Duration
 	maxCASRetries int
+	grace         time.Duration
 }
 
 // Option configures Open.
@@ -66,6 +67,11 @@ func WithClock(now func() time.Time) Option { return func(o *options) { o.now = 
 
 // WithLogger sets the logger.
 func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithExpiryGrace makes a lease count as expired only grace after its
+// expires_at, so that workers whose clocks run a little ahead never free a
+// slot before its holder's own clock says the lease ended.
+func WithExpiryGrace(d time.Duration) Option { return func(o *options) { o.grace = d } }
 
 // WithLeaseHistory sets how long lease records stay after their last change.
 func WithLeaseHistory(d time.Duration) Option { return func(o *options) { o.leaseHistory = d } }
@@ -118,6 +124,10 @@ func (s *Store) Close() {
 
 // Now is the store's clock.
 func (s *Store) Now() time.Time { return s.opts.now().UTC() }
+
+// Horizon is the time against which leases are judged: a lease whose
+// expires_at is not after it has expired. It is Now less the expiry grace.
+func (s *Store) Horizon() time.Time { return s.Now().Add(-s.opts.grace) }
 
 // ensureBucket looks a bucket up and creates it when missing. Several workers
 // starting at once race here: a create that loses finds the winner's bucket

@@ -89,6 +89,11 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 				synced = true
 				continue
 			}
+			// None free: make sure the pool was not deleted meanwhile,
+			// which is a 404, not an empty pool.
+			if _, _, err := m.store.GetPool(ctx, p.pool); err != nil {
+				return nil, conflicts, err
+			}
 			return nil, conflicts, nil
 		}
 		done := m.inflight.begin(id)
@@ -115,7 +120,7 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 // eligible proxies are in flight it returns a channel that closes when one
 // lands.
 func (m *Manager) pick(p acquireParams) (string, <-chan struct{}) {
-	now := m.store.Now()
+	now := m.store.Horizon()
 	wake := m.inflight.changed() // before the scan, so no landing is missed
 	var chosen *kvstore.ProxyRecord
 	var busy bool

@@ -141,7 +141,7 @@ func (m *Manager) UpdateProxy(ctx context.Context, req model.ProxyUpdateRequest)
 	if err != nil {
 		return model.Proxy{}, err
 	}
-	return mut.Record.Model(m.store.Now()), nil
+	return mut.Record.Model(m.store.Horizon()), nil
 }
 
 // DeleteProxy deletes a proxy; force releases its live leases first.
