@@ -140,6 +140,7 @@ func (b *Broker) serve(ep endpoint, req micro.Request) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.timeout)
 	defer cancel()
+	ctx = manager.ContextWithParker(ctx, slot{b})
 	var reply any
 	var err error
 	func() {
@@ -177,6 +178,24 @@ func (b *Broker) serve(ep endpoint, req micro.Request) {
 	}
 	if rerr := req.Respond(data); rerr != nil {
 		b.log.Warn("reply not sent", zap.String("subject", req.Subject()), zap.Error(rerr))
+	}
+}
+
+// slot lets a waiting acquire give its in-flight slot back while it sleeps,
+// so a thousand waiters do not starve the requests that can be served now.
+type slot struct{ b *Broker }
+
+func (s slot) Park() { <-s.b.sem }
+
+func (s slot) Unpark(ctx context.Context) error {
+	select {
+	case s.b.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		// Take the slot anyway so the handler's release stays balanced;
+		// the request is answered at once.
+		s.b.sem <- struct{}{}
+		return ctx.Err()
 	}
 }
 

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/pharox/pharox-nats/model"
 )
@@ -12,6 +13,12 @@ func (b *Broker) endpoints() []endpoint {
 	m := b.m
 	return []endpoint{
 		op("acquire", "acquire", func(ctx context.Context, r model.AcquireRequest) (any, error) {
+			if r.WaitSeconds != nil && *r.WaitSeconds > 0 && *r.WaitSeconds <= model.MaxWaitSeconds {
+				// A waiting acquire's deadline is its wait plus the usual one.
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), b.opts.timeout+time.Duration(*r.WaitSeconds*float64(time.Second)))
+				defer cancel()
+			}
 			lease, proxy, err := m.AcquireProxy(ctx, r)
 			return model.AcquireReply{Lease: lease, Proxy: proxy}, err
 		}),

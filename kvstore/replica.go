@@ -25,6 +25,10 @@ type replica struct {
 	counts   map[string]*poolCounts // by pool name, as of countsAt
 	countsAt time.Time
 	expiries expiryHeap
+
+	// onChange is told of every proxy version the replica installs, after
+	// the lock is released; waiting acquires are woken through it.
+	onChange func(*ProxyRecord)
 }
 
 // proxyEntry is an immutable snapshot of one proxy record at a revision.
@@ -135,19 +139,27 @@ func (s *Store) consume(bucket string, w jetstream.KeyWatcher, ready chan<- erro
 // would otherwise come back as a ghost.
 func (r *replica) applyProxy(id string, rec *ProxyRecord, rev uint64, fromWatch bool) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	installed := r.applyProxyLocked(id, rec, rev, fromWatch)
+	hook := r.onChange
+	r.mu.Unlock()
+	if installed && rec != nil && hook != nil {
+		hook(rec)
+	}
+}
+
+func (r *replica) applyProxyLocked(id string, rec *ProxyRecord, rev uint64, fromWatch bool) bool {
 	old := r.proxies[id]
 	if old != nil && old.rev >= rev {
-		return
+		return false
 	}
 	if old == nil && (rec == nil || !fromWatch) {
-		return
+		return false
 	}
 	if rec == nil {
 		delete(r.proxies, id)
 		r.removeMember(old)
 		r.countChange(old, nil)
-		return
+		return true
 	}
 	e := &proxyEntry{rec: rec, rev: rev}
 	r.proxies[id] = e
@@ -155,7 +167,7 @@ func (r *replica) applyProxy(id string, rec *ProxyRecord, rev uint64, fromWatch 
 	if old != nil && old.rec.PoolName == rec.PoolName && old.rec.Seq == rec.Seq {
 		list := r.members[rec.PoolName]
 		list[r.memberIndex(list, rec.Seq)] = e
-		return
+		return true
 	}
 	if old != nil {
 		r.removeMember(old)
@@ -166,6 +178,7 @@ func (r *replica) applyProxy(id string, rec *ProxyRecord, rev uint64, fromWatch 
 	copy(list[i+1:], list[i:])
 	list[i] = e
 	r.members[rec.PoolName] = list
+	return true
 }
 
 func (r *replica) removeMember(e *proxyEntry) {
@@ -265,7 +278,13 @@ func (r *replica) allPools() []*poolEntry {
 	for _, p := range r.pools {
 		out = append(out, p)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].rec.CreatedAt.Before(out[j].rec.CreatedAt) })
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i].rec, out[j].rec
+		if !a.CreatedAt.Equal(b.CreatedAt) {
+			return a.CreatedAt.Before(b.CreatedAt)
+		}
+		return a.Name < b.Name
+	})
 	return out
 }
 

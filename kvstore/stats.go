@@ -40,6 +40,15 @@ func (s *Store) syncPool(ctx context.Context, poolName string) error {
 	return s.syncReplica(ctx, s.proxies)
 }
 
+// OnProxyChange registers fn to be told of every proxy version the replica
+// installs (from the watch or from this worker's own writes). fn must not
+// block.
+func (s *Store) OnProxyChange(fn func(*ProxyRecord)) {
+	s.replica.mu.Lock()
+	defer s.replica.mu.Unlock()
+	s.replica.onChange = fn
+}
+
 // SyncProxies brings the replica up to every proxy write acknowledged before
 // the call; an answer of "nothing free" rests on it.
 func (s *Store) SyncProxies(ctx context.Context) error {

@@ -36,6 +36,7 @@ type Store struct {
 	proxies   jetstream.KeyValue
 	leases    jetstream.KeyValue
 	consumers jetstream.KeyValue
+	requests  jetstream.KeyValue
 	replica   *replica
 	opts      options
 	log       *zap.Logger
@@ -99,6 +100,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 		// age bounds history without per-key TTLs (a KV Update drops those).
 		{&s.leases, jetstream.KeyValueConfig{Bucket: LeasesBucket, Description: "pharox lease records", History: 1, TTL: o.leaseHistory}},
 		{&s.consumers, jetstream.KeyValueConfig{Bucket: ConsumersBucket, Description: "pharox consumers", History: 1}},
+		{&s.requests, jetstream.KeyValueConfig{Bucket: RequestsBucket, Description: "pharox acquire idempotency keys", History: 1, TTL: o.leaseHistory}},
 	}
 	for _, b := range buckets {
 		b.cfg.Storage = jetstream.FileStorage

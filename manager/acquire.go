@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -29,7 +30,50 @@ func (m *Manager) AcquireProxy(ctx context.Context, req model.AcquireRequest) (*
 	if err != nil {
 		return nil, nil, err
 	}
+	if p.requestID != "" {
+		leaseID, claim, err := m.store.ClaimRequest(ctx, p.consumer, p.requestID, m.opts.claimStale)
+		if err != nil {
+			return nil, nil, err
+		}
+		if claim == nil {
+			return m.existingLease(ctx, leaseID)
+		}
+		lease, proxy, err := m.acquire(ctx, p, consumer, started)
+		if err != nil || lease == nil {
+			claim.Abandon()
+			return lease, proxy, err
+		}
+		if err := claim.Complete(ctx, lease.ID); err != nil {
+			m.log.Warn("request_id not recorded; a retry would lease again", zap.String("lease_id", lease.ID), zap.Error(err))
+		}
+		return lease, proxy, nil
+	}
+	return m.acquire(ctx, p, consumer, started)
+}
+
+// existingLease answers a repeated request_id with the lease it created.
+func (m *Manager) existingLease(ctx context.Context, leaseID string) (*model.Lease, *model.Proxy, error) {
+	lease, err := m.store.GetLease(ctx, leaseID)
+	if err != nil {
+		return nil, nil, err
+	}
+	proxy, err := m.store.GetProxy(ctx, lease.ProxyID)
+	if err != nil {
+		return nil, nil, err
+	}
+	m.log.Debug("acquire: repeated request_id answered with its lease", zap.String("lease_id", lease.ID))
+	return &lease, &proxy, nil
+}
+
+// acquire commits a lease, waiting up to p.wait for a proxy to free up when
+// none is, and fires the acquire callbacks once with the outcome.
+func (m *Manager) acquire(ctx context.Context, p acquireParams, consumer model.Consumer, started time.Time) (*model.Lease, *model.Proxy, error) {
 	grant, conflicts, err := m.commit(ctx, p, consumer)
+	if err == nil && grant == nil && p.wait > 0 {
+		var more int
+		grant, more, err = m.wait(ctx, p, consumer, started)
+		conflicts += more
+	}
 	m.counters.conflicts.Add(uint64(conflicts))
 	if err != nil {
 		return nil, nil, err

@@ -43,6 +43,7 @@ type Manager struct {
 
 	inflight *inflight
 	rr       *rotation
+	waiters  *waitQueue
 	counters counters
 }
 
@@ -68,6 +69,7 @@ type options struct {
 	maxDuration time.Duration
 	log         *zap.Logger
 	maxAttempts int
+	claimStale  time.Duration
 }
 
 // Option configures New.
@@ -81,11 +83,13 @@ func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
 
 // New returns a manager over store.
 func New(store *kvstore.Store, opts ...Option) *Manager {
-	o := options{maxDuration: 24 * time.Hour, log: zap.NewNop(), maxAttempts: 256}
+	o := options{maxDuration: 24 * time.Hour, log: zap.NewNop(), maxAttempts: 256, claimStale: 30 * time.Second}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	return &Manager{store: store, opts: o, log: o.log, inflight: newInflight(), rr: newRotation()}
+	m := &Manager{store: store, opts: o, log: o.log, inflight: newInflight(), rr: newRotation(), waiters: newWaitQueue()}
+	store.OnProxyChange(m.proxyChanged)
+	return m
 }
 
 // RegisterAcquireCallback adds fn to the hooks run after every acquire,
