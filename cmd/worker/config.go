@@ -20,6 +20,8 @@ type config struct {
 	RequestTimeout time.Duration
 	MaxDuration    time.Duration
 	SweepInterval  time.Duration
+	LeaseRetention time.Duration
+	ExpiryGrace    time.Duration
 	LogLevel       string
 }
 
@@ -37,6 +39,8 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 5*time.Second, "deadline of each request; a store that does not answer in time gives 503 unavailable with nothing changed")
 	fs.DurationVar(&cfg.MaxDuration, "max-duration", 24*time.Hour, "longest lease a client may ask for (duration_seconds upper bound), at most 24h")
 	fs.DurationVar(&cfg.SweepInterval, "sweep-interval", 5*time.Second, "how often this worker marks expired leases as expired and frees their slots (0 disables)")
+	fs.DurationVar(&cfg.LeaseRetention, "lease-retention", 24*time.Hour, "how long released and expired lease records stay readable through leases.get before they disappear on their own")
+	fs.DurationVar(&cfg.ExpiryGrace, "expiry-grace", time.Second, "a lease counts as expired only this long after its expires_at, so workers whose clocks run ahead by less never free a slot early")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error; debug logs one line per operation")
 	fs.Usage = func() {
 		out := fs.Output()
@@ -83,6 +87,10 @@ func (c config) validate() error {
 		return fmt.Errorf("--request-timeout must be positive, got %s", c.RequestTimeout)
 	case c.MaxDuration < time.Second || c.MaxDuration > 24*time.Hour:
 		return fmt.Errorf("--max-duration must be 1s..24h, got %s", c.MaxDuration)
+	case c.LeaseRetention < time.Second:
+		return fmt.Errorf("--lease-retention must be at least 1s, got %s", c.LeaseRetention)
+	case c.ExpiryGrace < 0 || c.ExpiryGrace > time.Minute:
+		return fmt.Errorf("--expiry-grace must be 0..1m, got %s", c.ExpiryGrace)
 	case c.SweepInterval < 0:
 		return fmt.Errorf("--sweep-interval must not be negative, got %s", c.SweepInterval)
 	case c.SubjectPrefix == "" || strings.ContainsAny(c.SubjectPrefix, " *>\t"):

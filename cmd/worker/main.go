@@ -92,7 +92,7 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	store, err := kvstore.Open(startCtx, nc, kvstore.WithReplicas(cfg.Replicas), kvstore.WithLogger(log.Named("kvstore")),
-		kvstore.WithLeaseHistory(cfg.MaxDuration+24*time.Hour))
+		kvstore.WithLeaseHistory(cfg.MaxDuration+cfg.LeaseRetention), kvstore.WithExpiryGrace(cfg.ExpiryGrace))
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}

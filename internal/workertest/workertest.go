@@ -23,6 +23,9 @@ type Worker struct {
 	Manager *manager.Manager
 	Events  *events.Publisher
 	Broker  *broker.Broker
+
+	stopSweep context.CancelFunc
+	sweepDone chan struct{}
 }
 
 // Config tunes a test worker; zero values take the worker's defaults.
@@ -33,6 +36,11 @@ type Config struct {
 	MaxDuration    time.Duration
 	Clock          func() time.Time
 	Log            *zap.Logger
+	// SweepInterval starts the expiry sweeper when positive.
+	SweepInterval time.Duration
+	// ExpiryGrace and LeaseRetention are the worker flags of the same names.
+	ExpiryGrace    time.Duration
+	LeaseRetention time.Duration
 }
 
 // Start assembles a worker on nc and stops it when the test ends.
@@ -63,7 +71,11 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	sopts := []kvstore.Option{kvstore.WithLogger(cfg.Log)}
+	if cfg.LeaseRetention == 0 {
+		cfg.LeaseRetention = 24 * time.Hour
+	}
+	sopts := []kvstore.Option{kvstore.WithLogger(cfg.Log), kvstore.WithExpiryGrace(cfg.ExpiryGrace),
+		kvstore.WithLeaseHistory(cfg.MaxDuration + cfg.LeaseRetention)}
 	if cfg.Clock != nil {
 		sopts = append(sopts, kvstore.WithClock(cfg.Clock))
 	}
@@ -88,7 +100,17 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
 		store.Close()
 		return nil, err
 	}
-	return &Worker{Store: store, Manager: mgr, Events: pub, Broker: brk}, nil
+	w := &Worker{Store: store, Manager: mgr, Events: pub, Broker: brk}
+	if cfg.SweepInterval > 0 {
+		sctx, cancel := context.WithCancel(context.Background())
+		w.stopSweep = cancel
+		w.sweepDone = make(chan struct{})
+		go func() {
+			defer close(w.sweepDone)
+			mgr.Sweep(sctx, cfg.SweepInterval)
+		}()
+	}
+	return w, nil
 }
 
 // Stop drains the broker, flushes events and closes the store.
@@ -96,6 +118,10 @@ func (w *Worker) Stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = w.Broker.Stop(ctx)
+	if w.stopSweep != nil {
+		w.stopSweep()
+		<-w.sweepDone
+	}
 	_ = w.Events.Close(ctx)
 	w.Store.Close()
 }
