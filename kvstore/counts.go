@@ -65,12 +65,18 @@ func (h *expiryHeap) Pop() any {
 func (r *replica) countChange(old, new *proxyEntry) {
 	if old != nil {
 		r.countsFor(old.rec.PoolName).add(old.counted, -1)
+		if old.counted.available == 1 {
+			r.indexFor(old.rec.PoolName).remove(old)
+		}
 	}
 	if new == nil {
 		return
 	}
 	new.counted = contribution(new.rec, r.countsAt)
 	r.countsFor(new.rec.PoolName).add(new.counted, +1)
+	if new.counted.available == 1 {
+		r.indexFor(new.rec.PoolName).insert(new)
+	}
 	for _, h := range new.rec.Holders {
 		if !h.ExpiresAt.After(r.countsAt) {
 			continue
@@ -98,10 +104,40 @@ func (r *replica) advanceCounts(now time.Time) {
 		}
 		c := r.countsFor(e.rec.PoolName)
 		c.add(e.counted, -1)
+		if e.counted.available == 1 {
+			r.indexFor(e.rec.PoolName).remove(e)
+		}
 		e.counted = contribution(e.rec, x.at)
 		c.add(e.counted, +1)
+		if e.counted.available == 1 {
+			r.indexFor(e.rec.PoolName).insert(e)
+		}
 	}
 	r.countsAt = now
+}
+
+func (r *replica) indexFor(pool string) *poolIndex {
+	ix := r.index[pool]
+	if ix == nil {
+		ix = newPoolIndex()
+		r.index[pool] = ix
+	}
+	return ix
+}
+
+// pick chooses an available proxy of the pool; see poolIndex.pick. The
+// indexes are first moved to the horizon, so proxies freed by the passing of
+// time alone are candidates and least_used sees current counts.
+func (r *replica) pick(pool string, sel model.Selector, f *model.ProxyFilters, after uint64, horizon time.Time, ok func(*ProxyRecord) bool) *ProxyRecord {
+	r.mu.Lock()
+	r.advanceCounts(horizon)
+	r.mu.Unlock()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if ix := r.index[pool]; ix != nil {
+		return ix.pick(sel, f, after, ok)
+	}
+	return nil
 }
 
 func (r *replica) countsFor(pool string) *poolCounts {

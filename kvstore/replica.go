@@ -23,6 +23,7 @@ type replica struct {
 	advanced chan struct{}            // closed and replaced whenever seen grows
 
 	counts   map[string]*poolCounts // by pool name, as of countsAt
+	index    map[string]*poolIndex  // by pool name, as of countsAt
 	countsAt time.Time
 	expiries expiryHeap
 
@@ -53,6 +54,7 @@ func newReplica() *replica {
 		seen:     map[string]uint64{},
 		advanced: make(chan struct{}),
 		counts:   map[string]*poolCounts{},
+		index:    map[string]*poolIndex{},
 	}
 }
 

@@ -40,6 +40,14 @@ func (s *Store) syncPool(ctx context.Context, poolName string) error {
 	return s.syncReplica(ctx, s.proxies)
 }
 
+// Pick chooses an available proxy of the pool by the selector and filters,
+// from the replica's indexes: candidates, not the whole pool, are looked at.
+// ok vets each candidate (this worker's in-flight writes, a last room
+// check); after is the round-robin position.
+func (s *Store) Pick(pool string, sel model.Selector, f *model.ProxyFilters, after uint64, ok func(*ProxyRecord) bool) *ProxyRecord {
+	return s.replica.pick(pool, sel, f, after, s.Horizon(), ok)
+}
+
 // OnProxyChange registers fn to be told of every proxy version the replica
 // installs (from the watch or from this worker's own writes). fn must not
 // block.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -159,65 +158,34 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 	return nil, conflicts, fmt.Errorf("%w: acquire gave up after %d contended attempts", model.ErrUnavailable, m.opts.maxAttempts)
 }
 
-// pick chooses a proxy by the selector among those the replica shows
-// eligible and free of this worker's in-flight writes. When the only
-// eligible proxies are in flight it returns a channel that closes when one
-// lands.
+// pick chooses a proxy by the selector among those the replica's indexes
+// show available, skipping proxies this worker has a write in flight on.
+// When the only candidates are in flight it returns a channel that closes
+// when one lands.
 func (m *Manager) pick(p acquireParams) (string, <-chan struct{}) {
-	now := m.store.Horizon()
-	wake := m.inflight.changed() // before the scan, so no landing is missed
-	var chosen *kvstore.ProxyRecord
-	var busy bool
-	n := 0
-	bestLive := 0
-	rot := m.rr.cursor(p.pool)
-	var firstAfterRot *kvstore.ProxyRecord
-	m.store.Candidates(p.pool, func(rec *kvstore.ProxyRecord) bool {
-		if rec.Status != model.ProxyActive || !rec.HasRoom(now) || !p.filters.Matches(rec.Attrs()) {
-			return true
+	horizon := m.store.Horizon()
+	wake := m.inflight.changed() // before the pick, so no landing is missed
+	busy := false
+	rec := m.store.Pick(p.pool, p.selector, p.filters, m.rr.cursor(p.pool), func(rec *kvstore.ProxyRecord) bool {
+		if rec.Status != model.ProxyActive || !rec.HasRoom(horizon) {
+			return false
 		}
 		if m.inflight.has(rec.ID) {
 			busy = true
-			return true
-		}
-		switch p.selector {
-		case model.SelectorFirstAvailable:
-			chosen = rec
 			return false
-		case model.SelectorLeastUsed:
-			live := rec.LiveHolders(now)
-			if chosen == nil || live < bestLive {
-				chosen, bestLive = rec, live
-			}
-		case model.SelectorRandom:
-			n++
-			if rand.IntN(n) == 0 {
-				chosen = rec
-			}
-		case model.SelectorRoundRobin:
-			if chosen == nil {
-				chosen = rec // wraps around to the first eligible
-			}
-			if rec.Seq > rot {
-				firstAfterRot = rec
-				return false
-			}
 		}
 		return true
 	})
-	if firstAfterRot != nil {
-		chosen = firstAfterRot
-	}
-	if chosen == nil {
+	if rec == nil {
 		if busy {
 			return "", wake
 		}
 		return "", nil
 	}
 	if p.selector == model.SelectorRoundRobin {
-		m.rr.advance(p.pool, chosen.Seq)
+		m.rr.advance(p.pool, rec.Seq)
 	}
-	return chosen.ID, nil
+	return rec.ID, nil
 }
 
 // inflight tracks the proxies this worker has a write in flight on, so that

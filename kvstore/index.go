@@ -1,0 +1,337 @@
+package kvstore
+
+import (
+	"cmp"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+
+	"github.com/google/btree"
+
+	"github.com/pharox/pharox-nats/model"
+)
+
+// poolIndex holds a pool's available proxies (active, below their limit as
+// of the replica's counts time) in the orders selectors need, so that a
+// pick looks at candidates, not at the whole pool:
+//   - bySeq: added order (first_available, round_robin, filtered scans);
+//   - byUse: fewest active leases, then added order (least_used);
+//   - byAttr: per exact-match attribute value (source, country, city, isp,
+//     asn), in added order;
+//   - byCell: per 1° latitude/longitude cell, for coordinate filters;
+//   - list/pos: an array for uniform random picks.
+type poolIndex struct {
+	bySeq  *btree.BTreeG[seqItem]
+	byUse  *btree.BTreeG[useItem]
+	byAttr map[string]*btree.BTreeG[seqItem]
+	byCell map[cell]*btree.BTreeG[seqItem]
+	list   []*proxyEntry
+	pos    map[uint64]int // seq -> index in list
+}
+
+type seqItem struct {
+	seq uint64
+	e   *proxyEntry
+}
+
+type useItem struct {
+	leases int
+	seq    uint64
+	e      *proxyEntry
+}
+
+type cell struct{ lat, lon int16 }
+
+const btreeDegree = 16
+
+func lessSeq(a, b seqItem) bool { return a.seq < b.seq }
+
+func lessUse(a, b useItem) bool {
+	if a.leases != b.leases {
+		return a.leases < b.leases
+	}
+	return a.seq < b.seq
+}
+
+func newPoolIndex() *poolIndex {
+	return &poolIndex{
+		bySeq:  btree.NewG(btreeDegree, lessSeq),
+		byUse:  btree.NewG(btreeDegree, lessUse),
+		byAttr: map[string]*btree.BTreeG[seqItem]{},
+		byCell: map[cell]*btree.BTreeG[seqItem]{},
+		pos:    map[uint64]int{},
+	}
+}
+
+// attrKeys are the exact-match keys a record is indexed under.
+func attrKeys(r *ProxyRecord, fn func(string)) {
+	if r.Source != nil {
+		fn("s\x00" + *r.Source)
+	}
+	if r.Country != nil {
+		fn("c\x00" + *r.Country)
+	}
+	if r.City != nil {
+		fn("t\x00" + *r.City)
+	}
+	if r.ISP != nil {
+		fn("i\x00" + *r.ISP)
+	}
+	if r.ASN != nil {
+		fn("a\x00" + strconv.FormatInt(*r.ASN, 10))
+	}
+}
+
+func cellOf(lat, lon float64) cell {
+	a, o := math.Floor(lat), math.Floor(lon)
+	if a >= 90 {
+		a = 89 // the pole's row joins the one below it
+	}
+	if o >= 180 {
+		o = 179
+	}
+	return cell{int16(a), int16(o)}
+}
+
+func (ix *poolIndex) insert(e *proxyEntry) {
+	it := seqItem{e.rec.Seq, e}
+	ix.bySeq.ReplaceOrInsert(it)
+	ix.byUse.ReplaceOrInsert(useItem{e.counted.leases, e.rec.Seq, e})
+	attrKeys(e.rec, func(k string) {
+		t := ix.byAttr[k]
+		if t == nil {
+			t = btree.NewG(btreeDegree, lessSeq)
+			ix.byAttr[k] = t
+		}
+		t.ReplaceOrInsert(it)
+	})
+	if e.rec.Latitude != nil && e.rec.Longitude != nil {
+		c := cellOf(*e.rec.Latitude, *e.rec.Longitude)
+		t := ix.byCell[c]
+		if t == nil {
+			t = btree.NewG(btreeDegree, lessSeq)
+			ix.byCell[c] = t
+		}
+		t.ReplaceOrInsert(it)
+	}
+	ix.pos[e.rec.Seq] = len(ix.list)
+	ix.list = append(ix.list, e)
+}
+
+// remove takes out e as it was indexed (its counted leases at insert time).
+func (ix *poolIndex) remove(e *proxyEntry) {
+	it := seqItem{seq: e.rec.Seq}
+	if _, ok := ix.bySeq.Delete(it); !ok {
+		return
+	}
+	ix.byUse.Delete(useItem{leases: e.counted.leases, seq: e.rec.Seq})
+	attrKeys(e.rec, func(k string) {
+		if t := ix.byAttr[k]; t != nil {
+			t.Delete(it)
+			if t.Len() == 0 {
+				delete(ix.byAttr, k)
+			}
+		}
+	})
+	if e.rec.Latitude != nil && e.rec.Longitude != nil {
+		c := cellOf(*e.rec.Latitude, *e.rec.Longitude)
+		if t := ix.byCell[c]; t != nil {
+			t.Delete(it)
+			if t.Len() == 0 {
+				delete(ix.byCell, c)
+			}
+		}
+	}
+	i := ix.pos[e.rec.Seq]
+	last := len(ix.list) - 1
+	ix.list[i] = ix.list[last]
+	ix.pos[ix.list[i].rec.Seq] = i
+	ix.list = ix.list[:last]
+	delete(ix.pos, e.rec.Seq)
+}
+
+// Pick chooses among the pool's available proxies by the selector. ok
+// reports whether a candidate passes; after is the round-robin position.
+// It is called under the replica's read lock.
+func (ix *poolIndex) pick(sel model.Selector, f *model.ProxyFilters, after uint64, ok func(*ProxyRecord) bool) *ProxyRecord {
+	match := func(e *proxyEntry) bool { return f.Matches(e.rec.Attrs()) && ok(e.rec) }
+	switch sel {
+	case model.SelectorLeastUsed:
+		var found *ProxyRecord
+		ix.byUse.Ascend(func(it useItem) bool {
+			if match(it.e) {
+				found = it.e.rec
+				return false
+			}
+			return true
+		})
+		return found
+	case model.SelectorRandom:
+		// Rejection sampling is uniform among the candidates that pass;
+		// when few pass, a full pass with reservoir sampling decides.
+		for try := 0; try < 16 && len(ix.list) > 0; try++ {
+			if e := ix.list[rand.IntN(len(ix.list))]; match(e) {
+				return e.rec
+			}
+		}
+		var found *ProxyRecord
+		n := 0
+		ix.scan(f, 0, func(e *proxyEntry) bool {
+			if match(e) {
+				n++
+				if rand.IntN(n) == 0 {
+					found = e.rec
+				}
+			}
+			return true
+		})
+		return found
+	case model.SelectorRoundRobin:
+		var found *ProxyRecord
+		ix.scan(f, after+1, func(e *proxyEntry) bool {
+			if match(e) {
+				found = e.rec
+				return false
+			}
+			return true
+		})
+		if found == nil && after > 0 {
+			ix.scan(f, 0, func(e *proxyEntry) bool {
+				if e.rec.Seq > after {
+					return false
+				}
+				if match(e) {
+					found = e.rec
+					return false
+				}
+				return true
+			})
+		}
+		return found
+	default:
+		var found *ProxyRecord
+		ix.scan(f, 0, func(e *proxyEntry) bool {
+			if match(e) {
+				found = e.rec
+				return false
+			}
+			return true
+		})
+		return found
+	}
+}
+
+// scan visits, in added order from seq from, a superset of the available
+// proxies that can match f: the narrowest index the filter's top level
+// allows.
+func (ix *poolIndex) scan(f *model.ProxyFilters, from uint64, fn func(*proxyEntry) bool) {
+	visit := func(it seqItem) bool { return fn(it.e) }
+	start := seqItem{seq: from}
+	if f != nil {
+		var best *btree.BTreeG[seqItem]
+		narrowest := ix.bySeq.Len() + 1
+		for _, k := range filterKeys(f) {
+			t := ix.byAttr[k]
+			if t == nil {
+				return // nothing available has that value
+			}
+			if t.Len() < narrowest {
+				best, narrowest = t, t.Len()
+			}
+		}
+		if cells, ok := filterCells(f); ok && len(cells) < narrowest {
+			ix.scanCells(cells, from, fn)
+			return
+		}
+		if best != nil {
+			best.AscendGreaterOrEqual(start, visit)
+			return
+		}
+	}
+	ix.bySeq.AscendGreaterOrEqual(start, visit)
+}
+
+// scanCells visits the proxies of the given cells in added order.
+func (ix *poolIndex) scanCells(cells []cell, from uint64, fn func(*proxyEntry) bool) {
+	var items []seqItem
+	for _, c := range cells {
+		if t := ix.byCell[c]; t != nil {
+			t.AscendGreaterOrEqual(seqItem{seq: from}, func(it seqItem) bool {
+				items = append(items, it)
+				return true
+			})
+		}
+	}
+	if len(items) > 1 {
+		sortItems(items)
+	}
+	for _, it := range items {
+		if !fn(it.e) {
+			return
+		}
+	}
+}
+
+// filterKeys are the exact-match keys the top level of f requires.
+func filterKeys(f *model.ProxyFilters) []string {
+	var keys []string
+	if f.Source != nil {
+		keys = append(keys, "s\x00"+*f.Source)
+	}
+	if f.Country != nil {
+		keys = append(keys, "c\x00"+*f.Country)
+	}
+	if f.City != nil {
+		keys = append(keys, "t\x00"+*f.City)
+	}
+	if f.ISP != nil {
+		keys = append(keys, "i\x00"+*f.ISP)
+	}
+	if f.ASN != nil {
+		keys = append(keys, "a\x00"+strconv.FormatInt(*f.ASN, 10))
+	}
+	return keys
+}
+
+// maxCells bounds a coordinate filter's cell list; wider areas scan the
+// available set instead.
+const maxCells = 2048
+
+// filterCells lists the 1° cells that can hold a proxy matching the top
+// level coordinates of f.
+func filterCells(f *model.ProxyFilters) ([]cell, bool) {
+	if f.Latitude == nil || f.Longitude == nil {
+		return nil, false
+	}
+	lat, lon := *f.Latitude, *f.Longitude
+	dLat, dLon := 1e-6, 1e-6
+	if f.RadiusKm != nil {
+		dLat = *f.RadiusKm / 111.19 // km per degree of latitude on a 6371 km sphere
+		minCos := math.Min(math.Cos((math.Min(90, math.Abs(lat)+dLat))*math.Pi/180), math.Cos(math.Abs(lat)*math.Pi/180))
+		if minCos < 1e-3 || dLat >= 90 {
+			return nil, false // reaches a pole: every longitude
+		}
+		dLon = dLat / minCos
+		if dLon >= 180 {
+			return nil, false
+		}
+	}
+	lat0, lat1 := int(math.Floor(math.Max(-90, lat-dLat))), int(math.Floor(math.Min(89.999999, lat+dLat)))
+	lon0, lon1 := int(math.Floor(lon-dLon)), int(math.Floor(lon+dLon))
+	if (lat1-lat0+1)*(lon1-lon0+1) > maxCells {
+		return nil, false
+	}
+	var cells []cell
+	for a := lat0; a <= lat1; a++ {
+		for o := lon0; o <= lon1; o++ {
+			wrapped := ((o+180)%360+360)%360 - 180 // across the antimeridian
+			cells = append(cells, cell{int16(a), int16(wrapped)})
+		}
+	}
+	return cells, true
+}
+
+func sortItems(items []seqItem) {
+	slices.SortFunc(items, func(a, b seqItem) int { return cmp.Compare(a.seq, b.seq) })
+}
