@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -114,7 +115,7 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 		if err := ctx.Err(); err != nil {
 			return nil, conflicts, fmt.Errorf("%w: acquire: %w", model.ErrUnavailable, err)
 		}
-		id, busy := m.pick(p)
+		id, busy := m.pick(p, conflicts)
 		if id == "" {
 			if busy != nil {
 				// Every eligible proxy has a write of ours in flight: wait
@@ -162,20 +163,42 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 // show available, skipping proxies this worker has a write in flight on.
 // When the only candidates are in flight it returns a channel that closes
 // when one lands.
-func (m *Manager) pick(p acquireParams) (string, <-chan struct{}) {
+//
+// After a lost race the pick passes over a random number (up to 7) of
+// otherwise good candidates: workers that collided on the first free proxy
+// then spread over the next ones instead of colliding again in step.
+func (m *Manager) pick(p acquireParams, conflicts int) (string, <-chan struct{}) {
 	horizon := m.store.Horizon()
 	wake := m.inflight.changed() // before the pick, so no landing is missed
-	busy := false
-	rec := m.store.Pick(p.pool, p.selector, p.filters, m.rr.cursor(p.pool), func(rec *kvstore.ProxyRecord) bool {
-		if rec.Status != model.ProxyActive || !rec.HasRoom(horizon) {
-			return false
+	skip := 0
+	if conflicts > 0 && (p.selector == model.SelectorFirstAvailable || p.selector == model.SelectorLeastUsed) {
+		skip = rand.IntN(min(conflicts, 7) + 1)
+	}
+	for {
+		busy, passed := false, 0
+		rec := m.store.Pick(p.pool, p.selector, p.filters, m.rr.cursor(p.pool), func(rec *kvstore.ProxyRecord) bool {
+			if rec.Status != model.ProxyActive || !rec.HasRoom(horizon) {
+				return false
+			}
+			if m.inflight.has(rec.ID) {
+				busy = true
+				return false
+			}
+			if passed < skip {
+				passed++
+				return false
+			}
+			return true
+		})
+		if rec == nil && passed > 0 {
+			skip = 0 // fewer candidates than skipped: take the first
+			continue
 		}
-		if m.inflight.has(rec.ID) {
-			busy = true
-			return false
-		}
-		return true
-	})
+		return m.picked(p, rec, busy, wake)
+	}
+}
+
+func (m *Manager) picked(p acquireParams, rec *kvstore.ProxyRecord, busy bool, wake <-chan struct{}) (string, <-chan struct{}) {
 	if rec == nil {
 		if busy {
 			return "", wake
