@@ -30,6 +30,9 @@ type ProxyFilters struct {
 
 // Validate checks ranges, pairings and the depth/clause bounds.
 func (f *ProxyFilters) Validate() error {
+	if f == nil {
+		return nil
+	}
 	clauses := 0
 	return f.validate(1, &clauses)
 }

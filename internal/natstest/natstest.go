@@ -34,7 +34,7 @@ func RunServer(t testing.TB) *server.Server {
 // Connect opens a client connection to s, closed with the test.
 func Connect(t testing.TB, s *server.Server) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.Timeout(10*time.Second))
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
