@@ -170,9 +170,16 @@ func (s *Store) TryMutateProxy(ctx context.Context, id string, fn func(rec *Prox
 		// A decision not to write rests on the record being current: one
 		// taken on the replica's copy is confirmed on the leader's.
 		if fromReplica {
-			if fresh, freshRev, gerr := s.getProxyRecord(ctx, id); gerr == nil && freshRev != base.rev {
+			fresh, freshRev, gerr := s.getProxyRecord(ctx, id)
+			switch {
+			case gerr == nil && freshRev != base.rev:
 				s.replica.applyProxy(id, fresh, freshRev, false)
 				return Mutation{}, ErrCASConflict
+			case errors.Is(gerr, model.ErrProxyNotFound):
+				s.replica.applyProxy(id, nil, ^uint64(0), false)
+				return Mutation{}, gerr
+			case gerr != nil:
+				return Mutation{}, gerr // unconfirmed: decide nothing
 			}
 		}
 		if errors.Is(err, errNoChange) {
