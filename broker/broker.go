@@ -165,7 +165,7 @@ func (b *Broker) serve(ep endpoint, req micro.Request) {
 			b.log.Debug("request refused", zap.String("subject", req.Subject()), zap.Int("status", status), zap.String("code", code), zap.String("message", msg))
 		}
 		body, _ := json.Marshal(errorBody(code, msg))
-		if rerr := req.Error(fmt.Sprint(status), headerSafe(msg), body); rerr != nil {
+		if rerr := respondError(req, fmt.Sprint(status), headerSafe(msg), body); rerr != nil {
 			b.log.Warn("error reply not sent", zap.String("subject", req.Subject()), zap.Error(rerr))
 		}
 		return
@@ -173,7 +173,7 @@ func (b *Broker) serve(ep endpoint, req micro.Request) {
 	data, merr := json.Marshal(reply)
 	if merr != nil {
 		b.log.Error("reply not encodable", zap.String("subject", req.Subject()), zap.Error(merr))
-		_ = req.Error("500", "reply not encodable", mustJSON(errorBody("internal", "reply not encodable")))
+		_ = respondError(req, "500", "reply not encodable", mustJSON(errorBody("internal", "reply not encodable")))
 		return
 	}
 	if rerr := req.Respond(data); rerr != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/nats-io/nats.go/micro"
+
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -59,4 +61,16 @@ func headerSafe(msg string) string {
 		return "error"
 	}
 	return msg
+}
+
+// respondError sends the micro error headers with the error body. It goes
+// through Respond rather than req.Error: replies are sent from a goroutine of
+// their own after the micro handler has returned, and req.Error records the
+// error in the request, which micro reads at that moment for its stats (a
+// data race). The reply on the wire is the same.
+func respondError(req micro.Request, status, msg string, body []byte) error {
+	return req.Respond(body, micro.WithHeaders(micro.Headers{
+		micro.ErrorCodeHeader: {status},
+		micro.ErrorHeader:     {msg},
+	}))
 }

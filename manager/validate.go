@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pharox/pharox-nats/model"
 )
@@ -17,10 +18,13 @@ type acquireParams struct {
 	selector  model.Selector
 	wait      time.Duration
 	requestID string
+	// begun is the wall-clock start, for the wait deadline: the store's
+	// clock may be a test's.
+	begun time.Time
 }
 
 func (m *Manager) checkAcquire(req model.AcquireRequest) (acquireParams, error) {
-	p := acquireParams{pool: req.PoolName, consumer: model.DefaultConsumer, selector: model.SelectorFirstAvailable, filters: req.Filters}
+	p := acquireParams{pool: req.PoolName, consumer: model.DefaultConsumer, selector: model.SelectorFirstAvailable, filters: req.Filters, begun: time.Now()}
 	if err := model.CheckName("pool_name", req.PoolName); err != nil {
 		return p, err
 	}
@@ -54,7 +58,8 @@ func (m *Manager) checkAcquire(req model.AcquireRequest) (acquireParams, error) 
 		p.wait = time.Duration(w * float64(time.Second))
 	}
 	if req.RequestID != nil {
-		if len(*req.RequestID) == 0 || len(*req.RequestID) > model.MaxRequestIDLen {
+		// The bound is in characters, as the schema's maxLength counts them.
+		if n := utf8.RuneCountInString(*req.RequestID); n == 0 || n > model.MaxRequestIDLen {
 			return p, fmt.Errorf("%w: request_id must be 1..%d characters", model.ErrBadRequest, model.MaxRequestIDLen)
 		}
 		p.requestID = *req.RequestID
@@ -74,11 +79,22 @@ func (m *Manager) checkDuration(seconds *int) (time.Duration, error) {
 	return time.Duration(*seconds) * time.Second, nil
 }
 
+// checkUUID refuses a missing id (400) and answers an id that is not a UUID
+// as what it is, the id of nothing (404), without asking the store.
 func checkUUID(field, v string) error {
-	if !validUUID(v) {
-		return fmt.Errorf("%w: %s must be a UUID, got %q", model.ErrBadRequest, field, v)
+	if v == "" {
+		return fmt.Errorf("%w: %s is required", model.ErrBadRequest, field)
 	}
-	return nil
+	if validUUID(v) {
+		return nil
+	}
+	switch field {
+	case "lease_id":
+		return fmt.Errorf("%w: lease %q does not exist", model.ErrLeaseNotFound, v)
+	case "proxy_id":
+		return fmt.Errorf("%w: proxy %q does not exist", model.ErrProxyNotFound, v)
+	}
+	return fmt.Errorf("%w: %s must be a UUID, got %q", model.ErrBadRequest, field, v)
 }
 
 func validUUID(v string) bool {

@@ -106,7 +106,7 @@ func (m *Manager) proxyChanged(rec *kvstore.ProxyRecord) {
 func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Consumer, started time.Time) (*kvstore.Grant, int, error) {
 	w, remove := m.waiters.add(p)
 	defer remove()
-	timer := time.NewTimer(time.Until(started.Add(p.wait)))
+	timer := time.NewTimer(p.wait - time.Since(p.begun))
 	defer timer.Stop()
 	parker := parkerFrom(ctx)
 	conflicts := 0
