@@ -100,6 +100,10 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
 		store.Close()
 		return nil, err
 	}
+	// The endpoints' subscriptions reach the server before anyone asks.
+	if err := nc.Flush(); err != nil {
+		return nil, err
+	}
 	w := &Worker{Store: store, Manager: mgr, Events: pub, Broker: brk}
 	if cfg.SweepInterval > 0 {
 		sctx, cancel := context.WithCancel(context.Background())
