@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pharox/pharox-nats/model"
 )
 
 // replica is this worker's read-only copy of pools and proxies, fed by KV
@@ -30,6 +32,11 @@ type replica struct {
 	// onChange is told of every proxy version the replica installs, after
 	// the lock is released; waiting acquires are woken through it.
 	onChange func(*ProxyRecord)
+
+	// strs shares the few distinct values that most proxies repeat (pool,
+	// country, city, source, isp, consumer) between records, so that a
+	// large pool costs memory for what differs, not for what repeats.
+	strs map[string]*string
 }
 
 // proxyEntry is an immutable snapshot of one proxy record at a revision.
@@ -55,6 +62,7 @@ func newReplica() *replica {
 		advanced: make(chan struct{}),
 		counts:   map[string]*poolCounts{},
 		index:    map[string]*poolIndex{},
+		strs:     map[string]*string{},
 	}
 }
 
@@ -163,8 +171,9 @@ func (r *replica) applyProxyLocked(id string, rec *ProxyRecord, rev uint64, from
 		r.countChange(old, nil)
 		return true
 	}
+	r.intern(rec)
 	e := &proxyEntry{rec: rec, rev: rev}
-	r.proxies[id] = e
+	r.proxies[rec.ID] = e
 	r.countChange(old, e)
 	if old != nil && old.rec.PoolName == rec.PoolName && old.rec.Seq == rec.Seq {
 		list := r.members[rec.PoolName]
@@ -181,6 +190,32 @@ func (r *replica) applyProxyLocked(id string, rec *ProxyRecord, rev uint64, from
 	list[i] = e
 	r.members[rec.PoolName] = list
 	return true
+}
+
+// intern replaces rec's repeated values by shared copies. Records are never
+// mutated once installed, so sharing is safe. Callers hold r.mu.
+func (r *replica) intern(rec *ProxyRecord) {
+	str := func(s string) string { return *r.ptr(&s) }
+	rec.PoolID, rec.PoolName = str(rec.PoolID), str(rec.PoolName)
+	rec.Protocol = model.Protocol(str(string(rec.Protocol)))
+	rec.Status = model.ProxyStatus(str(string(rec.Status)))
+	for _, p := range []**string{&rec.Source, &rec.Country, &rec.City, &rec.ISP} {
+		if *p != nil {
+			*p = r.ptr(*p)
+		}
+	}
+	for i := range rec.Holders {
+		rec.Holders[i].ConsumerID = str(rec.Holders[i].ConsumerID)
+		rec.Holders[i].ConsumerName = str(rec.Holders[i].ConsumerName)
+	}
+}
+
+func (r *replica) ptr(s *string) *string {
+	if p, ok := r.strs[*s]; ok {
+		return p
+	}
+	r.strs[*s] = s
+	return s
 }
 
 func (r *replica) removeMember(e *proxyEntry) {
