@@ -1,6 +1,7 @@
 package kvstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/model"
 )
@@ -199,7 +201,12 @@ func (s *Store) TryMutateProxy(ctx context.Context, id string, fn func(rec *Prox
 		return Mutation{}, ErrCASConflict
 	}
 	if err != nil {
-		return Mutation{}, storeErr("update proxy", err)
+		// A write whose answer did not come may still have committed; a
+		// failed request must leave nothing behind, so find out.
+		var committed bool
+		if rev, committed = s.landed(id, data, base.rev); !committed {
+			return Mutation{}, storeErr("update proxy", err)
+		}
 	}
 	s.replica.applyProxy(id, rec, rev, false)
 	m := Mutation{Record: rec, Rev: rev, Written: true}
@@ -264,6 +271,26 @@ func (s *Store) ApplyHealth(ctx context.Context, id string, status model.ProxySt
 		return model.Proxy{}, "", m, err
 	}
 	return m.Record.Model(s.Horizon()), previous, m, nil
+}
+
+// landed reports whether an update of id to data, based on base, committed
+// although its caller gave up waiting: the leader then holds exactly data at
+// a later revision. Asked with a fresh deadline of its own.
+func (s *Store) landed(id string, data []byte, base uint64) (uint64, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for attempt := 0; attempt < 3; attempt++ {
+		got, rev, err := s.leaderGet(ctx, s.proxies, id)
+		if err == nil {
+			return rev, rev > base && bytes.Equal(got, data)
+		}
+		if errors.Is(err, errNotFound) {
+			return 0, false
+		}
+		sleepJitter(ctx, 100*time.Millisecond)
+	}
+	s.log.Error("could not tell whether a proxy write committed; a lease it added lapses at its expiry", zap.String("proxy_id", id))
+	return 0, false
 }
 
 func (s *Store) getProxyRecord(ctx context.Context, id string) (*ProxyRecord, uint64, error) {
