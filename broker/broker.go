@@ -42,6 +42,7 @@ type options struct {
 	maxInflight int
 	timeout     time.Duration
 	log         *zap.Logger
+	health      HealthChecker
 }
 
 // Option configures Start.

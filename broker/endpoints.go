@@ -80,6 +80,7 @@ func (b *Broker) endpoints() []endpoint {
 		op("admin.health.apply", "health_apply", func(ctx context.Context, r model.HealthApplyRequest) (any, error) {
 			return m.ApplyHealthResult(ctx, r)
 		}),
+		op("admin.health.check", "health_check", b.checkHealth),
 	}
 }
 

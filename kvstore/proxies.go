@@ -155,6 +155,11 @@ func (s *Store) MutateProxy(ctx context.Context, id string, fn func(rec *ProxyRe
 // revision of the record (no read when the replica is current). On a lost
 // race it refreshes the replica from the leader and returns ErrCASConflict.
 func (s *Store) TryMutateProxy(ctx context.Context, id string, fn func(rec *ProxyRecord, now time.Time) error) (Mutation, error) {
+	unlock, err := s.locks.lock(ctx, id)
+	if err != nil {
+		return Mutation{}, storeErr("update proxy", err)
+	}
+	defer unlock()
 	base := s.replica.proxy(id)
 	fromReplica := base != nil
 	if base == nil {
@@ -167,7 +172,7 @@ func (s *Store) TryMutateProxy(ctx context.Context, id string, fn func(rec *Prox
 	now := s.Now()
 	rec := base.rec.clone()
 	expired := rec.pruneExpired(now.Add(-s.opts.grace))
-	err := fn(rec, now)
+	err = fn(rec, now)
 	if err != nil && !(errors.Is(err, errNoChange) && len(expired) > 0) {
 		// A decision not to write rests on the record being current: one
 		// taken on the replica's copy is confirmed on the leader's.

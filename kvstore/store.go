@@ -41,6 +41,8 @@ type Store struct {
 	opts      options
 	log       *zap.Logger
 
+	locks *keyLocks
+
 	consumerMu    sync.RWMutex
 	consumerCache map[string]model.Consumer
 
@@ -89,7 +91,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	s := &Store{nc: nc, js: js, opts: o, log: o.log, consumerCache: map[string]model.Consumer{}}
+	s := &Store{nc: nc, js: js, opts: o, log: o.log, consumerCache: map[string]model.Consumer{}, locks: newKeyLocks()}
 	buckets := []struct {
 		kv  *jetstream.KeyValue
 		cfg jetstream.KeyValueConfig

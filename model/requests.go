@@ -257,3 +257,18 @@ type ErrorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
+
+// HealthCheckRequest is the body of pharox.admin.health.check: either
+// proxy_id, or pool_name with an optional limit (how many proxies the pool
+// may have for this request); options replace the pool's when given.
+type HealthCheckRequest struct {
+	ProxyID  *string             `json:"proxy_id,omitempty"`
+	PoolName *string             `json:"pool_name,omitempty"`
+	Limit    *int                `json:"limit,omitempty"`
+	Options  *HealthCheckOptions `json:"options,omitempty"`
+}
+
+// HealthCheckReply is the reply of pharox.admin.health.check.
+type HealthCheckReply struct {
+	Results []HealthCheckResult `json:"results"`
+}

@@ -412,6 +412,8 @@ func TestSchemasMatchGoTypes(t *testing.T) {
 		"proxies_delete.request":     model.ProxyDeleteRequest{},
 		"consumers_ensure.request":   model.ConsumerEnsureRequest{},
 		"health_apply.request":       model.HealthApplyRequest{},
+		"health_check.request":       model.HealthCheckRequest{},
+		"health_check.reply":         model.HealthCheckReply{},
 		"acquire.reply":              model.AcquireReply{},
 		"lease.reply":                model.LeaseReply{},
 		"cleanup.reply":              model.CleanupReply{},

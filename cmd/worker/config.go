@@ -23,6 +23,9 @@ type config struct {
 	LeaseRetention time.Duration
 	ExpiryGrace    time.Duration
 	LogLevel       string
+
+	HealthConcurrency int
+	HealthSweeps      bool
 }
 
 // newFlagSet declares every flag with its PHAROX_* twin named in the help.
@@ -42,6 +45,8 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 	fs.DurationVar(&cfg.LeaseRetention, "lease-retention", 24*time.Hour, "how long released and expired lease records stay readable through leases.get before they disappear on their own")
 	fs.DurationVar(&cfg.ExpiryGrace, "expiry-grace", time.Second, "a lease counts as expired only this long after its expires_at, so workers whose clocks run ahead by less never free a slot early")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error; debug logs one line per operation")
+	fs.IntVar(&cfg.HealthConcurrency, "health-concurrency", 32, "health-check probes this worker runs at once (sweeps and admin.health.check together)")
+	fs.BoolVar(&cfg.HealthSweeps, "health-sweeps", true, "take part in the health-check sweeps of pools whose health_check is enabled (false: only admin.health.check)")
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintf(out, "Usage: worker [flags]\n\nServes the pharox leasing contract over NATS. With no flags it starts an embedded\nNATS server with JetStream on 127.0.0.1:4222 and keeps state under ./data.\n\nEvery flag can also be set by the environment variable shown; a flag wins over it.\n\n")
@@ -93,6 +98,8 @@ func (c config) validate() error {
 		return fmt.Errorf("--expiry-grace must be 0..1m, got %s", c.ExpiryGrace)
 	case c.SweepInterval < 0:
 		return fmt.Errorf("--sweep-interval must not be negative, got %s", c.SweepInterval)
+	case c.HealthConcurrency < 1 || c.HealthConcurrency > 4096:
+		return fmt.Errorf("--health-concurrency must be 1..4096, got %d", c.HealthConcurrency)
 	case c.SubjectPrefix == "" || strings.ContainsAny(c.SubjectPrefix, " *>\t"):
 		return fmt.Errorf("--subject-prefix %q is not a valid subject token", c.SubjectPrefix)
 	}

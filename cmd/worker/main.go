@@ -22,6 +22,7 @@ import (
 
 	"github.com/pharox/pharox-nats/broker"
 	"github.com/pharox/pharox-nats/events"
+	"github.com/pharox/pharox-nats/health"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/manager"
 )
@@ -117,8 +118,14 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 			return err
 		}
 	}
+	checker, err := health.New(startCtx, nc, mgr, health.WithConcurrency(cfg.HealthConcurrency),
+		health.WithReplicas(cfg.Replicas), health.WithLogger(log.Named("health")))
+	if err != nil {
+		return fmt.Errorf("health checks: %w", err)
+	}
+	defer checker.Close()
 	brk, err := broker.Start(nc, mgr, broker.WithPrefix(cfg.SubjectPrefix), broker.WithMaxInflight(cfg.MaxInflight),
-		broker.WithRequestTimeout(cfg.RequestTimeout), broker.WithLogger(log.Named("broker")))
+		broker.WithRequestTimeout(cfg.RequestTimeout), broker.WithLogger(log.Named("broker")), broker.WithHealthChecker(checker))
 	if err != nil {
 		return err
 	}
@@ -128,6 +135,13 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 		defer close(sweepDone)
 		if cfg.SweepInterval > 0 {
 			mgr.Sweep(sweepCtx, cfg.SweepInterval)
+		}
+	}()
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		if cfg.HealthSweeps {
+			checker.Sweep(sweepCtx)
 		}
 	}()
 	log.Info("pharox worker serving",
@@ -140,6 +154,8 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 		zap.String("subjects", cfg.SubjectPrefix+".>"),
 		zap.Int("endpoints", len(brk.Subjects())),
 		zap.Int("max_inflight", cfg.MaxInflight),
+		zap.Bool("health_sweeps", cfg.HealthSweeps),
+		zap.Int("health_concurrency", cfg.HealthConcurrency),
 		zap.String("request_timeout", cfg.RequestTimeout.String()))
 
 	<-ctx.Done()
@@ -151,6 +167,8 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 	}
 	stopSweep()
 	<-sweepDone
+	<-healthDone
+	checker.Close()
 	if err := pub.Close(stopCtx); err != nil {
 		log.Warn("events not all flushed", zap.Error(err))
 	}

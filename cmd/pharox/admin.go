@@ -1,0 +1,580 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/pharox/pharox-nats/model"
+)
+
+func (a *app) poolsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "pools", Short: "Create, list and delete pools", Args: cobra.ArbitraryArgs, RunE: groupRun}
+
+	var description string
+	create := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a pool",
+		Args:  exactArgs(1, "one pool NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			req := model.PoolCreateRequest{Name: args[0]}
+			if cmd.Flags().Changed("description") {
+				req.Description = &description
+			}
+			p, err := c.CreatePool(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return a.printPools(p)
+		},
+	}
+	create.Flags().StringVar(&description, "description", "", "what the pool is for")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List pools",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			pools, err := c.ListPools(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				if pools == nil {
+					pools = []model.ProxyPool{}
+				}
+				return a.printJSON(model.PoolsReply{Pools: pools})
+			}
+			return a.printPools(pools...)
+		},
+	}
+
+	var force bool
+	del := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a pool and its proxies (--force releases active leases first)",
+		Args:  exactArgs(1, "one pool NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if err := c.DeletePool(cmd.Context(), model.PoolDeleteRequest{Name: args[0], Force: force}); err != nil {
+				return err
+			}
+			return a.deleted("pool", args[0])
+		},
+	}
+	del.Flags().BoolVar(&force, "force", false, "release the pool's active leases and delete anyway")
+
+	cmd.AddCommand(create, list, del)
+	return cmd
+}
+
+func (a *app) deleted(kind, name string) error {
+	if a.jsonOut {
+		return a.printJSON(model.DeletedReply{Deleted: true})
+	}
+	fmt.Fprintf(a.stdout, "deleted %s %s\n", kind, name)
+	return nil
+}
+
+func (a *app) printPools(pools ...model.ProxyPool) error {
+	if a.jsonOut && len(pools) == 1 {
+		return a.printJSON(pools[0])
+	}
+	w := a.table()
+	fmt.Fprintln(w, "NAME\tID\tHEALTH CHECK\tDESCRIPTION")
+	for _, p := range pools {
+		hc := "-"
+		if p.HealthCheck != nil {
+			hc = "disabled"
+			if p.HealthCheck.Enabled {
+				hc = fmt.Sprintf("every %gs", p.HealthCheck.IntervalSeconds)
+			}
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.Name, p.ID, hc, orDash(p.Description))
+	}
+	return w.Flush()
+}
+
+// proxyAttrs are the attribute flags of proxies add and update.
+type proxyAttrs struct {
+	fs                                 *pflag.FlagSet
+	status, source, country, city, isp string
+	asn                                int64
+	lat, lon                           float64
+	maxConcurrency                     int
+}
+
+func (p *proxyAttrs) register(fs *pflag.FlagSet) {
+	p.fs = fs
+	fs.StringVar(&p.status, "status", "", "active, inactive, slow or banned")
+	fs.StringVar(&p.source, "source", "", "where the proxy comes from")
+	fs.StringVar(&p.country, "country", "", "country code")
+	fs.StringVar(&p.city, "city", "", "city")
+	fs.StringVar(&p.isp, "isp", "", "ISP")
+	fs.Int64Var(&p.asn, "asn", 0, "ASN")
+	fs.Float64Var(&p.lat, "latitude", 0, "latitude, -90..90")
+	fs.Float64Var(&p.lon, "longitude", 0, "longitude, -180..180")
+	fs.IntVar(&p.maxConcurrency, "max-concurrency", 0, "leases at once (default unlimited)")
+}
+
+func (a *app) proxiesCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "proxies", Short: "Add, import, list, show, update and delete proxies", Args: cobra.ArbitraryArgs, RunE: groupRun}
+	cmd.AddCommand(a.proxiesAddCmd(), a.proxiesListCmd(), a.proxiesGetCmd(), a.proxiesUpdateCmd(), a.proxiesDeleteCmd(), a.importCmd())
+	return cmd
+}
+
+func (a *app) proxiesAddCmd() *cobra.Command {
+	var pool string
+	var attrs proxyAttrs
+	cmd := &cobra.Command{
+		Use:   "add --pool POOL URL...",
+		Short: "Add proxies given as URLs (scheme://[user:password@]host:port)",
+		Long: `Add proxies given as URLs, scheme://[user:password@]host:port with scheme http
+(the default when left out), https, socks4 or socks5. The attribute flags apply
+to every proxy given. For files of proxies, see "pharox proxies import".`,
+		Example: `  pharox proxies add --pool scrapers http://127.0.0.1:3128 --country AR --max-concurrency 1
+  pharox proxies add --pool scrapers socks5://bot:s3cret@127.0.0.1:1080 --country BR`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if pool == "" {
+				return usageErrorf("--pool is required")
+			}
+			if len(args) == 0 {
+				return usageErrorf("no proxy URL given")
+			}
+			if len(args) > model.MaxProxiesPerAdd {
+				return usageErrorf("at most %d proxies at once; use pharox proxies import", model.MaxProxiesPerAdd)
+			}
+			inputs := make([]model.ProxyInput, len(args))
+			for i, arg := range args {
+				in, err := parseProxyURL(arg)
+				if err != nil {
+					return usageErrorf("%s: %v", arg, err)
+				}
+				if err := attrs.apply(&in); err != nil {
+					return err
+				}
+				if err := validateInput(in); err != nil {
+					return usageErrorf("%s: %v", arg, err)
+				}
+				inputs[i] = in
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			proxies, err := c.AddProxies(cmd.Context(), model.ProxiesAddRequest{PoolName: pool, Proxies: inputs})
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return a.printJSON(model.ProxiesReply{Proxies: proxies})
+			}
+			return a.printProxies(proxies)
+		},
+	}
+	cmd.Flags().StringVarP(&pool, "pool", "p", "", "pool to add to (required)")
+	attrs.register(cmd.Flags())
+	return cmd
+}
+
+// apply sets the attributes whose flags were given on in.
+func (p *proxyAttrs) apply(in *model.ProxyInput) error {
+	fs := p.fs
+	if fs.Changed("status") {
+		s := model.ProxyStatus(p.status)
+		in.Status = &s
+	}
+	if fs.Changed("source") {
+		in.Source = &p.source
+	}
+	if fs.Changed("country") {
+		in.Country = &p.country
+	}
+	if fs.Changed("city") {
+		in.City = &p.city
+	}
+	if fs.Changed("isp") {
+		in.ISP = &p.isp
+	}
+	if fs.Changed("asn") {
+		in.ASN = &p.asn
+	}
+	if fs.Changed("latitude") {
+		in.Latitude = &p.lat
+	}
+	if fs.Changed("longitude") {
+		in.Longitude = &p.lon
+	}
+	if fs.Changed("max-concurrency") {
+		in.MaxConcurrency = &p.maxConcurrency
+	}
+	return nil
+}
+
+// parseProxyURL reads scheme://[user:password@]host:port; no scheme is http.
+func parseProxyURL(s string) (model.ProxyInput, error) {
+	var in model.ProxyInput
+	if !strings.Contains(s, "://") {
+		s = "http://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return in, fmt.Errorf("not a proxy URL: %v", err)
+	}
+	proto := model.Protocol(strings.ToLower(u.Scheme))
+	if !proto.Valid() {
+		return in, fmt.Errorf("scheme must be http, https, socks4 or socks5, got %q", u.Scheme)
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "" {
+		return in, fmt.Errorf("a proxy URL has no path, query or fragment")
+	}
+	host, portStr, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return in, fmt.Errorf("want host:port, got %q", u.Host)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return in, fmt.Errorf("port must be a number, got %q", portStr)
+	}
+	in.Host, in.Port, in.Protocol = host, port, &proto
+	if u.User != nil {
+		pw, _ := u.User.Password()
+		in.Credentials = &model.Credentials{User: u.User.Username(), Password: pw}
+	}
+	return in, nil
+}
+
+// validateInput applies the worker's rules for one proxy, so a bad line is
+// caught before it can make a whole batch refused.
+func validateInput(in model.ProxyInput) error {
+	switch {
+	case in.Host == "" || len(in.Host) > 255:
+		return fmt.Errorf("host must be 1..255 characters")
+	case in.Port < 1 || in.Port > 65535:
+		return fmt.Errorf("port must be in 1..65535, got %d", in.Port)
+	case in.Protocol != nil && !in.Protocol.Valid():
+		return fmt.Errorf("protocol must be http, https, socks4 or socks5, got %q", *in.Protocol)
+	case in.Status != nil && !in.Status.Valid():
+		return fmt.Errorf("status must be active, inactive, slow or banned, got %q", *in.Status)
+	case in.Latitude != nil && (*in.Latitude < -90 || *in.Latitude > 90 || *in.Latitude != *in.Latitude):
+		return fmt.Errorf("latitude must be in [-90, 90], got %v", *in.Latitude)
+	case in.Longitude != nil && (*in.Longitude < -180 || *in.Longitude > 180 || *in.Longitude != *in.Longitude):
+		return fmt.Errorf("longitude must be in [-180, 180], got %v", *in.Longitude)
+	case in.MaxConcurrency != nil && *in.MaxConcurrency < 1:
+		return fmt.Errorf("max_concurrency must be a positive integer (leave it out for unlimited), got %d", *in.MaxConcurrency)
+	}
+	return nil
+}
+
+func (a *app) printProxies(proxies []model.Proxy) error {
+	w := a.table()
+	fmt.Fprintln(w, "ID\tPROTOCOL\tHOST\tPORT\tSTATUS\tCOUNTRY\tCITY\tSOURCE\tLEASES")
+	for _, p := range proxies {
+		limit := "-"
+		if p.MaxConcurrency != nil {
+			limit = strconv.Itoa(*p.MaxConcurrency)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d/%s\n", p.ID, p.Protocol, p.Host, p.Port, p.Status,
+			orDash(p.Country), orDash(p.City), orDash(p.Source), p.CurrentLeases, limit)
+	}
+	return w.Flush()
+}
+
+func (a *app) printProxy(p model.Proxy) error {
+	if a.jsonOut {
+		return a.printJSON(p)
+	}
+	f := func(v *float64) string {
+		if v == nil {
+			return "-"
+		}
+		return strconv.FormatFloat(*v, 'f', -1, 64)
+	}
+	limit, asn, user := "unlimited", "-", "-"
+	if p.MaxConcurrency != nil {
+		limit = strconv.Itoa(*p.MaxConcurrency)
+	}
+	if p.ASN != nil {
+		asn = strconv.FormatInt(*p.ASN, 10)
+	}
+	if p.Credentials != nil {
+		user = p.Credentials.User
+	}
+	return a.kv(
+		[2]string{"id", p.ID},
+		[2]string{"pool", p.PoolName},
+		[2]string{"url", redactURL(p.URL)},
+		[2]string{"user", user},
+		[2]string{"status", string(p.Status)},
+		[2]string{"checked_at", fmtTimePtr(p.CheckedAt)},
+		[2]string{"country", orDash(p.Country)},
+		[2]string{"city", orDash(p.City)},
+		[2]string{"source", orDash(p.Source)},
+		[2]string{"isp", orDash(p.ISP)},
+		[2]string{"asn", asn},
+		[2]string{"latitude", f(p.Latitude)},
+		[2]string{"longitude", f(p.Longitude)},
+		[2]string{"max_concurrency", limit},
+		[2]string{"current_leases", strconv.Itoa(p.CurrentLeases)},
+	)
+}
+
+func (a *app) proxiesListCmd() *cobra.Command {
+	var pool, status string
+	var limit int
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "list --pool POOL",
+		Short: "List a pool's proxies in added order",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if pool == "" {
+				return usageErrorf("--pool is required")
+			}
+			if limit < 0 {
+				return usageErrorf("--limit must be >= 0, got %d", limit)
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			req := model.ProxiesListRequest{PoolName: pool, Limit: ptr(model.MaxListLimit)}
+			if status != "" {
+				s := model.ProxyStatus(status)
+				req.Status = &s
+			}
+			proxies := []model.Proxy{}
+			for p, err := range c.AllProxies(cmd.Context(), req) {
+				if err != nil {
+					return err
+				}
+				proxies = append(proxies, p)
+				if limit > 0 && len(proxies) == limit {
+					break
+				}
+			}
+			switch {
+			case a.jsonOut:
+				return a.printJSON(model.ProxiesReply{Proxies: proxies})
+			case quiet:
+				for _, p := range proxies {
+					fmt.Fprintln(a.stdout, p.ID)
+				}
+				return nil
+			}
+			return a.printProxies(proxies)
+		},
+	}
+	cmd.Flags().StringVarP(&pool, "pool", "p", "", "pool name (required)")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the proxy ids, one a line")
+	cmd.Flags().StringVar(&status, "status", "", "only proxies of this status")
+	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many (0: all)")
+	return cmd
+}
+
+func (a *app) proxiesGetCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "get PROXY_ID",
+		Short: "Show a proxy (its password is masked; --json shows it)",
+		Args:  exactArgs(1, "one PROXY_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			p, err := c.GetProxy(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.printProxy(p)
+		},
+	}
+}
+
+func (a *app) proxiesUpdateCmd() *cobra.Command {
+	var attrs proxyAttrs
+	var host, protocol, user, password string
+	var port int
+	var clear []string
+	cmd := &cobra.Command{
+		Use:   "update PROXY_ID [flags]",
+		Short: "Change a proxy's fields; --clear sets nullable ones to null",
+		Example: `  pharox proxies update 9b2f... --status banned
+  pharox proxies update 9b2f... --max-concurrency 4 --clear city,isp`,
+		Args: exactArgs(1, "one PROXY_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fs := cmd.Flags()
+			req := model.ProxyUpdateRequest{ProxyID: args[0]}
+			if fs.Changed("host") {
+				req.Host = model.Some(host)
+			}
+			if fs.Changed("port") {
+				req.Port = model.Some(port)
+			}
+			if fs.Changed("protocol") {
+				req.Protocol = model.Some(model.Protocol(protocol))
+			}
+			var in model.ProxyInput
+			if err := attrs.apply(&in); err != nil {
+				return err
+			}
+			if in.Status != nil {
+				req.Status = model.Some(*in.Status)
+			}
+			setOpt(&req.Source, in.Source)
+			setOpt(&req.Country, in.Country)
+			setOpt(&req.City, in.City)
+			setOpt(&req.ISP, in.ISP)
+			setOpt(&req.ASN, in.ASN)
+			setOpt(&req.Latitude, in.Latitude)
+			setOpt(&req.Longitude, in.Longitude)
+			setOpt(&req.MaxConcurrency, in.MaxConcurrency)
+			if fs.Changed("user") || fs.Changed("password") {
+				req.Credentials = model.Some(model.Credentials{User: user, Password: password})
+			}
+			for _, field := range clear {
+				switch strings.ReplaceAll(strings.TrimSpace(field), "-", "_") {
+				case "source":
+					req.Source = model.Null[string]()
+				case "country":
+					req.Country = model.Null[string]()
+				case "city":
+					req.City = model.Null[string]()
+				case "isp":
+					req.ISP = model.Null[string]()
+				case "asn":
+					req.ASN = model.Null[int64]()
+				case "latitude":
+					req.Latitude = model.Null[float64]()
+				case "longitude":
+					req.Longitude = model.Null[float64]()
+				case "max_concurrency":
+					req.MaxConcurrency = model.Null[int]()
+				case "credentials":
+					req.Credentials = model.Null[model.Credentials]()
+				default:
+					return usageErrorf("--clear %q: only source, country, city, isp, asn, latitude, longitude, max_concurrency and credentials can be cleared", field)
+				}
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			p, err := c.UpdateProxy(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return a.printProxy(p)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&host, "host", "", "host name or address")
+	fs.IntVar(&port, "port", 0, "port, 1..65535")
+	fs.StringVar(&protocol, "protocol", "", "http, https, socks4 or socks5")
+	fs.StringVar(&user, "user", "", "credentials: user name")
+	fs.StringVar(&password, "password", "", "credentials: password")
+	fs.StringSliceVar(&clear, "clear", nil, "comma-separated fields to set to null (e.g. city,max_concurrency)")
+	attrs.register(fs)
+	return cmd
+}
+
+func setOpt[T any](dst *model.Optional[T], v *T) {
+	if v != nil {
+		*dst = model.Some(*v)
+	}
+}
+
+func (a *app) proxiesDeleteCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "delete PROXY_ID",
+		Short: "Delete a proxy (--force releases its active leases first)",
+		Args:  exactArgs(1, "one PROXY_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if err := c.DeleteProxy(cmd.Context(), model.ProxyDeleteRequest{ProxyID: args[0], Force: force}); err != nil {
+				return err
+			}
+			return a.deleted("proxy", args[0])
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "release the proxy's active leases and delete anyway")
+	return cmd
+}
+
+func (a *app) consumersCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "consumers", Short: "Register and list consumers", Args: cobra.ArbitraryArgs, RunE: groupRun}
+	ensure := &cobra.Command{
+		Use:   "ensure NAME",
+		Short: "Register a consumer if needed and show it (same id every time)",
+		Args:  exactArgs(1, "one consumer NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			cons, err := c.EnsureConsumer(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return a.printJSON(cons)
+			}
+			return a.printConsumers(cons)
+		},
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List consumers",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			cons, err := c.ListConsumers(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				if cons == nil {
+					cons = []model.Consumer{}
+				}
+				return a.printJSON(model.ConsumersReply{Consumers: cons})
+			}
+			return a.printConsumers(cons...)
+		},
+	}
+	cmd.AddCommand(ensure, list)
+	return cmd
+}
+
+func (a *app) printConsumers(cons ...model.Consumer) error {
+	w := a.table()
+	fmt.Fprintln(w, "NAME\tID")
+	for _, c := range cons {
+		fmt.Fprintf(w, "%s\t%s\n", c.Name, c.ID)
+	}
+	return w.Flush()
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,347 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/pharox/pharox-nats/model"
+)
+
+// acquireFlags are the flags of acquire and run that build an AcquireRequest.
+type acquireFlags struct {
+	pool, consumer             string
+	duration                   int
+	country, source, city, isp string
+	asn                        int64
+	near                       string
+	radius                     float64
+	selector                   string
+	wait                       float64
+	requestID                  string
+	fs                         *pflag.FlagSet
+}
+
+func (f *acquireFlags) register(fs *pflag.FlagSet) {
+	f.fs = fs
+	fs.StringVarP(&f.pool, "pool", "p", "", "pool to lease from (required)")
+	fs.StringVarP(&f.consumer, "consumer", "c", "", `who holds the lease (default "default")`)
+	fs.IntVarP(&f.duration, "duration", "d", model.DefaultDurationSeconds, "lease length in seconds")
+	fs.StringVar(&f.country, "country", "", "only proxies of this country")
+	fs.StringVar(&f.source, "source", "", "only proxies of this source")
+	fs.StringVar(&f.city, "city", "", "only proxies of this city")
+	fs.StringVar(&f.isp, "isp", "", "only proxies of this ISP")
+	fs.Int64Var(&f.asn, "asn", 0, "only proxies of this ASN")
+	fs.StringVar(&f.near, "near", "", "LAT,LON: only proxies at these coordinates, or within --radius km of them")
+	fs.Float64Var(&f.radius, "radius", 0, "with --near: distance in km")
+	fs.StringVar(&f.selector, "selector", "", "first_available (default), least_used, round_robin or random")
+	fs.Float64Var(&f.wait, "wait", 0, "if none is free, wait up to this many seconds (0..60) for one")
+	fs.StringVar(&f.requestID, "request-id", "", "idempotency key: a retry with the same key and consumer gets the same lease")
+}
+
+// request builds the AcquireRequest; only flags given are sent.
+func (f *acquireFlags) request() (model.AcquireRequest, error) {
+	if f.pool == "" {
+		return model.AcquireRequest{}, usageErrorf("--pool is required")
+	}
+	req := model.AcquireRequest{PoolName: f.pool}
+	if f.consumer != "" {
+		req.ConsumerName = &f.consumer
+	}
+	if f.fs.Changed("duration") {
+		req.DurationSeconds = &f.duration
+	}
+	var filt model.ProxyFilters
+	any := false
+	str := func(name string, v string, dst **string) {
+		if f.fs.Changed(name) {
+			*dst = &v
+			any = true
+		}
+	}
+	str("country", f.country, &filt.Country)
+	str("source", f.source, &filt.Source)
+	str("city", f.city, &filt.City)
+	str("isp", f.isp, &filt.ISP)
+	if f.fs.Changed("asn") {
+		filt.ASN = &f.asn
+		any = true
+	}
+	if f.near != "" {
+		lat, lon, err := parseLatLon(f.near)
+		if err != nil {
+			return req, usageErrorf("--near: %v", err)
+		}
+		filt.Latitude, filt.Longitude = &lat, &lon
+		any = true
+	}
+	if f.fs.Changed("radius") {
+		if f.near == "" {
+			return req, usageErrorf("--radius needs --near LAT,LON")
+		}
+		if !(f.radius > 0) {
+			return req, usageErrorf("--radius must be > 0 km, got %v", f.radius)
+		}
+		filt.RadiusKm = &f.radius
+	}
+	if any {
+		req.Filters = &filt
+	}
+	if f.selector != "" {
+		s := model.Selector(f.selector)
+		if !s.Valid() {
+			return req, usageErrorf("--selector must be first_available, least_used, round_robin or random, got %q", f.selector)
+		}
+		req.Selector = &s
+	}
+	if f.fs.Changed("wait") {
+		if f.wait < 0 || f.wait > model.MaxWaitSeconds {
+			return req, usageErrorf("--wait must be 0..%d seconds, got %v", model.MaxWaitSeconds, f.wait)
+		}
+		req.WaitSeconds = &f.wait
+	}
+	if f.requestID != "" {
+		req.RequestID = &f.requestID
+	}
+	return req, nil
+}
+
+func parseLatLon(s string) (float64, float64, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) != 2 {
+		return 0, 0, fmt.Errorf("want LAT,LON, got %q", s)
+	}
+	lat, err1 := strconv.ParseFloat(strings.TrimSpace(parts[0]), 64)
+	lon, err2 := strconv.ParseFloat(strings.TrimSpace(parts[1]), 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("want LAT,LON as numbers, got %q", s)
+	}
+	if lat < -90 || lat > 90 || lon < -180 || lon > 180 {
+		return 0, 0, fmt.Errorf("latitude must be in [-90, 90] and longitude in [-180, 180], got %q", s)
+	}
+	return lat, lon, nil
+}
+
+func noProxyError(pool string) error {
+	return fmt.Errorf("%w in pool %q", model.ErrNoProxyAvailable, pool)
+}
+
+func (a *app) acquireCmd() *cobra.Command {
+	var f acquireFlags
+	var env bool
+	cmd := &cobra.Command{
+		Use:   "acquire --pool POOL [filters]",
+		Short: "Lease a proxy and print the lease and the proxy URL",
+		Long: `Lease a proxy from a pool and print the lease and the proxy URL. Release it
+with "pharox release LEASE_ID" (or let it expire). Exits 3 when no eligible
+proxy is free.
+
+With --env it prints shell assignments instead, for
+  eval "$(pharox acquire --pool scrapers --env)"
+which sets PHAROX_LEASE_ID, PHAROX_PROXY_ID and PHAROX_PROXY_URL.`,
+		Example: `  pharox acquire --pool scrapers --consumer crawler-1 --duration 60 --country AR
+  pharox acquire --pool scrapers --near -34.6,-58.4 --radius 50 --selector least_used --wait 10`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			req, err := f.request()
+			if err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			lease, proxy, err := c.Acquire(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			switch {
+			case a.jsonOut:
+				if err := a.printJSON(model.AcquireReply{Lease: lease, Proxy: proxy}); err != nil {
+					return err
+				}
+			case lease == nil:
+			case env:
+				fmt.Fprintf(a.stdout, "PHAROX_LEASE_ID=%s\nPHAROX_PROXY_ID=%s\nPHAROX_PROXY_URL=%s\n",
+					shellQuote(lease.ID), shellQuote(proxy.ID), shellQuote(proxy.URL))
+			default:
+				if err := a.kv(
+					[2]string{"lease", lease.ID},
+					[2]string{"proxy", proxy.URL},
+					[2]string{"proxy_id", proxy.ID},
+					[2]string{"pool", lease.PoolName},
+					[2]string{"consumer", lease.ConsumerName},
+					[2]string{"expires", fmt.Sprintf("%s (in %s)", fmtTime(lease.ExpiresAt), lease.ExpiresAt.Sub(lease.AcquiredAt).Round(time.Second))},
+					[2]string{"fencing_token", strconv.FormatUint(lease.FencingToken, 10)},
+				); err != nil {
+					return err
+				}
+			}
+			if lease == nil {
+				return noProxyError(req.PoolName)
+			}
+			return nil
+		},
+	}
+	f.register(cmd.Flags())
+	cmd.Flags().BoolVar(&env, "env", false, "print PHAROX_LEASE_ID=... PHAROX_PROXY_ID=... PHAROX_PROXY_URL=... for eval")
+	return cmd
+}
+
+// shellQuote single-quotes s for POSIX shells.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func (a *app) printLease(l model.Lease) error {
+	if a.jsonOut {
+		return a.printJSON(model.LeaseReply{Lease: &l})
+	}
+	return a.kv(
+		[2]string{"lease", l.ID},
+		[2]string{"status", string(l.Status)},
+		[2]string{"pool", l.PoolName},
+		[2]string{"consumer", l.ConsumerName},
+		[2]string{"proxy_id", l.ProxyID},
+		[2]string{"acquired", fmtTime(l.AcquiredAt)},
+		[2]string{"expires", fmtTime(l.ExpiresAt)},
+		[2]string{"released", fmtTimePtr(l.ReleasedAt)},
+		[2]string{"fencing_token", strconv.FormatUint(l.FencingToken, 10)},
+	)
+}
+
+func (a *app) releaseCmd() *cobra.Command {
+	var consumer string
+	cmd := &cobra.Command{
+		Use:   "release LEASE_ID",
+		Short: "End a lease (releasing an ended lease changes nothing)",
+		Args:  exactArgs(1, "one LEASE_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			req := model.ReleaseRequest{LeaseID: args[0]}
+			if consumer != "" {
+				req.ConsumerName = &consumer
+			}
+			l, err := c.Release(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return a.printLease(l)
+		},
+	}
+	cmd.Flags().StringVarP(&consumer, "consumer", "c", "", "refuse unless the lease is this consumer's")
+	return cmd
+}
+
+func (a *app) renewCmd() *cobra.Command {
+	var consumer string
+	var duration int
+	cmd := &cobra.Command{
+		Use:   "renew LEASE_ID",
+		Short: "Extend an active lease to now + --duration seconds",
+		Args:  exactArgs(1, "one LEASE_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			req := model.RenewRequest{LeaseID: args[0], DurationSeconds: &duration}
+			if consumer != "" {
+				req.ConsumerName = &consumer
+			}
+			l, err := c.Renew(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return a.printLease(l)
+		},
+	}
+	cmd.Flags().StringVarP(&consumer, "consumer", "c", "", "refuse unless the lease is this consumer's")
+	cmd.Flags().IntVarP(&duration, "duration", "d", model.DefaultDurationSeconds, "new lease length in seconds, from now")
+	return cmd
+}
+
+func (a *app) leaseCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "lease LEASE_ID",
+		Short: "Show a lease",
+		Args:  exactArgs(1, "one LEASE_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			l, err := c.Lease(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.printLease(l)
+		},
+	}
+}
+
+func (a *app) statsCmd() *cobra.Command {
+	var pool string
+	cmd := &cobra.Command{
+		Use:   "stats --pool POOL",
+		Short: "Show a pool's statistics",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if pool == "" {
+				return usageErrorf("--pool is required")
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			s, err := c.Stats(cmd.Context(), pool)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return a.printJSON(s)
+			}
+			return a.kv(
+				[2]string{"pool", s.PoolName},
+				[2]string{"total_proxies", strconv.Itoa(s.TotalProxies)},
+				[2]string{"active_proxies", strconv.Itoa(s.ActiveProxies)},
+				[2]string{"available_proxies", strconv.Itoa(s.AvailableProxies)},
+				[2]string{"leased_proxies", strconv.Itoa(s.LeasedProxies)},
+				[2]string{"total_leases", strconv.Itoa(s.TotalLeases)},
+				[2]string{"collected_at", fmtTime(s.CollectedAt)},
+			)
+		},
+	}
+	cmd.Flags().StringVarP(&pool, "pool", "p", "", "pool name (required)")
+	return cmd
+}
+
+func (a *app) cleanupCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cleanup",
+		Short: "Mark every lease past its expiry as expired and free its slot",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			n, err := c.Cleanup(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return a.printJSON(model.CleanupReply{Released: n})
+			}
+			fmt.Fprintf(a.stdout, "expired %d lease(s)\n", n)
+			return nil
+		},
+	}
+}

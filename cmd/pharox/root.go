@@ -1,0 +1,306 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/pharox/pharox-nats/client"
+	"github.com/pharox/pharox-nats/model"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitError   = 1
+	exitUsage   = 2
+	exitNoProxy = 3
+)
+
+// usageError is a command line that cannot be run as given (exit 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// exitStatus ends the command with a given code; with a nil err nothing is
+// printed (pharox run passing its child's status on).
+type exitStatus struct {
+	code int
+	err  error
+}
+
+func (e exitStatus) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+func (e exitStatus) Unwrap() error { return e.err }
+
+// app is one invocation: where it writes, how it connects, global flags.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+
+	natsURL   string
+	natsCreds string
+	prefix    string
+	timeout   time.Duration
+	jsonOut   bool
+
+	nc *nats.Conn
+	c  *client.Client
+}
+
+// execute runs the command line args and returns the process exit code.
+func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	root, a := newRootCmd(stdin, stdout, stderr, getenv)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	a.close()
+	return a.exitCode(cmd, err)
+}
+
+// newRootCmd builds the command tree writing to stdout and stderr; getenv
+// supplies the PHAROX_* defaults (os.Getenv in main, a map in tests).
+func newRootCmd(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) (*cobra.Command, *app) {
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
+	root := &cobra.Command{
+		Use:   "pharox",
+		Short: "Lease proxies from pharox pools over NATS, and administer them",
+		Long: `pharox talks to the pharox workers over NATS: lease a proxy, run a command
+through one, administer pools, proxies and consumers, import proxies in bulk
+and tail lifecycle events.
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 no proxy available; "pharox run" exits
+with its command's status.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.ArbitraryArgs,
+		RunE:          groupRun,
+	}
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+
+	timeout := client.DefaultTimeout
+	var timeoutErr error
+	if v := getenv("PHAROX_TIMEOUT"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			timeout = d
+		} else {
+			timeoutErr = usageErrorf("PHAROX_TIMEOUT=%q is not a positive duration", v)
+		}
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.natsURL, "nats-url", envOr(getenv, "PHAROX_NATS_URL", nats.DefaultURL), "NATS server URL, comma-separated for a cluster (env PHAROX_NATS_URL)")
+	pf.StringVar(&a.natsCreds, "nats-creds", getenv("PHAROX_NATS_CREDS"), "NATS credentials file (env PHAROX_NATS_CREDS)")
+	pf.StringVar(&a.prefix, "subject-prefix", envOr(getenv, "PHAROX_SUBJECT_PREFIX", "pharox"), "subject prefix the workers serve (env PHAROX_SUBJECT_PREFIX)")
+	pf.DurationVar(&a.timeout, "timeout", timeout, "how long each request waits for a reply (env PHAROX_TIMEOUT)")
+	pf.BoolVar(&a.jsonOut, "json", false, "print JSON (the contract's replies) instead of tables")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if timeoutErr != nil && !cmd.Flags().Changed("timeout") {
+			return timeoutErr
+		}
+		if a.timeout <= 0 {
+			return usageErrorf("--timeout must be positive, got %s", a.timeout)
+		}
+		if a.prefix == "" || strings.ContainsAny(a.prefix, " *>\t") {
+			return usageErrorf("--subject-prefix %q is not a valid subject token", a.prefix)
+		}
+		return nil
+	}
+
+	root.AddCommand(
+		a.acquireCmd(), a.releaseCmd(), a.renewCmd(), a.leaseCmd(), a.statsCmd(), a.cleanupCmd(),
+		a.runCmd(), a.poolsCmd(), a.proxiesCmd(), a.consumersCmd(), a.eventsCmd(),
+	)
+	return root, a
+}
+
+func envOr(getenv func(string) string, key, def string) string {
+	if v := getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// groupRun is the RunE of commands that only hold subcommands: bare, they
+// print their help; with an argument that is no subcommand, a usage error.
+func groupRun(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+		}
+		return usageError{errors.New(msg)}
+	}
+	return cmd.Help()
+}
+
+// exactArgs is cobra.ExactArgs as a usage error naming what is expected.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageErrorf("%s takes %s, got %d argument(s)", cmd.CommandPath(), what, len(args))
+		}
+		return nil
+	}
+}
+
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageErrorf("%s takes no arguments, got %q", cmd.CommandPath(), args[0])
+	}
+	return nil
+}
+
+// client connects on first use.
+func (a *app) client() (*client.Client, error) {
+	if a.c != nil {
+		return a.c, nil
+	}
+	opts := []nats.Option{nats.Name("pharox-cli"), nats.Timeout(a.timeout)}
+	if a.natsCreds != "" {
+		opts = append(opts, nats.UserCredentials(a.natsCreds))
+	}
+	nc, err := nats.Connect(a.natsURL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(a.natsURL), err)
+	}
+	a.nc = nc
+	a.c = client.New(nc, client.WithPrefix(a.prefix), client.WithTimeout(a.timeout))
+	return a.c, nil
+}
+
+func (a *app) close() {
+	if a.nc != nil {
+		a.nc.Close()
+		a.nc = nil
+	}
+}
+
+// redactURL hides passwords and tokens of NATS URLs in messages.
+func redactURL(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil || u.User == nil {
+			continue
+		}
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		} else {
+			u.User = url.User("xxxxx")
+		}
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// exitCode prints err (if any) and maps it to the exit code.
+func (a *app) exitCode(cmd *cobra.Command, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var st exitStatus
+	if errors.As(err, &st) && st.err == nil {
+		return st.code
+	}
+	fmt.Fprintf(a.stderr, "pharox: %v\n", err)
+	var ue usageError
+	switch {
+	case errors.As(err, &ue) || isCobraUsage(err):
+		path := "pharox"
+		if cmd != nil {
+			path = cmd.CommandPath()
+		}
+		fmt.Fprintf(a.stderr, "Run '%s --help' for usage.\n", path)
+		return exitUsage
+	case errors.As(err, &st):
+		return st.code
+	case errors.Is(err, model.ErrNoProxyAvailable):
+		return exitNoProxy
+	}
+	return exitError
+}
+
+// isCobraUsage recognises the few usage errors cobra words itself.
+func isCobraUsage(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "required flag", "invalid argument", "flag needs an argument"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// printJSON writes v as indented JSON.
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table writes aligned columns.
+func (a *app) table() *tabwriter.Writer {
+	return tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+}
+
+// kv prints key/value rows as two aligned columns.
+func (a *app) kv(rows ...[2]string) error {
+	w := a.table()
+	for _, r := range rows {
+		fmt.Fprintf(w, "%s\t%s\n", r[0], r[1])
+	}
+	return w.Flush()
+}
+
+func orDash(s *string) string {
+	if s == nil || *s == "" {
+		return "-"
+	}
+	return *s
+}
+
+func fmtTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+func fmtTimePtr(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return fmtTime(*t)
+}
+
+// fmtMs renders milliseconds as a rounded Go duration (1.234ms, 2m0s).
+func fmtMs(ms float64) string {
+	d := time.Duration(ms * float64(time.Millisecond))
+	switch {
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	case d < time.Second:
+		return d.Round(10 * time.Microsecond).String()
+	default:
+		return d.Round(time.Millisecond).String()
+	}
+}

@@ -1,0 +1,65 @@
+package manager
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pharox/pharox-nats/kvstore"
+	"github.com/pharox/pharox-nats/model"
+)
+
+// HealthDecision returns the status a proxy gets from a health result, given
+// the status the proxy has in the record the write is based on. It is called
+// again on every retry of the revision-checked write, so it must not have
+// side effects.
+type HealthDecision func(current model.ProxyStatus) model.ProxyStatus
+
+// ApplyHealthDecision records a probe's result on its proxy through the same
+// revision-checked write as ApplyHealthResult (a lease committed meanwhile is
+// never lost; checked_at is set to the result's), but the new status is
+// decided inside that write from the proxy's current status. The health
+// package's policy needs this: a proxy banned by an admin a moment before
+// must stay banned, which a decision taken on an older read could undo.
+//
+// The health callbacks fire, as for ApplyHealthResult, when the status
+// changed; their result carries the decided status. It returns the proxy as
+// written and the result as applied.
+func (m *Manager) ApplyHealthDecision(ctx context.Context, res model.HealthCheckResult, decide HealthDecision) (model.Proxy, model.HealthCheckResult, error) {
+	applied := res
+	applied.CheckedAt = res.CheckedAt.UTC()
+	if err := checkUUID("proxy_id", res.ProxyID); err != nil {
+		return model.Proxy{}, applied, err
+	}
+	var previous model.ProxyStatus
+	mut, err := m.store.MutateProxy(ctx, res.ProxyID, func(r *kvstore.ProxyRecord, _ time.Time) error {
+		next := decide(r.Status)
+		if !next.Valid() {
+			return fmt.Errorf("health decision gave status %q", next)
+		}
+		previous = r.Status
+		applied.Status = next
+		r.Status = next
+		t := applied.CheckedAt
+		r.CheckedAt = &t
+		return nil
+	})
+	m.fireExpired(mut.Expired)
+	if err != nil {
+		return model.Proxy{}, applied, err
+	}
+	proxy := mut.Record.Model(m.store.Now())
+	if previous != applied.Status {
+		ev := model.HealthEvent{ProxyID: proxy.ID, PoolName: proxy.PoolName, PreviousStatus: previous, Result: applied}
+		m.cbMu.RLock()
+		for _, fn := range m.onHealth {
+			fn(ev)
+		}
+		m.cbMu.RUnlock()
+		m.log.Info("proxy status changed by health check", zap.String("proxy_id", proxy.ID),
+			zap.String("from", string(previous)), zap.String("to", string(applied.Status)))
+	}
+	return proxy, applied, nil
+}
