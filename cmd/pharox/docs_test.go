@@ -16,7 +16,7 @@ import (
 )
 
 // docFile is the documentation whose examples these tests run.
-const docFile = "../../docs/client-and-cli.md"
+const docFile = "../../README.md"
 
 // docBlocks returns the code blocks of docFile preceded by the line
 // "<!-- tested: KIND -->", in order.
