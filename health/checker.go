@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/manager"
 	"github.com/pharox/pharox-nats/model"
 )
@@ -106,7 +107,7 @@ func New(ctx context.Context, nc *nats.Conn, m *manager.Manager, opts ...Option)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	claimsKV, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
+	claimsKV, err := kvstore.EnsureBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      ClaimsBucket,
 		Description: "pharox health sweeps: which worker probes a proxy in an interval slot",
 		History:     1,
@@ -118,7 +119,7 @@ func New(ctx context.Context, nc *nats.Conn, m *manager.Manager, opts ...Option)
 	if err != nil {
 		return nil, err
 	}
-	countersKV, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
+	countersKV, err := kvstore.EnsureBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      CountersBucket,
 		Description: "pharox health: consecutive failed checks of failing proxies",
 		History:     1,

@@ -29,31 +29,6 @@ const (
 	CountersBucket = "PHAROX_HEALTH"
 )
 
-// ensureBucket looks a bucket up and creates it when missing; several
-// workers starting at once find the winner's on a later attempt. Each
-// attempt has its own timeout, as a create overlapping another's can go
-// unanswered.
-func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	var lastErr error
-	for attempt := 0; attempt < 8; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		kv, err := js.KeyValue(actx, cfg.Bucket)
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			kv, err = js.CreateKeyValue(actx, cfg)
-		}
-		cancel()
-		if err == nil {
-			return kv, nil
-		}
-		lastErr = err
-		if ctx.Err() != nil {
-			break
-		}
-		sleep(ctx, time.Duration(attempt+1)*50*time.Millisecond)
-	}
-	return nil, fmt.Errorf("%w: bucket %s: %w", model.ErrUnavailable, cfg.Bucket, lastErr)
-}
-
 // claims hands each (proxy, slot) to one worker.
 type claims struct {
 	kv jetstream.KeyValue

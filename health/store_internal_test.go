@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pharox/pharox-nats/internal/natstest"
+	"github.com/pharox/pharox-nats/kvstore"
 )
 
 // TestClaims: one Create wins a slot, a released claim can be won again,
@@ -20,7 +21,7 @@ func TestClaims(t *testing.T) {
 	ctx := context.Background()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	kv, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{Bucket: ClaimsBucket, History: 1,
+	kv, err := kvstore.EnsureBucket(ctx, js, jetstream.KeyValueConfig{Bucket: ClaimsBucket, History: 1,
 		Storage: jetstream.MemoryStorage, LimitMarkerTTL: time.Second})
 	require.NoError(t, err)
 	c := &claims{kv: kv}
@@ -61,7 +62,7 @@ func TestCounters(t *testing.T) {
 	ctx := context.Background()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	kv, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{Bucket: CountersBucket, History: 1})
+	kv, err := kvstore.EnsureBucket(ctx, js, jetstream.KeyValueConfig{Bucket: CountersBucket, History: 1})
 	require.NoError(t, err)
 	c := &counters{kv: kv}
 	now := time.Now()

@@ -107,7 +107,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 	for _, b := range buckets {
 		b.cfg.Storage = jetstream.FileStorage
 		b.cfg.Replicas = o.replicas
-		kv, err := ensureBucket(ctx, js, b.cfg)
+		kv, err := EnsureBucket(ctx, js, b.cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -133,11 +133,11 @@ func (s *Store) Now() time.Time { return s.opts.now().UTC() }
 // expires_at is not after it has expired. It is Now less the expiry grace.
 func (s *Store) Horizon() time.Time { return s.Now().Add(-s.opts.grace) }
 
-// ensureBucket looks a bucket up and creates it when missing. Several workers
+// EnsureBucket looks a bucket up and creates it when missing. Several workers
 // starting at once race here: a create that loses finds the winner's bucket
 // on the next attempt. Each attempt has its own timeout because a create that
 // overlaps another's can go unanswered.
-func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+func EnsureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	var lastErr error
 	for attempt := 0; attempt < 8; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
