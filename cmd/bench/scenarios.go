@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -321,17 +322,18 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 
 	if cfg.scenarios[7] {
 		progress("scenario 7: worker memory with %d proxies (worker in its own process)", cfg.big)
-		perProxy, heapPer, err := measureMemory(ctx, cfg)
+		perProxy, steadyPer, heapPer, err := measureMemory(ctx, cfg)
 		if err != nil {
 			return rep, err
 		}
-		add(row{Scenario: "7 memory", Case: "worker RSS growth per proxy", Value: perProxy, Unit: "bytes"})
+		add(row{Scenario: "7 memory", Case: "worker RSS growth per proxy, right after loading", Value: perProxy, Unit: "bytes"})
+		add(row{Scenario: "7 memory", Case: "worker RSS growth per proxy, freed pages returned", Value: steadyPer, Unit: "bytes"})
 		add(row{Scenario: "7 memory", Case: "worker live heap per proxy", Value: heapPer, Unit: "bytes"})
-		rep.Targets = append(rep.Targets, target{Name: "worker memory per proxy (RSS growth, bytes/1024)", Measured: perProxy / 1024, Needed: 1, Met: perProxy <= 1024})
+		rep.Targets = append(rep.Targets, target{Name: "worker memory per proxy (RSS growth right after loading, bytes/1024)", Measured: perProxy / 1024, Needed: 1, Met: perProxy <= 1024})
 	}
 
 	for i := range rep.Targets {
-		if rep.Targets[i].Name != "worker memory per proxy (RSS growth, bytes/1024)" {
+		if !strings.HasPrefix(rep.Targets[i].Name, "worker memory") {
 			rep.Targets[i].Met = rep.Targets[i].Measured >= rep.Targets[i].Needed
 		}
 	}
@@ -341,49 +343,55 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 
 // measureMemory runs a worker in a child process, loads the big pool into
 // it and reads its resident set and live heap before and after.
-func measureMemory(ctx context.Context, cfg benchConfig) (rssPerProxy, heapPerProxy float64, err error) {
+func measureMemory(ctx context.Context, cfg benchConfig) (rssPerProxy, steadyPerProxy, heapPerProxy float64, err error) {
 	e, err := newEnv(ctx, cfg, 0)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer e.close()
 	cmd := exec.Command(os.Args[0], serveWorkerArg, e.url)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	if err := cmd.Start(); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
 	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
-		return 0, 0, fmt.Errorf("worker process did not start: %w", err)
+		return 0, 0, 0, fmt.Errorf("worker process did not start: %w", err)
 	}
-	rss0, heap0, err := childMemory(e, cmd.Process.Pid)
+	rss0, heap0, err := childMemory(e, cmd.Process.Pid, "bench.memstats")
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	pool, err := e.pool(cfg.big, 1)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	var st model.PoolStatsSnapshot
 	if err := e.client().call("stats", model.StatsRequest{PoolName: pool}, &st); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	rss1, heap1, err := childMemory(e, cmd.Process.Pid)
+	rss1, heap1, err := childMemory(e, cmd.Process.Pid, "bench.memstats")
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
+	}
+	// The runtime hands freed pages back to the OS on its own within
+	// minutes; this asks for it now, to see the worker's steady state.
+	rss2, _, err := childMemory(e, cmd.Process.Pid, "bench.scavenge")
+	if err != nil {
+		return 0, 0, 0, err
 	}
 	n := float64(st.TotalProxies)
-	return float64(rss1-rss0) / n, float64(heap1-heap0) / n, nil
+	return float64(rss1-rss0) / n, float64(rss2-rss0) / n, float64(heap1-heap0) / n, nil
 }
 
 // childMemory asks the worker process for its live heap after a GC, then
 // reads its resident set from /proc.
-func childMemory(e *env, pid int) (rss, heap int64, err error) {
-	msg, err := e.conns[0].Request("bench.memstats", nil, 30*time.Second)
+func childMemory(e *env, pid int, subject string) (rss, heap int64, err error) {
+	msg, err := e.conns[0].Request(subject, nil, 30*time.Second)
 	if err != nil {
 		return 0, 0, fmt.Errorf("worker memstats: %w", err)
 	}
@@ -418,6 +426,12 @@ func serveWorker(url string) {
 	}
 	_, _ = nc.Subscribe("bench.memstats", func(m *nats.Msg) {
 		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		_ = m.Respond([]byte(strconv.FormatUint(ms.HeapAlloc, 10)))
+	})
+	_, _ = nc.Subscribe("bench.scavenge", func(m *nats.Msg) {
+		debug.FreeOSMemory()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		_ = m.Respond([]byte(strconv.FormatUint(ms.HeapAlloc, 10)))
