@@ -51,7 +51,7 @@ func (s *Store) TryAcquire(ctx context.Context, proxyID string, consumer model.C
 	lease := m.Record.leaseFor(h, model.LeaseActive)
 	lease.FencingToken = m.Rev
 	data, _ := json.Marshal(lease)
-	if _, err := s.leases.Create(ctx, lease.ID, data); err != nil {
+	if _, err := s.leases.Create(ctx, lease.ID, data); err != nil && !s.leaseWritten(lease.ID) {
 		// The slot is counted but its lease cannot be found: give it back so
 		// the failed request changes nothing. Should that fail too, the
 		// holder still lapses at its expiry.
@@ -157,11 +157,38 @@ func (s *Store) CleanupExpired(ctx context.Context) ([]model.Lease, error) {
 	return out, errors.Join(errs...)
 }
 
+// leaseWritten reports whether a lease record whose create got no answer
+// exists after all.
+func (s *Store) leaseWritten(leaseID string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _, err := s.leaderGet(ctx, s.leases, leaseID)
+	return err == nil
+}
+
+// OnLeasesExpired registers fn to be told of leases recorded as expired by
+// writes that return no list of their own (a delete, an undone hold), so
+// that their events are published too.
+func (s *Store) OnLeasesExpired(fn func([]model.Lease)) {
+	s.consumerMu.Lock()
+	defer s.consumerMu.Unlock()
+	s.onExpired = fn
+}
+
+func (s *Store) reportExpired(leases []model.Lease) {
+	s.consumerMu.RLock()
+	fn := s.onExpired
+	s.consumerMu.RUnlock()
+	if fn != nil && len(leases) > 0 {
+		fn(leases)
+	}
+}
+
 // undoHold removes a holder whose lease record could not be written.
 func (s *Store) undoHold(proxyID, leaseID string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := s.MutateProxy(ctx, proxyID, func(rec *ProxyRecord, _ time.Time) error {
+	m, err := s.MutateProxy(ctx, proxyID, func(rec *ProxyRecord, _ time.Time) error {
 		i := rec.holder(leaseID)
 		if i < 0 {
 			return errNoChange
@@ -169,6 +196,7 @@ func (s *Store) undoHold(proxyID, leaseID string) {
 		rec.Holders = append(rec.Holders[:i], rec.Holders[i+1:]...)
 		return nil
 	})
+	s.reportExpired(m.Expired)
 	if err != nil {
 		s.log.Warn("could not give back a slot whose lease record failed; it lapses at its expiry",
 			zap.String("proxy_id", proxyID), zap.String("lease_id", leaseID), zapErr(err))
@@ -300,19 +328,42 @@ func (s *Store) Renew(ctx context.Context, leaseID string, consumerName *string,
 	if err != nil {
 		return lease, time.Time{}, m.Expired, err
 	}
-	lease.ExpiresAt = next
-	data, _ := json.Marshal(lease)
-	if _, err := s.leases.Update(ctx, leaseID, data, rev); err != nil {
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			// A release ended it between our two writes.
-			latest, _, gerr := s.getLeaseRecord(ctx, leaseID)
-			if gerr == nil && latest.Status != model.LeaseActive {
-				return latest, time.Time{}, m.Expired, leaseNotActive(latest)
+	// The holder decides the slot; the record follows it. A concurrent
+	// renew or release changed the record meanwhile: follow the latest. If
+	// the record cannot follow, the extension is taken back, so that the
+	// failed request leaves the lease as it was.
+	undo := func() []model.Lease {
+		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		u, _ := s.MutateProxy(uctx, lease.ProxyID, func(rec *ProxyRecord, _ time.Time) error {
+			if i := rec.holder(leaseID); i >= 0 && rec.Holders[i].ExpiresAt.Equal(next) {
+				rec.Holders[i].ExpiresAt = previous
+				return nil
 			}
-		}
-		return lease, time.Time{}, m.Expired, storeErr("renew lease record", err)
+			return errNoChange
+		})
+		return append(m.Expired, u.Expired...)
 	}
-	return lease, previous, m.Expired, nil
+	for attempt := 0; ; attempt++ {
+		lease.ExpiresAt = next
+		data, _ := json.Marshal(lease)
+		_, err = s.leases.Update(ctx, leaseID, data, rev)
+		if err == nil {
+			return lease, previous, m.Expired, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) || attempt >= 8 {
+			break
+		}
+		var gerr error
+		if lease, rev, gerr = s.getLeaseRecord(ctx, leaseID); gerr != nil {
+			err = gerr
+			break
+		}
+		if lease.Status != model.LeaseActive {
+			return lease, time.Time{}, undo(), leaseNotActive(lease)
+		}
+	}
+	return lease, time.Time{}, undo(), storeErr("renew lease record", err)
 }
 
 func leaseNotActive(l model.Lease) error {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -194,6 +195,7 @@ func (s *Store) TryMutateProxy(ctx context.Context, id string, fn func(rec *Prox
 		}
 		return Mutation{Record: base.rec, Rev: base.rev}, err
 	}
+	rec.Nonce = rand.Uint64()
 	data, _ := json.Marshal(rec)
 	rev, err := s.proxies.Update(ctx, id, data, base.rev)
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -236,6 +238,9 @@ func (s *Store) DeleteProxy(ctx context.Context, id string, force bool) ([]model
 			return nil, fmt.Errorf("%w: proxy %s has %d active leases; delete with force to release them", model.ErrConflict, id, live)
 		}
 		err = s.proxies.Delete(ctx, id, jetstream.LastRevision(rev))
+		if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && s.deleted(id, rev) {
+			err = nil // the answer was lost, not the delete
+		}
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			if attempt >= s.opts.maxCASRetries {
 				return nil, fmt.Errorf("%w: proxy %s kept changing", model.ErrUnavailable, id)
@@ -255,7 +260,7 @@ func (s *Store) DeleteProxy(ctx context.Context, id string, force bool) ([]model
 				expired = append(expired, h)
 			}
 		}
-		s.finishLeases(ctx, rec, expired, model.LeaseExpired, now)
+		s.reportExpired(s.finishLeases(ctx, rec, expired, model.LeaseExpired, now))
 		return s.finishLeases(ctx, rec, released, model.LeaseReleased, now), nil
 	}
 }
@@ -276,6 +281,15 @@ func (s *Store) ApplyHealth(ctx context.Context, id string, status model.ProxySt
 		return model.Proxy{}, "", m, err
 	}
 	return m.Record.Model(s.Horizon()), previous, m, nil
+}
+
+// deleted reports whether a delete of id based on rev committed although
+// its answer was lost: the leader then holds a delete marker after rev.
+func (s *Store) deleted(id string, rev uint64) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, seq, err := s.leaderGet(ctx, s.proxies, id)
+	return errors.Is(err, errNotFound) && seq > rev
 }
 
 // landed reports whether an update of id to data, based on base, committed

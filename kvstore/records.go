@@ -57,6 +57,9 @@ type ProxyRecord struct {
 	ASN            *int64             `json:"asn"`
 	MaxConcurrency *int               `json:"max_concurrency"`
 	Holders        []Holder           `json:"holders"`
+	// Nonce is new in every write, so that a write whose answer was lost
+	// can be told from another worker's identical one.
+	Nonce uint64 `json:"nonce,omitempty"`
 }
 
 // LiveHolders counts holders whose lease has not expired at now.

@@ -41,7 +41,8 @@ type Store struct {
 	opts      options
 	log       *zap.Logger
 
-	locks *keyLocks
+	locks     *keyLocks
+	onExpired func([]model.Lease)
 
 	consumerMu    sync.RWMutex
 	consumerCache map[string]model.Consumer
