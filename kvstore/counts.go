@@ -140,6 +140,16 @@ func (r *replica) pick(pool string, sel model.Selector, f *model.ProxyFilters, a
 	return nil
 }
 
+// nextExpiry is the earliest moment a counted lease expires, if any.
+func (r *replica) nextExpiry() (time.Time, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if len(r.expiries) == 0 {
+		return time.Time{}, false
+	}
+	return r.expiries[0].at, true
+}
+
 func (r *replica) countsFor(pool string) *poolCounts {
 	c := r.counts[pool]
 	if c == nil {

@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"context"
+	"time"
 
 	"github.com/pharox/pharox-nats/model"
 )
@@ -46,6 +47,17 @@ func (s *Store) syncPool(ctx context.Context, poolName string) error {
 // check); after is the round-robin position.
 func (s *Store) Pick(pool string, sel model.Selector, f *model.ProxyFilters, after uint64, ok func(*ProxyRecord) bool) *ProxyRecord {
 	return s.replica.pick(pool, sel, f, after, s.Horizon(), ok)
+}
+
+// NextFreeing is when the earliest lease the replica counts stops counting
+// (its expiry plus the grace), as a duration from now: slots free up then
+// without any write. ok is false when no lease is counted.
+func (s *Store) NextFreeing() (time.Duration, bool) {
+	at, ok := s.replica.nextExpiry()
+	if !ok {
+		return 0, false
+	}
+	return max(at.Add(s.opts.grace).Sub(s.Now()), time.Millisecond), true
 }
 
 // OnProxyChange registers fn to be told of every proxy version the replica

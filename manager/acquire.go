@@ -68,7 +68,7 @@ func (m *Manager) existingLease(ctx context.Context, leaseID string) (*model.Lea
 // acquire commits a lease, waiting up to p.wait for a proxy to free up when
 // none is, and fires the acquire callbacks once with the outcome.
 func (m *Manager) acquire(ctx context.Context, p acquireParams, consumer model.Consumer, started time.Time) (*model.Lease, *model.Proxy, error) {
-	grant, conflicts, err := m.commit(ctx, p, consumer)
+	grant, conflicts, err := m.commit(ctx, p, consumer, false)
 	if err == nil && grant == nil && p.wait > 0 {
 		var more int
 		grant, more, err = m.wait(ctx, p, consumer, started)
@@ -87,11 +87,9 @@ func (m *Manager) acquire(ctx context.Context, p acquireParams, consumer model.C
 	if grant != nil {
 		ev.Lease = &grant.Lease
 	}
-	m.cbMu.RLock()
-	for _, fn := range m.onAcquire {
+	for _, fn := range hooks(m, &m.onAcquire) {
 		fn(ev)
 	}
-	m.cbMu.RUnlock()
 	if grant == nil {
 		m.counters.empty.Add(1)
 		m.log.Debug("acquire: no proxy free", zap.String("pool", p.pool), zap.String("consumer", p.consumer), zap.Int("conflicts", conflicts))
@@ -107,9 +105,12 @@ func (m *Manager) acquire(ctx context.Context, p acquireParams, consumer model.C
 // commit proposes candidates from the replica and commits the lease with one
 // revision-checked write. A lost race refreshes the proposal; a proxy that
 // filled up moves on to the next. "None free" is only answered from a replica
-// brought up to date with every acknowledged write.
-func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Consumer) (*kvstore.Grant, int, error) {
-	synced := false
+// brought up to date with every acknowledged write. fresh says the replica
+// was just synced and the pool checked (a waiting acquire right after its
+// first try): "none free" is then answered from the replica until a write
+// is lost.
+func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Consumer, fresh bool) (*kvstore.Grant, int, error) {
+	synced := fresh
 	conflicts := 0
 	for attempt := 0; attempt < m.opts.maxAttempts; attempt++ {
 		if err := ctx.Err(); err != nil {
@@ -133,6 +134,9 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 				synced = true
 				continue
 			}
+			if fresh {
+				return nil, conflicts, nil
+			}
 			// None free: make sure the pool was not deleted meanwhile,
 			// which is a 404, not an empty pool.
 			if _, _, err := m.store.GetPool(ctx, p.pool); err != nil {
@@ -149,9 +153,9 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 			return &grant, conflicts, nil
 		case errors.Is(err, kvstore.ErrCASConflict):
 			conflicts++
-			synced = false
+			synced, fresh = false, false
 		case errors.Is(err, kvstore.ErrNotEligible):
-			synced = false
+			synced, fresh = false, false
 		default:
 			return nil, conflicts, err
 		}

@@ -182,11 +182,9 @@ func (m *Manager) ApplyHealthResult(ctx context.Context, req model.HealthApplyRe
 	}
 	if previous != res.Status {
 		ev := model.HealthEvent{ProxyID: proxy.ID, PoolName: proxy.PoolName, PreviousStatus: previous, Result: res}
-		m.cbMu.RLock()
-		for _, fn := range m.onHealth {
+		for _, fn := range hooks(m, &m.onHealth) {
 			fn(ev)
 		}
-		m.cbMu.RUnlock()
 		m.log.Info("proxy status changed by health result", zap.String("proxy_id", proxy.ID),
 			zap.String("from", string(previous)), zap.String("to", string(res.Status)))
 	}
@@ -232,11 +230,9 @@ func (m *Manager) fireReleased(leases []model.Lease) {
 		l := leases[i]
 		ev := model.ReleaseEvent{Lease: &l, PoolName: l.PoolName, ReleasedAt: *l.ReleasedAt,
 			LeaseDurationMs: ms(l.ReleasedAt.Sub(l.AcquiredAt)), PoolStats: m.localStats(l.PoolName)}
-		m.cbMu.RLock()
-		for _, fn := range m.onRelease {
+		for _, fn := range hooks(m, &m.onRelease) {
 			fn(ev)
 		}
-		m.cbMu.RUnlock()
 	}
 }
 

@@ -53,11 +53,9 @@ func (m *Manager) ApplyHealthDecision(ctx context.Context, res model.HealthCheck
 	proxy := mut.Record.Model(m.store.Now())
 	if previous != applied.Status {
 		ev := model.HealthEvent{ProxyID: proxy.ID, PoolName: proxy.PoolName, PreviousStatus: previous, Result: applied}
-		m.cbMu.RLock()
-		for _, fn := range m.onHealth {
+		for _, fn := range hooks(m, &m.onHealth) {
 			fn(ev)
 		}
-		m.cbMu.RUnlock()
 		m.log.Info("proxy status changed by health check", zap.String("proxy_id", proxy.ID),
 			zap.String("from", string(previous)), zap.String("to", string(applied.Status)))
 	}

@@ -83,12 +83,13 @@ func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
 
 // New returns a manager over store.
 func New(store *kvstore.Store, opts ...Option) *Manager {
-	o := options{maxDuration: 24 * time.Hour, log: zap.NewNop(), maxAttempts: 256, claimStale: 30 * time.Second}
+	o := options{maxDuration: 24 * time.Hour, log: zap.NewNop(), maxAttempts: 256, claimStale: 2 * time.Minute}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	m := &Manager{store: store, opts: o, log: o.log, inflight: newInflight(), rr: newRotation(), waiters: newWaitQueue()}
 	store.OnProxyChange(m.proxyChanged)
+	store.OnLeasesExpired(m.fireExpired)
 	return m
 }
 
@@ -173,16 +174,7 @@ func (m *Manager) ReleaseProxy(ctx context.Context, req model.ReleaseRequest) (m
 		return lease, err
 	}
 	if changed {
-		ev := model.ReleaseEvent{
-			Lease: &lease, PoolName: lease.PoolName, ReleasedAt: *lease.ReleasedAt,
-			LeaseDurationMs: ms(lease.ReleasedAt.Sub(lease.AcquiredAt)),
-			PoolStats:       m.localStats(lease.PoolName),
-		}
-		m.cbMu.RLock()
-		for _, fn := range m.onRelease {
-			fn(ev)
-		}
-		m.cbMu.RUnlock()
+		m.fireReleased([]model.Lease{lease})
 	}
 	m.log.Debug("release", zap.String("lease_id", lease.ID), zap.String("proxy_id", lease.ProxyID),
 		zap.String("status", string(lease.Status)), zap.Bool("changed", changed))
@@ -213,11 +205,9 @@ func (m *Manager) RenewLease(ctx context.Context, req model.RenewRequest) (model
 		return lease, err
 	}
 	ev := model.RenewedEvent{Lease: &lease, PoolName: lease.PoolName, PreviousExpiresAt: previous}
-	m.cbMu.RLock()
-	for _, fn := range m.onRenew {
+	for _, fn := range hooks(m, &m.onRenew) {
 		fn(ev)
 	}
-	m.cbMu.RUnlock()
 	m.log.Debug("renew", zap.String("lease_id", lease.ID), zap.Time("expires_at", lease.ExpiresAt))
 	return lease, nil
 }
@@ -249,6 +239,9 @@ func (m *Manager) PoolStats(ctx context.Context, pool string) (model.PoolStatsSn
 	return m.store.PoolStats(ctx, pool)
 }
 
+// sweepTimeout bounds one sweep when the interval is shorter.
+const sweepTimeout = time.Minute
+
 // Sweep runs CleanupExpiredLeases every interval until ctx ends.
 func (m *Manager) Sweep(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
@@ -258,7 +251,10 @@ func (m *Manager) Sweep(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			sctx, cancel := context.WithTimeout(ctx, interval)
+			// Not cut short at the next tick: a proxy write abandoned in
+			// flight may still commit, and the expiries it recorded would
+			// then never be published nor written to their lease records.
+			sctx, cancel := context.WithTimeout(ctx, max(interval, sweepTimeout))
 			if _, err := m.CleanupExpiredLeases(sctx); err != nil && ctx.Err() == nil {
 				m.log.Warn("expiry sweep incomplete; the next one retries", zap.Error(err))
 			}
@@ -272,16 +268,23 @@ func (m *Manager) fireExpired(leases []model.Lease) {
 		return
 	}
 	now := m.store.Now()
-	m.cbMu.RLock()
-	defer m.cbMu.RUnlock()
+	fns := hooks(m, &m.onExpired)
 	for i := range leases {
 		l := leases[i]
 		ev := model.ExpiredEvent{Lease: &l, PoolName: l.PoolName, ExpiredAt: now, PoolStats: m.localStats(l.PoolName)}
-		for _, fn := range m.onExpired {
+		for _, fn := range fns {
 			fn(ev)
 		}
 		m.log.Debug("expired", zap.String("lease_id", l.ID), zap.String("proxy_id", l.ProxyID))
 	}
+}
+
+// hooks returns the callbacks registered so far. They are called without
+// the lock held, so a callback may register another or re-enter the manager.
+func hooks[T any](m *Manager, list *[]T) []T {
+	m.cbMu.RLock()
+	defer m.cbMu.RUnlock()
+	return *list
 }
 
 func (m *Manager) localStats(pool string) *model.PoolStatsSnapshot {

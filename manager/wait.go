@@ -100,20 +100,47 @@ func (m *Manager) proxyChanged(rec *kvstore.ProxyRecord) {
 	}
 }
 
+// rewake offers every proxy of the pool to its waiters again.
+func (m *Manager) rewake(pool string) {
+	var recs []*kvstore.ProxyRecord
+	m.store.Candidates(pool, func(rec *kvstore.ProxyRecord) bool {
+		recs = append(recs, rec)
+		return true
+	})
+	for _, rec := range recs {
+		m.proxyChanged(rec)
+	}
+}
+
 // wait sleeps until a proxy that could serve p frees up, then tries again,
 // until p.wait has passed since started. While asleep it holds no in-flight
 // slot of the caller's (see Parker) and costs no CPU.
 func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Consumer, started time.Time) (*kvstore.Grant, int, error) {
 	w, remove := m.waiters.add(p)
-	defer remove()
+	defer func() {
+		remove()
+		// A wake-up this waiter got and did not use (it was already taking
+		// a slot, or its time ran out) was counted against a free slot:
+		// offer the pool to the waiters behind it, or that slot goes unused.
+		select {
+		case <-w.wake:
+			m.rewake(p.pool)
+		default:
+		}
+	}()
 	timer := time.NewTimer(p.wait - time.Since(p.begun))
 	defer timer.Stop()
 	parker := parkerFrom(ctx)
 	conflicts := 0
+	// The first try follows the caller's, which synced the replica and
+	// checked the pool: it only needs the replica's changes since (so
+	// entering costs no store round trip while holding an in-flight slot).
+	fresh := true
 	for {
 		// Registered first, then tried: a proxy freed in between still
 		// leaves its wake-up in the channel.
-		grant, c, err := m.commit(ctx, p, consumer)
+		grant, c, err := m.commit(ctx, p, consumer, fresh)
+		fresh = false
 		conflicts += c
 		if err != nil || grant != nil {
 			return grant, conflicts, err
@@ -121,12 +148,24 @@ func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Cons
 		if parker != nil {
 			parker.Park()
 		}
+		// A lease that expires frees its slot without a write, so nothing
+		// wakes the waiter for it: wake at the earliest expiry too.
+		var freeing <-chan time.Time
+		var freeingTimer *time.Timer
+		if d, ok := m.store.NextFreeing(); ok && d < p.wait-time.Since(p.begun) {
+			freeingTimer = time.NewTimer(d)
+			freeing = freeingTimer.C
+		}
 		var timedOut bool
 		select {
 		case <-w.wake:
+		case <-freeing:
 		case <-timer.C:
 			timedOut = true
 		case <-ctx.Done():
+		}
+		if freeingTimer != nil {
+			freeingTimer.Stop()
 		}
 		if parker != nil {
 			if err := parker.Unpark(ctx); err != nil {
@@ -134,7 +173,10 @@ func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Cons
 			}
 		}
 		if timedOut {
-			return nil, conflicts, nil
+			// A last look, from the replica as it is: time alone may have
+			// freed a slot since the last try.
+			grant, c, err := m.commit(ctx, p, consumer, true)
+			return grant, conflicts + c, err
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, conflicts, fmt.Errorf("%w: acquire wait: %w", model.ErrUnavailable, err)
