@@ -91,11 +91,15 @@ func (r *replica) countChange(old, new *proxyEntry) {
 }
 
 // advanceCounts brings the counts to time now by applying, in order, every
-// expiry up to it. Callers hold r.mu.
-func (r *replica) advanceCounts(now time.Time) {
+// expiry up to it. It returns the proxies whose slots those expiries freed,
+// once each: no write tells of a lease that runs out, so the caller passes
+// them to the change hook (see notify). Callers hold r.mu.
+func (r *replica) advanceCounts(now time.Time) []*ProxyRecord {
 	if !now.After(r.countsAt) {
-		return
+		return nil
 	}
+	var freed []*ProxyRecord
+	var seen map[string]bool
 	for len(r.expiries) > 0 && !r.expiries[0].at.After(now) {
 		x := heap.Pop(&r.expiries).(expiry)
 		e := r.proxies[x.proxyID]
@@ -112,8 +116,33 @@ func (r *replica) advanceCounts(now time.Time) {
 		if e.counted.available == 1 {
 			r.indexFor(e.rec.PoolName).insert(e)
 		}
+		if seen == nil {
+			seen = map[string]bool{}
+		}
+		if !seen[e.rec.ID] {
+			seen[e.rec.ID] = true
+			freed = append(freed, e.rec)
+		}
 	}
 	r.countsAt = now
+	return freed
+}
+
+// notify tells the change hook of proxies that expiries freed. Callers do
+// not hold r.mu.
+func (r *replica) notify(freed []*ProxyRecord) {
+	if len(freed) == 0 {
+		return
+	}
+	r.mu.RLock()
+	hook := r.onChange
+	r.mu.RUnlock()
+	if hook == nil {
+		return
+	}
+	for _, rec := range freed {
+		hook(rec)
+	}
 }
 
 func (r *replica) indexFor(pool string) *poolIndex {
@@ -130,8 +159,9 @@ func (r *replica) indexFor(pool string) *poolIndex {
 // time alone are candidates and least_used sees current counts.
 func (r *replica) pick(pool string, sel model.Selector, f *model.ProxyFilters, after uint64, horizon time.Time, ok func(*ProxyRecord) bool) *ProxyRecord {
 	r.mu.Lock()
-	r.advanceCounts(horizon)
+	freed := r.advanceCounts(horizon)
 	r.mu.Unlock()
+	r.notify(freed)
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if ix := r.index[pool]; ix != nil {
@@ -162,12 +192,13 @@ func (r *replica) countsFor(pool string) *poolCounts {
 // stats returns a pool's statistics with leases judged at horizon.
 func (r *replica) stats(pool string, horizon, now time.Time) model.PoolStatsSnapshot {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.advanceCounts(horizon)
+	freed := r.advanceCounts(horizon)
 	st := model.PoolStatsSnapshot{PoolName: pool, CollectedAt: now}
 	if c := r.counts[pool]; c != nil {
 		st.TotalProxies, st.ActiveProxies, st.AvailableProxies = c.total, c.active, c.available
 		st.LeasedProxies, st.TotalLeases = c.leased, c.leases
 	}
+	r.mu.Unlock()
+	r.notify(freed)
 	return st
 }

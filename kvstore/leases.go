@@ -51,12 +51,16 @@ func (s *Store) TryAcquire(ctx context.Context, proxyID string, consumer model.C
 	lease := m.Record.leaseFor(h, model.LeaseActive)
 	lease.FencingToken = m.Rev
 	data, _ := json.Marshal(lease)
-	if _, err := s.leases.Create(ctx, lease.ID, data); err != nil && !s.leaseWritten(lease.ID) {
+	leaseRev, err := s.leases.Create(ctx, lease.ID, data)
+	if err != nil && !s.leaseWritten(lease.ID) {
 		// The slot is counted but its lease cannot be found: give it back so
 		// the failed request changes nothing. Should that fail too, the
 		// holder still lapses at its expiry.
 		s.undoHold(proxyID, h.LeaseID)
 		return Grant{Expired: m.Expired}, storeErr("create lease record", err)
+	}
+	if err == nil {
+		s.granted.put(lease, leaseRev)
 	}
 	return Grant{Lease: lease, Proxy: m.Record.Model(s.Horizon()), Expired: m.Expired}, nil
 }
@@ -64,8 +68,10 @@ func (s *Store) TryAcquire(ctx context.Context, proxyID string, consumer model.C
 // Release ends a lease. It reports changed=false, with the lease as it is,
 // when the lease had already ended: a release is counted once.
 func (s *Store) Release(ctx context.Context, leaseID string, consumerName *string) (lease model.Lease, changed bool, expired []model.Lease, err error) {
-	lease, rev, err := s.getLeaseRecord(ctx, leaseID)
-	if err != nil {
+	var rev uint64
+	if c, ok := s.granted.take(leaseID); ok && c.lease.ExpiresAt.After(s.Horizon()) {
+		lease, rev = c.lease, c.rev
+	} else if lease, rev, err = s.getLeaseRecord(ctx, leaseID); err != nil {
 		return lease, false, nil, err
 	}
 	if consumerName != nil && *consumerName != lease.ConsumerName {
@@ -294,6 +300,7 @@ func endTime(status model.LeaseStatus, expiresAt, now time.Time) *time.Time {
 // revision-checked way a lease is committed; the fencing token stays.
 // It returns the renewed lease and its expiry before.
 func (s *Store) Renew(ctx context.Context, leaseID string, consumerName *string, duration time.Duration) (model.Lease, time.Time, []model.Lease, error) {
+	s.granted.take(leaseID) // its revision is about to change
 	lease, rev, err := s.getLeaseRecord(ctx, leaseID)
 	if err != nil {
 		return lease, time.Time{}, nil, err

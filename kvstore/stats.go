@@ -60,6 +60,17 @@ func (s *Store) NextFreeing() (time.Duration, bool) {
 	return max(at.Add(s.opts.grace).Sub(s.Now()), time.Millisecond), true
 }
 
+// AdvanceExpiries counts every lease expired by now. Their slots free up
+// without any write, so the proxies they held are passed to the change hook
+// (OnProxyChange), once per expiry, as a write would be.
+func (s *Store) AdvanceExpiries() {
+	r := s.replica
+	r.mu.Lock()
+	freed := r.advanceCounts(s.Horizon())
+	r.mu.Unlock()
+	r.notify(freed)
+}
+
 // OnProxyChange registers fn to be told of every proxy version the replica
 // installs (from the watch or from this worker's own writes). fn must not
 // block.
