@@ -1,0 +1,1283 @@
+package broker_test
+
+// Tests of the lease lifecycle beyond pharox (issue 4): renew, waiting for a
+// free proxy, idempotent acquire, expiry sweeps, bounded lease history and
+// the expiry grace. Everything goes through NATS requests to real workers on
+// embedded servers. Times come from the injectable clock where the behaviour
+// allows it; where real time is the point (waits, sweeps, KV max age) the
+// margins are generous and every measured value is logged.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pharox/pharox-nats/internal/natstest"
+	"github.com/pharox/pharox-nats/internal/workertest"
+	"github.com/pharox/pharox-nats/kvstore"
+	"github.com/pharox/pharox-nats/model"
+)
+
+// --- helpers of this file -----------------------------------------------------
+
+// timedReply is one request's outcome with the moments it was sent and
+// answered, for tests that time replies.
+type timedReply struct {
+	sent, got time.Time
+	msg       *nats.Msg
+	err       error
+}
+
+func (r timedReply) took() time.Duration { return r.got.Sub(r.sent) }
+
+// timedRequest sends data to subject and waits for the reply. It never calls
+// require, so it may run on any goroutine.
+func timedRequest(nc *nats.Conn, subject string, data []byte, timeout time.Duration) timedReply {
+	r := timedReply{sent: time.Now()}
+	r.msg, r.err = nc.Request(subject, data, timeout)
+	r.got = time.Now()
+	return r
+}
+
+// acquireOutcome decodes a timed acquire reply: the lease (nil for "none
+// free") or why the reply is not a successful acquire reply.
+func acquireOutcome(r timedReply) (*model.AcquireReply, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	if code := r.msg.Header.Get(micro.ErrorCodeHeader); code != "" {
+		return nil, fmt.Errorf("error reply %s: %s", code, r.msg.Data)
+	}
+	var rep model.AcquireReply
+	if err := json.Unmarshal(r.msg.Data, &rep); err != nil {
+		return nil, fmt.Errorf("reply %s: %w", r.msg.Data, err)
+	}
+	return &rep, nil
+}
+
+// requireAcquireReply checks a timed acquire reply against the contract and
+// returns its lease (nil for "none free").
+func requireAcquireReply(t testing.TB, e *env, r timedReply, what string) *model.Lease {
+	t.Helper()
+	rep, err := acquireOutcome(r)
+	require.NoError(t, err, what)
+	_, repName := reqSchema(t, "acquire")
+	require.NoError(t, e.sch.Validate(repName, r.msg.Data), "%s: %s", what, r.msg.Data)
+	require.Equal(t, rep.Lease == nil, rep.Proxy == nil, "%s: lease and proxy are both set or both null: %s", what, r.msg.Data)
+	return rep.Lease
+}
+
+// jsonKeys returns the top-level keys of a JSON object, sorted.
+func jsonKeys(t testing.TB, doc []byte) []string {
+	t.Helper()
+	var m map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(doc, &m), "%s", doc)
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func jsonField(t testing.TB, doc []byte, key string) json.RawMessage {
+	t.Helper()
+	var m map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(doc, &m), "%s", doc)
+	v, ok := m[key]
+	require.True(t, ok, "no key %q in %s", key, doc)
+	return v
+}
+
+func requireSameTime(t testing.TB, want, got time.Time, msgAndArgs ...any) {
+	t.Helper()
+	require.True(t, want.Equal(got), append([]any{"want %s, got %s", want.Format(time.RFC3339Nano), got.Format(time.RFC3339Nano)}, msgAndArgs...)...)
+}
+
+// cpuTime is the process's user plus system CPU time so far.
+func cpuTime(t testing.TB) time.Duration {
+	t.Helper()
+	var ru syscall.Rusage
+	require.NoError(t, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// waitIdle waits until this process (workers, server and test) has used
+// less than 3 ms of CPU over 20 ms, or fails after max.
+func waitIdle(t testing.TB, max time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for {
+		c0 := cpuTime(t)
+		time.Sleep(20 * time.Millisecond)
+		if cpuTime(t)-c0 < 3*time.Millisecond {
+			return
+		}
+		require.Less(t, time.Since(start), max, "the process does not go idle")
+	}
+}
+
+// newQuietEnv is newEnv without the event capture and its end-of-test
+// checks, for tests that make tens of thousands of events and are not about
+// them. The workers use the real clock.
+func newQuietEnv(t testing.TB, n int, cfg workertest.Config) *env {
+	t.Helper()
+	e := &env{t: t, sch: contractSchemas(t)}
+	e.srv = natstest.RunServer(t)
+	e.nc = natstest.Connect(t, e.srv)
+	js, err := jetstream.New(e.nc)
+	require.NoError(t, err)
+	e.js = js
+	for i := 0; i < n; i++ {
+		e.workers = append(e.workers, startWorker(t, e.srv, cfg))
+	}
+	return e
+}
+
+// prefixed sends a request to another subject prefix and requires success.
+func (e *env) prefixed(prefix, op string, req any, out any) []byte {
+	e.t.Helper()
+	data := body(e.t, req)
+	msg, err := e.nc.Request(prefix+"."+op, data, requestTimeout)
+	require.NoError(e.t, err, "request %s.%s", prefix, op)
+	require.Empty(e.t, msg.Header.Get(micro.ErrorCodeHeader), "%s.%s %s failed: %s", prefix, op, data, msg.Data)
+	_, repName := reqSchema(e.t, op)
+	require.NoError(e.t, e.sch.Validate(repName, msg.Data), "reply of %s.%s: %s", prefix, op, msg.Data)
+	if out != nil {
+		require.NoError(e.t, json.Unmarshal(msg.Data, out))
+	}
+	return msg.Data
+}
+
+func (e *env) renew(req map[string]any) ([]byte, model.Lease) {
+	e.t.Helper()
+	raw := e.ok("renew", req)
+	var rep model.LeaseReply
+	require.NoError(e.t, json.Unmarshal(raw, &rep))
+	require.NotNil(e.t, rep.Lease)
+	return raw, *rep.Lease
+}
+
+func (e *env) cleanupCount() int {
+	e.t.Helper()
+	var rep model.CleanupReply
+	e.okInto("cleanup", "{}", &rep)
+	return rep.Released
+}
+
+// --- renew ------------------------------------------------------------------
+
+func TestLifecycleRenew(t *testing.T) {
+	// Two workers on one prefix share the fake clock; requests go to either.
+	setup := func(t *testing.T) (*env, model.Proxy) {
+		e := newEnv(t, envConfig{workers: 2})
+		e.createPool("rn")
+		px := e.addProxies("rn", map[string]any{"host": "10.1.0.1", "port": 3128, "max_concurrency": 1})[0]
+		return e, px
+	}
+
+	t.Run("extends", func(t *testing.T) {
+		e, px := setup(t)
+		l, _ := e.mustAcquire(map[string]any{"pool_name": "rn", "consumer_name": "alice", "duration_seconds": 30})
+
+		e.clock.Advance(10 * time.Second)
+		raw, r := e.renew(map[string]any{"lease_id": l.ID, "duration_seconds": 120, "consumer_name": "alice"})
+		require.Equal(t, model.LeaseActive, r.Status)
+		requireSameTime(t, e.clock.Now().Add(120*time.Second), r.ExpiresAt, "expires_at = now + duration")
+		require.Equal(t, l.FencingToken, r.FencingToken, "renew keeps the fencing token")
+		require.Equal(t, l.ID, r.ID)
+		require.Equal(t, l.ProxyID, r.ProxyID)
+		require.Equal(t, l.ConsumerID, r.ConsumerID)
+		requireSameTime(t, l.AcquiredAt, r.AcquiredAt)
+		require.Nil(t, r.ReleasedAt)
+		require.JSONEq(t, string(jsonField(t, raw, "lease")), string(jsonField(t, e.ok("leases.get", map[string]any{"lease_id": l.ID}), "lease")),
+			"leases.get shows the renewed lease")
+
+		// Without consumer_name; a shorter duration sets an earlier expiry:
+		// expires_at is now + duration, whatever it was.
+		e.clock.Advance(5 * time.Second)
+		_, r2 := e.renew(map[string]any{"lease_id": l.ID, "duration_seconds": 60})
+		requireSameTime(t, e.clock.Now().Add(60*time.Second), r2.ExpiresAt)
+		require.True(t, r2.ExpiresAt.Before(r.ExpiresAt))
+		require.Equal(t, l.FencingToken, r2.FencingToken)
+		requireSameTime(t, r2.ExpiresAt, e.getLease(l.ID).ExpiresAt)
+
+		// Past the first expires_at the renewed lease still holds its
+		// single slot, on every worker.
+		e.clock.Advance(40 * time.Second)
+		require.Equal(t, model.LeaseActive, e.getLease(l.ID).Status)
+		for range e.workers {
+			require.Nil(t, e.acquire(map[string]any{"pool_name": "rn", "consumer_name": "bob"}).Lease)
+		}
+		require.Equal(t, 1, e.getProxy(px.ID).CurrentLeases)
+		require.Equal(t, counts{Total: 1, Active: 1, Available: 0, Leased: 1, Leases: 1}, countsOf(e.stats("rn")))
+		require.Zero(t, e.cleanupCount())
+
+		// Past the renewed expiry it is gone, and the next lease of the
+		// proxy has a higher token.
+		e.clock.Advance(21 * time.Second)
+		require.Equal(t, model.LeaseExpired, e.getLease(l.ID).Status)
+		requireSameTime(t, r2.ExpiresAt, *e.getLease(l.ID).ReleasedAt)
+		next, _ := e.mustAcquire(map[string]any{"pool_name": "rn", "consumer_name": "bob"})
+		require.Greater(t, next.FencingToken, l.FencingToken)
+	})
+
+	t.Run("refused after release", func(t *testing.T) {
+		e, px := setup(t)
+		l, _ := e.mustAcquire(map[string]any{"pool_name": "rn", "consumer_name": "alice", "duration_seconds": 30})
+		rel := e.release(l.ID)
+		require.Equal(t, model.LeaseReleased, rel.Status)
+		before := e.snapshot([]string{"rn"}, []string{l.ID})
+		for _, req := range []map[string]any{
+			{"lease_id": l.ID, "duration_seconds": 60},
+			{"lease_id": l.ID, "duration_seconds": 60, "consumer_name": "alice"},
+		} {
+			det := e.failWellFormed("renew", req, 409, "lease_not_active")
+			require.Contains(t, det.Message, "released")
+		}
+		require.Equal(t, before, e.snapshot([]string{"rn"}, []string{l.ID}), "a refused renew changes nothing")
+		got := e.getLease(l.ID)
+		require.Equal(t, model.LeaseReleased, got.Status)
+		requireSameTime(t, l.ExpiresAt, got.ExpiresAt)
+		require.Equal(t, 0, e.getProxy(px.ID).CurrentLeases)
+		require.Empty(t, e.events(model.EventRenewed))
+	})
+
+	t.Run("refused after expiry", func(t *testing.T) {
+		e, px := setup(t)
+		l, _ := e.mustAcquire(map[string]any{"pool_name": "rn", "consumer_name": "alice", "duration_seconds": 5})
+		e.clock.Advance(5 * time.Second) // expires_at is not after now: expired
+		// Not yet recorded by any sweep.
+		det := e.failWellFormed("renew", map[string]any{"lease_id": l.ID, "duration_seconds": 60, "consumer_name": "alice"}, 409, "lease_not_active")
+		require.Contains(t, det.Message, "expired")
+		got := e.getLease(l.ID)
+		require.Equal(t, model.LeaseExpired, got.Status)
+		requireSameTime(t, l.ExpiresAt, got.ExpiresAt, "a refused renew does not extend")
+		requireSameTime(t, l.ExpiresAt, *got.ReleasedAt)
+		// The refused renew may have recorded the expiry (its write pruned
+		// the holder); then cleanup finds nothing. One expired event either way.
+		require.LessOrEqual(t, e.cleanupCount(), 1)
+		require.Len(t, e.events(model.EventExpired), 1)
+		det = e.failWellFormed("renew", map[string]any{"lease_id": l.ID, "duration_seconds": 60}, 409, "lease_not_active")
+		require.Contains(t, det.Message, "expired")
+		require.Equal(t, model.LeaseExpired, e.getLease(l.ID).Status)
+		require.Equal(t, 0, e.getProxy(px.ID).CurrentLeases)
+		require.Empty(t, e.events(model.EventRenewed))
+		require.Len(t, e.events(model.EventExpired), 1)
+	})
+
+	t.Run("other consumer 403", func(t *testing.T) {
+		e, _ := setup(t)
+		l, _ := e.mustAcquire(map[string]any{"pool_name": "rn", "consumer_name": "alice", "duration_seconds": 30})
+		e.clock.Advance(time.Second)
+		before := e.snapshot([]string{"rn"}, []string{l.ID})
+		det := e.failWellFormed("renew", map[string]any{"lease_id": l.ID, "duration_seconds": 60, "consumer_name": "mallory"}, 403, "forbidden")
+		require.Contains(t, det.Message, "mallory")
+		require.Equal(t, before, e.snapshot([]string{"rn"}, []string{l.ID}), "a forbidden renew changes nothing")
+		requireSameTime(t, l.ExpiresAt, e.getLease(l.ID).ExpiresAt)
+		require.Empty(t, e.events(model.EventRenewed))
+	})
+
+	t.Run("unknown lease 404", func(t *testing.T) {
+		e, _ := setup(t)
+		id := uuid.NewString()
+		det := e.failWellFormed("renew", map[string]any{"lease_id": id, "duration_seconds": 60}, 404, "lease_not_found")
+		require.Contains(t, det.Message, id)
+		e.failWellFormed("renew", map[string]any{"lease_id": id, "duration_seconds": 60, "consumer_name": "alice"}, 404, "lease_not_found")
+	})
+
+	t.Run("bad duration 400", func(t *testing.T) {
+		e, _ := setup(t)
+		l, _ := e.mustAcquire(map[string]any{"pool_name": "rn", "consumer_name": "alice", "duration_seconds": 30})
+		before := e.snapshot([]string{"rn"}, []string{l.ID})
+		for _, tc := range []struct {
+			name string
+			body string
+		}{
+			{"zero", `{"lease_id":"` + l.ID + `","duration_seconds":0}`},
+			{"over a day", `{"lease_id":"` + l.ID + `","duration_seconds":86401}`},
+			{"missing", `{"lease_id":"` + l.ID + `"}`},
+			{"negative", `{"lease_id":"` + l.ID + `","duration_seconds":-1}`},
+			{"fraction", `{"lease_id":"` + l.ID + `","duration_seconds":1.5}`},
+			{"null", `{"lease_id":"` + l.ID + `","duration_seconds":null}`},
+		} {
+			e.requireInvalidRequest("renew", []byte(tc.body))
+			det := e.failRaw("renew", []byte(tc.body), 400, "bad_request")
+			require.Contains(t, det.Message, "duration_seconds", tc.name)
+		}
+		require.Equal(t, before, e.snapshot([]string{"rn"}, []string{l.ID}), "a bad renew changes nothing")
+		require.Empty(t, e.events(model.EventRenewed))
+		// The bounds themselves are fine.
+		_, r := e.renew(map[string]any{"lease_id": l.ID, "duration_seconds": 86400})
+		requireSameTime(t, e.clock.Now().Add(86400*time.Second), r.ExpiresAt)
+		_, r = e.renew(map[string]any{"lease_id": l.ID, "duration_seconds": 1})
+		requireSameTime(t, e.clock.Now().Add(time.Second), r.ExpiresAt)
+	})
+
+	t.Run("renewed event", func(t *testing.T) {
+		e, _ := setup(t)
+		l, _ := e.mustAcquire(map[string]any{"pool_name": "rn", "consumer_name": "alice", "duration_seconds": 30})
+		e.clock.Advance(3 * time.Second)
+		raw1, r1 := e.renew(map[string]any{"lease_id": l.ID, "duration_seconds": 90, "consumer_name": "alice"})
+		e.clock.Advance(4 * time.Second)
+		raw2, r2 := e.renew(map[string]any{"lease_id": l.ID, "duration_seconds": 45})
+
+		msgs := e.events(model.EventRenewed)
+		require.Len(t, msgs, 2, "one renewed event per renew")
+		for i, m := range msgs {
+			require.Equal(t, "pharox.events.renewed", m.Subject)
+			require.NoError(t, e.sch.Validate("event.renewed", m.Data), "%s", m.Data)
+			require.Equal(t, []string{"lease", "pool_name", "previous_expires_at"}, jsonKeys(t, m.Data))
+			require.NotEmpty(t, m.Header.Get(jetstream.MsgIDHeader))
+			raw := []*[]byte{&raw1, &raw2}[i]
+			require.JSONEq(t, string(jsonField(t, *raw, "lease")), string(jsonField(t, m.Data, "lease")), "the event carries the renewed lease")
+		}
+		evs := decodeEvents[model.RenewedEvent](t, e.sch, msgs)
+		require.Equal(t, "rn", evs[0].PoolName)
+		requireSameTime(t, l.ExpiresAt, evs[0].PreviousExpiresAt)
+		requireSameTime(t, r1.ExpiresAt, evs[0].Lease.ExpiresAt)
+		require.Equal(t, model.LeaseActive, evs[0].Lease.Status)
+		require.Equal(t, l.FencingToken, evs[0].Lease.FencingToken)
+		requireSameTime(t, r1.ExpiresAt, evs[1].PreviousExpiresAt)
+		requireSameTime(t, r2.ExpiresAt, evs[1].Lease.ExpiresAt)
+		// Renew is not an acquire or a release.
+		require.Len(t, e.events(model.EventAcquired), 1)
+		require.Empty(t, e.events(model.EventReleased))
+	})
+}
+
+// --- wait_seconds -------------------------------------------------------------
+
+func TestLifecycleWait(t *testing.T) {
+	t.Run("arrival order and deadline", func(t *testing.T) {
+		e := newEnv(t, envConfig{realClock: true})
+		e.createPool("fifo")
+		px := e.addProxies("fifo", map[string]any{"host": "10.2.0.1", "port": 8080, "max_concurrency": 1})[0]
+		holder, _ := e.mustAcquire(map[string]any{"pool_name": "fifo", "consumer_name": "holder", "duration_seconds": 60})
+
+		const (
+			waiters = 5
+			served  = 3 // waiters 0 and 1 release after a pause, 2 keeps the proxy
+			wait    = 3 * time.Second
+			gap     = 20 * time.Millisecond
+			pause   = 100 * time.Millisecond
+		)
+		for i := 0; i < waiters; i++ {
+			e.ok("admin.consumers.ensure", map[string]any{"name": fmt.Sprintf("waiter-%d", i)})
+		}
+		type outcome struct {
+			acq timedReply
+			rel timedReply
+		}
+		outs := make([]outcome, waiters)
+		var wg sync.WaitGroup
+		for i := 0; i < waiters; i++ {
+			data := body(t, map[string]any{"pool_name": "fifo", "consumer_name": fmt.Sprintf("waiter-%d", i), "duration_seconds": 60, "wait_seconds": wait.Seconds()})
+			e.requireValidRequest("acquire", data)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				outs[i].acq = timedRequest(e.nc, "pharox.acquire", data, requestTimeout)
+				rep, err := acquireOutcome(outs[i].acq)
+				if err != nil || rep.Lease == nil || i >= served-1 {
+					return
+				}
+				time.Sleep(pause)
+				outs[i].rel = timedRequest(e.nc, "pharox.release", body(t, map[string]any{"lease_id": rep.Lease.ID}), requestTimeout)
+			}()
+			// A small gap, and until the worker is idle: this waiter is
+			// asleep before the next arrives, however loaded the machine.
+			time.Sleep(gap)
+			waitIdle(t, 2*time.Second)
+		}
+		time.Sleep(50 * time.Millisecond)
+		released := timedRequest(e.nc, "pharox.release", body(t, map[string]any{"lease_id": holder.ID}), requestTimeout)
+		require.NoError(t, released.err)
+		wg.Wait()
+
+		var leases []*model.Lease
+		for i, o := range outs {
+			leases = append(leases, requireAcquireReply(t, e, o.acq, fmt.Sprintf("waiter %d", i)))
+		}
+		// Served in arrival order: each lease commits after the one before
+		// (fencing tokens strictly increase per proxy), and each reply comes
+		// after the release of the lease before it.
+		prevRel := released
+		for i := 0; i < served; i++ {
+			l := leases[i]
+			require.NotNil(t, l, "waiter %d is served", i)
+			require.Equal(t, px.ID, l.ProxyID)
+			require.Equal(t, fmt.Sprintf("waiter-%d", i), l.ConsumerName)
+			if i > 0 {
+				require.Greater(t, l.FencingToken, leases[i-1].FencingToken, "waiter %d is served after waiter %d", i, i-1)
+			} else {
+				require.Greater(t, l.FencingToken, holder.FencingToken)
+			}
+			// The waiter may even answer before the release does: the
+			// release wakes it with the proxy write, then records the
+			// lease's ending and replies.
+			wake := outs[i].acq.got.Sub(prevRel.got)
+			t.Logf("wake latency (release reply -> waiter %d reply, one worker): %v", i, wake)
+			require.True(t, outs[i].acq.got.After(prevRel.sent), "waiter %d is served only after the release is sent", i)
+			require.Less(t, wake, 250*time.Millisecond, "a release wakes waiter %d", i)
+			if i < served-1 {
+				require.NoError(t, outs[i].rel.err)
+				require.Empty(t, outs[i].rel.msg.Header.Get(micro.ErrorCodeHeader), "%s", outs[i].rel.msg.Data)
+				prevRel = outs[i].rel
+			}
+		}
+		// The others run out of time and get null on time.
+		for i := served; i < waiters; i++ {
+			require.Nil(t, leases[i], "waiter %d finds the proxy still held", i)
+			took := outs[i].acq.took()
+			t.Logf("waiter %d: null after %v (wait_seconds %v)", i, took, wait)
+			require.GreaterOrEqual(t, took, wait-10*time.Millisecond, "waiter %d waits its full time", i)
+			require.LessOrEqual(t, took, wait+100*time.Millisecond, "waiter %d is answered within 100 ms of its deadline", i)
+		}
+		require.Equal(t, counts{Total: 1, Active: 1, Leased: 1, Leases: 1}, countsOf(e.stats("fifo")))
+		require.Equal(t, model.LeaseActive, e.getLease(leases[served-1].ID).Status, "the last one served keeps it")
+		require.Len(t, e.events(model.EventAcquired), 1+served)
+		require.Len(t, e.events(model.EventAcquireFailed), waiters-served)
+	})
+
+	t.Run("across two workers", func(t *testing.T) {
+		// Worker A serves pharox.*, worker B pharoxb.*; they share every
+		// bucket, so a release through one wakes a waiter on the other.
+		e := newEnv(t, envConfig{realClock: true})
+		startWorker(t, e.srv, workertest.Config{Prefix: "pharoxb"})
+		e.createPool("x")
+		px := e.addProxies("x", map[string]any{"host": "10.3.0.1", "port": 8080, "max_concurrency": 1})[0]
+		var rep model.AcquireReply
+		e.prefixed("pharoxb", "acquire", map[string]any{"pool_name": "x", "consumer_name": "holder", "duration_seconds": 60}, &rep)
+		require.NotNil(t, rep.Lease)
+		held := *rep.Lease
+
+		for _, dir := range []struct{ waitOn, releaseOn string }{{"pharox", "pharoxb"}, {"pharoxb", "pharox"}} {
+			ch := make(chan timedReply, 1)
+			data := body(t, map[string]any{"pool_name": "x", "consumer_name": "waiter-on-" + dir.waitOn, "duration_seconds": 60, "wait_seconds": 5})
+			go func() { ch <- timedRequest(e.nc, dir.waitOn+".acquire", data, requestTimeout) }()
+			time.Sleep(300 * time.Millisecond)
+			select {
+			case r := <-ch:
+				t.Fatalf("waiter on %s answered before any release: %s", dir.waitOn, r.msg.Data)
+			default:
+			}
+			rel := timedRequest(e.nc, dir.releaseOn+".release", body(t, map[string]any{"lease_id": held.ID}), requestTimeout)
+			require.NoError(t, rel.err)
+			require.Empty(t, rel.msg.Header.Get(micro.ErrorCodeHeader), "%s", rel.msg.Data)
+			r := <-ch
+			l := requireAcquireReply(t, e, r, "waiter on "+dir.waitOn)
+			require.NotNil(t, l, "the release through %s serves the waiter on %s", dir.releaseOn, dir.waitOn)
+			require.Equal(t, px.ID, l.ProxyID)
+			require.Greater(t, l.FencingToken, held.FencingToken)
+			wake := r.got.Sub(rel.got)
+			t.Logf("wake latency (release reply on %s -> waiter reply on %s): %v", dir.releaseOn, dir.waitOn, wake)
+			require.True(t, r.got.After(rel.sent), "served only after the release is sent")
+			require.Less(t, wake, 250*time.Millisecond)
+			held = *l
+		}
+		require.Equal(t, counts{Total: 1, Active: 1, Leased: 1, Leases: 1}, countsOf(e.stats("x")))
+	})
+
+	t.Run("a thousand waiters", func(t *testing.T) {
+		const (
+			waiters  = 1000
+			slots    = 10 // of the busy proxy, all held at first
+			inflight = 8
+			// Long enough for a thousand to enter through 8 slots on a
+			// loaded machine under the race detector (up to ~2.6 s seen)
+			// and for the checks below before the first times out.
+			wait = 7 * time.Second
+		)
+		e := newEnv(t, envConfig{realClock: true, cfg: workertest.Config{MaxInflight: inflight}})
+		e.createPool("busy")
+		e.createPool("other")
+		busy := e.addProxies("busy", map[string]any{"host": "10.4.0.1", "port": 8080, "max_concurrency": slots})[0]
+		e.addProxies("other", map[string]any{"host": "10.4.0.2", "port": 8080})
+		var holders []model.Lease
+		for i := 0; i < slots; i++ {
+			l, _ := e.mustAcquire(map[string]any{"pool_name": "busy", "consumer_name": "holder", "duration_seconds": 60})
+			holders = append(holders, l)
+		}
+		e.ok("admin.consumers.ensure", map[string]any{"name": "waiter"})
+
+		// The requests go out in order on the test's connection, each with
+		// a reply subject of its own; one subscription collects the replies.
+		data := body(t, map[string]any{"pool_name": "busy", "consumer_name": "waiter", "duration_seconds": 60, "wait_seconds": wait.Seconds()})
+		replies := make([]timedReply, waiters)
+		inbox := nats.NewInbox()
+		replyCh := make(chan *nats.Msg, waiters)
+		rsub, err := e.nc.ChanSubscribe(inbox+".*", replyCh)
+		require.NoError(t, err)
+		defer func() { _ = rsub.Unsubscribe() }()
+		var answered atomic.Int64
+		collected := make(chan struct{})
+		go func() {
+			defer close(collected)
+			timeout := time.After(wait + 30*time.Second)
+			for n := 0; n < waiters; n++ {
+				select {
+				case m := <-replyCh:
+					var i int
+					if _, err := fmt.Sscan(m.Subject[len(inbox)+1:], &i); err != nil || i < 0 || i >= waiters {
+						continue
+					}
+					replies[i].got, replies[i].msg = time.Now(), m
+					answered.Add(1)
+				case <-timeout:
+					return
+				}
+			}
+		}()
+		for i := range replies {
+			replies[i].sent = time.Now()
+			require.NoError(t, e.nc.PublishRequest("pharox.acquire", fmt.Sprintf("%s.%d", inbox, i), data))
+		}
+		// A request on the same endpoint, sent after them on the same
+		// connection, is handled after all 1000 were handed to the worker.
+		probe := timedRequest(e.nc, "pharox.acquire", body(t, map[string]any{"pool_name": "other", "consumer_name": "probe", "duration_seconds": 60}), requestTimeout)
+		require.NotNil(t, requireAcquireReply(t, e, probe, "probe"))
+		t.Logf("%d waiters handed to the worker, the probe behind them answered after %v", waiters, probe.took())
+		// Then the worker goes quiet: the waiters are parked.
+		settle := time.Now()
+		for {
+			c0 := cpuTime(t)
+			time.Sleep(200 * time.Millisecond)
+			if cpuTime(t)-c0 < 40*time.Millisecond {
+				break
+			}
+			require.Less(t, time.Since(settle), 10*time.Second, "the worker does not go quiet with %d waiters parked", waiters)
+		}
+		t.Logf("waiters parked %v after the probe", time.Since(settle))
+		// What follows needs the waiters parked with time to spare before
+		// the first of them times out. On a machine so loaded that
+		// entering took most of the wait, it cannot be measured.
+		if left := time.Until(replies[0].sent.Add(wait)); left < 2*time.Second {
+			t.Skipf("machine too loaded: %d waiters took %v to enter, the first times out in %v", waiters, probe.took(), left)
+		}
+		require.Zero(t, answered.Load(), "no waiter is answered before a release or its deadline")
+
+		// Idle: parked waiters cost no CPU.
+		c0, w0 := cpuTime(t), time.Now()
+		time.Sleep(time.Second)
+		idle, window := cpuTime(t)-c0, time.Since(w0)
+		t.Logf("process CPU over %v idle with %d waiters parked: %v", window, waiters, idle)
+		require.Less(t, idle, 200*time.Millisecond)
+
+		// They hold no in-flight slot: other requests are served at once.
+		for _, op := range []struct {
+			subject string
+			req     map[string]any
+		}{
+			{"pharox.stats", map[string]any{"pool_name": "busy"}},
+			{"pharox.acquire", map[string]any{"pool_name": "other", "consumer_name": "other", "duration_seconds": 60}},
+			{"pharox.acquire", map[string]any{"pool_name": "other", "consumer_name": "other", "duration_seconds": 60, "wait_seconds": 5}},
+			{"pharox.stats", map[string]any{"pool_name": "other"}},
+			{"pharox.leases.get", map[string]any{"lease_id": holders[0].ID}},
+		} {
+			r := timedRequest(e.nc, op.subject, body(t, op.req), requestTimeout)
+			require.NoError(t, r.err, op.subject)
+			require.Empty(t, r.msg.Header.Get(micro.ErrorCodeHeader), "%s: %s", op.subject, r.msg.Data)
+			t.Logf("%s with %d waiters parked on %d in-flight slots: %v", op.subject, waiters, inflight, r.took())
+			require.Less(t, r.took(), time.Second, op.subject)
+		}
+		st := e.stats("busy")
+		require.Equal(t, counts{Total: 1, Active: 1, Leased: 1, Leases: slots}, countsOf(st))
+
+		// Each freed slot serves one waiter; the rest get null at their
+		// deadline.
+		var lastRelease time.Time
+		for _, h := range holders {
+			e.release(h.ID)
+			lastRelease = time.Now()
+		}
+		<-collected
+		require.Equal(t, int64(waiters), answered.Load(), "every waiter is answered")
+		var got []*model.Lease
+		var nulls int
+		earliest, latest := time.Hour, time.Duration(0)
+		var servedLast time.Time
+		for i, r := range replies {
+			rep, err := acquireOutcome(r)
+			require.NoError(t, err, "waiter %d", i)
+			_, repName := reqSchema(t, "acquire")
+			require.NoError(t, e.sch.Validate(repName, r.msg.Data), "waiter %d: %s", i, r.msg.Data)
+			if rep.Lease != nil {
+				require.Equal(t, busy.ID, rep.Lease.ProxyID)
+				got = append(got, rep.Lease)
+				if r.got.After(servedLast) {
+					servedLast = r.got
+				}
+				continue
+			}
+			nulls++
+			require.GreaterOrEqual(t, r.took(), wait-10*time.Millisecond, "waiter %d waits its full time", i)
+			earliest, latest = min(earliest, r.took()-wait), max(latest, r.took()-wait)
+		}
+		t.Logf("%d waiters served, the last %v after the last release; %d null, %v to %v after their deadline", len(got), servedLast.Sub(lastRelease), nulls, earliest, latest)
+		require.Len(t, got, slots, "every freed slot serves a waiter")
+		require.Less(t, servedLast.Sub(lastRelease), time.Second)
+		// The first deadline is met on time; the others follow as the
+		// waiters entered (through 8 in-flight slots) and then as the burst
+		// of 990 replies and events is sent.
+		require.Less(t, earliest, 250*time.Millisecond, "timed-out waiters are answered at their deadline")
+		// A waiter's wait starts when the worker takes it up, which for
+		// the last of a thousand is as late as the probe behind them.
+		require.Less(t, latest, probe.took()+3*time.Second, "every timed-out waiter is answered")
+		require.Equal(t, waiters-slots, nulls)
+		require.Equal(t, counts{Total: 1, Active: 1, Leased: 1, Leases: slots}, countsOf(e.stats("busy")))
+	})
+
+	t.Run("expiries and new proxies", func(t *testing.T) {
+		// A lease that expires frees its slot without any write, and still
+		// wakes a waiter; an expiry elsewhere (another pool, or a lease
+		// released before its expiry) wakes nobody: parked waiters stay
+		// idle. Proxies added to the pool wake as many as they can serve.
+		const (
+			waiters = 200
+			wait    = 5 * time.Second
+		)
+		e := newEnv(t, envConfig{realClock: true})
+		e.createPool("held")
+		e.createPool("elsewhere")
+		px := e.addProxies("held", map[string]any{"host": "10.4.1.1", "port": 8080, "max_concurrency": 1})[0]
+		e.addProxies("elsewhere", map[string]any{"host": "10.4.1.2", "port": 8080})
+		holder, _ := e.mustAcquire(map[string]any{"pool_name": "held", "consumer_name": "holder", "duration_seconds": 60})
+		// Two leases elsewhere whose expiries pass while the waiters sleep;
+		// one of them released at once.
+		tS := time.Now()
+		e.mustAcquire(map[string]any{"pool_name": "elsewhere", "consumer_name": "other", "duration_seconds": 2})
+		gone, _ := e.mustAcquire(map[string]any{"pool_name": "elsewhere", "consumer_name": "other", "duration_seconds": 2})
+		e.release(gone.ID)
+		e.ok("admin.consumers.ensure", map[string]any{"name": "waiter"})
+
+		data := body(t, map[string]any{"pool_name": "held", "consumer_name": "waiter", "duration_seconds": 60, "wait_seconds": wait.Seconds()})
+		inbox := nats.NewInbox()
+		replyCh := make(chan *nats.Msg, waiters)
+		rsub, err := e.nc.ChanSubscribe(inbox+".*", replyCh)
+		require.NoError(t, err)
+		defer func() { _ = rsub.Unsubscribe() }()
+		sent := make([]time.Time, waiters)
+		for i := range sent {
+			sent[i] = time.Now()
+			require.NoError(t, e.nc.PublishRequest("pharox.acquire", fmt.Sprintf("%s.%d", inbox, i), data))
+		}
+		probe := timedRequest(e.nc, "pharox.acquire", body(t, map[string]any{"pool_name": "elsewhere", "consumer_name": "probe", "duration_seconds": 60}), requestTimeout)
+		require.NotNil(t, requireAcquireReply(t, e, probe, "probe"))
+		waitIdle(t, 5*time.Second)
+		from := tS.Add(1800 * time.Millisecond)
+		if time.Now().After(from) {
+			t.Skipf("machine too loaded: %d waiters took %v to enter", waiters, time.Since(tS))
+		}
+		time.Sleep(time.Until(from))
+		c0 := cpuTime(t)
+		time.Sleep(time.Until(tS.Add(2600 * time.Millisecond)))
+		spent := cpuTime(t) - c0
+		t.Logf("process CPU over the expiries elsewhere (%v window) with %d waiters parked: %v", 800*time.Millisecond, waiters, spent)
+		require.Empty(t, replyCh, "no waiter is answered")
+		require.Less(t, spent, 100*time.Millisecond, "expiries elsewhere do not wake the waiters")
+
+		// The holder's lease runs out (renewed to one second): no write
+		// frees the slot, and one waiter gets it.
+		_, r := e.renew(map[string]any{"lease_id": holder.ID, "duration_seconds": 1})
+		expiry := r.ExpiresAt
+		var first *nats.Msg
+		select {
+		case first = <-replyCh:
+		case <-time.After(3 * time.Second):
+			t.Fatal("the expiry of the held lease wakes no waiter")
+		}
+		got := time.Now()
+		l := requireAcquireReply(t, e, timedReply{msg: first}, "waiter woken by an expiry")
+		require.NotNil(t, l, "%s", first.Data)
+		require.Equal(t, px.ID, l.ProxyID)
+		late := got.Sub(expiry)
+		t.Logf("waiter served %v after the holder's lease expired", late)
+		require.GreaterOrEqual(t, late, -10*time.Millisecond, "not before the expiry")
+		require.Less(t, late, 250*time.Millisecond, "an expiry wakes a waiter")
+		require.Equal(t, model.LeaseExpired, e.getLease(holder.ID).Status)
+
+		// New proxies serve the rest at once (ten of 20 slots: the writes
+		// of one proxy's leases go one after the other).
+		var more []map[string]any
+		for i := 0; i < 10; i++ {
+			more = append(more, map[string]any{"host": fmt.Sprintf("10.4.2.%d", i+1), "port": 8080, "max_concurrency": 20})
+		}
+		e.addProxies("held", more...)
+		added := time.Now()
+		for n := 1; n < waiters; n++ {
+			select {
+			case m := <-replyCh:
+				l := requireAcquireReply(t, e, timedReply{msg: m}, "waiter woken by a new proxy")
+				require.NotNil(t, l, "%s", m.Data)
+			case <-time.After(3 * time.Second):
+				t.Fatalf("%d waiters of %d served after proxies were added", n-1, waiters-1)
+			}
+		}
+		t.Logf("%d waiters served %v after proxies were added", waiters-1, time.Since(added))
+		require.Less(t, time.Since(added), 3*time.Second)
+		require.Equal(t, counts{Total: 11, Active: 11, Available: 1, Leased: 11, Leases: waiters}, countsOf(e.stats("held")))
+	})
+
+	t.Run("no lost wake-ups", func(t *testing.T) {
+		// Slots freed at the same moment serve as many waiters: a waiter
+		// that was woken and is taking one slot must not swallow the
+		// wake-up meant for the next. Each round the waiters served become
+		// the holders of the next.
+		const (
+			slots  = 2
+			rounds = 10
+		)
+		e := newEnv(t, envConfig{realClock: true})
+		e.createPool("lw")
+		px := e.addProxies("lw", map[string]any{"host": "10.2.1.1", "port": 8080, "max_concurrency": slots})[0]
+		var held []model.Lease
+		for i := 0; i < slots; i++ {
+			l, _ := e.mustAcquire(map[string]any{"pool_name": "lw", "consumer_name": "holder", "duration_seconds": 60})
+			held = append(held, l)
+		}
+		data := body(t, map[string]any{"pool_name": "lw", "consumer_name": "waiter", "duration_seconds": 60, "wait_seconds": 3})
+		for round := 0; round < rounds; round++ {
+			replies := make(chan timedReply, slots)
+			for i := 0; i < slots; i++ {
+				go func() { replies <- timedRequest(e.nc, "pharox.acquire", data, requestTimeout) }()
+			}
+			time.Sleep(100 * time.Millisecond)
+			var wg sync.WaitGroup
+			rels := make([]timedReply, slots)
+			for i, l := range held {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rels[i] = timedRequest(e.nc, "pharox.release", body(t, map[string]any{"lease_id": l.ID}), requestTimeout)
+				}()
+			}
+			wg.Wait()
+			var lastRel time.Time
+			for _, r := range rels {
+				require.NoError(t, r.err)
+				require.Empty(t, r.msg.Header.Get(micro.ErrorCodeHeader), "%s", r.msg.Data)
+				if r.got.After(lastRel) {
+					lastRel = r.got
+				}
+			}
+			held = held[:0]
+			for i := 0; i < slots; i++ {
+				r := <-replies
+				l := requireAcquireReply(t, e, r, fmt.Sprintf("round %d waiter", round))
+				require.NotNil(t, l, "round %d: %d slots freed at once serve %d waiters (null after %v)", round, slots, slots, r.took())
+				require.Equal(t, px.ID, l.ProxyID)
+				require.Less(t, r.got.Sub(lastRel), time.Second, "round %d", round)
+				held = append(held, *l)
+			}
+		}
+	})
+
+	t.Run("deadline ignores the store clock", func(t *testing.T) {
+		// The wait is real time from the request's arrival, whatever the
+		// store's clock says: here a fake one, set behind and then ahead.
+		e := newEnv(t, envConfig{})
+		e.createPool("fc")
+		e.addProxies("fc", map[string]any{"host": "10.5.0.1", "port": 8080, "max_concurrency": 1})
+		e.mustAcquire(map[string]any{"pool_name": "fc", "duration_seconds": 600})
+		time.Sleep(300 * time.Millisecond) // the fake clock now lags real time
+		for _, step := range []time.Duration{0, time.Minute} {
+			e.clock.Advance(step)
+			r := timedRequest(e.nc, "pharox.acquire", body(t, map[string]any{"pool_name": "fc", "wait_seconds": 0.5}), requestTimeout)
+			require.Nil(t, requireAcquireReply(t, e, r, "waiter"))
+			t.Logf("wait_seconds 0.5 with the store clock %v off: null after %v", step, r.took())
+			require.GreaterOrEqual(t, r.took(), 490*time.Millisecond)
+			require.Less(t, r.took(), time.Second)
+		}
+	})
+}
+
+// --- request_id -----------------------------------------------------------------
+
+func TestLifecycleIdempotency(t *testing.T) {
+	t.Run("concurrent duplicates through two workers", func(t *testing.T) {
+		e := newEnv(t, envConfig{realClock: true})
+		b := startWorker(t, e.srv, workertest.Config{Prefix: "pharoxb"})
+		// B publishes its events on pharoxb.events.*, which PHAROX_EVENTS
+		// does not store: count them at their source, B's acquire hook.
+		var bMu sync.Mutex
+		var bAcquired []model.AcquireEvent
+		b.Manager.RegisterAcquireCallback(func(ev model.AcquireEvent) {
+			bMu.Lock()
+			defer bMu.Unlock()
+			bAcquired = append(bAcquired, ev)
+		})
+		e.createPool("idem")
+		e.addProxies("idem",
+			map[string]any{"host": "10.6.0.1", "port": 8080},
+			map[string]any{"host": "10.6.0.2", "port": 8080},
+			map[string]any{"host": "10.6.0.3", "port": 8080})
+
+		const n = 20
+		data := body(t, map[string]any{"pool_name": "idem", "consumer_name": "crawler", "duration_seconds": 60, "request_id": "job-42"})
+		e.requireValidRequest("acquire", data)
+		replies := make([]timedReply, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := 0; i < n; i++ {
+			prefix := []string{"pharox", "pharoxb"}[i%2]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				replies[i] = timedRequest(e.nc, prefix+".acquire", data, requestTimeout)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		var first *model.Lease
+		var slowest time.Duration
+		for _, r := range replies {
+			slowest = max(slowest, r.took())
+		}
+		t.Logf("%d concurrent duplicates answered, the slowest after %v", n, slowest)
+		for i, r := range replies {
+			l := requireAcquireReply(t, e, r, fmt.Sprintf("duplicate %d", i))
+			require.NotNil(t, l, "duplicate %d", i)
+			if first == nil {
+				first = l
+			}
+			require.Equal(t, first.ID, l.ID, "duplicate %d gets the one lease", i)
+			require.Equal(t, first.FencingToken, l.FencingToken)
+			require.Equal(t, model.LeaseActive, l.Status)
+		}
+		require.Equal(t, counts{Total: 3, Active: 3, Available: 3, Leased: 1, Leases: 1}, countsOf(e.stats("idem")))
+		var stB model.PoolStatsSnapshot
+		e.prefixed("pharoxb", "stats", map[string]any{"pool_name": "idem"}, &stB)
+		require.Equal(t, 1, stB.TotalLeases)
+
+		acquiredA := decodeEvents[model.AcquireEvent](t, e.sch, e.events(model.EventAcquired))
+		bMu.Lock()
+		all := append(acquiredA, bAcquired...)
+		bMu.Unlock()
+		require.Len(t, all, 1, "exactly one acquired event over both workers (A %d, B %d)", len(acquiredA), len(all)-len(acquiredA))
+		require.NotNil(t, all[0].Lease)
+		evLease := all[0].Lease.ID
+		require.Equal(t, first.ID, evLease)
+		require.Empty(t, e.events(model.EventAcquireFailed))
+
+		// While the lease is active, a later retry through either worker
+		// still gets it.
+		for _, prefix := range []string{"pharox", "pharoxb"} {
+			var rep model.AcquireReply
+			e.prefixed(prefix, "acquire", data, &rep)
+			require.Equal(t, first.ID, rep.Lease.ID)
+		}
+		require.Equal(t, 1, e.stats("idem").TotalLeases)
+	})
+
+	t.Run("reuse after the lease ends and scope", func(t *testing.T) {
+		e := newEnv(t, envConfig{workers: 2})
+		e.createPool("idem")
+		px := e.addProxies("idem", map[string]any{"host": "10.6.1.1", "port": 8080})[0]
+		req := map[string]any{"pool_name": "idem", "consumer_name": "crawler", "duration_seconds": 30, "request_id": "job-7"}
+		l1, _ := e.mustAcquire(req)
+		again, _ := e.mustAcquire(req)
+		require.Equal(t, l1.ID, again.ID)
+
+		// Scoped to the consumer: another consumer with the same key gets
+		// a lease of its own, and its retries get that one.
+		o1, _ := e.mustAcquire(map[string]any{"pool_name": "idem", "consumer_name": "indexer", "duration_seconds": 30, "request_id": "job-7"})
+		require.NotEqual(t, l1.ID, o1.ID)
+		require.Equal(t, "indexer", o1.ConsumerName)
+		o2, _ := e.mustAcquire(map[string]any{"pool_name": "idem", "consumer_name": "indexer", "duration_seconds": 30, "request_id": "job-7"})
+		require.Equal(t, o1.ID, o2.ID)
+		// The default consumer is a consumer too.
+		d1, _ := e.mustAcquire(map[string]any{"pool_name": "idem", "request_id": "job-7"})
+		require.NotEqual(t, l1.ID, d1.ID)
+		require.NotEqual(t, o1.ID, d1.ID)
+		require.Equal(t, 3, e.getProxy(px.ID).CurrentLeases)
+
+		// After release, the key starts a new lease, which its retries get.
+		e.release(l1.ID)
+		l2, _ := e.mustAcquire(req)
+		require.NotEqual(t, l1.ID, l2.ID)
+		require.Equal(t, model.LeaseActive, l2.Status)
+		l2again, _ := e.mustAcquire(req)
+		require.Equal(t, l2.ID, l2again.ID)
+		require.Equal(t, model.LeaseReleased, e.getLease(l1.ID).Status)
+
+		// After expiry too.
+		e.clock.Advance(31 * time.Second)
+		l3, _ := e.mustAcquire(req)
+		require.NotEqual(t, l2.ID, l3.ID)
+		require.Equal(t, model.LeaseExpired, e.getLease(l2.ID).Status)
+		require.Len(t, e.events(model.EventAcquired), 5, "l1, o1, d1, l2, l3")
+	})
+
+	t.Run("request_id length", func(t *testing.T) {
+		e := newEnv(t, envConfig{})
+		e.createPool("idem")
+		e.addProxies("idem", map[string]any{"host": "10.6.2.1", "port": 8080})
+		before := e.snapshot([]string{"idem"}, nil)
+		long := map[string]any{"pool_name": "idem", "consumer_name": "c", "request_id": strings.Repeat("r", 129)}
+		e.requireInvalidRequest("acquire", body(t, long))
+		det := e.fail("acquire", long, 400, "bad_request")
+		require.Contains(t, det.Message, "request_id")
+		require.Equal(t, before, e.snapshot([]string{"idem"}, nil), "a refused acquire changes nothing")
+
+		for _, id := range []string{strings.Repeat("r", 128), strings.Repeat("é", 128), strings.Repeat("🙂", 128), "a.b*c>d e/f"} {
+			req := map[string]any{"pool_name": "idem", "consumer_name": "c", "request_id": id}
+			l1, _ := e.mustAcquire(req)
+			l2, _ := e.mustAcquire(req)
+			require.Equal(t, l1.ID, l2.ID, "request_id %q", id)
+		}
+	})
+}
+
+// --- expiry sweeps --------------------------------------------------------------
+
+func TestLifecycleExpiry(t *testing.T) {
+	const n = 100
+	e := newEnv(t, envConfig{workers: 3, realClock: true, cfg: workertest.Config{SweepInterval: 200 * time.Millisecond}})
+	expiredCh := make(chan *nats.Msg, 4*n)
+	sub, err := e.nc.ChanSubscribe("pharox.events.expired", expiredCh)
+	require.NoError(t, err)
+	defer func() { _ = sub.Unsubscribe() }()
+	require.NoError(t, e.nc.Flush())
+
+	e.createPool("exp")
+	proxies := make([]map[string]any, n)
+	for i := range proxies {
+		proxies[i] = map[string]any{"host": fmt.Sprintf("10.7.0.%d", i+1), "port": 8080, "max_concurrency": 1}
+	}
+	e.addProxies("exp", proxies...)
+
+	// 100 leases of one second, through all three workers.
+	leases := make([]model.Lease, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	data := body(t, map[string]any{"pool_name": "exp", "consumer_name": "c", "duration_seconds": 1})
+	began := time.Now()
+	for w := 0; w < 10; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 10 {
+				rep, err := acquireOutcome(timedRequest(e.nc, "pharox.acquire", data, requestTimeout))
+				switch {
+				case err != nil:
+					errs[i] = err
+				case rep.Lease == nil:
+					errs[i] = fmt.Errorf("acquire %d found no proxy", i)
+				default:
+					leases[i] = *rep.Lease
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, errors.Join(errs...))
+	acquired := time.Now()
+	byID := map[string]model.Lease{}
+	for _, l := range leases {
+		byID[l.ID] = l
+	}
+	require.Len(t, byID, n)
+	if st := e.stats("exp"); time.Since(began) < 800*time.Millisecond {
+		// (A loaded machine may take longer than a lease to make them all.)
+		require.Equal(t, counts{Total: n, Active: n, Leased: n, Leases: n}, countsOf(st))
+	}
+
+	// Collect expired events until none has come for a second after the last.
+	seen := map[string]int{}
+	var total int
+	deadline := time.After(20 * time.Second)
+	quiet := time.NewTimer(time.Hour)
+	defer quiet.Stop()
+collect:
+	for {
+		select {
+		case m := <-expiredCh:
+			var ev model.ExpiredEvent
+			require.NoError(t, json.Unmarshal(m.Data, &ev))
+			seen[ev.Lease.ID]++
+			total++
+			if total >= n {
+				quiet.Reset(time.Second)
+			}
+		case <-quiet.C:
+			break collect
+		case <-deadline:
+			t.Fatalf("%d expired events in 20 s, want %d", total, n)
+		}
+	}
+	t.Logf("%d expired events, the sweeps done %v after the last acquire", total, time.Since(acquired)-time.Second)
+	require.Equal(t, n, total, "exactly one expired event per lease")
+	for id, k := range seen {
+		_, ok := byID[id]
+		require.True(t, ok, "expired event for unknown lease %s", id)
+		require.Equal(t, 1, k, "lease %s expired once", id)
+	}
+	exp := decodeEvents[model.ExpiredEvent](t, e.sch, e.events(model.EventExpired))
+	require.Len(t, exp, n)
+	for _, ev := range exp {
+		require.Equal(t, model.LeaseExpired, ev.Lease.Status)
+		requireSameTime(t, ev.Lease.ExpiresAt, *ev.Lease.ReleasedAt)
+		require.False(t, ev.ExpiredAt.Before(ev.Lease.ExpiresAt), "recorded after its expiry")
+		require.Equal(t, "exp", ev.PoolName)
+	}
+
+	require.Equal(t, counts{Total: n, Active: n, Available: n}, countsOf(e.stats("exp")), "stats return to zero")
+	for _, p := range e.listAll("exp") {
+		require.Zero(t, p.CurrentLeases)
+	}
+	for _, l := range leases {
+		got := e.getLease(l.ID)
+		require.Equal(t, model.LeaseExpired, got.Status)
+		require.NotNil(t, got.ReleasedAt)
+		requireSameTime(t, got.ExpiresAt, *got.ReleasedAt, "released_at = expires_at")
+		requireSameTime(t, l.ExpiresAt, got.ExpiresAt)
+	}
+	require.Zero(t, e.cleanupCount(), "the sweeps left nothing to clean up")
+	require.Empty(t, e.events(model.EventReleased))
+	// The expiry was recorded in the lease records, not only computed on
+	// read: every record in the bucket says expired.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := e.js.KeyValue(ctx, kvstore.LeasesBucket)
+	require.NoError(t, err)
+	for _, l := range leases {
+		entry, err := kv.Get(ctx, l.ID)
+		require.NoError(t, err)
+		var stored model.Lease
+		require.NoError(t, json.Unmarshal(entry.Value(), &stored))
+		require.Equal(t, model.LeaseExpired, stored.Status, "stored record of %s", l.ID)
+	}
+}
+
+// --- bounded history ------------------------------------------------------------
+
+func TestLifecycleRetention(t *testing.T) {
+	// Lease records live max-duration + retention after their last write:
+	// here 2 s + 1 s.
+	e := newQuietEnv(t, 2, workertest.Config{LeaseRetention: time.Second, MaxDuration: 2 * time.Second})
+	e.createPool("ret")
+	// Each cycling client has a proxy of its own (by source), so the
+	// cycles measure storage, not contention.
+	const clients = 8
+	for i := 0; i < clients; i++ {
+		e.addProxies("ret", map[string]any{"host": fmt.Sprintf("10.8.0.%d", i+1), "port": 8080, "source": fmt.Sprintf("client-%d", i)})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kv, err := e.js.KeyValue(ctx, kvstore.LeasesBucket)
+	require.NoError(t, err)
+	st, err := kv.Status(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 3*time.Second, st.TTL(), "bucket max age = max duration + retention")
+
+	// One released lease: readable at once and through the retention,
+	// then gone on its own. Watched while the cycles below run.
+	probe, _ := e.mustAcquire(map[string]any{"pool_name": "ret", "consumer_name": "probe", "filters": map[string]any{"source": "client-0"}})
+	e.release(probe.ID)
+	releasedAt := time.Now()
+	require.Equal(t, model.LeaseReleased, e.getLease(probe.ID).Status)
+	type probeResult struct {
+		goneAfter time.Duration
+		err       error
+	}
+	probeDone := make(chan probeResult, 1)
+	go func() {
+		data, _ := json.Marshal(map[string]any{"lease_id": probe.ID})
+		for time.Since(releasedAt) < 10*time.Second {
+			msg, err := e.nc.Request("pharox.leases.get", data, requestTimeout)
+			since := time.Since(releasedAt)
+			if err != nil {
+				probeDone <- probeResult{err: err}
+				return
+			}
+			switch code := msg.Header.Get(micro.ErrorCodeHeader); code {
+			case "":
+			case "404":
+				probeDone <- probeResult{goneAfter: since}
+				return
+			default:
+				probeDone <- probeResult{err: fmt.Errorf("leases.get: %s %s", code, msg.Data)}
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		probeDone <- probeResult{err: fmt.Errorf("lease record still readable %v after its release", time.Since(releasedAt))}
+	}()
+
+	// 10,000 acquire/release cycles from a few clients, and for at least
+	// 7 s so that records age out meanwhile; at most 8 s, which under the
+	// race detector or on a loaded machine ends it earlier. The bucket's
+	// bytes are sampled every second.
+	const (
+		wantCycles = 10000
+		minRun     = 7 * time.Second
+		maxRun     = 8 * time.Second
+	)
+	more := func(n int64, ran time.Duration) bool {
+		return ran < maxRun && (n < wantCycles || ran < minRun)
+	}
+	var done atomic.Int64
+	var failed atomic.Value
+	stop := make(chan struct{})
+	type sample struct {
+		at     time.Duration
+		bytes  uint64
+		cycles int64
+	}
+	var samples []sample
+	var sampleWG sync.WaitGroup
+	began := time.Now()
+	sampleWG.Add(1)
+	go func() {
+		defer sampleWG.Done()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				st, err := kv.Status(ctx)
+				if err != nil {
+					failed.Store(err)
+					return
+				}
+				samples = append(samples, sample{time.Since(began), st.Bytes(), done.Load()})
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for c := 0; c < clients; c++ {
+		acqData := body(t, map[string]any{"pool_name": "ret", "consumer_name": "cycler", "filters": map[string]any{"source": fmt.Sprintf("client-%d", c)}})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for more(done.Load(), time.Since(began)) && failed.Load() == nil {
+				rep, err := acquireOutcome(timedRequest(e.nc, "pharox.acquire", acqData, requestTimeout))
+				if err == nil && rep.Lease == nil {
+					err = fmt.Errorf("no proxy free")
+				}
+				if err != nil {
+					failed.Store(err)
+					return
+				}
+				rel, _ := json.Marshal(map[string]any{"lease_id": rep.Lease.ID})
+				msg, err := e.nc.Request("pharox.release", rel, requestTimeout)
+				if err == nil && msg.Header.Get(micro.ErrorCodeHeader) != "" {
+					err = fmt.Errorf("release: %s", msg.Data)
+				}
+				if err != nil {
+					failed.Store(err)
+					return
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(began)
+	close(stop)
+	sampleWG.Wait()
+	if v := failed.Load(); v != nil {
+		t.Fatalf("cycles failed after %d: %v", done.Load(), v)
+	}
+
+	pr := <-probeDone
+	require.NoError(t, pr.err)
+	t.Logf("probe lease record gone %v after its release", pr.goneAfter)
+	require.Greater(t, pr.goneAfter, 2*time.Second, "kept max-duration + retention after its last write")
+	require.Less(t, pr.goneAfter, 8*time.Second)
+
+	total := done.Load()
+	var desc []string
+	for _, s := range samples {
+		desc = append(desc, fmt.Sprintf("%.0fs:%dB/%d", s.at.Seconds(), s.bytes, s.cycles))
+	}
+	t.Logf("%d cycles in %v (%.0f/s); PHAROX_LEASES bytes/cycles done, each second: %s", total, elapsed, float64(total)/elapsed.Seconds(), strings.Join(desc, " "))
+	require.GreaterOrEqual(t, total, int64(500), "enough cycles to see a trend")
+	require.GreaterOrEqual(t, len(samples), 6, "enough samples to see the trend")
+
+	// The bytes follow the leases of the last few seconds, not all the
+	// leases ever made. A record is ~the same size throughout; the first
+	// sample, before anything aged out, gives it.
+	perRecord := float64(samples[0].bytes) / float64(samples[0].cycles+1)
+	t.Logf("~%.0f bytes per lease record", perRecord)
+	for i := 4; i < len(samples); i++ {
+		// Records written in the last 3 s are kept, plus up to a second
+		// until the server removes the aged ones: a 4 s window.
+		recent := samples[i].cycles - samples[i-4].cycles
+		bound := uint64(perRecord*1.3*float64(recent)) + 64<<10
+		require.LessOrEqual(t, samples[i].bytes, bound, "at %v: %d bytes for %d cycles in the last 4 s", samples[i].at, samples[i].bytes, recent)
+	}
+	half := samples[:len(samples)/2]
+	maxFirst := slices.MaxFunc(half, func(a, b sample) int { return int(a.bytes) - int(b.bytes) }).bytes
+	last := samples[len(samples)-1]
+	t.Logf("max bytes in the first half %d (x1.5 = %d), last %d; every cycle's record kept would be ~%.0f bytes", maxFirst, maxFirst*3/2, last.bytes, perRecord*float64(total))
+
+	// With no new leases, every record ages out.
+	var end uint64
+	require.Eventually(t, func() bool {
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return false
+		}
+		end = st.Bytes()
+		return end == 0
+	}, 8*time.Second, 100*time.Millisecond, "PHAROX_LEASES empties once nothing is written (%d bytes left)", end)
+	t.Logf("PHAROX_LEASES empty %v after the last cycle", time.Since(began)-elapsed)
+}
+
+// --- expiry grace ---------------------------------------------------------------
+
+func TestLifecycleExpiryGrace(t *testing.T) {
+	e := newEnv(t, envConfig{workers: 2, cfg: workertest.Config{ExpiryGrace: 2 * time.Second}})
+	e.createPool("grace")
+	px := e.addProxies("grace", map[string]any{"host": "10.9.0.1", "port": 8080, "max_concurrency": 1})[0]
+	l, _ := e.mustAcquire(map[string]any{"pool_name": "grace", "consumer_name": "slow", "duration_seconds": 1})
+	t0 := l.AcquiredAt
+	requireSameTime(t, t0.Add(time.Second), l.ExpiresAt)
+
+	// +1.5 s: past expires_at but within the grace, the lease still holds.
+	e.clock.Advance(1500 * time.Millisecond)
+	for range e.workers {
+		require.Nil(t, e.acquire(map[string]any{"pool_name": "grace", "consumer_name": "fast"}).Lease, "the slot is not freed within the grace")
+	}
+	got := e.getLease(l.ID)
+	require.Equal(t, model.LeaseActive, got.Status)
+	require.Nil(t, got.ReleasedAt)
+	require.Equal(t, 1, e.getProxy(px.ID).CurrentLeases)
+	require.Equal(t, counts{Total: 1, Active: 1, Leased: 1, Leases: 1}, countsOf(e.stats("grace")))
+	require.Zero(t, e.cleanupCount(), "cleanup does not expire within the grace")
+	require.Empty(t, e.events(model.EventExpired))
+
+	// +3.1 s: past expires_at + grace, the slot is free.
+	e.clock.Advance(1600 * time.Millisecond)
+	got = e.getLease(l.ID)
+	require.Equal(t, model.LeaseExpired, got.Status)
+	requireSameTime(t, l.ExpiresAt, *got.ReleasedAt)
+	require.Equal(t, counts{Total: 1, Active: 1, Available: 1}, countsOf(e.stats("grace")))
+	next, _ := e.mustAcquire(map[string]any{"pool_name": "grace", "consumer_name": "fast", "duration_seconds": 1})
+	require.Equal(t, px.ID, next.ProxyID)
+	require.Greater(t, next.FencingToken, l.FencingToken)
+	exp := decodeEvents[model.ExpiredEvent](t, e.sch, e.events(model.EventExpired))
+	require.Len(t, exp, 1)
+	require.Equal(t, l.ID, exp[0].Lease.ID)
+	requireSameTime(t, l.ExpiresAt, *exp[0].Lease.ReleasedAt)
+	requireSameTime(t, e.clock.Now(), exp[0].ExpiredAt)
+}
