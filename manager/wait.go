@@ -42,12 +42,17 @@ type waitQueue struct {
 type waiter struct {
 	p    acquireParams
 	wake chan struct{}
+	// rearm asks the sleeper to set its expiry alarm again: a lease that
+	// runs out before alarm (store clock, under the queue's lock; zero
+	// while being set) was installed.
+	rearm chan struct{}
+	alarm time.Time
 }
 
 func newWaitQueue() *waitQueue { return &waitQueue{byPool: map[string]*list.List{}} }
 
 func (q *waitQueue) add(p acquireParams) (*waiter, func()) {
-	w := &waiter{p: p, wake: make(chan struct{}, 1)}
+	w := &waiter{p: p, wake: make(chan struct{}, 1), rearm: make(chan struct{}, 1)}
 	q.mu.Lock()
 	l := q.byPool[p.pool]
 	if l == nil {
@@ -79,14 +84,34 @@ func (m *Manager) proxyChanged(rec *kvstore.ProxyRecord) {
 	if l == nil {
 		return
 	}
+	horizon := m.store.Horizon()
+	attrs := rec.Attrs()
+	// A lease of this version that runs out before a waiter's alarm will
+	// free its slot with no write: that waiter sets its alarm again.
+	var next time.Time
+	for _, h := range rec.Holders {
+		if h.ExpiresAt.After(horizon) && (next.IsZero() || h.ExpiresAt.Before(next)) {
+			next = h.ExpiresAt
+		}
+	}
+	if !next.IsZero() {
+		for el := l.Front(); el != nil; el = el.Next() {
+			w := el.Value.(*waiter)
+			if (w.alarm.IsZero() || next.Before(w.alarm)) && w.p.filters.Matches(attrs) {
+				select {
+				case w.rearm <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
 	free := -1 // unlimited
 	if rec.MaxConcurrency != nil {
-		free = *rec.MaxConcurrency - rec.LiveHolders(m.store.Horizon())
+		free = *rec.MaxConcurrency - rec.LiveHolders(horizon)
 		if free <= 0 {
 			return
 		}
 	}
-	attrs := rec.Attrs()
 	for el := l.Front(); el != nil && free != 0; el = el.Next() {
 		w := el.Value.(*waiter)
 		if !w.p.filters.Matches(attrs) {
@@ -148,25 +173,7 @@ func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Cons
 		if parker != nil {
 			parker.Park()
 		}
-		// A lease that expires frees its slot without a write, so nothing
-		// wakes the waiter for it: wake at the earliest expiry too.
-		var freeing <-chan time.Time
-		var freeingTimer *time.Timer
-		if d, ok := m.store.NextFreeing(); ok && d < p.wait-time.Since(p.begun) {
-			freeingTimer = time.NewTimer(d)
-			freeing = freeingTimer.C
-		}
-		var timedOut bool
-		select {
-		case <-w.wake:
-		case <-freeing:
-		case <-timer.C:
-			timedOut = true
-		case <-ctx.Done():
-		}
-		if freeingTimer != nil {
-			freeingTimer.Stop()
-		}
+		timedOut := m.sleep(ctx, w, timer, p)
 		if parker != nil {
 			if err := parker.Unpark(ctx); err != nil {
 				return nil, conflicts, fmt.Errorf("%w: acquire wait: %w", model.ErrUnavailable, err)
@@ -180,6 +187,52 @@ func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Cons
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, conflicts, fmt.Errorf("%w: acquire wait: %w", model.ErrUnavailable, err)
+		}
+	}
+}
+
+// sleep waits for a wake-up, the end of the wait or of ctx. A lease that
+// expires frees its slot without any write, so the sleeper also has an
+// alarm at the earliest expiry the replica knows of (set again when an
+// earlier one is installed) to have it counted: that tells the proxy's
+// waiters, in order and as many as it can serve, through the change hook,
+// once, whichever waiter gets there first. An expiry of another pool, or of
+// a lease already released, wakes nobody for good.
+func (m *Manager) sleep(ctx context.Context, w *waiter, timer *time.Timer, p acquireParams) (timedOut bool) {
+	q := m.waiters
+	for {
+		q.mu.Lock()
+		w.alarm = time.Time{} // any expiry installed meanwhile sets it again
+		q.mu.Unlock()
+		var freeing <-chan time.Time
+		var freeingTimer *time.Timer
+		left := p.wait - time.Since(p.begun)
+		alarm := m.store.Now().Add(left)
+		if d, ok := m.store.NextFreeing(); ok && d < left {
+			freeingTimer = time.NewTimer(d)
+			freeing = freeingTimer.C
+			alarm = m.store.Horizon().Add(d)
+		}
+		q.mu.Lock()
+		w.alarm = alarm
+		q.mu.Unlock()
+		rearm := false
+		select {
+		case <-w.wake:
+		case <-w.rearm:
+			rearm = true
+		case <-freeing:
+			m.store.AdvanceExpiries()
+			rearm = true
+		case <-timer.C:
+			timedOut = true
+		case <-ctx.Done():
+		}
+		if freeingTimer != nil {
+			freeingTimer.Stop()
+		}
+		if !rearm {
+			return timedOut
 		}
 	}
 }
