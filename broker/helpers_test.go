@@ -40,26 +40,9 @@ func contractSchemas(t testing.TB) *schemas.Set {
 }
 
 // fakeClock is a store clock the test moves by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type fakeClock = workertest.Clock
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Now().UTC().Truncate(time.Millisecond)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newFakeClock() *fakeClock { return workertest.NewClock() }
 
 // env is one embedded server with its workers, a client connection and a
 // capture of every event published on pharox.events.*.

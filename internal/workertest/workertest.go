@@ -5,6 +5,7 @@ package workertest
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -128,4 +129,30 @@ func (w *Worker) Stop() {
 	}
 	_ = w.Events.Close(ctx)
 	w.Store.Close()
+}
+
+// Clock is a store clock that a test moves by hand; give its Now as
+// Config.Clock (or kvstore.WithClock). Every worker of a test may share one.
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// NewClock starts a clock at the current time, to the millisecond.
+func NewClock() *Clock {
+	return &Clock{now: time.Now().UTC().Truncate(time.Millisecond)}
+}
+
+// Now is the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 }
