@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pharox/pharox-nats/internal/natstest"
@@ -824,46 +825,78 @@ func testFencingTokens(t *testing.T) {
 	px := e.add(a, "fence", withMax(in("10.0.0.1", 1), 1), in("10.0.0.2", 2))
 	p, other := px[0].ID, px[1].ID
 
+	// The raw bucket, to check that a token is the KV revision of the
+	// write that committed its lease.
+	js, err := jetstream.New(natstest.Connect(t, e.srv))
+	require.NoError(t, err)
+	kv, err := js.KeyValue(e.ctx, kvstore.ProxiesBucket)
+	require.NoError(t, err)
+
 	var last uint64
 	for i := 0; i < 12; i++ {
 		s := []*kvstore.Store{a, b}[i%2]
 		g := e.grant(s, p, c, time.Second)
 		require.Greater(t, g.Lease.FencingToken, last, "lease %d", i)
 		last = g.Lease.FencingToken
+		entry, err := kv.Get(e.ctx, p)
+		require.NoError(t, err)
+		require.Equal(t, entry.Revision(), last, "lease %d: the token is the revision of its commit", i)
 		require.Equal(t, last, e.lease(b, g.Lease.ID).FencingToken)
+		// Later writes of the same record keep the token, on every worker.
+		_, _, _, err = b.ApplyHealth(e.ctx, p, model.ProxyActive, e.clock.Now())
+		require.NoError(t, err)
+		require.Equal(t, last, e.lease(a, g.Lease.ID).FencingToken)
 		e.grant(s, other, c, time.Minute) // writes elsewhere in between
+		var ended model.Lease
 		switch i % 3 {
 		case 0:
-			_, changed, _, err := s.Release(e.ctx, g.Lease.ID, nil)
+			var changed bool
+			ended, changed, _, err = s.Release(e.ctx, g.Lease.ID, nil)
 			require.NoError(t, err)
 			require.True(t, changed)
 		case 1:
 			e.clock.Advance(2 * time.Second) // let it expire unswept
+			ended = e.lease(b, g.Lease.ID)
 		case 2:
 			e.clock.Advance(2 * time.Second)
-			_, err := s.CleanupExpired(e.ctx)
+			swept, err := s.CleanupExpired(e.ctx)
 			require.NoError(t, err)
+			require.Len(t, swept, 1)
+			ended = swept[0]
 		}
+		require.NotEqual(t, model.LeaseActive, ended.Status)
+		require.Equal(t, last, ended.FencingToken, "lease %d: an ended lease keeps its token", i)
+		require.Equal(t, last, e.lease(a, g.Lease.ID).FencingToken)
 	}
 
 	// Concurrent leases of one proxy get distinct tokens.
 	var wg sync.WaitGroup
 	tokens := make([]uint64, 16)
+	ids := make([]string, 16)
 	errs := make([]error, 16)
 	for i := range tokens {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			g, err := acquire(e.ctx, []*kvstore.Store{a, b}[i%2], other, c, time.Minute, anyProxy)
-			tokens[i], errs[i] = g.Lease.FencingToken, err
+			tokens[i], ids[i], errs[i] = g.Lease.FencingToken, g.Lease.ID, err
 		}()
 	}
 	wg.Wait()
 	require.NoError(t, errors.Join(errs...))
 	seen := map[uint64]bool{}
-	for _, tok := range tokens {
+	for i, tok := range tokens {
 		require.False(t, seen[tok], "token %d handed out twice", tok)
 		seen[tok] = true
+		// Each holder's token survives the writes that added the others.
+		require.Equal(t, tok, e.lease(a, ids[i]).FencingToken)
+		require.Equal(t, tok, e.lease(b, ids[i]).FencingToken)
+	}
+	for i, id := range ids {
+		l, changed, _, err := []*kvstore.Store{b, a}[i%2].Release(e.ctx, id, nil)
+		require.NoError(t, err)
+		require.True(t, changed)
+		require.Equal(t, tokens[i], l.FencingToken)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/model"
@@ -28,9 +27,10 @@ type Grant struct {
 
 // TryAcquire makes one revision-checked attempt to add a lease for consumer
 // to the proxy. eligible re-checks the proxy against the request on the
-// record the write is based on. The write's KV revision is the lease's
-// fencing token. ErrCASConflict: lost a race (replica refreshed); try again.
-// ErrNotEligible: pick another proxy.
+// record the write is based on. That write is the whole commit: an active
+// lease lives only as a holder in its proxy's record, and the write's KV
+// revision is its fencing token. ErrCASConflict: lost a race (replica
+// refreshed); try again. ErrNotEligible: pick another proxy.
 func (s *Store) TryAcquire(ctx context.Context, proxyID string, consumer model.Consumer, duration time.Duration, eligible func(*ProxyRecord) bool) (Grant, error) {
 	h := Holder{LeaseID: uuid.NewString(), ConsumerID: consumer.ID, ConsumerName: consumer.Name}
 	m, err := s.TryMutateProxy(ctx, proxyID, func(rec *ProxyRecord, now time.Time) error {
@@ -48,40 +48,29 @@ func (s *Store) TryAcquire(ctx context.Context, proxyID string, consumer model.C
 	if err != nil {
 		return Grant{Expired: m.Expired}, err
 	}
-	lease := m.Record.leaseFor(h, model.LeaseActive)
-	lease.FencingToken = m.Rev
-	data, _ := json.Marshal(lease)
-	leaseRev, err := s.leases.Create(ctx, lease.ID, data)
-	if err != nil && !s.leaseWritten(lease.ID) {
-		// The slot is counted but its lease cannot be found: give it back so
-		// the failed request changes nothing. Should that fail too, the
-		// holder still lapses at its expiry.
-		s.undoHold(proxyID, h.LeaseID)
-		return Grant{Expired: m.Expired}, storeErr("create lease record", err)
-	}
-	if err == nil {
-		s.granted.put(lease, leaseRev)
-	}
-	return Grant{Lease: lease, Proxy: m.Record.Model(s.Horizon()), Expired: m.Expired}, nil
+	return Grant{Lease: m.Record.leaseFor(h, m.Rev, model.LeaseActive), Proxy: m.Record.Model(s.Horizon()), Expired: m.Expired}, nil
 }
 
 // Release ends a lease. It reports changed=false, with the lease as it is,
 // when the lease had already ended: a release is counted once.
 func (s *Store) Release(ctx context.Context, leaseID string, consumerName *string) (lease model.Lease, changed bool, expired []model.Lease, err error) {
-	var rev uint64
-	if c, ok := s.granted.take(leaseID); ok && c.lease.ExpiresAt.After(s.Horizon()) {
-		lease, rev = c.lease, c.rev
-	} else if lease, rev, err = s.getLeaseRecord(ctx, leaseID); err != nil {
-		return lease, false, nil, err
+	held, ended, err := s.findLease(ctx, leaseID, false)
+	if err != nil {
+		return ended, false, nil, err
 	}
-	if consumerName != nil && *consumerName != lease.ConsumerName {
-		return lease, false, nil, fmt.Errorf("%w: lease %s is held by consumer %q, not %q", model.ErrForbidden, leaseID, lease.ConsumerName, *consumerName)
+	if held == nil {
+		return ended, false, nil, checkConsumer(ended, consumerName)
 	}
-	if lease.Status != model.LeaseActive {
-		return lease, false, nil, nil
+	if err := checkConsumer(*held, consumerName); err != nil {
+		return *held, false, nil, err
+	}
+	if held.Status != model.LeaseActive {
+		// Past its expiry: not counted again here; a sweep (or the next
+		// write of the proxy) records it, once.
+		return *held, false, nil, nil
 	}
 	var removed *Holder
-	m, err := s.MutateProxy(ctx, lease.ProxyID, func(rec *ProxyRecord, now time.Time) error {
+	m, err := s.MutateProxy(ctx, held.ProxyID, func(rec *ProxyRecord, _ time.Time) error {
 		removed = nil
 		i := rec.holder(leaseID)
 		if i < 0 {
@@ -93,49 +82,79 @@ func (s *Store) Release(ctx context.Context, leaseID string, consumerName *strin
 		return nil
 	})
 	if err != nil && !errors.Is(err, model.ErrProxyNotFound) {
-		return lease, false, nil, err
+		return *held, false, nil, err
 	}
 	if removed != nil && m.Written {
-		// The record read above is the base of the ending's write: no second
-		// read unless a renew changed it meanwhile.
-		now := s.Now()
-		lease.Status = model.LeaseReleased
-		lease.ExpiresAt = removed.ExpiresAt
-		lease.ReleasedAt = endTime(model.LeaseReleased, lease.ExpiresAt, now)
-		data, _ := json.Marshal(lease)
-		if _, err := s.leases.Update(ctx, leaseID, data, rev); err == nil {
-			return lease, true, m.Expired, nil
-		}
-		return s.finishLease(ctx, m.Record, *removed, model.LeaseReleased, now), true, m.Expired, nil
+		lease = m.Record.leaseFor(*removed, m.Rev, model.LeaseReleased)
+		lease.ReleasedAt = endTime(model.LeaseReleased, lease.ExpiresAt, s.Now())
+		s.recordEnding(ctx, lease)
+		return lease, true, m.Expired, nil
 	}
 	// The holder was gone: expired (this write or an earlier one recorded
-	// it), or released by a concurrent request that counted it.
-	for _, e := range m.Expired {
-		if e.ID == leaseID {
-			return e, false, m.Expired, nil
-		}
-	}
-	latest, _, err := s.getLeaseRecord(ctx, leaseID)
-	if err != nil {
-		return lease, false, m.Expired, err
-	}
-	if latest.Status == model.LeaseActive {
-		// A holder without its record's ending: the request that removed it
-		// failed half-way. Record the ending so reads stop showing it active.
-		latest = endLease(latest, s.Now(), s.Horizon())
-		data, _ := json.Marshal(latest)
-		if _, err := s.leases.Update(ctx, leaseID, data, rev); err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return lease, false, m.Expired, storeErr("repair lease record", err)
-		}
-	}
-	return latest, false, m.Expired, nil
+	// it), or ended by a concurrent request that counted it.
+	lease, err = s.endingOf(ctx, *held, m.Expired)
+	return lease, false, m.Expired, err
 }
 
-// GetLease reads a lease record. A lease past its expiry is shown as expired
-// even before a sweep has recorded it.
+// GetLease reads a lease as of now, reflecting every write acknowledged
+// before the call. A lease past its expiry is shown as expired even before
+// a sweep has recorded it.
 func (s *Store) GetLease(ctx context.Context, leaseID string) (model.Lease, error) {
-	lease, _, err := s.getLeaseRecord(ctx, leaseID)
-	return lease, err
+	if err := s.syncReplica(ctx, s.proxies); err != nil {
+		return model.Lease{}, err
+	}
+	held, ended, err := s.findLease(ctx, leaseID, true)
+	if held != nil {
+		return *held, nil
+	}
+	return ended, err
+}
+
+// Renew sets an active lease's expiry to now + duration with one
+// revision-checked write of its proxy's record; the fencing token stays.
+// It returns the renewed lease and its expiry before.
+func (s *Store) Renew(ctx context.Context, leaseID string, consumerName *string, duration time.Duration) (model.Lease, time.Time, []model.Lease, error) {
+	held, ended, err := s.findLease(ctx, leaseID, false)
+	if err != nil {
+		return ended, time.Time{}, nil, err
+	}
+	if held == nil {
+		if err := checkConsumer(ended, consumerName); err != nil {
+			return ended, time.Time{}, nil, err
+		}
+		return ended, time.Time{}, nil, leaseNotActive(ended)
+	}
+	if err := checkConsumer(*held, consumerName); err != nil {
+		return *held, time.Time{}, nil, err
+	}
+	if held.Status != model.LeaseActive {
+		return *held, time.Time{}, nil, leaseNotActive(*held)
+	}
+	var previous time.Time
+	var renewed *Holder
+	m, err := s.MutateProxy(ctx, held.ProxyID, func(rec *ProxyRecord, now time.Time) error {
+		renewed = nil
+		i := rec.holder(leaseID)
+		if i < 0 {
+			return errNoChange
+		}
+		previous = rec.Holders[i].ExpiresAt
+		rec.Holders[i].ExpiresAt = now.Add(duration)
+		h := rec.Holders[i]
+		renewed = &h
+		return nil
+	})
+	if err != nil && !errors.Is(err, model.ErrProxyNotFound) {
+		return *held, time.Time{}, m.Expired, err
+	}
+	if renewed != nil && m.Written {
+		return m.Record.leaseFor(*renewed, m.Rev, model.LeaseActive), previous, m.Expired, nil
+	}
+	lease, err := s.endingOf(ctx, *held, m.Expired)
+	if err != nil {
+		return lease, time.Time{}, m.Expired, err
+	}
+	return lease, time.Time{}, m.Expired, leaseNotActive(lease)
 }
 
 // CleanupExpired records every lease past its expiry as expired and frees its
@@ -163,18 +182,9 @@ func (s *Store) CleanupExpired(ctx context.Context) ([]model.Lease, error) {
 	return out, errors.Join(errs...)
 }
 
-// leaseWritten reports whether a lease record whose create got no answer
-// exists after all.
-func (s *Store) leaseWritten(leaseID string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, _, err := s.leaderGet(ctx, s.leases, leaseID)
-	return err == nil
-}
-
 // OnLeasesExpired registers fn to be told of leases recorded as expired by
-// writes that return no list of their own (a delete, an undone hold), so
-// that their events are published too.
+// writes that return no list of their own (a delete), so that their events
+// are published too.
 func (s *Store) OnLeasesExpired(fn func([]model.Lease)) {
 	s.consumerMu.Lock()
 	defer s.consumerMu.Unlock()
@@ -190,87 +200,114 @@ func (s *Store) reportExpired(leases []model.Lease) {
 	}
 }
 
-// undoHold removes a holder whose lease record could not be written.
-func (s *Store) undoHold(proxyID, leaseID string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	m, err := s.MutateProxy(ctx, proxyID, func(rec *ProxyRecord, _ time.Time) error {
-		i := rec.holder(leaseID)
-		if i < 0 {
-			return errNoChange
+// findLease looks a lease up by id: held (as its holder shows it now) or
+// ended (as its ending record says). A miss in a replica not synced yet is
+// asked again once it has caught up with every acknowledged write.
+func (s *Store) findLease(ctx context.Context, leaseID string, synced bool) (*model.Lease, model.Lease, error) {
+	for ; ; synced = true {
+		e, last := s.replica.lease(leaseID)
+		var h *Holder
+		if e != nil {
+			if i := e.rec.holder(leaseID); i >= 0 {
+				h = &e.rec.Holders[i]
+			}
 		}
-		rec.Holders = append(rec.Holders[:i], rec.Holders[i+1:]...)
-		return nil
-	})
-	s.reportExpired(m.Expired)
-	if err != nil {
-		s.log.Warn("could not give back a slot whose lease record failed; it lapses at its expiry",
-			zap.String("proxy_id", proxyID), zap.String("lease_id", leaseID), zapErr(err))
+		switch {
+		case h != nil:
+			l := e.rec.leaseFor(*h, e.rev, model.LeaseActive)
+			if l.ExpiresAt.After(s.Horizon()) {
+				return &l, model.Lease{}, nil
+			}
+			// Expired as this replica has it: a renew elsewhere may say
+			// otherwise, so only a synced replica decides that.
+			if synced {
+				l = endLease(l, s.Now(), s.Horizon())
+				return &l, model.Lease{}, nil
+			}
+		case last != nil || synced:
+			ended, err := s.endedLease(ctx, leaseID, last)
+			return nil, ended, err
+		}
+		if err := s.syncReplica(ctx, s.proxies); err != nil {
+			return nil, model.Lease{}, err
+		}
 	}
 }
 
-// finishLeases writes the ending of leases whose holders a committed write
-// removed, and returns them as ended. Only the write that removed a holder
-// calls this, so each ending is recorded and published once.
+// endingOf is how a lease whose holder a write found gone ended: as that
+// write recorded it, or as its ending record says.
+func (s *Store) endingOf(ctx context.Context, held model.Lease, expired []model.Lease) (model.Lease, error) {
+	for _, e := range expired {
+		if e.ID == held.ID {
+			return e, nil
+		}
+	}
+	return s.endedLease(ctx, held.ID, &held)
+}
+
+// endedLease reads a lease's ending record. last is the lease as it was seen
+// held, when it was: the write that removed the holder writes the record
+// right after, so a missing one is waited for briefly; should that write
+// have died in between, the ending is told from last.
+func (s *Store) endedLease(ctx context.Context, leaseID string, last *model.Lease) (model.Lease, error) {
+	for attempt := 0; ; attempt++ {
+		var lease model.Lease
+		_, err := s.getJSON(ctx, s.leases, leaseID, &lease)
+		if err == nil {
+			return lease, nil
+		}
+		if !errors.Is(err, errNotFound) {
+			return lease, err
+		}
+		if last == nil {
+			return lease, fmt.Errorf("%w: lease %q does not exist", model.ErrLeaseNotFound, leaseID)
+		}
+		if attempt >= 20 || ctx.Err() != nil {
+			return endLease(*last, s.Now(), s.Horizon()), nil
+		}
+		sleepJitter(ctx, 10*time.Millisecond)
+	}
+}
+
+// finishLeases records the ending of leases whose holders a committed write
+// removed (rec as written; the holders sealed) and returns them as ended.
+// Only the write that removed a holder calls this, so each ending is
+// recorded and published once.
 func (s *Store) finishLeases(ctx context.Context, rec *ProxyRecord, holders []Holder, status model.LeaseStatus, now time.Time) []model.Lease {
 	out := make([]model.Lease, 0, len(holders))
 	for _, h := range holders {
-		out = append(out, s.finishLease(ctx, rec, h, status, now))
+		l := rec.leaseFor(h, 0, status)
+		l.ReleasedAt = endTime(status, h.ExpiresAt, now)
+		s.recordEnding(ctx, l)
+		out = append(out, l)
 	}
 	return out
 }
 
-func (s *Store) finishLease(ctx context.Context, rec *ProxyRecord, h Holder, status model.LeaseStatus, now time.Time) model.Lease {
-	for attempt := 0; attempt < 8; attempt++ {
-		lease, rev, err := s.getLeaseRecord(ctx, h.LeaseID)
-		if errors.Is(err, model.ErrLeaseNotFound) {
-			// The acquire that made this holder failed before its record
-			// was written; record the ending so the event has a lease.
-			lease = rec.leaseFor(h, status)
-			lease.ReleasedAt = endTime(status, h.ExpiresAt, now)
-			data, _ := json.Marshal(lease)
-			if _, err := s.leases.Create(ctx, lease.ID, data); err == nil || !errors.Is(err, jetstream.ErrKeyExists) {
-				return lease
-			}
-			continue
+// recordEnding writes an ended lease's record, the only record a lease has
+// of its own: reads find active leases in their proxies' holders, ended ones
+// here. The ending has committed already, so a cancelled request does not
+// stop it.
+func (s *Store) recordEnding(ctx context.Context, l model.Lease) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	data, _ := json.Marshal(l)
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if _, err = s.leases.Put(ctx, l.ID, data); err == nil {
+			return
 		}
-		if err != nil {
-			break
-		}
-		lease.Status = status
-		lease.ReleasedAt = endTime(status, lease.ExpiresAt, now)
-		data, _ := json.Marshal(lease)
-		_, err = s.leases.Update(ctx, lease.ID, data, rev)
-		if err == nil {
-			return lease
-		}
-		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			break
-		}
+		sleepJitter(ctx, backoff(attempt))
 	}
-	s.log.Warn("could not record a lease's ending; reads show it by its expiry",
-		zap.String("lease_id", h.LeaseID), zap.String("status", string(status)))
-	lease := rec.leaseFor(h, status)
-	lease.ReleasedAt = endTime(status, h.ExpiresAt, now)
-	return lease
+	s.log.Error("could not record a lease's ending; reads tell it from its last holder",
+		zap.String("lease_id", l.ID), zap.String("status", string(l.Status)), zapErr(err))
 }
 
-// getLeaseRecord reads a lease record as of now: an active one past its
-// expiry is shown expired.
-func (s *Store) getLeaseRecord(ctx context.Context, leaseID string) (model.Lease, uint64, error) {
-	var lease model.Lease
-	rev, err := s.getJSON(ctx, s.leases, leaseID, &lease)
-	if errors.Is(err, errNotFound) {
-		return lease, 0, fmt.Errorf("%w: lease %q does not exist", model.ErrLeaseNotFound, leaseID)
+func checkConsumer(l model.Lease, consumerName *string) error {
+	if consumerName != nil && *consumerName != l.ConsumerName {
+		return fmt.Errorf("%w: lease %s is held by consumer %q, not %q", model.ErrForbidden, l.ID, l.ConsumerName, *consumerName)
 	}
-	if err != nil {
-		return lease, 0, err
-	}
-	if lease.Status == model.LeaseActive && !lease.ExpiresAt.After(s.Horizon()) {
-		lease.Status = model.LeaseExpired
-		lease.ReleasedAt = endTime(model.LeaseExpired, lease.ExpiresAt, s.Now())
-	}
-	return lease, rev, nil
+	return nil
 }
 
 // endLease marks a lease that is no longer held as ended at now: released
@@ -294,83 +331,6 @@ func endTime(status model.LeaseStatus, expiresAt, now time.Time) *time.Time {
 		t = expiresAt.UTC()
 	}
 	return &t
-}
-
-// Renew sets an active lease's expiry to now + duration in the same
-// revision-checked way a lease is committed; the fencing token stays.
-// It returns the renewed lease and its expiry before.
-func (s *Store) Renew(ctx context.Context, leaseID string, consumerName *string, duration time.Duration) (model.Lease, time.Time, []model.Lease, error) {
-	s.granted.take(leaseID) // its revision is about to change
-	lease, rev, err := s.getLeaseRecord(ctx, leaseID)
-	if err != nil {
-		return lease, time.Time{}, nil, err
-	}
-	if consumerName != nil && *consumerName != lease.ConsumerName {
-		return lease, time.Time{}, nil, fmt.Errorf("%w: lease %s is held by consumer %q, not %q", model.ErrForbidden, leaseID, lease.ConsumerName, *consumerName)
-	}
-	if lease.Status != model.LeaseActive {
-		return lease, time.Time{}, nil, leaseNotActive(lease)
-	}
-	var previous, next time.Time
-	m, err := s.MutateProxy(ctx, lease.ProxyID, func(rec *ProxyRecord, now time.Time) error {
-		i := rec.holder(leaseID)
-		if i < 0 {
-			return model.ErrLeaseNotActive
-		}
-		previous = rec.Holders[i].ExpiresAt
-		next = now.Add(duration)
-		rec.Holders[i].ExpiresAt = next
-		return nil
-	})
-	if errors.Is(err, model.ErrLeaseNotActive) || errors.Is(err, model.ErrProxyNotFound) {
-		latest, _, gerr := s.getLeaseRecord(ctx, leaseID)
-		if gerr != nil {
-			latest = lease
-		}
-		if latest.Status == model.LeaseActive {
-			latest = endLease(latest, s.Now(), s.Horizon())
-		}
-		return latest, time.Time{}, m.Expired, leaseNotActive(latest)
-	}
-	if err != nil {
-		return lease, time.Time{}, m.Expired, err
-	}
-	// The holder decides the slot; the record follows it. A concurrent
-	// renew or release changed the record meanwhile: follow the latest. If
-	// the record cannot follow, the extension is taken back, so that the
-	// failed request leaves the lease as it was.
-	undo := func() []model.Lease {
-		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		u, _ := s.MutateProxy(uctx, lease.ProxyID, func(rec *ProxyRecord, _ time.Time) error {
-			if i := rec.holder(leaseID); i >= 0 && rec.Holders[i].ExpiresAt.Equal(next) {
-				rec.Holders[i].ExpiresAt = previous
-				return nil
-			}
-			return errNoChange
-		})
-		return append(m.Expired, u.Expired...)
-	}
-	for attempt := 0; ; attempt++ {
-		lease.ExpiresAt = next
-		data, _ := json.Marshal(lease)
-		_, err = s.leases.Update(ctx, leaseID, data, rev)
-		if err == nil {
-			return lease, previous, m.Expired, nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) || attempt >= 8 {
-			break
-		}
-		var gerr error
-		if lease, rev, gerr = s.getLeaseRecord(ctx, leaseID); gerr != nil {
-			err = gerr
-			break
-		}
-		if lease.Status != model.LeaseActive {
-			return lease, time.Time{}, undo(), leaseNotActive(lease)
-		}
-	}
-	return lease, time.Time{}, undo(), storeErr("renew lease record", err)
 }
 
 func leaseNotActive(l model.Lease) error {

@@ -172,6 +172,7 @@ func (s *Store) TryMutateProxy(ctx context.Context, id string, fn func(rec *Prox
 	}
 	now := s.Now()
 	rec := base.rec.clone()
+	rec.seal(base.rev)
 	expired := rec.pruneExpired(now.Add(-s.opts.grace))
 	err = fn(rec, now)
 	if err != nil && !(errors.Is(err, errNoChange) && len(expired) > 0) {
@@ -232,6 +233,7 @@ func (s *Store) DeleteProxy(ctx context.Context, id string, force bool) ([]model
 		if err != nil {
 			return nil, err
 		}
+		rec.seal(rev)
 		now, horizon := s.Now(), s.Horizon()
 		live := rec.LiveHolders(horizon)
 		if live > 0 && !force {

@@ -32,6 +32,19 @@ type Holder struct {
 	ConsumerName string    `json:"consumer_name"`
 	AcquiredAt   time.Time `json:"acquired_at"`
 	ExpiresAt    time.Time `json:"expires_at"`
+	// Token is the lease's fencing token: the revision of the write that
+	// added this holder. That write cannot know its own revision, so it
+	// leaves 0 and the next write of the record fills it in (see seal): in
+	// a record at revision r, a holder with no token was added at r.
+	Token uint64 `json:"token,omitempty"`
+}
+
+// token returns h's fencing token as read from a record at rev.
+func (h *Holder) token(rev uint64) uint64 {
+	if h.Token == 0 {
+		return rev
+	}
+	return h.Token
 }
 
 // ProxyRecord is the value of a proxy's key in the proxies bucket: the proxy's
@@ -105,6 +118,17 @@ func (r *ProxyRecord) clone() *ProxyRecord {
 	return &c
 }
 
+// seal fills in the fencing token of the holders added by the write at rev,
+// the revision this record was read at. Every write of a proxy record seals
+// its base first, which keeps "no token means added at this revision" true.
+func (r *ProxyRecord) seal(rev uint64) {
+	for i := range r.Holders {
+		if r.Holders[i].Token == 0 {
+			r.Holders[i].Token = rev
+		}
+	}
+}
+
 // pruneExpired drops holders expired at now and returns them.
 func (r *ProxyRecord) pruneExpired(now time.Time) []Holder {
 	var expired []Holder
@@ -130,11 +154,11 @@ func (r *ProxyRecord) holder(leaseID string) int {
 	return -1
 }
 
-// leaseFor renders h as the contract's lease on r.
-func (r *ProxyRecord) leaseFor(h Holder, status model.LeaseStatus) model.Lease {
+// leaseFor renders h, read from r at revision rev, as the contract's lease.
+func (r *ProxyRecord) leaseFor(h Holder, rev uint64, status model.LeaseStatus) model.Lease {
 	return model.Lease{
 		ID: h.LeaseID, ProxyID: r.ID, PoolID: r.PoolID, PoolName: r.PoolName,
 		ConsumerID: h.ConsumerID, ConsumerName: h.ConsumerName, Status: status,
-		AcquiredAt: h.AcquiredAt, ExpiresAt: h.ExpiresAt,
+		AcquiredAt: h.AcquiredAt, ExpiresAt: h.ExpiresAt, FencingToken: h.token(rev),
 	}
 }

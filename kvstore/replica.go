@@ -29,6 +29,8 @@ type replica struct {
 	countsAt time.Time
 	expiries expiryHeap
 
+	leases *leaseIndex
+
 	// onChange is told of every proxy version the replica installs, after
 	// the lock is released; waiting acquires are woken through it.
 	onChange func(*ProxyRecord)
@@ -63,6 +65,7 @@ func newReplica() *replica {
 		counts:   map[string]*poolCounts{},
 		index:    map[string]*poolIndex{},
 		strs:     map[string]*string{},
+		leases:   newLeaseIndex(1 << 14),
 	}
 }
 
@@ -169,12 +172,14 @@ func (r *replica) applyProxyLocked(id string, rec *ProxyRecord, rev uint64, from
 		delete(r.proxies, id)
 		r.removeMember(old)
 		r.countChange(old, nil)
+		r.leases.update(old, nil)
 		return true
 	}
 	r.intern(rec)
 	e := &proxyEntry{rec: rec, rev: rev}
 	r.proxies[rec.ID] = e
 	r.countChange(old, e)
+	r.leases.update(old, e)
 	if old != nil && old.rec.PoolName == rec.PoolName && old.rec.Seq == rec.Seq {
 		list := r.members[rec.PoolName]
 		list[r.memberIndex(list, rec.Seq)] = e
@@ -288,6 +293,20 @@ func (r *replica) proxy(id string) *proxyEntry {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.proxies[id]
+}
+
+// lease finds an active lease's proxy entry, or, for a lease whose holder
+// was removed within the last endedWindow, its last active view.
+func (r *replica) lease(id string) (*proxyEntry, *model.Lease) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if pid, ok := r.leases.active[id]; ok {
+		return r.proxies[pid], nil
+	}
+	if x, ok := r.leases.ended[id]; ok && time.Since(x.at) < endedWindow {
+		return nil, &x.last
+	}
+	return nil, nil
 }
 
 func (r *replica) pool(name string) *poolEntry {

@@ -42,7 +42,6 @@ type Store struct {
 	log       *zap.Logger
 
 	locks     *keyLocks
-	granted   *leaseCache
 	onExpired func([]model.Lease)
 
 	consumerMu    sync.RWMutex
@@ -93,7 +92,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	s := &Store{nc: nc, js: js, opts: o, log: o.log, consumerCache: map[string]model.Consumer{}, locks: newKeyLocks(), granted: newLeaseCache(1 << 16)}
+	s := &Store{nc: nc, js: js, opts: o, log: o.log, consumerCache: map[string]model.Consumer{}, locks: newKeyLocks()}
 	buckets := []struct {
 		kv  *jetstream.KeyValue
 		cfg jetstream.KeyValueConfig
