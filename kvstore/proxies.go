@@ -198,6 +198,8 @@ func (s *Store) TryMutateProxy(ctx context.Context, id string, fn func(rec *Prox
 	}
 	rec.Nonce = rand.Uint64()
 	data, _ := json.Marshal(rec)
+	s.inflight.start(id, data, rec)
+	defer s.inflight.done(id)
 	rev, err := s.proxies.Update(ctx, id, data, base.rev)
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) {
 		if fresh, freshRev, gerr := s.getProxyRecord(ctx, id); gerr == nil {

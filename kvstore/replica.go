@@ -121,10 +121,15 @@ func (s *Store) consume(bucket string, w jetstream.KeyWatcher, ready chan<- erro
 		var err error
 		switch bucket {
 		case ProxiesBucket:
+			if s.replica.has(e.Key(), e.Revision()) {
+				break // this worker's own write, installed when it committed
+			}
 			var rec *ProxyRecord
 			if !deleted {
-				rec = new(ProxyRecord)
-				err = json.Unmarshal(e.Value(), rec)
+				if rec = s.inflight.match(e.Key(), e.Value()); rec == nil {
+					rec = new(ProxyRecord)
+					err = json.Unmarshal(e.Value(), rec)
+				}
 			}
 			if err == nil {
 				s.replica.applyProxy(e.Key(), rec, e.Revision(), true)
@@ -287,6 +292,14 @@ func (r *replica) waitSeen(ctx context.Context, bucket string, seq uint64) error
 			return fmt.Errorf("replica of %s behind sequence %d: %w", bucket, seq, ctx.Err())
 		}
 	}
+}
+
+// has reports whether the replica holds proxy id at rev or later.
+func (r *replica) has(id string, rev uint64) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e := r.proxies[id]
+	return e != nil && e.rev >= rev
 }
 
 func (r *replica) proxy(id string) *proxyEntry {

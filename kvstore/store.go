@@ -42,6 +42,7 @@ type Store struct {
 	log       *zap.Logger
 
 	locks     *keyLocks
+	inflight  *inflight
 	onExpired func([]model.Lease)
 
 	consumerMu    sync.RWMutex
@@ -92,7 +93,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	s := &Store{nc: nc, js: js, opts: o, log: o.log, consumerCache: map[string]model.Consumer{}, locks: newKeyLocks()}
+	s := &Store{nc: nc, js: js, opts: o, log: o.log, consumerCache: map[string]model.Consumer{}, locks: newKeyLocks(), inflight: newInflight()}
 	buckets := []struct {
 		kv  *jetstream.KeyValue
 		cfg jetstream.KeyValueConfig

@@ -69,6 +69,7 @@ type pairRun struct {
 	Seconds   float64
 	P50, P99  time.Duration
 	OverLease bool
+	CPU       cpuUse
 	// Timeline holds completion times of pairs when asked for (history).
 	Timeline []time.Duration
 }

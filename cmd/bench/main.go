@@ -43,6 +43,10 @@ type row struct {
 	P50Ms    float64 `json:"p50_ms,omitempty"`
 	P99Ms    float64 `json:"p99_ms,omitempty"`
 	Note     string  `json:"note,omitempty"`
+	// CPU is the CPU microseconds per operation (pair, or baseline op) of
+	// the server process + the bench process, "?" when the server is not
+	// ours to measure.
+	CPU string `json:"cpu_us_per_op,omitempty"`
 }
 
 // report collects rows and the targets' verdicts.
@@ -135,13 +139,13 @@ func parseFlags(args []string) (benchConfig, error) {
 
 func printTable(rep report) {
 	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "scenario\tcase\tvalue\tunit\tratio\tp50 ms\tp99 ms\tnote")
+	fmt.Fprintln(w, "scenario\tcase\tvalue\tunit\tratio\tp50 ms\tp99 ms\tcpu µs/op srv+bench\tnote")
 	for _, r := range rep.Rows {
 		ratio := ""
 		if r.RatioOf != "" {
 			ratio = fmt.Sprintf("%.2f x %s", r.Ratio, r.RatioOf)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\n", r.Scenario, r.Case, r.Value, r.Unit, ratio, ms(r.P50Ms), ms(r.P99Ms), r.Note)
+		fmt.Fprintf(w, "%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Scenario, r.Case, r.Value, r.Unit, ratio, ms(r.P50Ms), ms(r.P99Ms), r.CPU, r.Note)
 	}
 	_ = w.Flush()
 	fmt.Println()

@@ -122,7 +122,10 @@ func (e *env) close() {
 func (e *env) pairs(ctx context.Context, spec pairSpec) pairRun {
 	spec.conns = e.conns
 	spec.prefix = prefix
-	return runPairs(ctx, spec)
+	before := e.cpu()
+	pr := runPairs(ctx, spec)
+	pr.CPU = e.cpu().sub(before)
+	return pr
 }
 
 func simple(pool string, sel model.Selector) func(int) model.AcquireRequest {
@@ -152,7 +155,7 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 			note += fmt.Sprintf(", %d errors", pr.Errors)
 		}
 		return row{Scenario: scn, Case: cs, Value: pr.perSecond(), Unit: "pairs/s", Ratio: pr.perSecond() / base, RatioOf: baseName,
-			P50Ms: float64(pr.P50) / 1e6, P99Ms: float64(pr.P99) / 1e6, Note: note}
+			P50Ms: float64(pr.P50) / 1e6, P99Ms: float64(pr.P99) / 1e6, CPU: pr.CPU.perOp(pr.Pairs), Note: note}
 	}
 
 	progress("baseline: raw JetStream KV get+CAS and request-reply on a separate-process server")
@@ -164,19 +167,29 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 	bnc := main.conns[0]
 	cas := map[int]float64{}
 	for _, c := range []int{1, 32, 128} {
+		before := main.cpu()
 		v, err := baselineKVCAS(ctx, bnc, c, cfg.duration)
 		if err != nil {
 			return rep, fmt.Errorf("baseline kv cas: %w", err)
 		}
+		used := main.cpu().sub(before)
 		cas[c] = v
-		add(row{Scenario: "baseline", Case: fmt.Sprintf("kv get+CAS, %d goroutines", c), Value: v, Unit: "ops/s"})
+		add(row{Scenario: "baseline", Case: fmt.Sprintf("kv get+CAS, %d goroutines", c), Value: v, Unit: "ops/s", CPU: used.perOp(int64(v * cfg.duration.Seconds()))})
 	}
+	before := main.cpu()
 	rr32, err := baselineRequestReply(bnc, 32, cfg.duration)
 	if err != nil {
 		return rep, err
 	}
-	add(row{Scenario: "baseline", Case: "request-reply, 32 requesters", Value: rr32, Unit: "req/s"})
+	used := main.cpu().sub(before)
+	add(row{Scenario: "baseline", Case: "request-reply, 32 requesters", Value: rr32, Unit: "req/s", CPU: used.perOp(int64(rr32 * cfg.duration.Seconds()))})
 	casName := func(c int) string { return fmt.Sprintf("kv CAS@%d", c) }
+	floor32, floorCPU, err := floorPairs(ctx, main.url, main.cpu, 32, cfg.duration)
+	if err != nil {
+		return rep, fmt.Errorf("contract floor: %w", err)
+	}
+	add(row{Scenario: "baseline", Case: "contract floor pairs, 32 clients", Value: floor32, Unit: "pairs/s", Ratio: floor32 / cas[32], RatioOf: casName(32),
+		CPU: floorCPU.perOp(int64(floor32 * cfg.duration.Seconds())), Note: "2 req-reply + 2 CAS + 1 put + 2 events, no pharox code"})
 
 	if cfg.scenarios[1] {
 		progress("scenario 1: acquire+release pairs, pool of 1,000 proxies (max_concurrency 1)")
@@ -189,6 +202,7 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 			add(pairRow("1 clients", fmt.Sprintf("1 worker, %d clients", c), pr, cas[c], casName(c)))
 			if c == 32 {
 				rep.Targets = append(rep.Targets, target{Name: "pairs/s at 32 clients vs raw get+CAS at 32", Measured: pr.perSecond() / cas[32], Needed: 0.35})
+				add(row{Scenario: "1 clients", Case: "1 worker, 32 clients vs contract floor", Value: pr.perSecond(), Unit: "pairs/s", Ratio: pr.perSecond() / floor32, RatioOf: "floor@32"})
 			}
 		}
 		two, err := newEnv(ctx, cfg, 2)
