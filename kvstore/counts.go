@@ -14,28 +14,37 @@ type poolCounts struct {
 	total, active, available, leased, leases int
 }
 
+// entryCounts is what one proxy adds to its pool's counts, packed small
+// because one is kept per proxy.
+type entryCounts struct {
+	leases            int32
+	active, available bool
+}
+
 // contribution is what one proxy adds to its pool's counts at time t.
-func contribution(rec *ProxyRecord, t time.Time) poolCounts {
+func contribution(rec *ProxyRecord, t time.Time) entryCounts {
 	live := rec.LiveHolders(t)
-	c := poolCounts{total: 1, leases: live}
-	if live > 0 {
-		c.leased = 1
-	}
+	c := entryCounts{leases: int32(live)}
 	if rec.Status == model.ProxyActive {
-		c.active = 1
-		if rec.MaxConcurrency == nil || live < *rec.MaxConcurrency {
-			c.available = 1
-		}
+		c.active = true
+		c.available = rec.MaxConcurrency == nil || live < *rec.MaxConcurrency
 	}
 	return c
 }
 
-func (p *poolCounts) add(c poolCounts, sign int) {
-	p.total += sign * c.total
-	p.active += sign * c.active
-	p.available += sign * c.available
-	p.leased += sign * c.leased
-	p.leases += sign * c.leases
+func (p *poolCounts) add(c entryCounts, sign int) {
+	p.total += sign
+	p.active += sign * b2i(c.active)
+	p.available += sign * b2i(c.available)
+	p.leased += sign * b2i(c.leases > 0)
+	p.leases += sign * int(c.leases)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // expiry is the moment a holder stops counting. Leases expire without any
@@ -65,7 +74,7 @@ func (h *expiryHeap) Pop() any {
 func (r *replica) countChange(old, new *proxyEntry) {
 	if old != nil {
 		r.countsFor(old.rec.PoolName).add(old.counted, -1)
-		if old.counted.available == 1 {
+		if old.counted.available {
 			r.indexFor(old.rec.PoolName).remove(old)
 		}
 	}
@@ -74,7 +83,7 @@ func (r *replica) countChange(old, new *proxyEntry) {
 	}
 	new.counted = contribution(new.rec, r.countsAt)
 	r.countsFor(new.rec.PoolName).add(new.counted, +1)
-	if new.counted.available == 1 {
+	if new.counted.available {
 		r.indexFor(new.rec.PoolName).insert(new)
 	}
 	for _, h := range new.rec.Holders {
@@ -108,12 +117,12 @@ func (r *replica) advanceCounts(now time.Time) []*ProxyRecord {
 		}
 		c := r.countsFor(e.rec.PoolName)
 		c.add(e.counted, -1)
-		if e.counted.available == 1 {
+		if e.counted.available {
 			r.indexFor(e.rec.PoolName).remove(e)
 		}
 		e.counted = contribution(e.rec, x.at)
 		c.add(e.counted, +1)
-		if e.counted.available == 1 {
+		if e.counted.available {
 			r.indexFor(e.rec.PoolName).insert(e)
 		}
 		if seen == nil {

@@ -57,12 +57,18 @@ func TestCountsMatchBruteForce(t *testing.T) {
 					got := r.stats(pool, now, now)
 					want := model.PoolStatsSnapshot{PoolName: pool, CollectedAt: now}
 					r.scanMembers(pool, func(e *proxyEntry) bool {
-						c := contribution(e.rec, now)
-						want.TotalProxies += c.total
-						want.ActiveProxies += c.active
-						want.AvailableProxies += c.available
-						want.LeasedProxies += c.leased
-						want.TotalLeases += c.leases
+						live := e.rec.LiveHolders(now)
+						want.TotalProxies++
+						want.TotalLeases += live
+						if live > 0 {
+							want.LeasedProxies++
+						}
+						if e.rec.Status == model.ProxyActive {
+							want.ActiveProxies++
+							if e.rec.MaxConcurrency == nil || live < *e.rec.MaxConcurrency {
+								want.AvailableProxies++
+							}
+						}
 						return true
 					})
 					require.Equal(t, want, got, "step %d pool %s", step, pool)

@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/google/btree"
-
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -19,15 +17,17 @@ import (
 //   - byUse: fewest active leases, then added order (least_used);
 //   - byAttr: per exact-match attribute value (source, country, city, isp,
 //     asn), in added order;
-//   - byCell: per 1° latitude/longitude cell, for coordinate filters;
-//   - list/pos: an array for uniform random picks.
+//   - byCell: by 1° latitude/longitude cell, then added order, for
+//     coordinate filters (one tree: most cells hold a proxy or two, and a
+//     tree per cell would cost more than its proxies);
+//   - list: an array for uniform random picks (an entry's slot is its
+//     place in it).
 type poolIndex struct {
-	bySeq  *btree.BTreeG[seqItem]
-	byUse  *btree.BTreeG[useItem]
-	byAttr map[string]*btree.BTreeG[seqItem]
-	byCell map[cell]*btree.BTreeG[seqItem]
+	bySeq  *sortedList[seqItem]
+	byUse  *sortedList[useItem]
+	byAttr map[string]*sortedList[seqItem]
+	byCell *sortedList[cellItem]
 	list   []*proxyEntry
-	pos    map[uint64]int // seq -> index in list
 }
 
 type seqItem struct {
@@ -36,14 +36,18 @@ type seqItem struct {
 }
 
 type useItem struct {
-	leases int
+	leases int32
 	seq    uint64
 	e      *proxyEntry
 }
 
 type cell struct{ lat, lon int16 }
 
-const btreeDegree = 16
+type cellItem struct {
+	c   cell
+	seq uint64
+	e   *proxyEntry
+}
 
 func lessSeq(a, b seqItem) bool { return a.seq < b.seq }
 
@@ -54,13 +58,19 @@ func lessUse(a, b useItem) bool {
 	return a.seq < b.seq
 }
 
+func lessCell(a, b cellItem) bool {
+	if a.c != b.c {
+		return a.c.lat < b.c.lat || (a.c.lat == b.c.lat && a.c.lon < b.c.lon)
+	}
+	return a.seq < b.seq
+}
+
 func newPoolIndex() *poolIndex {
 	return &poolIndex{
-		bySeq:  btree.NewG(btreeDegree, lessSeq),
-		byUse:  btree.NewG(btreeDegree, lessUse),
-		byAttr: map[string]*btree.BTreeG[seqItem]{},
-		byCell: map[cell]*btree.BTreeG[seqItem]{},
-		pos:    map[uint64]int{},
+		bySeq:  newSortedList(lessSeq),
+		byUse:  newSortedList(lessUse),
+		byAttr: map[string]*sortedList[seqItem]{},
+		byCell: newSortedList(lessCell),
 	}
 }
 
@@ -101,21 +111,15 @@ func (ix *poolIndex) insert(e *proxyEntry) {
 	attrKeys(e.rec, func(k string) {
 		t := ix.byAttr[k]
 		if t == nil {
-			t = btree.NewG(btreeDegree, lessSeq)
+			t = newSortedList(lessSeq)
 			ix.byAttr[k] = t
 		}
 		t.ReplaceOrInsert(it)
 	})
 	if e.rec.Latitude != nil && e.rec.Longitude != nil {
-		c := cellOf(*e.rec.Latitude, *e.rec.Longitude)
-		t := ix.byCell[c]
-		if t == nil {
-			t = btree.NewG(btreeDegree, lessSeq)
-			ix.byCell[c] = t
-		}
-		t.ReplaceOrInsert(it)
+		ix.byCell.ReplaceOrInsert(cellItem{cellOf(*e.rec.Latitude, *e.rec.Longitude), e.rec.Seq, e})
 	}
-	ix.pos[e.rec.Seq] = len(ix.list)
+	e.slot = int32(len(ix.list))
 	ix.list = append(ix.list, e)
 }
 
@@ -135,20 +139,13 @@ func (ix *poolIndex) remove(e *proxyEntry) {
 		}
 	})
 	if e.rec.Latitude != nil && e.rec.Longitude != nil {
-		c := cellOf(*e.rec.Latitude, *e.rec.Longitude)
-		if t := ix.byCell[c]; t != nil {
-			t.Delete(it)
-			if t.Len() == 0 {
-				delete(ix.byCell, c)
-			}
-		}
+		ix.byCell.Delete(cellItem{c: cellOf(*e.rec.Latitude, *e.rec.Longitude), seq: e.rec.Seq})
 	}
-	i := ix.pos[e.rec.Seq]
-	last := len(ix.list) - 1
+	i, last := e.slot, int32(len(ix.list)-1)
 	ix.list[i] = ix.list[last]
-	ix.pos[ix.list[i].rec.Seq] = i
+	ix.list[i].slot = i
+	ix.list[last] = nil
 	ix.list = ix.list[:last]
-	delete(ix.pos, e.rec.Seq)
 }
 
 // Pick chooses among the pool's available proxies by the selector. ok
@@ -229,7 +226,7 @@ func (ix *poolIndex) scan(f *model.ProxyFilters, from uint64, fn func(*proxyEntr
 	visit := func(it seqItem) bool { return fn(it.e) }
 	start := seqItem{seq: from}
 	if f != nil {
-		var best *btree.BTreeG[seqItem]
+		var best *sortedList[seqItem]
 		narrowest := ix.bySeq.Len() + 1
 		for _, k := range filterKeys(f) {
 			t := ix.byAttr[k]
@@ -256,12 +253,13 @@ func (ix *poolIndex) scan(f *model.ProxyFilters, from uint64, fn func(*proxyEntr
 func (ix *poolIndex) scanCells(cells []cell, from uint64, fn func(*proxyEntry) bool) {
 	var items []seqItem
 	for _, c := range cells {
-		if t := ix.byCell[c]; t != nil {
-			t.AscendGreaterOrEqual(seqItem{seq: from}, func(it seqItem) bool {
-				items = append(items, it)
-				return true
-			})
-		}
+		ix.byCell.AscendGreaterOrEqual(cellItem{c: c, seq: from}, func(it cellItem) bool {
+			if it.c != c {
+				return false
+			}
+			items = append(items, seqItem{it.seq, it.e})
+			return true
+		})
 	}
 	if len(items) > 1 {
 		sortItems(items)

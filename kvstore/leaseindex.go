@@ -33,7 +33,7 @@ type endedHolder struct {
 const endedWindow = 2 * time.Second
 
 func newLeaseIndex(remember int) *leaseIndex {
-	return &leaseIndex{active: map[string]string{}, ended: make(map[string]endedHolder, remember), ring: make([]string, remember)}
+	return &leaseIndex{active: map[string]string{}, ended: map[string]endedHolder{}, ring: make([]string, remember)}
 }
 
 // update moves the index from old to new (either may be nil). Callers hold

@@ -3,10 +3,8 @@ package kvstore
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -60,11 +58,18 @@ func (s *Store) AddProxies(ctx context.Context, poolName string, inputs []model.
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			data, _ := json.Marshal(rec)
+			data := encodeRecord(rec)
+			s.inflight.start(rec.ID, data, rec)
 			revs[i], errs[i] = s.proxies.Create(ctx, rec.ID, data)
 		}()
 	}
 	wg.Wait()
+	// The watch installs the records in hand until it has delivered them.
+	defer func() {
+		for _, rec := range recs {
+			s.inflight.done(rec.ID)
+		}
+	}()
 	if err := errors.Join(errs...); err != nil {
 		// Undo with a fresh context: the request's may be what ran out.
 		uctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -196,8 +201,7 @@ func (s *Store) TryMutateProxy(ctx context.Context, id string, fn func(rec *Prox
 		}
 		return Mutation{Record: base.rec, Rev: base.rev}, err
 	}
-	rec.Nonce = rand.Uint64()
-	data, _ := json.Marshal(rec)
+	data := encodeRecord(rec)
 	s.inflight.start(id, data, rec)
 	defer s.inflight.done(id)
 	rev, err := s.proxies.Update(ctx, id, data, base.rev)

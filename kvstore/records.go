@@ -1,6 +1,8 @@
 package kvstore
 
 import (
+	"encoding/json"
+	"math/rand/v2"
 	"time"
 
 	"github.com/pharox/pharox-nats/model"
@@ -70,9 +72,18 @@ type ProxyRecord struct {
 	ASN            *int64             `json:"asn"`
 	MaxConcurrency *int               `json:"max_concurrency"`
 	Holders        []Holder           `json:"holders"`
-	// Nonce is new in every write, so that a write whose answer was lost
-	// can be told from another worker's identical one.
-	Nonce uint64 `json:"nonce,omitempty"`
+}
+
+// encodeRecord is rec as written to the bucket, with a nonce new in every
+// write, so that a write whose answer was lost (or that the watch delivers
+// back) can be told from another worker's identical one. The nonce is not
+// kept in memory: the replica holds every proxy's record.
+func encodeRecord(rec *ProxyRecord) []byte {
+	data, _ := json.Marshal(struct {
+		*ProxyRecord
+		Nonce uint64 `json:"nonce"`
+	}{rec, rand.Uint64()})
+	return data
 }
 
 // LiveHolders counts holders whose lease has not expired at now.

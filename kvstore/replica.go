@@ -35,19 +35,28 @@ type replica struct {
 	// the lock is released; waiting acquires are woken through it.
 	onChange func(*ProxyRecord)
 
-	// strs shares the few distinct values that most proxies repeat (pool,
-	// country, city, source, isp, consumer) between records, so that a
-	// large pool costs memory for what differs, not for what repeats.
-	strs map[string]*string
+	// strs, floats and ints share the few distinct values that most proxies
+	// repeat (pool, country, city, source, isp, consumer, coordinates of a
+	// city, asn, max_concurrency) between records, so that a large pool
+	// costs memory for what differs, not for what repeats. Each keeps at
+	// most internMax values: past that, new values are not shared.
+	strs   map[string]*string
+	floats map[float64]*float64
+	ints   map[int64]*int64
+	maxes  map[int]*int
 }
+
+const internMax = 1 << 16
 
 // proxyEntry is an immutable snapshot of one proxy record at a revision.
 type proxyEntry struct {
 	rec *ProxyRecord
 	rev uint64
-	// counted is what this proxy adds to its pool's counts; it changes only
-	// under the replica's write lock.
-	counted poolCounts
+	// counted is what this proxy adds to its pool's counts, and slot its
+	// place in the pool index's random-pick array while available; both
+	// change only under the replica's write lock.
+	counted entryCounts
+	slot    int32
 }
 
 type poolEntry struct {
@@ -65,6 +74,9 @@ func newReplica() *replica {
 		counts:   map[string]*poolCounts{},
 		index:    map[string]*poolIndex{},
 		strs:     map[string]*string{},
+		floats:   map[float64]*float64{},
+		ints:     map[int64]*int64{},
+		maxes:    map[int]*int{},
 		leases:   newLeaseIndex(1 << 14),
 	}
 }
@@ -214,18 +226,29 @@ func (r *replica) intern(rec *ProxyRecord) {
 			*p = r.ptr(*p)
 		}
 	}
+	rec.Latitude, rec.Longitude = share(r.floats, rec.Latitude), share(r.floats, rec.Longitude)
+	rec.ASN, rec.MaxConcurrency = share(r.ints, rec.ASN), share(r.maxes, rec.MaxConcurrency)
 	for i := range rec.Holders {
 		rec.Holders[i].ConsumerID = str(rec.Holders[i].ConsumerID)
 		rec.Holders[i].ConsumerName = str(rec.Holders[i].ConsumerName)
 	}
 }
 
-func (r *replica) ptr(s *string) *string {
-	if p, ok := r.strs[*s]; ok {
-		return p
+func (r *replica) ptr(s *string) *string { return share(r.strs, s) }
+
+// share returns the shared pointer to *p's value, making p the shared one
+// if there is none yet and room for it.
+func share[T comparable](m map[T]*T, p *T) *T {
+	if p == nil {
+		return nil
 	}
-	r.strs[*s] = s
-	return s
+	if q, ok := m[*p]; ok {
+		return q
+	}
+	if len(m) < internMax {
+		m[*p] = p
+	}
+	return p
 }
 
 func (r *replica) removeMember(e *proxyEntry) {
