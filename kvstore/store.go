@@ -78,7 +78,7 @@ func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
 // slot before its holder's own clock says the lease ended.
 func WithExpiryGrace(d time.Duration) Option { return func(o *options) { o.grace = d } }
 
-// WithLeaseHistory sets how long lease records stay after their last change.
+// WithLeaseHistory sets how long ended lease records stay readable.
 func WithLeaseHistory(d time.Duration) Option { return func(o *options) { o.leaseHistory = d } }
 
 // Open connects the store to the buckets, creating missing ones, and starts
@@ -100,9 +100,9 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 	}{
 		{&s.pools, jetstream.KeyValueConfig{Bucket: PoolsBucket, Description: "pharox pools", History: 1}},
 		{&s.proxies, jetstream.KeyValueConfig{Bucket: ProxiesBucket, Description: "pharox proxies and their active leases", History: 1}},
-		// Lease records are rewritten on every change, so a bucket-wide max
-		// age bounds history without per-key TTLs (a KV Update drops those).
-		{&s.leases, jetstream.KeyValueConfig{Bucket: LeasesBucket, Description: "pharox lease records", History: 1, TTL: o.leaseHistory}},
+		// A lease record is written once, when its lease ends, so a
+		// bucket-wide max age bounds history without per-key TTLs.
+		{&s.leases, jetstream.KeyValueConfig{Bucket: LeasesBucket, Description: "pharox ended leases", History: 1, TTL: o.leaseHistory}},
 		{&s.consumers, jetstream.KeyValueConfig{Bucket: ConsumersBucket, Description: "pharox consumers", History: 1}},
 		{&s.requests, jetstream.KeyValueConfig{Bucket: RequestsBucket, Description: "pharox acquire idempotency keys", History: 1, TTL: o.leaseHistory}},
 	}

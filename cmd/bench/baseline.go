@@ -25,11 +25,28 @@ func baselineKVCAS(ctx context.Context, nc *nats.Conn, conc int, d time.Duration
 		return 0, err
 	}
 	defer func() { _ = js.DeleteKeyValue(context.Background(), bucket) }()
-	for i := 0; i < conc; i++ {
-		if _, err := kv.Create(ctx, fmt.Sprintf("k%d", i), []byte(`{"n":0}`)); err != nil {
+	keys := make([]string, conc)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%d", i)
+		if _, err := kv.Create(ctx, keys[i], []byte(`{"n":0}`)); err != nil {
 			return 0, err
 		}
 	}
+	ops, err := closedLoop(conc, d, func(i int) error {
+		key := keys[i]
+		e, err := kv.Get(ctx, key)
+		if err == nil {
+			_, err = kv.Update(ctx, key, e.Value(), e.Revision())
+		}
+		return err
+	})
+	return float64(ops) / d.Seconds(), err
+}
+
+// closedLoop runs op in conc goroutines, each calling it again as soon as it
+// returns, for d; it returns how many calls succeeded and the first error,
+// which stops the goroutine that met it.
+func closedLoop(conc int, d time.Duration, op func(i int) error) (int64, error) {
 	var ops atomic.Int64
 	var firstErr error
 	var once sync.Once
@@ -37,23 +54,19 @@ func baselineKVCAS(ctx context.Context, nc *nats.Conn, conc int, d time.Duration
 	var wg sync.WaitGroup
 	for i := 0; i < conc; i++ {
 		wg.Add(1)
-		go func(key string) {
+		go func() {
 			defer wg.Done()
 			for time.Now().Before(end) {
-				e, err := kv.Get(ctx, key)
-				if err == nil {
-					_, err = kv.Update(ctx, key, e.Value(), e.Revision())
-				}
-				if err != nil {
+				if err := op(i); err != nil {
 					once.Do(func() { firstErr = err })
 					return
 				}
 				ops.Add(1)
 			}
-		}(fmt.Sprintf("k%d", i))
+		}()
 	}
 	wg.Wait()
-	return float64(ops.Load()) / d.Seconds(), firstErr
+	return ops.Load(), firstErr
 }
 
 // baselineRequestReply measures core NATS request-reply round trips against
@@ -68,22 +81,10 @@ func baselineRequestReply(nc *nats.Conn, conc int, d time.Duration) (float64, er
 	if err := nc.Flush(); err != nil {
 		return 0, err
 	}
-	var ops atomic.Int64
-	end := time.Now().Add(d)
-	var wg sync.WaitGroup
 	payload := []byte(`{"pool_name":"bench"}`)
-	for i := 0; i < conc; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(end) {
-				if _, err := nc.Request(subj, payload, 5*time.Second); err != nil {
-					return
-				}
-				ops.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	return float64(ops.Load()) / d.Seconds(), nil
+	ops, err := closedLoop(conc, d, func(int) error {
+		_, err := nc.Request(subj, payload, 5*time.Second)
+		return err
+	})
+	return float64(ops) / d.Seconds(), err
 }

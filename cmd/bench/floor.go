@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -106,36 +105,24 @@ func floorPairs(ctx context.Context, url string, meter func() cpuUse, conc int, 
 	}
 
 	before := meter()
-	var pairs atomic.Int64
-	var firstErr error
-	var once sync.Once
-	end := time.Now().Add(d)
-	var wg sync.WaitGroup
-	for i := 0; i < conc; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			body := []byte(strconv.Itoa(i))
-			for time.Now().Before(end) {
-				for _, subj := range []string{"acquire", "release"} {
-					msg, err := cnc.Request("benchfloor"+tag+"."+subj, body, 10*time.Second)
-					if err == nil && string(msg.Data) == "error" {
-						err = fmt.Errorf("floor responder failed a CAS")
-					}
-					if err != nil {
-						once.Do(func() { firstErr = err })
-						return
-					}
-				}
-				pairs.Add(1)
+	subjects := []string{"benchfloor" + tag + ".acquire", "benchfloor" + tag + ".release"}
+	pairs, err := closedLoop(conc, d, func(i int) error {
+		body := []byte(strconv.Itoa(i))
+		for _, subj := range subjects {
+			msg, err := cnc.Request(subj, body, 10*time.Second)
+			if err != nil {
+				return err
 			}
-		}(i)
-	}
-	wg.Wait()
+			if string(msg.Data) == "error" {
+				return fmt.Errorf("floor responder failed a CAS")
+			}
+		}
+		return nil
+	})
 	used := meter().sub(before)
 	select {
 	case <-js.PublishAsyncComplete():
 	case <-time.After(5 * time.Second):
 	}
-	return float64(pairs.Load()) / d.Seconds(), used, firstErr
+	return float64(pairs) / d.Seconds(), used, err
 }
