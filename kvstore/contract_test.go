@@ -7,6 +7,7 @@ package kvstore_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -187,6 +188,7 @@ func TestStorageContract(t *testing.T) {
 	t.Run("expiry grace", testExpiryGrace)
 	t.Run("renew", testRenew)
 	t.Run("fencing tokens increase", testFencingTokens)
+	t.Run("ending record written late or never", testEndingRecordLate)
 	t.Run("health result apply", testHealthApply)
 	t.Run("pool stats", testPoolStats)
 	t.Run("list proxies paging", testListProxies)
@@ -1242,4 +1244,68 @@ func testMutateContention(t *testing.T) {
 	require.Equal(t, 1000+writers*increments, e.proxy(a, p.ID).Port)
 	_, err = a.MutateProxy(e.ctx, uuid.NewString(), func(*kvstore.ProxyRecord, time.Time) error { return nil })
 	require.ErrorIs(t, err, model.ErrProxyNotFound)
+}
+
+// An active lease lives only as a holder; its record is written by the write
+// that removed the holder, right after it. A read that lands in between
+// waits for the record; a worker that died in between leaves reads that
+// tell the ending from the last holder for a short window, then 404 — and
+// never a slot held.
+func testEndingRecordLate(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.open(), e.open()
+	e.pool(a, "late")
+	c := e.consumer(a, "alice")
+	p := e.add(a, "late", withMax(in("10.0.0.1", 1), 1))[0].ID
+	js, err := jetstream.New(natstest.Connect(t, e.srv))
+	require.NoError(t, err)
+	leases, err := js.KeyValue(e.ctx, kvstore.LeasesBucket)
+	require.NoError(t, err)
+	// dropHolder removes every holder as a release would, without the
+	// ending record: a worker that died between its two writes.
+	dropHolder := func() {
+		_, err := a.MutateProxy(e.ctx, p, func(rec *kvstore.ProxyRecord, _ time.Time) error {
+			rec.Holders = rec.Holders[:0]
+			return nil
+		})
+		require.NoError(t, err)
+	}
+
+	// The record comes late: reads wait for it and return it.
+	g := e.grant(a, p, c, time.Minute)
+	require.Equal(t, model.LeaseActive, e.lease(b, g.Lease.ID).Status, "b's replica has seen the holder")
+	dropHolder()
+	ended := g.Lease
+	ended.Status = model.LeaseReleased
+	at := e.clock.Now().UTC()
+	ended.ReleasedAt = &at
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		data, _ := json.Marshal(ended)
+		_, _ = leases.Put(context.Background(), ended.ID, data)
+	}()
+	got := e.lease(b, g.Lease.ID)
+	require.Equal(t, ended.Status, got.Status)
+	require.Equal(t, ended.FencingToken, got.FencingToken)
+	require.True(t, at.Equal(*got.ReleasedAt), "released_at from the record")
+
+	// The record never comes: told from the last holder, then unknown.
+	g = e.grant(b, p, c, time.Minute)
+	require.Equal(t, model.LeaseActive, e.lease(b, g.Lease.ID).Status)
+	dropHolder()
+	began := time.Now()
+	got = e.lease(b, g.Lease.ID)
+	require.Equal(t, model.LeaseReleased, got.Status)
+	require.Equal(t, g.Lease.FencingToken, got.FencingToken)
+	require.GreaterOrEqual(t, time.Since(began), 150*time.Millisecond, "waited for the record first")
+	rel, changed, _, err := b.Release(e.ctx, g.Lease.ID, nil)
+	require.NoError(t, err)
+	require.False(t, changed, "nothing left to release")
+	require.Equal(t, model.LeaseReleased, rel.Status)
+	require.Eventually(t, func() bool {
+		_, err := b.GetLease(e.ctx, g.Lease.ID)
+		return errors.Is(err, model.ErrLeaseNotFound)
+	}, 5*time.Second, 100*time.Millisecond, "a lease with no record is unknown once the window has passed")
+	require.Equal(t, 0, e.proxy(a, p).CurrentLeases, "the slot is free throughout")
+	e.grant(a, p, c, time.Minute)
 }
