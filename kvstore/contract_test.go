@@ -1289,6 +1289,18 @@ func testEndingRecordLate(t *testing.T) {
 	require.Equal(t, ended.FencingToken, got.FencingToken)
 	require.True(t, at.Equal(*got.ReleasedAt), "released_at from the record")
 
+	// A replica can skip revisions (a refresh after a lost race, the watch
+	// behind it): a lease that began and ended between two it installed is
+	// one it never saw. Its record, written late, is still found.
+	unseen := ended
+	unseen.ID = uuid.NewString()
+	go func() {
+		time.Sleep(60 * time.Millisecond)
+		data, _ := json.Marshal(unseen)
+		_, _ = leases.Put(context.Background(), unseen.ID, data)
+	}()
+	require.Equal(t, unseen.ID, e.lease(b, unseen.ID).ID)
+
 	// The record never comes: told from the last holder, then unknown.
 	g = e.grant(b, p, c, time.Minute)
 	require.Equal(t, model.LeaseActive, e.lease(b, g.Lease.ID).Status)

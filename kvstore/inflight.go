@@ -9,7 +9,9 @@ import (
 // installing them, so that the watch, which often delivers a write back
 // before its acknowledgement arrives, installs the record already in hand
 // instead of decoding the same bytes again. The nonce in every record makes
-// equal bytes mean the same write.
+// equal bytes mean the same write. The record kept here is the writer's
+// copy for the watch: installing a record interns its values in place,
+// while the writer goes on reading its own.
 type inflight struct {
 	mu sync.Mutex
 	m  map[string]inflightWrite // by proxy id; one at a time per key (keyLocks)

@@ -245,11 +245,18 @@ func (s *Store) endingOf(ctx context.Context, held model.Lease, expired []model.
 	return s.endedLease(ctx, held.ID, &held)
 }
 
-// endedLease reads a lease's ending record. last is the lease as it was seen
-// held, when it was: the write that removed the holder writes the record
-// right after, so a missing one is waited for briefly; should that write
-// have died in between, the ending is told from last.
+// endedLease reads the ending record of a lease its replica does not hold.
+// The write that removed a holder writes the record right after, so a
+// missing one is waited for briefly: 200 ms when the replica saw the holder
+// go (last, its last view), 150 ms when it never saw the holder at all (a
+// refresh or the watch can skip revisions, and a lease can start and end
+// between two of them). Should the remover have died in between, the
+// ending is told from last, or the lease is unknown.
 func (s *Store) endedLease(ctx context.Context, leaseID string, last *model.Lease) (model.Lease, error) {
+	tries, pause := 20, 10*time.Millisecond
+	if last == nil {
+		tries, pause = 3, 50*time.Millisecond
+	}
 	for attempt := 0; ; attempt++ {
 		var lease model.Lease
 		_, err := s.getJSON(ctx, s.leases, leaseID, &lease)
@@ -259,13 +266,13 @@ func (s *Store) endedLease(ctx context.Context, leaseID string, last *model.Leas
 		if !errors.Is(err, errNotFound) {
 			return lease, err
 		}
-		if last == nil {
-			return lease, fmt.Errorf("%w: lease %q does not exist", model.ErrLeaseNotFound, leaseID)
-		}
-		if attempt >= 20 || ctx.Err() != nil {
+		if attempt >= tries || ctx.Err() != nil {
+			if last == nil {
+				return lease, fmt.Errorf("%w: lease %q does not exist", model.ErrLeaseNotFound, leaseID)
+			}
 			return endLease(*last, s.Now(), s.Horizon()), nil
 		}
-		sleepJitter(ctx, 10*time.Millisecond)
+		sleepJitter(ctx, pause)
 	}
 }
 
@@ -286,15 +293,19 @@ func (s *Store) finishLeases(ctx context.Context, rec *ProxyRecord, holders []Ho
 
 // recordEnding writes an ended lease's record, the only record a lease has
 // of its own: reads find active leases in their proxies' holders, ended ones
-// here. The ending has committed already, so a cancelled request does not
-// stop it.
+// here. The ending has committed already, so neither a cancelled request
+// nor a failed write may undo it: the write is retried for as long as a
+// JetStream leader election takes (measured 4-9 s), and the reply waits.
 func (s *Store) recordEnding(ctx context.Context, l model.Lease) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	data, _ := json.Marshal(l)
 	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		if _, err = s.leases.Put(ctx, l.ID, data); err == nil {
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = s.leases.Put(actx, l.ID, data)
+		acancel()
+		if err == nil {
 			return
 		}
 		sleepJitter(ctx, backoff(attempt))

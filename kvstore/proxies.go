@@ -59,7 +59,7 @@ func (s *Store) AddProxies(ctx context.Context, poolName string, inputs []model.
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			data := encodeRecord(rec)
-			s.inflight.start(rec.ID, data, rec)
+			s.inflight.start(rec.ID, data, rec.clone())
 			revs[i], errs[i] = s.proxies.Create(ctx, rec.ID, data)
 		}()
 	}
@@ -202,7 +202,7 @@ func (s *Store) TryMutateProxy(ctx context.Context, id string, fn func(rec *Prox
 		return Mutation{Record: base.rec, Rev: base.rev}, err
 	}
 	data := encodeRecord(rec)
-	s.inflight.start(id, data, rec)
+	s.inflight.start(id, data, rec.clone())
 	defer s.inflight.done(id)
 	rev, err := s.proxies.Update(ctx, id, data, base.rev)
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) {

@@ -11,7 +11,7 @@ import (
 // package's nodes a quarter full (73 bytes per 16-byte item measured at
 // 100,000 items); here they fill chunks completely (about 17 bytes), which
 // is most of a worker's memory per proxy. A chunk that fills up in the
-// middle splits in halves, so churn keeps chunks at least half full.
+// middle splits in halves, and small neighbours merge on delete.
 type sortedList[T any] struct {
 	less   func(a, b T) bool
 	chunks [][]T
@@ -75,12 +75,16 @@ func (l *sortedList[T]) Delete(x T) (T, bool) {
 	old := c[i]
 	c = slices.Delete(c, i, i+1)
 	l.n--
+	// Two neighbours that fit in half a chunk merge, so any two adjacent
+	// chunks hold more than half a chunk between them: deletes cannot
+	// leave a long run of nearly empty chunks.
 	switch {
 	case len(c) == 0:
 		l.chunks = slices.Delete(l.chunks, ci, ci+1)
+	case ci > 0 && len(l.chunks[ci-1])+len(c) <= chunkMax/2:
+		l.chunks[ci-1] = append(l.chunks[ci-1], c...)
+		l.chunks = slices.Delete(l.chunks, ci, ci+1)
 	case ci+1 < len(l.chunks) && len(c)+len(l.chunks[ci+1]) <= chunkMax/2:
-		// Two small neighbours merge, so deletes cannot leave a long list
-		// of nearly empty chunks.
 		l.chunks[ci] = append(c, l.chunks[ci+1]...)
 		l.chunks = slices.Delete(l.chunks, ci+1, ci+2)
 	default:

@@ -25,9 +25,12 @@ func TestSortedListMatchesSortedSlice(t *testing.T) {
 			if !slices.Equal(got, ref) || l.Len() != len(ref) {
 				t.Fatalf("keys %d step %d: list has %d items (Len %d), want %d", keys, step, len(got), l.Len(), len(ref))
 			}
-			for _, c := range l.chunks {
+			for i, c := range l.chunks {
 				if len(c) == 0 || len(c) > chunkMax {
 					t.Fatalf("keys %d step %d: chunk of %d items", keys, step, len(c))
+				}
+				if i > 0 && len(l.chunks[i-1])+len(c) <= chunkMax/2 {
+					t.Fatalf("keys %d step %d: neighbour chunks of %d and %d items", keys, step, len(l.chunks[i-1]), len(c))
 				}
 			}
 			from := rng.IntN(keys + 2)
@@ -89,4 +92,31 @@ func TestSortedListInOrderFillsChunks(t *testing.T) {
 		t.Fatalf("%.1f bytes per item", per)
 	}
 	runtime.KeepAlive(l)
+}
+
+// Deleting nearly everything in order, chunk by chunk from the front,
+// leaves a list whose adjacent chunks still hold more than half a chunk
+// between them, not one chunk per surviving item.
+func TestSortedListDeletesMergeChunks(t *testing.T) {
+	l := newSortedList(lessSeq)
+	const n = 100000
+	for i := 0; i < n; i++ {
+		l.ReplaceOrInsert(seqItem{seq: uint64(i)})
+	}
+	for i := 0; i < n; i++ {
+		if i%chunkMax != chunkMax-1 {
+			if _, ok := l.Delete(seqItem{seq: uint64(i)}); !ok {
+				t.Fatalf("item %d not found", i)
+			}
+		}
+	}
+	for i := 1; i < len(l.chunks); i++ {
+		if len(l.chunks[i-1])+len(l.chunks[i]) <= chunkMax/2 {
+			t.Fatalf("chunks %d and %d hold %d and %d items", i-1, i, len(l.chunks[i-1]), len(l.chunks[i]))
+		}
+	}
+	t.Logf("%d items left in %d chunks", l.Len(), len(l.chunks))
+	if l.Len() != n/chunkMax {
+		t.Fatalf("%d items left", l.Len())
+	}
 }
