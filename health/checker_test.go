@@ -37,7 +37,8 @@ func startHealthWorker(t *testing.T, nc *nats.Conn, hopts ...health.Option) *hea
 	require.NoError(t, err)
 	pub, err := events.New(ctx, nc)
 	require.NoError(t, err)
-	mgr := manager.New(store, manager.WithLogger(zap.NewNop()))
+	mgr, err := manager.New(ctx, store, manager.WithLogger(zap.NewNop()))
+	require.NoError(t, err)
 	mgr.RegisterHealthCallback(pub.Health)
 	mgr.RegisterExpiredCallback(pub.Expired)
 	mgr.RegisterReleaseCallback(pub.Released)
@@ -51,7 +52,7 @@ func startHealthWorker(t *testing.T, nc *nats.Conn, hopts ...health.Option) *hea
 		_ = brk.Stop(sctx)
 		hc.Close()
 		_ = pub.Close(sctx)
-		store.Close()
+		mgr.Close()
 	})
 	return &healthWorker{mgr: mgr, checker: hc, pub: pub}
 }

@@ -68,19 +68,18 @@ func (s *Store) getJSON(ctx context.Context, kv jetstream.KeyValue, key string, 
 	return rev, nil
 }
 
-// syncReplica waits until the replica has applied every write the bucket
-// acknowledged before this call, so that reads served from it reflect them
-// whichever worker made them.
-func (s *Store) syncReplica(ctx context.Context, kv jetstream.KeyValue) error {
+// Sequence is the last stream sequence the bucket has acknowledged: a reader
+// whose watch has delivered it has seen every write acknowledged before.
+func (s *Store) Sequence(ctx context.Context, bucket string) (uint64, error) {
+	kv := s.pools
+	if bucket == ProxiesBucket {
+		kv = s.proxies
+	}
 	st, err := kv.Status(ctx)
 	if err != nil {
-		return storeErr("status "+kv.Bucket(), err)
+		return 0, storeErr("status "+bucket, err)
 	}
-	last := st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq
-	if err := s.replica.waitSeen(ctx, kv.Bucket(), last); err != nil {
-		return storeErr("sync replica", err)
-	}
-	return nil
+	return st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq, nil
 }
 
 func zapBucket(b string) zap.Field { return zap.String("bucket", b) }

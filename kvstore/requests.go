@@ -32,11 +32,11 @@ type RequestClaim struct {
 }
 
 // ClaimRequest decides what an acquire with a request_id does. When the key
-// already names a lease that is still active, it returns that lease's id and
-// a nil claim: answer with that lease. Otherwise it returns a claim: go on
-// and acquire, then Complete (or Abandon). A claim left by a request that
-// died is taken over after staleAfter.
-func (s *Store) ClaimRequest(ctx context.Context, consumer, requestID string, staleAfter time.Duration) (string, *RequestClaim, error) {
+// already names a lease that active says is still active, it returns that
+// lease's id and a nil claim: answer with that lease. Otherwise it returns a
+// claim: go on and acquire, then Complete (or Abandon). A claim left by a
+// request that died is taken over after staleAfter.
+func (s *Store) ClaimRequest(ctx context.Context, consumer, requestID string, staleAfter time.Duration, active func(ctx context.Context, leaseID string) (bool, error)) (string, *RequestClaim, error) {
 	key := consumer + "." + base64.RawURLEncoding.EncodeToString([]byte(requestID))
 	for {
 		data, _ := json.Marshal(requestRecord{ClaimedAt: s.Now()})
@@ -55,12 +55,12 @@ func (s *Store) ClaimRequest(ctx context.Context, consumer, requestID string, st
 		case err != nil:
 			return "", nil, err
 		case rec.LeaseID != "":
-			lease, err := s.GetLease(ctx, rec.LeaseID)
-			if err == nil && lease.Status == model.LeaseActive {
-				return rec.LeaseID, nil, nil
-			}
-			if err != nil && !errors.Is(err, model.ErrLeaseNotFound) {
+			isActive, err := active(ctx, rec.LeaseID)
+			if err != nil {
 				return "", nil, err
+			}
+			if isActive {
+				return rec.LeaseID, nil, nil
 			}
 			// That lease has ended: the key starts a new one.
 			if err := s.requests.Delete(ctx, key, jetstream.LastRevision(rev)); err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {

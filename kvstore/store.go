@@ -1,7 +1,10 @@
-// Package kvstore keeps all pharox state in JetStream KV buckets and does
-// every read and write of it. Writes that change what a proxy can be leased
-// for are revision-checked (compare-and-swap), so any number of workers on any
-// number of machines share the state without a lock held in one process.
+// Package kvstore keeps all pharox state in JetStream KV buckets: it creates
+// the buckets, reads from their stream leaders, watches them, and makes the
+// writes. Writes that change what a proxy can be leased for are
+// revision-checked (compare-and-swap) against the revision the caller based
+// its change on, so any number of workers on any number of machines share
+// the state without a lock held in one process. What to write is decided by
+// the manager; this package only stores it.
 package kvstore
 
 import (
@@ -37,19 +40,13 @@ type Store struct {
 	leases    jetstream.KeyValue
 	consumers jetstream.KeyValue
 	requests  jetstream.KeyValue
-	replica   *replica
 	opts      options
 	log       *zap.Logger
 
-	locks     *keyLocks
-	inflight  *inflight
-	onExpired func([]model.Lease)
+	own *ownWrites
 
 	consumerMu    sync.RWMutex
 	consumerCache map[string]model.Consumer
-
-	cancelWatch context.CancelFunc
-	watchDone   chan struct{}
 }
 
 type options struct {
@@ -58,7 +55,6 @@ type options struct {
 	log           *zap.Logger
 	leaseHistory  time.Duration
 	maxCASRetries int
-	grace         time.Duration
 }
 
 // Option configures Open.
@@ -73,17 +69,10 @@ func WithClock(now func() time.Time) Option { return func(o *options) { o.now = 
 // WithLogger sets the logger.
 func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
 
-// WithExpiryGrace makes a lease count as expired only grace after its
-// expires_at, so that workers whose clocks run a little ahead never free a
-// slot before its holder's own clock says the lease ended.
-func WithExpiryGrace(d time.Duration) Option { return func(o *options) { o.grace = d } }
-
 // WithLeaseHistory sets how long ended lease records stay readable.
 func WithLeaseHistory(d time.Duration) Option { return func(o *options) { o.leaseHistory = d } }
 
-// Open connects the store to the buckets, creating missing ones, and starts
-// the local replica of pools and proxies. It returns once the replica holds
-// everything the buckets held when it started.
+// Open connects the store to the buckets, creating missing ones.
 func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 	o := options{replicas: 1, now: time.Now, log: zap.NewNop(), leaseHistory: 48 * time.Hour, maxCASRetries: 64}
 	for _, opt := range opts {
@@ -93,7 +82,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	s := &Store{nc: nc, js: js, opts: o, log: o.log, consumerCache: map[string]model.Consumer{}, locks: newKeyLocks(), inflight: newInflight()}
+	s := &Store{nc: nc, js: js, opts: o, log: o.log, consumerCache: map[string]model.Consumer{}, own: newOwnWrites()}
 	buckets := []struct {
 		kv  *jetstream.KeyValue
 		cfg jetstream.KeyValueConfig
@@ -115,25 +104,11 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 		}
 		*b.kv = kv
 	}
-	s.replica = newReplica()
-	if err := s.startWatch(ctx); err != nil {
-		return nil, err
-	}
 	return s, nil
-}
-
-// Close stops the replica's watchers.
-func (s *Store) Close() {
-	s.cancelWatch()
-	<-s.watchDone
 }
 
 // Now is the store's clock.
 func (s *Store) Now() time.Time { return s.opts.now().UTC() }
-
-// Horizon is the time against which leases are judged: a lease whose
-// expires_at is not after it has expired. It is Now less the expiry grace.
-func (s *Store) Horizon() time.Time { return s.Now().Add(-s.opts.grace) }
 
 // EnsureBucket looks a bucket up and creates it when missing. Several workers
 // starting at once race here: a create that loses finds the winner's bucket

@@ -8,10 +8,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/record"
+	"github.com/pharox/pharox-nats/replica"
 )
 
 // AcquireProxy leases a proxy of the pool to the consumer. It returns nil, nil,
@@ -22,8 +25,8 @@ func (m *Manager) AcquireProxy(ctx context.Context, req model.AcquireRequest) (*
 	if err != nil {
 		return nil, nil, err
 	}
-	started := m.store.Now()
-	if _, err := m.store.PoolExists(ctx, p.pool); err != nil {
+	started := m.now()
+	if _, err := m.poolExists(ctx, p.pool); err != nil {
 		return nil, nil, err
 	}
 	consumer, err := m.store.EnsureConsumer(ctx, p.consumer)
@@ -31,7 +34,7 @@ func (m *Manager) AcquireProxy(ctx context.Context, req model.AcquireRequest) (*
 		return nil, nil, err
 	}
 	if p.requestID != "" {
-		leaseID, claim, err := m.store.ClaimRequest(ctx, p.consumer, p.requestID, m.opts.claimStale)
+		leaseID, claim, err := m.store.ClaimRequest(ctx, p.consumer, p.requestID, m.opts.claimStale, m.leaseActive)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -51,13 +54,23 @@ func (m *Manager) AcquireProxy(ctx context.Context, req model.AcquireRequest) (*
 	return m.acquire(ctx, p, consumer, started)
 }
 
+// leaseActive tells the request_id claim whether the lease a key names is
+// still active.
+func (m *Manager) leaseActive(ctx context.Context, leaseID string) (bool, error) {
+	lease, err := m.GetLease(ctx, leaseID)
+	if errors.Is(err, model.ErrLeaseNotFound) {
+		return false, nil
+	}
+	return err == nil && lease.Status == model.LeaseActive, err
+}
+
 // existingLease answers a repeated request_id with the lease it created.
 func (m *Manager) existingLease(ctx context.Context, leaseID string) (*model.Lease, *model.Proxy, error) {
-	lease, err := m.store.GetLease(ctx, leaseID)
+	lease, err := m.GetLease(ctx, leaseID)
 	if err != nil {
 		return nil, nil, err
 	}
-	proxy, err := m.store.GetProxy(ctx, lease.ProxyID)
+	proxy, err := m.GetProxy(ctx, lease.ProxyID)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -78,14 +91,14 @@ func (m *Manager) acquire(ctx context.Context, p acquireParams, consumer model.C
 	if err != nil {
 		return nil, nil, err
 	}
-	completed := m.store.Now()
+	completed := m.now()
 	ev := model.AcquireEvent{
 		PoolName: p.pool, ConsumerName: p.consumer, Filters: p.filters, Selector: p.selector,
 		StartedAt: started, CompletedAt: completed, DurationMs: ms(completed.Sub(started)),
 		PoolStats: m.localStats(p.pool),
 	}
 	if grant != nil {
-		ev.Lease = &grant.Lease
+		ev.Lease = &grant.lease
 	}
 	for _, fn := range hooks(m, &m.onAcquire) {
 		fn(ev)
@@ -97,9 +110,17 @@ func (m *Manager) acquire(ctx context.Context, p acquireParams, consumer model.C
 	}
 	m.counters.granted.Add(1)
 	m.log.Debug("acquire", zap.String("pool", p.pool), zap.String("consumer", p.consumer),
-		zap.String("lease_id", grant.Lease.ID), zap.String("proxy_id", grant.Proxy.ID),
-		zap.Uint64("fencing_token", grant.Lease.FencingToken), zap.Int("conflicts", conflicts))
-	return &grant.Lease, &grant.Proxy, nil
+		zap.String("lease_id", grant.lease.ID), zap.String("proxy_id", grant.proxy.ID),
+		zap.Uint64("fencing_token", grant.lease.FencingToken), zap.Int("conflicts", conflicts))
+	return &grant.lease, &grant.proxy, nil
+}
+
+// grant is a committed lease and the proxy it holds.
+type grant struct {
+	lease model.Lease
+	proxy model.Proxy
+	// expired are the leases the committing write recorded as expired.
+	expired []model.Lease
 }
 
 // commit proposes candidates from the replica and commits the lease with one
@@ -109,7 +130,7 @@ func (m *Manager) acquire(ctx context.Context, p acquireParams, consumer model.C
 // was just synced and the pool checked (a waiting acquire right after its
 // first try): "none free" is then answered from the replica until a write
 // is lost.
-func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Consumer, fresh bool) (*kvstore.Grant, int, error) {
+func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Consumer, fresh bool) (*grant, int, error) {
 	synced := fresh
 	conflicts := 0
 	for attempt := 0; attempt < m.opts.maxAttempts; attempt++ {
@@ -128,7 +149,7 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 				continue
 			}
 			if !synced {
-				if err := m.store.SyncProxies(ctx); err != nil {
+				if err := m.sync(ctx, kvstore.ProxiesBucket); err != nil {
 					return nil, conflicts, err
 				}
 				synced = true
@@ -144,23 +165,50 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 			}
 			return nil, conflicts, nil
 		}
-		done := m.inflight.begin(id)
-		grant, err := m.store.TryAcquire(ctx, id, consumer, p.duration, func(rec *kvstore.ProxyRecord) bool { return p.filters.Matches(rec.Attrs()) })
-		done()
-		m.fireExpired(grant.Expired)
+		g, err := m.tryAcquire(ctx, id, consumer, p.duration, p.filters)
 		switch {
 		case err == nil:
-			return &grant, conflicts, nil
-		case errors.Is(err, kvstore.ErrCASConflict):
+			return g, conflicts, nil
+		case errors.Is(err, errLostRace):
 			conflicts++
 			synced, fresh = false, false
-		case errors.Is(err, kvstore.ErrNotEligible):
+		case errors.Is(err, errNotEligible):
 			synced, fresh = false, false
 		default:
 			return nil, conflicts, err
 		}
 	}
 	return nil, conflicts, fmt.Errorf("%w: acquire gave up after %d contended attempts", model.ErrUnavailable, m.opts.maxAttempts)
+}
+
+// errNotEligible means the proxy, as the latest write left it, cannot take
+// this lease (not active, no longer matching, full, or deleted); pick
+// another one.
+var errNotEligible = errors.New("proxy not eligible")
+
+// tryAcquire makes one revision-checked attempt to add a lease for consumer
+// to the proxy, re-checking the request against the record the write is
+// based on. That write is the whole commit: an active lease lives only as a
+// holder in its proxy's record, and the write's KV revision is its fencing
+// token. errLostRace: try again; errNotEligible: pick another proxy.
+func (m *Manager) tryAcquire(ctx context.Context, proxyID string, consumer model.Consumer, d time.Duration, filters *model.ProxyFilters) (*grant, error) {
+	h := record.Holder{LeaseID: uuid.NewString(), ConsumerID: consumer.ID, ConsumerName: consumer.Name}
+	mut, err := m.tryMutateProxy(ctx, proxyID, func(rec *record.Proxy, now time.Time) error {
+		if rec.Status != model.ProxyActive || !filters.Matches(rec.Attrs()) || !rec.HasRoom(now.Add(-m.opts.grace)) {
+			return errNotEligible
+		}
+		h.AcquiredAt = now
+		h.ExpiresAt = now.Add(d)
+		rec.Holders = append(rec.Holders, h)
+		return nil
+	})
+	if errors.Is(err, model.ErrProxyNotFound) {
+		return nil, errNotEligible
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &grant{lease: mut.rec.LeaseFor(h, mut.rev, model.LeaseActive), proxy: mut.rec.Model(m.horizon()), expired: mut.expired}, nil
 }
 
 // pick chooses a proxy by the selector among those the replica's indexes
@@ -172,19 +220,21 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 // otherwise good candidates: workers that collided on the first free proxy
 // then spread over the next ones instead of colliding again in step.
 func (m *Manager) pick(p acquireParams, conflicts int) (string, <-chan struct{}) {
-	horizon := m.store.Horizon()
-	wake := m.inflight.changed() // before the pick, so no landing is missed
+	m.advance()
+	horizon := m.horizon()
+	wake := m.turns.changed() // before the pick, so no landing is missed
 	skip := 0
 	if conflicts > 0 && (p.selector == model.SelectorFirstAvailable || p.selector == model.SelectorLeastUsed) {
 		skip = rand.IntN(min(conflicts, 7) + 1)
 	}
 	for {
 		busy, passed := false, 0
-		rec := m.store.Pick(p.pool, p.selector, p.filters, m.rr.cursor(p.pool), func(rec *kvstore.ProxyRecord) bool {
+		q := replica.Query{Pool: p.pool, Selector: p.selector, Filters: p.filters, After: m.rr.cursor(p.pool)}
+		rec := m.replica.Pick(q, func(rec *record.Proxy) bool {
 			if rec.Status != model.ProxyActive || !rec.HasRoom(horizon) {
 				return false
 			}
-			if m.inflight.has(rec.ID) {
+			if m.turns.busy(rec.ID) {
 				busy = true
 				return false
 			}
@@ -202,7 +252,7 @@ func (m *Manager) pick(p acquireParams, conflicts int) (string, <-chan struct{})
 	}
 }
 
-func (m *Manager) picked(p acquireParams, rec *kvstore.ProxyRecord, busy bool, wake <-chan struct{}) (string, <-chan struct{}) {
+func (m *Manager) picked(p acquireParams, rec *record.Proxy, busy bool, wake <-chan struct{}) (string, <-chan struct{}) {
 	if rec == nil {
 		if busy {
 			return "", wake
@@ -213,45 +263,6 @@ func (m *Manager) picked(p acquireParams, rec *kvstore.ProxyRecord, busy bool, w
 		m.rr.advance(p.pool, rec.Seq)
 	}
 	return rec.ID, nil
-}
-
-// inflight tracks the proxies this worker has a write in flight on, so that
-// its own requests spread over the pool instead of colliding on one key.
-type inflight struct {
-	mu   sync.Mutex
-	ids  map[string]int
-	wake chan struct{}
-}
-
-func newInflight() *inflight {
-	return &inflight{ids: map[string]int{}, wake: make(chan struct{})}
-}
-
-func (f *inflight) begin(id string) func() {
-	f.mu.Lock()
-	f.ids[id]++
-	f.mu.Unlock()
-	return func() {
-		f.mu.Lock()
-		if f.ids[id]--; f.ids[id] == 0 {
-			delete(f.ids, id)
-		}
-		close(f.wake)
-		f.wake = make(chan struct{})
-		f.mu.Unlock()
-	}
-}
-
-func (f *inflight) has(id string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.ids[id] > 0
-}
-
-func (f *inflight) changed() <-chan struct{} {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.wake
 }
 
 // rotation keeps each pool's round-robin position on this worker: the added

@@ -2,13 +2,17 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/record"
 )
 
 // CreatePool creates a pool; an existing name is model.ErrConflict.
@@ -16,16 +20,38 @@ func (m *Manager) CreatePool(ctx context.Context, req model.PoolCreateRequest) (
 	if err := model.CheckName("name", req.Name); err != nil {
 		return model.ProxyPool{}, err
 	}
-	pool, err := m.store.CreatePool(ctx, req.Name, req.Description)
-	if err == nil {
-		m.log.Debug("pool created", zap.String("pool", req.Name))
+	rec := &record.Pool{ID: uuid.NewString(), Name: req.Name, Description: req.Description, NextSeq: 1, CreatedAt: m.now()}
+	rev, err := m.store.CreatePool(ctx, rec)
+	if err != nil {
+		return model.ProxyPool{}, err
 	}
-	return pool, err
+	m.replica.InstallPool(rec.Name, rec, rev)
+	m.log.Debug("pool created", zap.String("pool", req.Name))
+	return rec.Model(), nil
 }
 
-// ListPools lists every pool.
+// ListPools lists every pool, oldest first.
 func (m *Manager) ListPools(ctx context.Context) ([]model.ProxyPool, error) {
-	return m.store.ListPools(ctx)
+	if err := m.sync(ctx, kvstore.PoolsBucket); err != nil {
+		return nil, err
+	}
+	pools := m.replica.Pools()
+	out := make([]model.ProxyPool, 0, len(pools))
+	for _, p := range pools {
+		out = append(out, p.Model())
+	}
+	return out, nil
+}
+
+// poolExists answers from the replica and, when the replica does not know
+// the pool, from the bucket's leader: a pool created on another worker a
+// moment ago exists.
+func (m *Manager) poolExists(ctx context.Context, name string) (*record.Pool, error) {
+	if rec, ok := m.replica.Pool(name); ok {
+		return rec, nil
+	}
+	rec, _, err := m.store.GetPool(ctx, name)
+	return rec, err
 }
 
 // UpdatePool changes a pool's description and health-check settings.
@@ -36,7 +62,7 @@ func (m *Manager) UpdatePool(ctx context.Context, req model.PoolUpdateRequest) (
 	if err := checkHealthCheck(req.HealthCheck.Value); err != nil {
 		return model.ProxyPool{}, err
 	}
-	rec, err := m.store.UpdatePool(ctx, req.Name, func(r *kvstore.PoolRecord) error {
+	rec, rev, err := m.store.UpdatePool(ctx, req.Name, func(r *record.Pool) error {
 		if req.Description.Set {
 			r.Description = req.Description.Value
 		}
@@ -48,21 +74,57 @@ func (m *Manager) UpdatePool(ctx context.Context, req model.PoolUpdateRequest) (
 	if err != nil {
 		return model.ProxyPool{}, err
 	}
+	m.replica.InstallOwnPool(req.Name, rec, rev)
 	return rec.Model(), nil
 }
 
-// DeletePool deletes a pool and its proxies; force releases live leases
-// first, firing their release callbacks.
+// DeletePool deletes a pool and its proxies. With live leases it refuses
+// with model.ErrConflict unless force, which first releases them, firing
+// their release callbacks.
 func (m *Manager) DeletePool(ctx context.Context, req model.PoolDeleteRequest) error {
-	if err := model.CheckName("name", req.Name); err != nil {
-		return err
-	}
-	released, err := m.store.DeletePool(ctx, req.Name, req.Force)
-	m.fireReleased(released)
-	if err == nil {
-		m.log.Info("pool deleted", zap.String("pool", req.Name), zap.Int("released_leases", len(released)))
-	}
+	_, err := m.deletePool(ctx, req)
 	return err
+}
+
+// deletePool is DeletePool; it returns the leases it released.
+func (m *Manager) deletePool(ctx context.Context, req model.PoolDeleteRequest) ([]model.Lease, error) {
+	if err := model.CheckName("name", req.Name); err != nil {
+		return nil, err
+	}
+	if _, _, err := m.store.GetPool(ctx, req.Name); err != nil {
+		return nil, err
+	}
+	if err := m.sync(ctx, kvstore.ProxiesBucket); err != nil {
+		return nil, err
+	}
+	var ids []string
+	live := 0
+	horizon := m.horizon()
+	m.replica.Members(req.Name, 0, func(rec *record.Proxy) bool {
+		ids = append(ids, rec.ID)
+		live += rec.LiveHolders(horizon)
+		return true
+	})
+	if live > 0 && !req.Force {
+		return nil, fmt.Errorf("%w: pool %q has %d active leases; delete with force to release them", model.ErrConflict, req.Name, live)
+	}
+	var released []model.Lease
+	for _, id := range ids {
+		leases, err := m.deleteProxy(ctx, id, req.Force)
+		released = append(released, leases...)
+		if errors.Is(err, model.ErrProxyNotFound) {
+			continue
+		}
+		if err != nil {
+			return released, err
+		}
+	}
+	if err := m.store.DeletePool(ctx, req.Name); err != nil {
+		return released, err
+	}
+	m.replica.InstallPool(req.Name, nil, ^uint64(0))
+	m.log.Info("pool deleted", zap.String("pool", req.Name), zap.Int("released_leases", len(released)))
+	return released, nil
 }
 
 // AddProxies adds 1..1000 proxies to a pool, all or none.
@@ -78,11 +140,33 @@ func (m *Manager) AddProxies(ctx context.Context, req model.ProxiesAddRequest) (
 			return nil, err
 		}
 	}
-	proxies, err := m.store.AddProxies(ctx, req.PoolName, req.Proxies)
-	if err == nil {
-		m.log.Debug("proxies added", zap.String("pool", req.PoolName), zap.Int("count", len(proxies)))
+	n := uint64(len(req.Proxies))
+	pool, _, err := m.store.UpdatePool(ctx, req.PoolName, func(r *record.Pool) error {
+		r.NextSeq += n // reserve the added-order range of this batch
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return proxies, err
+	first := pool.NextSeq - n
+	recs := make([]*record.Proxy, len(req.Proxies))
+	for i, in := range req.Proxies {
+		recs[i] = record.NewProxy(pool, first+uint64(i), in)
+	}
+	last, err := m.store.CreateProxies(ctx, recs)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.replica.WaitSeen(ctx, kvstore.ProxiesBucket, last); err != nil {
+		return nil, unavailable("add proxies", err)
+	}
+	horizon := m.horizon()
+	out := make([]model.Proxy, len(recs))
+	for i, rec := range recs {
+		out[i] = rec.Model(horizon)
+	}
+	m.log.Debug("proxies added", zap.String("pool", req.PoolName), zap.Int("count", len(out)))
+	return out, nil
 }
 
 // ListProxies pages through a pool's proxies in added order.
@@ -100,19 +184,52 @@ func (m *Manager) ListProxies(ctx context.Context, req model.ProxiesListRequest)
 		}
 		limit = *req.Limit
 	}
-	cursor := ""
-	if req.Cursor != nil {
-		cursor = *req.Cursor
+	page := model.ProxiesPage{Proxies: []model.Proxy{}}
+	// The cursor is the added-order position after which the next page
+	// starts, so a page costs the same wherever it starts.
+	var after uint64
+	if req.Cursor != nil && *req.Cursor != "" {
+		v, err := strconv.ParseUint(*req.Cursor, 10, 64)
+		if err != nil {
+			return page, fmt.Errorf("%w: cursor %q is not one this service returned", model.ErrBadRequest, *req.Cursor)
+		}
+		after = v
 	}
-	return m.store.ListProxies(ctx, req.PoolName, req.Status, limit, cursor)
+	if err := m.syncPool(ctx, req.PoolName); err != nil {
+		return page, err
+	}
+	horizon := m.horizon()
+	more := false
+	var lastSeq uint64
+	m.replica.Members(req.PoolName, after, func(rec *record.Proxy) bool {
+		if req.Status != nil && rec.Status != *req.Status {
+			return true
+		}
+		if len(page.Proxies) == limit {
+			more = true
+			return false
+		}
+		page.Proxies = append(page.Proxies, rec.Model(horizon))
+		lastSeq = rec.Seq
+		return true
+	})
+	if more {
+		c := strconv.FormatUint(lastSeq, 10)
+		page.NextCursor = &c
+	}
+	return page, nil
 }
 
-// GetProxy reads a proxy.
+// GetProxy reads a proxy from the bucket's leader.
 func (m *Manager) GetProxy(ctx context.Context, id string) (model.Proxy, error) {
 	if err := checkUUID("proxy_id", id); err != nil {
 		return model.Proxy{}, err
 	}
-	return m.store.GetProxy(ctx, id)
+	rec, _, err := m.store.GetProxy(ctx, id)
+	if err != nil {
+		return model.Proxy{}, err
+	}
+	return rec.Model(m.horizon()), nil
 }
 
 // UpdateProxy changes the given fields of a proxy with a revision-checked
@@ -121,7 +238,7 @@ func (m *Manager) UpdateProxy(ctx context.Context, req model.ProxyUpdateRequest)
 	if err := checkProxyUpdate(req); err != nil {
 		return model.Proxy{}, err
 	}
-	mut, err := m.store.MutateProxy(ctx, req.ProxyID, func(r *kvstore.ProxyRecord, _ time.Time) error {
+	mut, err := m.mutateProxy(ctx, req.ProxyID, func(r *record.Proxy, _ time.Time) error {
 		set(&r.Host, req.Host)
 		set(&r.Port, req.Port)
 		set(&r.Protocol, req.Protocol)
@@ -137,11 +254,10 @@ func (m *Manager) UpdateProxy(ctx context.Context, req model.ProxyUpdateRequest)
 		setNullable(&r.MaxConcurrency, req.MaxConcurrency)
 		return nil
 	})
-	m.fireExpired(mut.Expired)
 	if err != nil {
 		return model.Proxy{}, err
 	}
-	return mut.Record.Model(m.store.Horizon()), nil
+	return mut.rec.Model(m.horizon()), nil
 }
 
 // DeleteProxy deletes a proxy; force releases its live leases first.
@@ -149,9 +265,51 @@ func (m *Manager) DeleteProxy(ctx context.Context, req model.ProxyDeleteRequest)
 	if err := checkUUID("proxy_id", req.ProxyID); err != nil {
 		return err
 	}
-	released, err := m.store.DeleteProxy(ctx, req.ProxyID, req.Force)
-	m.fireReleased(released)
+	_, err := m.deleteProxy(ctx, req.ProxyID, req.Force)
 	return err
+}
+
+// deleteProxy deletes a proxy with a revision-checked delete based on the
+// leader's latest record. With live leases it refuses with
+// model.ErrConflict unless force: the delete then releases them (their
+// release callbacks fire) and records the expired ones. It returns the
+// leases it released.
+func (m *Manager) deleteProxy(ctx context.Context, id string, force bool) ([]model.Lease, error) {
+	for attempt := 0; ; attempt++ {
+		rec, rev, err := m.store.GetProxy(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		rec.Seal(rev)
+		now, horizon := m.now(), m.horizon()
+		live := rec.LiveHolders(horizon)
+		if live > 0 && !force {
+			return nil, fmt.Errorf("%w: proxy %s has %d active leases; delete with force to release them", model.ErrConflict, id, live)
+		}
+		err = m.store.DeleteProxy(ctx, id, rev)
+		if errors.Is(err, kvstore.ErrRevisionConflict) {
+			m.counters.conflicts.Add(1)
+			if attempt >= m.opts.maxCASRetries {
+				return nil, fmt.Errorf("%w: proxy %s kept changing", model.ErrUnavailable, id)
+			}
+			sleepJitter(ctx, backoff(attempt))
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		m.replica.RemoveProxy(id)
+		expired := rec.PruneExpired(horizon)
+		m.expire(ctx, rec, expired, now)
+		released := make([]model.Lease, 0, len(rec.Holders))
+		for _, h := range rec.Holders {
+			l := rec.LeaseFor(h, 0, model.LeaseReleased)
+			l.ReleasedAt = endTime(model.LeaseReleased, h.ExpiresAt, now)
+			released = append(released, l)
+		}
+		m.released(ctx, released)
+		return released, nil
+	}
 }
 
 // EnsureConsumer returns the consumer named name, creating it once.
@@ -171,15 +329,22 @@ func (m *Manager) ListConsumers(ctx context.Context) ([]model.Consumer, error) {
 // apply_health_check_result does, and fires the health callbacks when the
 // status changed.
 func (m *Manager) ApplyHealthResult(ctx context.Context, req model.HealthApplyRequest) (model.Proxy, error) {
-	res, err := checkHealthApply(req, m.store.Now())
+	res, err := checkHealthApply(req, m.now())
 	if err != nil {
 		return model.Proxy{}, err
 	}
-	proxy, previous, mut, err := m.store.ApplyHealth(ctx, res.ProxyID, res.Status, res.CheckedAt)
-	m.fireExpired(mut.Expired)
+	var previous model.ProxyStatus
+	mut, err := m.mutateProxy(ctx, res.ProxyID, func(rec *record.Proxy, _ time.Time) error {
+		previous = rec.Status
+		rec.Status = res.Status
+		t := res.CheckedAt.UTC()
+		rec.CheckedAt = &t
+		return nil
+	})
 	if err != nil {
 		return model.Proxy{}, err
 	}
+	proxy := mut.rec.Model(m.horizon())
 	if previous != res.Status {
 		ev := model.HealthEvent{ProxyID: proxy.ID, PoolName: proxy.PoolName, PreviousStatus: previous, Result: res}
 		for _, fn := range hooks(m, &m.onHealth) {
@@ -223,17 +388,6 @@ func checkHealthApply(req model.HealthApplyRequest, now time.Time) (model.Health
 		res.CheckedAt = t.UTC()
 	}
 	return res, nil
-}
-
-func (m *Manager) fireReleased(leases []model.Lease) {
-	for i := range leases {
-		l := leases[i]
-		ev := model.ReleaseEvent{Lease: &l, PoolName: l.PoolName, ReleasedAt: *l.ReleasedAt,
-			LeaseDurationMs: ms(l.ReleasedAt.Sub(l.AcquiredAt)), PoolStats: m.localStats(l.PoolName)}
-		for _, fn := range hooks(m, &m.onRelease) {
-			fn(ev)
-		}
-	}
 }
 
 func set[T any](dst *T, o model.Optional[T]) {

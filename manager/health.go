@@ -7,8 +7,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/record"
 )
 
 // HealthDecision returns the status a proxy gets from a health result, given
@@ -34,7 +34,7 @@ func (m *Manager) ApplyHealthDecision(ctx context.Context, res model.HealthCheck
 		return model.Proxy{}, applied, err
 	}
 	var previous model.ProxyStatus
-	mut, err := m.store.MutateProxy(ctx, res.ProxyID, func(r *kvstore.ProxyRecord, _ time.Time) error {
+	mut, err := m.mutateProxy(ctx, res.ProxyID, func(r *record.Proxy, _ time.Time) error {
 		next := decide(r.Status)
 		if !next.Valid() {
 			return fmt.Errorf("health decision gave status %q", next)
@@ -46,11 +46,10 @@ func (m *Manager) ApplyHealthDecision(ctx context.Context, res model.HealthCheck
 		r.CheckedAt = &t
 		return nil
 	})
-	m.fireExpired(mut.Expired)
 	if err != nil {
 		return model.Proxy{}, applied, err
 	}
-	proxy := mut.Record.Model(m.store.Now())
+	proxy := mut.rec.Model(m.horizon())
 	if previous != applied.Status {
 		ev := model.HealthEvent{ProxyID: proxy.ID, PoolName: proxy.PoolName, PreviousStatus: previous, Result: applied}
 		for _, fn := range hooks(m, &m.onHealth) {

@@ -21,6 +21,7 @@ import (
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/manager"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/record"
 )
 
 // The invariant under load: two workers in one process, each on its own
@@ -663,7 +664,7 @@ func startProxyWatch(t *testing.T, ctx context.Context, js jetstream.JetStream) 
 				}
 				continue
 			}
-			var rec kvstore.ProxyRecord
+			var rec record.Proxy
 			if e.Operation() == jetstream.KeyValuePut {
 				if err := json.Unmarshal(e.Value(), &rec); err != nil {
 					t.Errorf("undecodable proxy record %s@%d: %v", e.Key(), e.Revision(), err)
@@ -836,8 +837,11 @@ func TestReleaseOnLaggingReplicaFreesTheSlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lagging.Close() // the replica keeps the proxy as it was: no holder
-	m2 := manager.New(lagging)
+	m2, err := manager.New(ctx, lagging)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2.Close() // the replica keeps the proxy as it was: no holder
 	var released []model.ReleaseEvent
 	m2.RegisterReleaseCallback(func(ev model.ReleaseEvent) { released = append(released, ev) })
 

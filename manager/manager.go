@@ -1,7 +1,9 @@
 // Package manager is pharox's ProxyManager over the JetStream KV store:
-// request defaults and validation, proxy selection, lease commit through the
-// store's revision-checked writes, and the lifecycle callbacks that events
-// (or any Go user) hook into.
+// request defaults and validation, proxy selection from the worker's
+// replica, lease commit with one revision-checked write, and the lifecycle
+// callbacks that events (or any Go user) hook into. An acquire reads
+// top-down: AcquireProxy -> commit -> pick (replica) -> tryMutateProxy
+// (one kvstore write) -> the acquire callbacks.
 package manager
 
 import (
@@ -16,6 +18,7 @@ import (
 
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/replica"
 )
 
 // Callback types mirror pharox's register_*_callback hooks; each receives the
@@ -30,9 +33,11 @@ type (
 
 // Manager leases proxies from pools to consumers.
 type Manager struct {
-	store *kvstore.Store
-	opts  options
-	log   *zap.Logger
+	store     *kvstore.Store
+	replica   *replica.Replica
+	stopWatch func()
+	opts      options
+	log       *zap.Logger
 
 	cbMu      sync.RWMutex
 	onAcquire []AcquireCallback
@@ -41,7 +46,7 @@ type Manager struct {
 	onHealth  []HealthCallback
 	onRenew   []RenewCallback
 
-	inflight *inflight
+	turns    *turns
 	rr       *rotation
 	waiters  *waitQueue
 	counters counters
@@ -66,10 +71,12 @@ func (m *Manager) Counters() Counters {
 }
 
 type options struct {
-	maxDuration time.Duration
-	log         *zap.Logger
-	maxAttempts int
-	claimStale  time.Duration
+	maxDuration   time.Duration
+	grace         time.Duration
+	log           *zap.Logger
+	maxAttempts   int
+	maxCASRetries int
+	claimStale    time.Duration
 }
 
 // Option configures New.
@@ -78,20 +85,48 @@ type Option func(*options)
 // WithMaxDuration bounds duration_seconds (default 24 h).
 func WithMaxDuration(d time.Duration) Option { return func(o *options) { o.maxDuration = d } }
 
+// WithExpiryGrace makes a lease count as expired only grace after its
+// expires_at, so that workers whose clocks run a little ahead never free a
+// slot before its holder's own clock says the lease ended.
+func WithExpiryGrace(d time.Duration) Option { return func(o *options) { o.grace = d } }
+
 // WithLogger sets the logger.
 func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
 
-// New returns a manager over store.
-func New(store *kvstore.Store, opts ...Option) *Manager {
-	o := options{maxDuration: 24 * time.Hour, log: zap.NewNop(), maxAttempts: 256, claimStale: 2 * time.Minute}
+// New returns a manager over store. It loads the worker's replica of pools
+// and proxies from the buckets' watches and returns once the replica holds
+// everything the buckets held when it started; Close stops the watches.
+func New(ctx context.Context, store *kvstore.Store, opts ...Option) (*Manager, error) {
+	o := options{maxDuration: 24 * time.Hour, log: zap.NewNop(), maxAttempts: 256, maxCASRetries: 64, claimStale: 2 * time.Minute}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	m := &Manager{store: store, opts: o, log: o.log, inflight: newInflight(), rr: newRotation(), waiters: newWaitQueue()}
-	store.OnProxyChange(m.proxyChanged)
-	store.OnLeasesExpired(m.fireExpired)
-	return m
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	m := &Manager{store: store, replica: replica.New(), opts: o, log: o.log, turns: newTurns(), rr: newRotation(), waiters: newWaitQueue()}
+	stop, err := store.Watch(ctx, feed{m})
+	if err != nil {
+		return nil, err
+	}
+	m.stopWatch = stop
+	return m, nil
 }
+
+func (o options) validate() error {
+	switch {
+	case o.maxDuration < time.Second:
+		return fmt.Errorf("manager: max duration must be at least 1s, got %s", o.maxDuration)
+	case o.grace < 0:
+		return fmt.Errorf("manager: expiry grace must not be negative, got %s", o.grace)
+	case o.log == nil:
+		return errors.New("manager: logger must not be nil")
+	}
+	return nil
+}
+
+// Close stops feeding the replica. The manager must not be used after.
+func (m *Manager) Close() { m.stopWatch() }
 
 // RegisterAcquireCallback adds fn to the hooks run after every acquire,
 // successful or not (lease nil), like pharox's register_acquire_callback.
@@ -157,88 +192,6 @@ func (m *Manager) WithLease(ctx context.Context, req model.AcquireRequest, fn fu
 	return fn(*lease, *proxy)
 }
 
-// ReleaseProxy ends a lease. Releasing an ended lease returns it unchanged
-// and fires nothing: a release is counted once.
-func (m *Manager) ReleaseProxy(ctx context.Context, req model.ReleaseRequest) (model.Lease, error) {
-	if err := checkUUID("lease_id", req.LeaseID); err != nil {
-		return model.Lease{}, err
-	}
-	if req.ConsumerName != nil {
-		if err := model.CheckName("consumer_name", *req.ConsumerName); err != nil {
-			return model.Lease{}, err
-		}
-	}
-	lease, changed, expired, err := m.store.Release(ctx, req.LeaseID, req.ConsumerName)
-	m.fireExpired(expired)
-	if err != nil {
-		return lease, err
-	}
-	if changed {
-		m.fireReleased([]model.Lease{lease})
-	}
-	m.log.Debug("release", zap.String("lease_id", lease.ID), zap.String("proxy_id", lease.ProxyID),
-		zap.String("status", string(lease.Status)), zap.Bool("changed", changed))
-	return lease, nil
-}
-
-// RenewLease extends an active lease to now + duration_seconds (same bounds
-// as acquire). The fencing token does not change.
-func (m *Manager) RenewLease(ctx context.Context, req model.RenewRequest) (model.Lease, error) {
-	if err := checkUUID("lease_id", req.LeaseID); err != nil {
-		return model.Lease{}, err
-	}
-	if req.ConsumerName != nil {
-		if err := model.CheckName("consumer_name", *req.ConsumerName); err != nil {
-			return model.Lease{}, err
-		}
-	}
-	if req.DurationSeconds == nil {
-		return model.Lease{}, fmt.Errorf("%w: duration_seconds is required", model.ErrBadRequest)
-	}
-	d, err := m.checkDuration(req.DurationSeconds)
-	if err != nil {
-		return model.Lease{}, err
-	}
-	lease, previous, expired, err := m.store.Renew(ctx, req.LeaseID, req.ConsumerName, d)
-	m.fireExpired(expired)
-	if err != nil {
-		return lease, err
-	}
-	ev := model.RenewedEvent{Lease: &lease, PoolName: lease.PoolName, PreviousExpiresAt: previous}
-	for _, fn := range hooks(m, &m.onRenew) {
-		fn(ev)
-	}
-	m.log.Debug("renew", zap.String("lease_id", lease.ID), zap.Time("expires_at", lease.ExpiresAt))
-	return lease, nil
-}
-
-// GetLease reads a lease.
-func (m *Manager) GetLease(ctx context.Context, leaseID string) (model.Lease, error) {
-	if err := checkUUID("lease_id", leaseID); err != nil {
-		return model.Lease{}, err
-	}
-	return m.store.GetLease(ctx, leaseID)
-}
-
-// CleanupExpiredLeases records every lease past its expiry as expired, frees
-// its slot and fires its expired callbacks; it returns how many it expired.
-func (m *Manager) CleanupExpiredLeases(ctx context.Context) (int, error) {
-	expired, err := m.store.CleanupExpired(ctx)
-	m.fireExpired(expired)
-	if len(expired) > 0 {
-		m.log.Debug("cleanup", zap.Int("expired", len(expired)))
-	}
-	return len(expired), err
-}
-
-// PoolStats reads a pool's statistics.
-func (m *Manager) PoolStats(ctx context.Context, pool string) (model.PoolStatsSnapshot, error) {
-	if err := model.CheckName("pool_name", pool); err != nil {
-		return model.PoolStatsSnapshot{}, err
-	}
-	return m.store.PoolStats(ctx, pool)
-}
-
 // sweepTimeout bounds one sweep when the interval is shorter.
 const sweepTimeout = time.Minute
 
@@ -263,22 +216,6 @@ func (m *Manager) Sweep(ctx context.Context, interval time.Duration) {
 	}
 }
 
-func (m *Manager) fireExpired(leases []model.Lease) {
-	if len(leases) == 0 {
-		return
-	}
-	now := m.store.Now()
-	fns := hooks(m, &m.onExpired)
-	for i := range leases {
-		l := leases[i]
-		ev := model.ExpiredEvent{Lease: &l, PoolName: l.PoolName, ExpiredAt: now, PoolStats: m.localStats(l.PoolName)}
-		for _, fn := range fns {
-			fn(ev)
-		}
-		m.log.Debug("expired", zap.String("lease_id", l.ID), zap.String("proxy_id", l.ProxyID))
-	}
-}
-
 // hooks returns the callbacks registered so far. They are called without
 // the lock held, so a callback may register another or re-enter the manager.
 func hooks[T any](m *Manager, list *[]T) []T {
@@ -287,9 +224,10 @@ func hooks[T any](m *Manager, list *[]T) []T {
 	return *list
 }
 
-func (m *Manager) localStats(pool string) *model.PoolStatsSnapshot {
-	st := m.store.LocalPoolStats(pool)
-	return &st
+// unavailable wraps an error of reaching the store (or the replica catching
+// up with it) in time as the contract's 503: nothing was changed.
+func unavailable(op string, err error) error {
+	return fmt.Errorf("%w: %s: %w", model.ErrUnavailable, op, err)
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -68,9 +68,10 @@ func (m *Manager) Seed(ctx context.Context, f SeedFile) (SeedResult, error) {
 			}
 		}
 		present := map[string]bool{}
-		cursor := ""
+		limit := model.MaxListLimit
+		var cursor *string
 		for {
-			page, err := m.store.ListProxies(ctx, p.Name, nil, model.MaxListLimit, cursor)
+			page, err := m.ListProxies(ctx, model.ProxiesListRequest{PoolName: p.Name, Limit: &limit, Cursor: cursor})
 			if err != nil {
 				return res, fmt.Errorf("seed pool %q: %w", p.Name, err)
 			}
@@ -80,7 +81,7 @@ func (m *Manager) Seed(ctx context.Context, f SeedFile) (SeedResult, error) {
 			if page.NextCursor == nil {
 				break
 			}
-			cursor = *page.NextCursor
+			cursor = page.NextCursor
 		}
 		var missing []model.ProxyInput
 		for _, in := range p.Proxies {

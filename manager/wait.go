@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/record"
 )
 
 // Parker lets a caller that bounds concurrent work (the broker's in-flight
@@ -71,9 +71,10 @@ func (q *waitQueue) add(p acquireParams) (*waiter, func()) {
 	}
 }
 
-// proxyChanged wakes, first come first served, as many waiters whose filters
-// the proxy matches as it has free slots.
-func (m *Manager) proxyChanged(rec *kvstore.ProxyRecord) {
+// offer wakes, first come first served, as many waiting acquires whose
+// filters the proxy matches as it has free slots. It is told of every proxy
+// version the replica installs and of every proxy whose leases ran out.
+func (m *Manager) offer(rec *record.Proxy) {
 	if rec.Status != model.ProxyActive {
 		return
 	}
@@ -84,7 +85,7 @@ func (m *Manager) proxyChanged(rec *kvstore.ProxyRecord) {
 	if l == nil {
 		return
 	}
-	horizon := m.store.Horizon()
+	horizon := m.horizon()
 	attrs := rec.Attrs()
 	// A lease of this version that runs out before a waiter's alarm will
 	// free its slot with no write: that waiter sets its alarm again.
@@ -127,20 +128,20 @@ func (m *Manager) proxyChanged(rec *kvstore.ProxyRecord) {
 
 // rewake offers every proxy of the pool to its waiters again.
 func (m *Manager) rewake(pool string) {
-	var recs []*kvstore.ProxyRecord
-	m.store.Candidates(pool, func(rec *kvstore.ProxyRecord) bool {
+	var recs []*record.Proxy
+	m.replica.Members(pool, 0, func(rec *record.Proxy) bool {
 		recs = append(recs, rec)
 		return true
 	})
 	for _, rec := range recs {
-		m.proxyChanged(rec)
+		m.offer(rec)
 	}
 }
 
 // wait sleeps until a proxy that could serve p frees up, then tries again,
 // until p.wait has passed since started. While asleep it holds no in-flight
 // slot of the caller's (see Parker) and costs no CPU.
-func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Consumer, started time.Time) (*kvstore.Grant, int, error) {
+func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Consumer, started time.Time) (*grant, int, error) {
 	w, remove := m.waiters.add(p)
 	defer func() {
 		remove()
@@ -207,11 +208,11 @@ func (m *Manager) sleep(ctx context.Context, w *waiter, timer *time.Timer, p acq
 		var freeing <-chan time.Time
 		var freeingTimer *time.Timer
 		left := p.wait - time.Since(p.begun)
-		alarm := m.store.Now().Add(left)
-		if d, ok := m.store.NextFreeing(); ok && d < left {
+		alarm := m.now().Add(left)
+		if d, ok := m.nextFreeing(); ok && d < left {
 			freeingTimer = time.NewTimer(d)
 			freeing = freeingTimer.C
-			alarm = m.store.Horizon().Add(d)
+			alarm = m.horizon().Add(d)
 		}
 		q.mu.Lock()
 		w.alarm = alarm
@@ -222,7 +223,7 @@ func (m *Manager) sleep(ctx context.Context, w *waiter, timer *time.Timer, p acq
 		case <-w.rearm:
 			rearm = true
 		case <-freeing:
-			m.store.AdvanceExpiries()
+			m.advance()
 			rearm = true
 		case <-timer.C:
 			timedOut = true
@@ -235,4 +236,15 @@ func (m *Manager) sleep(ctx context.Context, w *waiter, timer *time.Timer, p acq
 			return timedOut
 		}
 	}
+}
+
+// nextFreeing is when the earliest lease the replica counts stops counting
+// (its expiry plus the grace), as a duration from now: slots free up then
+// without any write. ok is false when no lease is counted.
+func (m *Manager) nextFreeing() (time.Duration, bool) {
+	at, ok := m.replica.NextExpiry()
+	if !ok {
+		return 0, false
+	}
+	return max(at.Add(m.opts.grace).Sub(m.now()), time.Millisecond), true
 }

@@ -93,16 +93,20 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	store, err := kvstore.Open(startCtx, nc, kvstore.WithReplicas(cfg.Replicas), kvstore.WithLogger(log.Named("kvstore")),
-		kvstore.WithLeaseHistory(cfg.MaxDuration+cfg.LeaseRetention), kvstore.WithExpiryGrace(cfg.ExpiryGrace))
+		kvstore.WithLeaseHistory(cfg.MaxDuration+cfg.LeaseRetention))
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
-	defer store.Close()
 	pub, err := events.New(startCtx, nc, events.WithPrefix(cfg.SubjectPrefix), events.WithReplicas(cfg.Replicas), events.WithLogger(log.Named("events")))
 	if err != nil {
 		return fmt.Errorf("events stream: %w", err)
 	}
-	mgr := manager.New(store, manager.WithMaxDuration(cfg.MaxDuration), manager.WithLogger(log.Named("manager")))
+	mgr, err := manager.New(startCtx, store, manager.WithMaxDuration(cfg.MaxDuration), manager.WithLogger(log.Named("manager")),
+		manager.WithExpiryGrace(cfg.ExpiryGrace))
+	if err != nil {
+		return fmt.Errorf("load replica: %w", err)
+	}
+	defer mgr.Close()
 	mgr.RegisterAcquireCallback(pub.Acquired)
 	mgr.RegisterReleaseCallback(pub.Released)
 	mgr.RegisterExpiredCallback(pub.Expired)

@@ -5,7 +5,6 @@ package workertest
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 
 	"github.com/pharox/pharox-nats/broker"
 	"github.com/pharox/pharox-nats/events"
+	"github.com/pharox/pharox-nats/internal/testclock"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/manager"
 )
@@ -75,8 +75,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
 	if cfg.LeaseRetention == 0 {
 		cfg.LeaseRetention = 24 * time.Hour
 	}
-	sopts := []kvstore.Option{kvstore.WithLogger(cfg.Log), kvstore.WithExpiryGrace(cfg.ExpiryGrace),
-		kvstore.WithLeaseHistory(cfg.MaxDuration + cfg.LeaseRetention)}
+	sopts := []kvstore.Option{kvstore.WithLogger(cfg.Log), kvstore.WithLeaseHistory(cfg.MaxDuration + cfg.LeaseRetention)}
 	if cfg.Clock != nil {
 		sopts = append(sopts, kvstore.WithClock(cfg.Clock))
 	}
@@ -86,10 +85,13 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
 	}
 	pub, err := events.New(ctx, nc, events.WithPrefix(cfg.Prefix), events.WithLogger(cfg.Log))
 	if err != nil {
-		store.Close()
 		return nil, err
 	}
-	mgr := manager.New(store, manager.WithMaxDuration(cfg.MaxDuration), manager.WithLogger(cfg.Log))
+	mgr, err := manager.New(ctx, store, manager.WithMaxDuration(cfg.MaxDuration), manager.WithLogger(cfg.Log), manager.WithExpiryGrace(cfg.ExpiryGrace))
+	if err != nil {
+		_ = pub.Close(ctx)
+		return nil, err
+	}
 	mgr.RegisterAcquireCallback(pub.Acquired)
 	mgr.RegisterReleaseCallback(pub.Released)
 	mgr.RegisterExpiredCallback(pub.Expired)
@@ -98,7 +100,8 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
 	brk, err := broker.Start(nc, mgr, broker.WithPrefix(cfg.Prefix), broker.WithMaxInflight(cfg.MaxInflight),
 		broker.WithRequestTimeout(cfg.RequestTimeout), broker.WithLogger(cfg.Log))
 	if err != nil {
-		store.Close()
+		mgr.Close()
+		_ = pub.Close(ctx)
 		return nil, err
 	}
 	// The endpoints' subscriptions reach the server before anyone asks.
@@ -128,31 +131,12 @@ func (w *Worker) Stop() {
 		<-w.sweepDone
 	}
 	_ = w.Events.Close(ctx)
-	w.Store.Close()
+	w.Manager.Close()
 }
 
 // Clock is a store clock that a test moves by hand; give its Now as
 // Config.Clock (or kvstore.WithClock). Every worker of a test may share one.
-type Clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type Clock = testclock.Clock
 
 // NewClock starts a clock at the current time, to the millisecond.
-func NewClock() *Clock {
-	return &Clock{now: time.Now().UTC().Truncate(time.Millisecond)}
-}
-
-// Now is the clock's time.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// Advance moves the clock forward by d.
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func NewClock() *Clock { return testclock.New() }

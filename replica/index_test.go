@@ -1,4 +1,4 @@
-package kvstore
+package replica
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/record"
 )
 
 var (
@@ -20,9 +21,9 @@ func ptr[T any](v T) *T { return &v }
 
 // randomRecord makes a proxy of pool "p" with random attributes, status,
 // limit and holders around t0.
-func randomRecord(rng *rand.Rand, seq uint64, t0 time.Time) *ProxyRecord {
+func randomRecord(rng *rand.Rand, seq uint64, t0 time.Time) *record.Proxy {
 	statuses := []model.ProxyStatus{model.ProxyActive, model.ProxyActive, model.ProxyActive, model.ProxyInactive, model.ProxySlow, model.ProxyBanned}
-	r := &ProxyRecord{ID: fmt.Sprintf("x%d", seq), PoolName: "p", Seq: seq, Status: statuses[rng.IntN(len(statuses))]}
+	r := &record.Proxy{ID: fmt.Sprintf("x%d", seq), PoolName: "p", Seq: seq, Status: statuses[rng.IntN(len(statuses))]}
 	if rng.IntN(5) > 0 {
 		r.Country = ptr(testCountries[rng.IntN(len(testCountries))])
 	}
@@ -49,7 +50,7 @@ func randomRecord(rng *rand.Rand, seq uint64, t0 time.Time) *ProxyRecord {
 		r.MaxConcurrency = ptr(1 + rng.IntN(3))
 	}
 	for k := rng.IntN(4); k > 0; k-- {
-		r.Holders = append(r.Holders, Holder{LeaseID: fmt.Sprintf("l%d-%d", seq, k), ExpiresAt: t0.Add(time.Duration(rng.IntN(20)-5) * time.Second)})
+		r.Holders = append(r.Holders, record.Holder{LeaseID: fmt.Sprintf("l%d-%d", seq, k), ExpiresAt: t0.Add(time.Duration(rng.IntN(20)-5) * time.Second)})
 	}
 	return r
 }
@@ -92,15 +93,15 @@ func TestPickMatchesBruteForce(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for seed := uint64(1); seed <= 30; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 7))
-		r := newReplica()
+		r := New()
 		n := 20 + rng.IntN(300)
 		for i := 1; i <= n; i++ {
 			rec := randomRecord(rng, uint64(i), t0)
-			r.applyProxy(rec.ID, rec, uint64(i), true)
+			r.InstallProxy(rec.ID, rec, uint64(i))
 		}
 		horizon := t0.Add(time.Duration(rng.IntN(8)) * time.Second)
-		var members []*proxyEntry
-		r.scanMembers("p", func(e *proxyEntry) bool { members = append(members, e); return true })
+		var members []*record.Proxy
+		r.Members("p", 0, func(rec *record.Proxy) bool { members = append(members, rec); return true })
 		for q := 0; q < 60; q++ {
 			f := randomFilter(rng, 1)
 			if q%7 == 0 {
@@ -109,22 +110,22 @@ func TestPickMatchesBruteForce(t *testing.T) {
 			if f != nil {
 				require.NoError(t, f.Validate())
 			}
-			eligible := func(rec *ProxyRecord) bool {
+			eligible := func(rec *record.Proxy) bool {
 				return rec.Status == model.ProxyActive && rec.HasRoom(horizon) && f.Matches(rec.Attrs())
 			}
-			var want []*ProxyRecord
-			for _, e := range members {
-				if eligible(e.rec) {
-					want = append(want, e.rec)
+			var want []*record.Proxy
+			for _, rec := range members {
+				if eligible(rec) {
+					want = append(want, rec)
 				}
 			}
-			ok := func(rec *ProxyRecord) bool { return rec.HasRoom(horizon) }
+			ok := func(rec *record.Proxy) bool { return rec.HasRoom(horizon) }
 			desc := fmt.Sprintf("seed %d query %d filters %+v", seed, q, f)
 
-			got := r.pick("p", model.SelectorFirstAvailable, f, 0, horizon, ok)
+			got := pick(r, "p", model.SelectorFirstAvailable, f, 0, horizon, ok)
 			if len(want) == 0 {
 				require.Nil(t, got, desc)
-				require.Nil(t, r.pick("p", model.SelectorRandom, f, 0, horizon, ok), desc)
+				require.Nil(t, pick(r, "p", model.SelectorRandom, f, 0, horizon, ok), desc)
 				continue
 			}
 			require.NotNil(t, got, desc)
@@ -136,7 +137,7 @@ func TestPickMatchesBruteForce(t *testing.T) {
 					least = w
 				}
 			}
-			got = r.pick("p", model.SelectorLeastUsed, f, 0, horizon, ok)
+			got = pick(r, "p", model.SelectorLeastUsed, f, 0, horizon, ok)
 			require.Equal(t, least.ID, got.ID, "least_used "+desc)
 
 			after := want[rng.IntN(len(want))].Seq
@@ -147,28 +148,40 @@ func TestPickMatchesBruteForce(t *testing.T) {
 					break
 				}
 			}
-			got = r.pick("p", model.SelectorRoundRobin, f, after, horizon, ok)
+			got = pick(r, "p", model.SelectorRoundRobin, f, after, horizon, ok)
 			require.Equal(t, next.ID, got.ID, "round_robin after %d %s", after, desc)
 
-			got = r.pick("p", model.SelectorRandom, f, 0, horizon, ok)
+			got = pick(r, "p", model.SelectorRandom, f, 0, horizon, ok)
 			require.NotNil(t, got, desc)
 			require.True(t, eligible(got), "random "+desc)
 		}
 	}
 }
 
+// pick advances r to horizon and picks as an acquire would.
+func pick(r *Replica, pool string, sel model.Selector, f *model.ProxyFilters, after uint64, horizon time.Time, ok func(*record.Proxy) bool) *record.Proxy {
+	r.Advance(horizon)
+	return r.Pick(Query{Pool: pool, Selector: sel, Filters: f, After: after}, ok)
+}
+
+// stats advances r to t and reads the pool's statistics.
+func stats(r *Replica, pool string, t time.Time) model.PoolStatsSnapshot {
+	r.Advance(t)
+	return r.Stats(pool, t)
+}
+
 // TestRandomPickIsUniform checks that random spreads over the eligible
 // proxies rather than favouring some.
 func TestRandomPickIsUniform(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	r := newReplica()
+	r := New()
 	for i := 1; i <= 10; i++ {
-		rec := &ProxyRecord{ID: fmt.Sprintf("x%d", i), PoolName: "p", Seq: uint64(i), Status: model.ProxyActive}
-		r.applyProxy(rec.ID, rec, uint64(i), true)
+		rec := &record.Proxy{ID: fmt.Sprintf("x%d", i), PoolName: "p", Seq: uint64(i), Status: model.ProxyActive}
+		r.InstallProxy(rec.ID, rec, uint64(i))
 	}
 	seen := map[string]int{}
 	for i := 0; i < 10000; i++ {
-		seen[r.pick("p", model.SelectorRandom, nil, 0, t0, func(*ProxyRecord) bool { return true }).ID]++
+		seen[pick(r, "p", model.SelectorRandom, nil, 0, t0, func(*record.Proxy) bool { return true }).ID]++
 	}
 	require.Len(t, seen, 10)
 	for id, n := range seen {
@@ -180,19 +193,19 @@ func TestRandomPickIsUniform(t *testing.T) {
 // proxies are full, the case a scan of the pool would pay for.
 func BenchmarkPick(b *testing.B) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	r := newReplica()
+	r := New()
 	const n = 100000
 	for i := 1; i <= n; i++ {
 		one := 1
 		lat, lon := float64(i%180)-89.5, float64((i/180)%360)-179.5
-		rec := &ProxyRecord{ID: fmt.Sprintf("x%d", i), PoolName: "p", Seq: uint64(i), Status: model.ProxyActive,
+		rec := &record.Proxy{ID: fmt.Sprintf("x%d", i), PoolName: "p", Seq: uint64(i), Status: model.ProxyActive,
 			MaxConcurrency: &one, Country: ptr(fmt.Sprintf("C%02d", i%50)), Latitude: &lat, Longitude: &lon}
 		if i < n*99/100 {
-			rec.Holders = []Holder{{LeaseID: "h", ExpiresAt: t0.Add(time.Hour)}}
+			rec.Holders = []record.Holder{{LeaseID: "h", ExpiresAt: t0.Add(time.Hour)}}
 		}
-		r.applyProxy(rec.ID, rec, uint64(i), true)
+		r.InstallProxy(rec.ID, rec, uint64(i))
 	}
-	ok := func(*ProxyRecord) bool { return true }
+	ok := func(*record.Proxy) bool { return true }
 	country := &model.ProxyFilters{Country: ptr("C07")}
 	geo := &model.ProxyFilters{Latitude: ptr(10.0), Longitude: ptr(20.0), RadiusKm: ptr(500.0)}
 	for _, bc := range []struct {
@@ -209,7 +222,7 @@ func BenchmarkPick(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				r.pick("p", bc.sel, bc.f, uint64(i%n), t0, ok)
+				pick(r, "p", bc.sel, bc.f, uint64(i%n), t0, ok)
 			}
 		})
 	}

@@ -1,10 +1,11 @@
-package kvstore
+package replica
 
 import (
 	"container/heap"
 	"time"
 
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/record"
 )
 
 // poolCounts are a pool's statistics kept up to date on every change the
@@ -22,7 +23,7 @@ type entryCounts struct {
 }
 
 // contribution is what one proxy adds to its pool's counts at time t.
-func contribution(rec *ProxyRecord, t time.Time) entryCounts {
+func contribution(rec *record.Proxy, t time.Time) entryCounts {
 	live := rec.LiveHolders(t)
 	c := entryCounts{leases: int32(live)}
 	if rec.Status == model.ProxyActive {
@@ -71,7 +72,7 @@ func (h *expiryHeap) Pop() any {
 // countChange moves a proxy's counted contribution from old to new (either
 // may be nil) at the counts' current time, and schedules the new holders'
 // expiries. Callers hold r.mu.
-func (r *replica) countChange(old, new *proxyEntry) {
+func (r *Replica) countChange(old, new *proxyEntry) {
 	if old != nil {
 		r.countsFor(old.rec.PoolName).add(old.counted, -1)
 		if old.counted.available {
@@ -91,7 +92,7 @@ func (r *replica) countChange(old, new *proxyEntry) {
 			continue
 		}
 		if old != nil {
-			if i := old.rec.holder(h.LeaseID); i >= 0 && old.rec.Holders[i].ExpiresAt.Equal(h.ExpiresAt) {
+			if i := old.rec.Holder(h.LeaseID); i >= 0 && old.rec.Holders[i].ExpiresAt.Equal(h.ExpiresAt) {
 				continue // already scheduled
 			}
 		}
@@ -99,20 +100,23 @@ func (r *replica) countChange(old, new *proxyEntry) {
 	}
 }
 
-// advanceCounts brings the counts to time now by applying, in order, every
-// expiry up to it. It returns the proxies whose slots those expiries freed,
-// once each: no write tells of a lease that runs out, so the caller passes
-// them to the change hook (see notify). Callers hold r.mu.
-func (r *replica) advanceCounts(now time.Time) []*ProxyRecord {
-	if !now.After(r.countsAt) {
+// Advance brings the counts and indexes to horizon by applying, in order,
+// every lease expiry up to it, and returns the proxies whose slots those
+// expiries freed, once each. No write tells of a lease that runs out, so
+// the caller tells whoever waits for a slot (as it does for an installed
+// version). Picks and stats read the counts as they are: advance first.
+func (r *Replica) Advance(horizon time.Time) []*record.Proxy {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !horizon.After(r.countsAt) {
 		return nil
 	}
-	var freed []*ProxyRecord
+	var freed []*record.Proxy
 	var seen map[string]bool
-	for len(r.expiries) > 0 && !r.expiries[0].at.After(now) {
+	for len(r.expiries) > 0 && !r.expiries[0].at.After(horizon) {
 		x := heap.Pop(&r.expiries).(expiry)
 		e := r.proxies[x.proxyID]
-		if e == nil || e.rec.holder(x.leaseID) < 0 {
+		if e == nil || e.rec.Holder(x.leaseID) < 0 {
 			continue
 		}
 		c := r.countsFor(e.rec.PoolName)
@@ -133,28 +137,11 @@ func (r *replica) advanceCounts(now time.Time) []*ProxyRecord {
 			freed = append(freed, e.rec)
 		}
 	}
-	r.countsAt = now
+	r.countsAt = horizon
 	return freed
 }
 
-// notify tells the change hook of proxies that expiries freed. Callers do
-// not hold r.mu.
-func (r *replica) notify(freed []*ProxyRecord) {
-	if len(freed) == 0 {
-		return
-	}
-	r.mu.RLock()
-	hook := r.onChange
-	r.mu.RUnlock()
-	if hook == nil {
-		return
-	}
-	for _, rec := range freed {
-		hook(rec)
-	}
-}
-
-func (r *replica) indexFor(pool string) *poolIndex {
+func (r *Replica) indexFor(pool string) *poolIndex {
 	ix := r.index[pool]
 	if ix == nil {
 		ix = newPoolIndex()
@@ -163,24 +150,31 @@ func (r *replica) indexFor(pool string) *poolIndex {
 	return ix
 }
 
-// pick chooses an available proxy of the pool; see poolIndex.pick. The
-// indexes are first moved to the horizon, so proxies freed by the passing of
-// time alone are candidates and least_used sees current counts.
-func (r *replica) pick(pool string, sel model.Selector, f *model.ProxyFilters, after uint64, horizon time.Time, ok func(*ProxyRecord) bool) *ProxyRecord {
-	r.mu.Lock()
-	freed := r.advanceCounts(horizon)
-	r.mu.Unlock()
-	r.notify(freed)
+// Query is what an acquire asks of the pool's available proxies.
+type Query struct {
+	Pool     string
+	Selector model.Selector
+	Filters  *model.ProxyFilters
+	// After is the round-robin position: the added order of the proxy this
+	// worker handed out last.
+	After uint64
+}
+
+// Pick chooses one of the pool's available proxies (active and below their
+// limit as of the last Advance) by the query's selector and filters, from
+// the indexes: candidates, not the whole pool, are looked at. ok vets each
+// candidate the caller would take; a rejected one is passed over.
+func (r *Replica) Pick(q Query, ok func(*record.Proxy) bool) *record.Proxy {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if ix := r.index[pool]; ix != nil {
-		return ix.pick(sel, f, after, ok)
+	if ix := r.index[q.Pool]; ix != nil {
+		return ix.pick(q.Selector, q.Filters, q.After, ok)
 	}
 	return nil
 }
 
-// nextExpiry is the earliest moment a counted lease expires, if any.
-func (r *replica) nextExpiry() (time.Time, bool) {
+// NextExpiry is the earliest moment a counted lease expires, if any.
+func (r *Replica) NextExpiry() (time.Time, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if len(r.expiries) == 0 {
@@ -189,7 +183,7 @@ func (r *replica) nextExpiry() (time.Time, bool) {
 	return r.expiries[0].at, true
 }
 
-func (r *replica) countsFor(pool string) *poolCounts {
+func (r *Replica) countsFor(pool string) *poolCounts {
 	c := r.counts[pool]
 	if c == nil {
 		c = &poolCounts{}
@@ -198,16 +192,16 @@ func (r *replica) countsFor(pool string) *poolCounts {
 	return c
 }
 
-// stats returns a pool's statistics with leases judged at horizon.
-func (r *replica) stats(pool string, horizon, now time.Time) model.PoolStatsSnapshot {
-	r.mu.Lock()
-	freed := r.advanceCounts(horizon)
+// Stats returns a pool's statistics as of the last Advance, collected at
+// now. They are kept incrementally, so they cost the same whatever the
+// pool's size.
+func (r *Replica) Stats(pool string, now time.Time) model.PoolStatsSnapshot {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	st := model.PoolStatsSnapshot{PoolName: pool, CollectedAt: now}
 	if c := r.counts[pool]; c != nil {
 		st.TotalProxies, st.ActiveProxies, st.AvailableProxies = c.total, c.active, c.available
 		st.LeasedProxies, st.TotalLeases = c.leased, c.leases
 	}
-	r.mu.Unlock()
-	r.notify(freed)
 	return st
 }

@@ -1,4 +1,4 @@
-package kvstore
+package replica
 
 import (
 	"cmp"
@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/record"
 )
 
 // poolIndex holds a pool's available proxies (active, below their limit as
@@ -75,7 +76,7 @@ func newPoolIndex() *poolIndex {
 }
 
 // attrKeys are the exact-match keys a record is indexed under.
-func attrKeys(r *ProxyRecord, fn func(string)) {
+func attrKeys(r *record.Proxy, fn func(string)) {
 	if r.Source != nil {
 		fn("s\x00" + *r.Source)
 	}
@@ -151,11 +152,11 @@ func (ix *poolIndex) remove(e *proxyEntry) {
 // Pick chooses among the pool's available proxies by the selector. ok
 // reports whether a candidate passes; after is the round-robin position.
 // It is called under the replica's read lock.
-func (ix *poolIndex) pick(sel model.Selector, f *model.ProxyFilters, after uint64, ok func(*ProxyRecord) bool) *ProxyRecord {
+func (ix *poolIndex) pick(sel model.Selector, f *model.ProxyFilters, after uint64, ok func(*record.Proxy) bool) *record.Proxy {
 	match := func(e *proxyEntry) bool { return f.Matches(e.rec.Attrs()) && ok(e.rec) }
 	switch sel {
 	case model.SelectorLeastUsed:
-		var found *ProxyRecord
+		var found *record.Proxy
 		ix.byUse.Ascend(func(it useItem) bool {
 			if match(it.e) {
 				found = it.e.rec
@@ -172,7 +173,7 @@ func (ix *poolIndex) pick(sel model.Selector, f *model.ProxyFilters, after uint6
 				return e.rec
 			}
 		}
-		var found *ProxyRecord
+		var found *record.Proxy
 		n := 0
 		ix.scan(f, 0, func(e *proxyEntry) bool {
 			if match(e) {
@@ -185,7 +186,7 @@ func (ix *poolIndex) pick(sel model.Selector, f *model.ProxyFilters, after uint6
 		})
 		return found
 	case model.SelectorRoundRobin:
-		var found *ProxyRecord
+		var found *record.Proxy
 		ix.scan(f, after+1, func(e *proxyEntry) bool {
 			if match(e) {
 				found = e.rec
@@ -207,7 +208,7 @@ func (ix *poolIndex) pick(sel model.Selector, f *model.ProxyFilters, after uint6
 		}
 		return found
 	default:
-		var found *ProxyRecord
+		var found *record.Proxy
 		ix.scan(f, 0, func(e *proxyEntry) bool {
 			if match(e) {
 				found = e.rec

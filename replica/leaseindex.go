@@ -1,4 +1,4 @@
-package kvstore
+package replica
 
 import (
 	"time"
@@ -53,7 +53,7 @@ func (x *leaseIndex) update(old, new *proxyEntry) {
 				continue
 			}
 			delete(x.active, h.LeaseID)
-			x.remember(old.rec.leaseFor(h, old.rev, model.LeaseActive))
+			x.remember(old.rec.LeaseFor(h, old.rev, model.LeaseActive))
 		}
 	}
 	if new != nil {

@@ -1,4 +1,4 @@
-package kvstore
+package replica
 
 import (
 	"math/rand/v2"

@@ -1,14 +1,16 @@
-package kvstore
+package replica
 
 import (
 	"encoding/json"
 	"fmt"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/record"
 )
 
 // The replica of a large pool, indexes included, stays well under the 1 KiB
@@ -18,31 +20,31 @@ import (
 // does.
 func TestReplicaMemoryPerProxy(t *testing.T) {
 	const n = 50000
-	pool := &PoolRecord{ID: uuid.NewString(), Name: "mem"}
+	pool := &record.Pool{ID: uuid.NewString(), Name: "mem"}
 	datas := make([][]byte, n)
 	for i := range datas {
 		country := fmt.Sprintf("C%02d", i%50)
 		lat, lon, limit := float64(i%180)-89.5, float64((i/180)%360)-179.5, 1
 		in := model.ProxyInput{Host: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), Port: 8000 + i%1000,
 			Country: &country, Latitude: &lat, Longitude: &lon, MaxConcurrency: &limit}
-		datas[i] = encodeRecord(newProxyRecord(pool, uint64(i+1), in))
+		datas[i] = record.Encode(record.NewProxy(pool, uint64(i+1), in))
 	}
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	r := newReplica()
+	r := New()
 	for i, d := range datas {
-		rec := new(ProxyRecord)
+		rec := new(record.Proxy)
 		if err := json.Unmarshal(d, rec); err != nil {
 			t.Fatal(err)
 		}
-		r.applyProxy(rec.ID, rec, uint64(i+1), true)
+		r.InstallProxy(rec.ID, rec, uint64(i+1))
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	per := float64(after.HeapAlloc-before.HeapAlloc) / n
 	t.Logf("%.0f bytes of live heap per proxy (record JSON %d bytes)", per, len(datas[0]))
-	if got := r.stats("mem", r.countsAt, r.countsAt).AvailableProxies; got != n {
+	if got := r.Stats("mem", time.Time{}).AvailableProxies; got != n {
 		t.Fatalf("%d proxies available, want %d", got, n)
 	}
 	if per > 600 {

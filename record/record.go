@@ -1,15 +1,22 @@
-package kvstore
+// Package record holds the values pharox keeps in its KV buckets for pools
+// and proxies, and what every worker knows about them: a proxy's record is
+// its attributes and its active leases (holders), so the one write that
+// changes the holders is the write that commits a lease. kvstore writes these
+// records; the replica indexes them; the manager decides their changes.
+package record
 
 import (
 	"encoding/json"
 	"math/rand/v2"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/pharox/pharox-nats/model"
 )
 
-// PoolRecord is the value of a pool's key in the pools bucket.
-type PoolRecord struct {
+// Pool is the value of a pool's key in the pools bucket.
+type Pool struct {
 	ID          string             `json:"id"`
 	Name        string             `json:"name"`
 	Description *string            `json:"description"`
@@ -21,7 +28,7 @@ type PoolRecord struct {
 }
 
 // Model returns the contract's view of the pool.
-func (r *PoolRecord) Model() model.ProxyPool {
+func (r *Pool) Model() model.ProxyPool {
 	return model.ProxyPool{ID: r.ID, Name: r.Name, Description: r.Description, HealthCheck: r.HealthCheck}
 }
 
@@ -36,23 +43,23 @@ type Holder struct {
 	ExpiresAt    time.Time `json:"expires_at"`
 	// Token is the lease's fencing token: the revision of the write that
 	// added this holder. That write cannot know its own revision, so it
-	// leaves 0 and the next write of the record fills it in (see seal): in
+	// leaves 0 and the next write of the record fills it in (see Seal): in
 	// a record at revision r, a holder with no token was added at r.
 	Token uint64 `json:"token,omitempty"`
 }
 
-// token returns h's fencing token as read from a record at rev.
-func (h *Holder) token(rev uint64) uint64 {
+// TokenAt returns h's fencing token as read from a record at rev.
+func (h *Holder) TokenAt(rev uint64) uint64 {
 	if h.Token == 0 {
 		return rev
 	}
 	return h.Token
 }
 
-// ProxyRecord is the value of a proxy's key in the proxies bucket: the proxy's
-// attributes and its active holders. Records in the replica are never mutated
-// in place; every change makes a new one.
-type ProxyRecord struct {
+// Proxy is the value of a proxy's key in the proxies bucket: the proxy's
+// attributes and its active holders. A record installed in a replica is
+// never changed in place; every change makes a new one (Clone).
+type Proxy struct {
 	ID             string             `json:"id"`
 	PoolID         string             `json:"pool_id"`
 	PoolName       string             `json:"pool_name"`
@@ -74,36 +81,72 @@ type ProxyRecord struct {
 	Holders        []Holder           `json:"holders"`
 }
 
-// encodeRecord is rec as written to the bucket, with a nonce new in every
-// write, so that a write whose answer was lost (or that the watch delivers
-// back) can be told from another worker's identical one. The nonce is not
-// kept in memory: the replica holds every proxy's record.
-func encodeRecord(rec *ProxyRecord) []byte {
+// NewProxy is a new proxy of pool at added-order position seq.
+func NewProxy(pool *Pool, seq uint64, in model.ProxyInput) *Proxy {
+	rec := &Proxy{
+		ID: uuid.NewString(), PoolID: pool.ID, PoolName: pool.Name, Seq: seq,
+		Host: in.Host, Port: in.Port, Protocol: model.ProtocolHTTP, Status: model.ProxyActive,
+		Credentials: in.Credentials, Source: in.Source, Country: in.Country, City: in.City,
+		Latitude: in.Latitude, Longitude: in.Longitude, ISP: in.ISP, ASN: in.ASN,
+		MaxConcurrency: in.MaxConcurrency, Holders: []Holder{},
+	}
+	if in.Protocol != nil {
+		rec.Protocol = *in.Protocol
+	}
+	if in.Status != nil {
+		rec.Status = *in.Status
+	}
+	return rec
+}
+
+// Encode is rec as written to the bucket, with a nonce new in every write, so
+// that a write whose answer was lost (or that the watch delivers back) can
+// be told from another worker's identical one. The nonce is not kept in
+// memory.
+func Encode(rec *Proxy) []byte {
 	data, _ := json.Marshal(struct {
-		*ProxyRecord
+		*Proxy
 		Nonce uint64 `json:"nonce"`
 	}{rec, rand.Uint64()})
 	return data
 }
 
-// LiveHolders counts holders whose lease has not expired at now.
-func (r *ProxyRecord) LiveHolders(now time.Time) int {
+// DecodeProxy reads a proxy record as Encode wrote it.
+func DecodeProxy(data []byte) (*Proxy, error) {
+	rec := new(Proxy)
+	if err := json.Unmarshal(data, rec); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// DecodePool reads a pool record.
+func DecodePool(data []byte) (*Pool, error) {
+	rec := new(Pool)
+	if err := json.Unmarshal(data, rec); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// LiveHolders counts holders whose lease has not expired at t.
+func (r *Proxy) LiveHolders(t time.Time) int {
 	n := 0
 	for i := range r.Holders {
-		if r.Holders[i].ExpiresAt.After(now) {
+		if r.Holders[i].ExpiresAt.After(t) {
 			n++
 		}
 	}
 	return n
 }
 
-// HasRoom reports whether one more lease fits at now.
-func (r *ProxyRecord) HasRoom(now time.Time) bool {
-	return r.MaxConcurrency == nil || r.LiveHolders(now) < *r.MaxConcurrency
+// HasRoom reports whether one more lease fits at t.
+func (r *Proxy) HasRoom(t time.Time) bool {
+	return r.MaxConcurrency == nil || r.LiveHolders(t) < *r.MaxConcurrency
 }
 
-// Model returns the contract's view of the proxy at now.
-func (r *ProxyRecord) Model(now time.Time) model.Proxy {
+// Model returns the contract's view of the proxy, leases judged at t.
+func (r *Proxy) Model(t time.Time) model.Proxy {
 	return model.Proxy{
 		ID: r.ID, PoolID: r.PoolID, PoolName: r.PoolName,
 		Host: r.Host, Port: r.Port, Protocol: r.Protocol, Status: r.Status,
@@ -111,28 +154,28 @@ func (r *ProxyRecord) Model(now time.Time) model.Proxy {
 		Source: r.Source, Country: r.Country, City: r.City,
 		Latitude: r.Latitude, Longitude: r.Longitude, ISP: r.ISP, ASN: r.ASN,
 		MaxConcurrency: r.MaxConcurrency,
-		CurrentLeases:  r.LiveHolders(now),
+		CurrentLeases:  r.LiveHolders(t),
 		URL:            model.ProxyURL(r.Protocol, r.Host, r.Port, r.Credentials),
 	}
 }
 
 // Attrs returns what filters look at.
-func (r *ProxyRecord) Attrs() model.Attrs {
+func (r *Proxy) Attrs() model.Attrs {
 	return model.Attrs{Source: r.Source, Country: r.Country, City: r.City, ISP: r.ISP, ASN: r.ASN, Latitude: r.Latitude, Longitude: r.Longitude}
 }
 
-// clone copies r deeply enough that a mutation of the copy's holders leaves
-// r untouched.
-func (r *ProxyRecord) clone() *ProxyRecord {
+// Clone copies r deeply enough that a change of the copy's holders leaves r
+// untouched.
+func (r *Proxy) Clone() *Proxy {
 	c := *r
 	c.Holders = append([]Holder(nil), r.Holders...)
 	return &c
 }
 
-// seal fills in the fencing token of the holders added by the write at rev,
+// Seal fills in the fencing token of the holders added by the write at rev,
 // the revision this record was read at. Every write of a proxy record seals
 // its base first, which keeps "no token means added at this revision" true.
-func (r *ProxyRecord) seal(rev uint64) {
+func (r *Proxy) Seal(rev uint64) {
 	for i := range r.Holders {
 		if r.Holders[i].Token == 0 {
 			r.Holders[i].Token = rev
@@ -140,12 +183,12 @@ func (r *ProxyRecord) seal(rev uint64) {
 	}
 }
 
-// pruneExpired drops holders expired at now and returns them.
-func (r *ProxyRecord) pruneExpired(now time.Time) []Holder {
+// PruneExpired drops the holders expired at t and returns them.
+func (r *Proxy) PruneExpired(t time.Time) []Holder {
 	var expired []Holder
 	kept := r.Holders[:0]
 	for _, h := range r.Holders {
-		if h.ExpiresAt.After(now) {
+		if h.ExpiresAt.After(t) {
 			kept = append(kept, h)
 		} else {
 			expired = append(expired, h)
@@ -155,8 +198,8 @@ func (r *ProxyRecord) pruneExpired(now time.Time) []Holder {
 	return expired
 }
 
-// holder returns the index of leaseID's holder, or -1.
-func (r *ProxyRecord) holder(leaseID string) int {
+// Holder returns the index of leaseID's holder, or -1.
+func (r *Proxy) Holder(leaseID string) int {
 	for i := range r.Holders {
 		if r.Holders[i].LeaseID == leaseID {
 			return i
@@ -165,11 +208,11 @@ func (r *ProxyRecord) holder(leaseID string) int {
 	return -1
 }
 
-// leaseFor renders h, read from r at revision rev, as the contract's lease.
-func (r *ProxyRecord) leaseFor(h Holder, rev uint64, status model.LeaseStatus) model.Lease {
+// LeaseFor renders h, read from r at revision rev, as the contract's lease.
+func (r *Proxy) LeaseFor(h Holder, rev uint64, status model.LeaseStatus) model.Lease {
 	return model.Lease{
 		ID: h.LeaseID, ProxyID: r.ID, PoolID: r.PoolID, PoolName: r.PoolName,
 		ConsumerID: h.ConsumerID, ConsumerName: h.ConsumerName, Status: status,
-		AcquiredAt: h.AcquiredAt, ExpiresAt: h.ExpiresAt, FencingToken: h.token(rev),
+		AcquiredAt: h.AcquiredAt, ExpiresAt: h.ExpiresAt, FencingToken: h.TokenAt(rev),
 	}
 }

@@ -1,0 +1,294 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pharox/pharox-nats/kvstore"
+	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/record"
+)
+
+// ReleaseProxy ends a lease with one revision-checked write of its proxy's
+// record that removes its holder. Releasing an ended lease returns it
+// unchanged and fires nothing: a release is counted once, by the write that
+// removed the holder.
+func (m *Manager) ReleaseProxy(ctx context.Context, req model.ReleaseRequest) (model.Lease, error) {
+	lease, _, err := m.release(ctx, req)
+	return lease, err
+}
+
+// release is ReleaseProxy; changed reports whether this call ended the
+// lease (and counted it).
+func (m *Manager) release(ctx context.Context, req model.ReleaseRequest) (model.Lease, bool, error) {
+	if err := checkUUID("lease_id", req.LeaseID); err != nil {
+		return model.Lease{}, false, err
+	}
+	if req.ConsumerName != nil {
+		if err := model.CheckName("consumer_name", *req.ConsumerName); err != nil {
+			return model.Lease{}, false, err
+		}
+	}
+	held, ended, err := m.findLease(ctx, req.LeaseID, false)
+	if err != nil {
+		return ended, false, err
+	}
+	if held == nil {
+		return ended, false, checkConsumer(ended, req.ConsumerName)
+	}
+	if err := checkConsumer(*held, req.ConsumerName); err != nil {
+		return *held, false, err
+	}
+	if held.Status != model.LeaseActive {
+		// Past its expiry: not counted again here; a sweep (or the next
+		// write of the proxy) records it, once.
+		return *held, false, nil
+	}
+	var removed *record.Holder
+	mut, err := m.mutateProxy(ctx, held.ProxyID, func(rec *record.Proxy, _ time.Time) error {
+		removed = nil
+		i := rec.Holder(req.LeaseID)
+		if i < 0 {
+			return errNoChange
+		}
+		h := rec.Holders[i]
+		removed = &h
+		rec.Holders = append(rec.Holders[:i], rec.Holders[i+1:]...)
+		return nil
+	})
+	if err != nil && !errors.Is(err, model.ErrProxyNotFound) {
+		return *held, false, err
+	}
+	if removed == nil || !mut.written {
+		// The holder was gone: expired (this write or an earlier one
+		// recorded it), or ended by a concurrent request that counted it.
+		lease, err := m.endedLease(ctx, held.ID, held)
+		m.log.Debug("release: already ended", zap.String("lease_id", lease.ID), zap.String("status", string(lease.Status)))
+		return lease, false, err
+	}
+	lease := mut.rec.LeaseFor(*removed, mut.rev, model.LeaseReleased)
+	lease.ReleasedAt = endTime(model.LeaseReleased, lease.ExpiresAt, m.now())
+	m.released(ctx, []model.Lease{lease})
+	m.log.Debug("release", zap.String("lease_id", lease.ID), zap.String("proxy_id", lease.ProxyID))
+	return lease, true, nil
+}
+
+// RenewLease extends an active lease to now + duration_seconds (same bounds
+// as acquire) with one revision-checked write of its proxy's record. The
+// fencing token does not change.
+func (m *Manager) RenewLease(ctx context.Context, req model.RenewRequest) (model.Lease, error) {
+	lease, _, err := m.renew(ctx, req)
+	return lease, err
+}
+
+// renew is RenewLease; it also returns the lease's expiry before.
+func (m *Manager) renew(ctx context.Context, req model.RenewRequest) (model.Lease, time.Time, error) {
+	var none time.Time
+	if err := checkUUID("lease_id", req.LeaseID); err != nil {
+		return model.Lease{}, none, err
+	}
+	if req.ConsumerName != nil {
+		if err := model.CheckName("consumer_name", *req.ConsumerName); err != nil {
+			return model.Lease{}, none, err
+		}
+	}
+	if req.DurationSeconds == nil {
+		return model.Lease{}, none, fmt.Errorf("%w: duration_seconds is required", model.ErrBadRequest)
+	}
+	d, err := m.checkDuration(req.DurationSeconds)
+	if err != nil {
+		return model.Lease{}, none, err
+	}
+	held, ended, err := m.findLease(ctx, req.LeaseID, false)
+	if err != nil {
+		return ended, none, err
+	}
+	if held == nil {
+		if err := checkConsumer(ended, req.ConsumerName); err != nil {
+			return ended, none, err
+		}
+		return ended, none, leaseNotActive(ended)
+	}
+	if err := checkConsumer(*held, req.ConsumerName); err != nil {
+		return *held, none, err
+	}
+	if held.Status != model.LeaseActive {
+		return *held, none, leaseNotActive(*held)
+	}
+	var previous time.Time
+	var renewed *record.Holder
+	mut, err := m.mutateProxy(ctx, held.ProxyID, func(rec *record.Proxy, now time.Time) error {
+		renewed = nil
+		i := rec.Holder(req.LeaseID)
+		if i < 0 {
+			return errNoChange
+		}
+		previous = rec.Holders[i].ExpiresAt
+		rec.Holders[i].ExpiresAt = now.Add(d)
+		h := rec.Holders[i]
+		renewed = &h
+		return nil
+	})
+	if err != nil && !errors.Is(err, model.ErrProxyNotFound) {
+		return *held, none, err
+	}
+	if renewed == nil || !mut.written {
+		lease, err := m.endedLease(ctx, held.ID, held)
+		if err != nil {
+			return lease, none, err
+		}
+		return lease, none, leaseNotActive(lease)
+	}
+	lease := mut.rec.LeaseFor(*renewed, mut.rev, model.LeaseActive)
+	ev := model.RenewedEvent{Lease: &lease, PoolName: lease.PoolName, PreviousExpiresAt: previous}
+	for _, fn := range hooks(m, &m.onRenew) {
+		fn(ev)
+	}
+	m.log.Debug("renew", zap.String("lease_id", lease.ID), zap.Time("expires_at", lease.ExpiresAt))
+	return lease, previous, nil
+}
+
+// GetLease reads a lease as of now, reflecting every write acknowledged
+// before the call. A lease past its expiry is shown as expired even before
+// a sweep has recorded it.
+func (m *Manager) GetLease(ctx context.Context, leaseID string) (model.Lease, error) {
+	if err := checkUUID("lease_id", leaseID); err != nil {
+		return model.Lease{}, err
+	}
+	if err := m.sync(ctx, kvstore.ProxiesBucket); err != nil {
+		return model.Lease{}, err
+	}
+	held, ended, err := m.findLease(ctx, leaseID, true)
+	if held != nil {
+		return *held, nil
+	}
+	return ended, err
+}
+
+// CleanupExpiredLeases records every lease past its expiry as expired, frees
+// its slot and fires its expired callbacks; it returns how many this call
+// expired. A lease is counted by the one write that prunes it, so
+// concurrent sweeps on several workers record each expiry once.
+func (m *Manager) CleanupExpiredLeases(ctx context.Context) (int, error) {
+	expired, err := m.cleanup(ctx)
+	return len(expired), err
+}
+
+// cleanup is CleanupExpiredLeases; it returns the leases this call expired.
+func (m *Manager) cleanup(ctx context.Context) ([]model.Lease, error) {
+	// Bring the replica up to every acknowledged write first, so a lease
+	// committed through another worker is swept by this call.
+	if err := m.sync(ctx, kvstore.ProxiesBucket); err != nil {
+		return nil, err
+	}
+	var expired []model.Lease
+	var errs []error
+	for _, id := range m.replica.WithExpiredHolders(m.horizon()) {
+		mut, err := m.mutateProxy(ctx, id, func(*record.Proxy, time.Time) error { return errNoChange })
+		expired = append(expired, mut.expired...)
+		if err != nil && !errors.Is(err, model.ErrProxyNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	if len(expired) > 0 {
+		m.log.Debug("cleanup", zap.Int("expired", len(expired)))
+	}
+	return expired, errors.Join(errs...)
+}
+
+// findLease looks a lease up by id: held (as its holder shows it now) or
+// ended (as its ending record says). A miss in a replica not synced yet is
+// asked again once it has caught up with every acknowledged write.
+func (m *Manager) findLease(ctx context.Context, leaseID string, synced bool) (*model.Lease, model.Lease, error) {
+	for ; ; synced = true {
+		rec, rev, last := m.replica.Lease(leaseID)
+		i := -1
+		if rec != nil {
+			i = rec.Holder(leaseID)
+		}
+		switch {
+		case i >= 0:
+			l := rec.LeaseFor(rec.Holders[i], rev, model.LeaseActive)
+			if l.ExpiresAt.After(m.horizon()) {
+				return &l, model.Lease{}, nil
+			}
+			// Expired as this replica has it: a renew elsewhere may say
+			// otherwise, so only a synced replica decides that.
+			if synced {
+				l = endLease(l, m.now(), m.horizon())
+				return &l, model.Lease{}, nil
+			}
+		case last != nil || synced:
+			ended, err := m.endedLease(ctx, leaseID, last)
+			return nil, ended, err
+		}
+		if err := m.sync(ctx, kvstore.ProxiesBucket); err != nil {
+			return nil, model.Lease{}, err
+		}
+	}
+}
+
+// endedLease reads the ending record of a lease its replica does not hold.
+// The write that removed a holder writes the record right after, so a
+// missing one is waited for briefly: 200 ms when the replica saw the holder
+// go (last, its last view), 150 ms when it never saw the holder at all (a
+// refresh or the watch can skip revisions, and a lease can start and end
+// between two of them). Should the remover have died in between, the
+// ending is told from last, or the lease is unknown.
+func (m *Manager) endedLease(ctx context.Context, leaseID string, last *model.Lease) (model.Lease, error) {
+	tries, pause := 20, 10*time.Millisecond
+	if last == nil {
+		tries, pause = 3, 50*time.Millisecond
+	}
+	for attempt := 0; ; attempt++ {
+		lease, err := m.store.GetEnding(ctx, leaseID)
+		if !errors.Is(err, model.ErrLeaseNotFound) {
+			return lease, err
+		}
+		if attempt >= tries || ctx.Err() != nil {
+			if last == nil {
+				return lease, err
+			}
+			return endLease(*last, m.now(), m.horizon()), nil
+		}
+		sleepJitter(ctx, pause)
+	}
+}
+
+func checkConsumer(l model.Lease, consumerName *string) error {
+	if consumerName != nil && *consumerName != l.ConsumerName {
+		return fmt.Errorf("%w: lease %s is held by consumer %q, not %q", model.ErrForbidden, l.ID, l.ConsumerName, *consumerName)
+	}
+	return nil
+}
+
+// endLease marks a lease that is no longer held as ended at now: released
+// if it had not expired by the horizon, else expired.
+func endLease(l model.Lease, now, horizon time.Time) model.Lease {
+	if l.ExpiresAt.After(horizon) {
+		l.Status = model.LeaseReleased
+	} else {
+		l.Status = model.LeaseExpired
+	}
+	l.ReleasedAt = endTime(l.Status, l.ExpiresAt, now)
+	return l
+}
+
+// endTime is a lease's released_at: when it was released, or, for an expired
+// lease, its expiry — the moment its slot was free again, the same on every
+// worker whenever the sweep ran.
+func endTime(status model.LeaseStatus, expiresAt, now time.Time) *time.Time {
+	t := now.UTC()
+	if status == model.LeaseExpired {
+		t = expiresAt.UTC()
+	}
+	return &t
+}
+
+func leaseNotActive(l model.Lease) error {
+	return fmt.Errorf("%w: lease %s is %s", model.ErrLeaseNotActive, l.ID, l.Status)
+}

@@ -1,0 +1,354 @@
+// Package replica is a worker's in-memory copy of the pools and proxies in
+// the KV buckets, fed by their watches, with the indexes that make selection
+// independent of pool size: per pool, the available proxies in the orders the
+// selectors need, incremental statistics, the leases by id, and the expiries
+// to come. It only proposes: every decision is made by a revision-checked
+// write, so a stale replica costs a retry, never an over-lease. It has no
+// NATS in it and is tested without a server.
+package replica
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/record"
+)
+
+// Replica holds the latest version of every pool and proxy it was given.
+// Records are never changed once installed, so callers may keep and read
+// them without a lock.
+type Replica struct {
+	mu       sync.RWMutex
+	proxies  map[string]*proxyEntry   // by proxy id
+	members  map[string][]*proxyEntry // by pool name, in added order (Seq)
+	pools    map[string]*poolEntry    // by pool name
+	seen     map[string]uint64        // highest stream sequence applied, by bucket
+	advanced chan struct{}            // closed and replaced whenever seen grows
+
+	counts   map[string]*poolCounts // by pool name, as of countsAt
+	index    map[string]*poolIndex  // by pool name, as of countsAt
+	countsAt time.Time
+	expiries expiryHeap
+
+	leases *leaseIndex
+
+	// strs, floats and ints share the few distinct values that most proxies
+	// repeat (pool, country, city, source, isp, consumer, coordinates of a
+	// city, asn, max_concurrency) between records, so that a large pool
+	// costs memory for what differs, not for what repeats. Each keeps at
+	// most internMax values: past that, new values are not shared.
+	strs   map[string]*string
+	floats map[float64]*float64
+	ints   map[int64]*int64
+	maxes  map[int]*int
+}
+
+const internMax = 1 << 16
+
+// proxyEntry is one proxy record at a revision.
+type proxyEntry struct {
+	rec *record.Proxy
+	rev uint64
+	// counted is what this proxy adds to its pool's counts, and slot its
+	// place in the pool index's random-pick array while available; both
+	// change only under the replica's write lock.
+	counted entryCounts
+	slot    int32
+}
+
+type poolEntry struct {
+	rec *record.Pool
+	rev uint64
+}
+
+// New returns an empty replica.
+func New() *Replica {
+	return &Replica{
+		proxies:  map[string]*proxyEntry{},
+		members:  map[string][]*proxyEntry{},
+		pools:    map[string]*poolEntry{},
+		seen:     map[string]uint64{},
+		advanced: make(chan struct{}),
+		counts:   map[string]*poolCounts{},
+		index:    map[string]*poolIndex{},
+		strs:     map[string]*string{},
+		floats:   map[float64]*float64{},
+		ints:     map[int64]*int64{},
+		maxes:    map[int]*int{},
+		leases:   newLeaseIndex(1 << 14),
+	}
+}
+
+// InstallProxy installs the proxy version the bucket's watch delivered (rec
+// nil: deleted) at rev. Only a newer revision replaces what is there. It
+// reports whether it installed anything.
+func (r *Replica) InstallProxy(id string, rec *record.Proxy, rev uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.installProxy(id, rec, rev, true)
+}
+
+// InstallOwnProxy installs a version this worker's own write committed (rec
+// nil: deleted). It updates a proxy the replica knows but never creates one:
+// a delete the watch applied already would otherwise come back as a ghost.
+func (r *Replica) InstallOwnProxy(id string, rec *record.Proxy, rev uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.installProxy(id, rec, rev, false)
+}
+
+// RemoveProxy forgets a proxy this worker deleted, whatever its revision.
+func (r *Replica) RemoveProxy(id string) {
+	r.InstallOwnProxy(id, nil, ^uint64(0))
+}
+
+func (r *Replica) installProxy(id string, rec *record.Proxy, rev uint64, fromWatch bool) bool {
+	old := r.proxies[id]
+	if old != nil && old.rev >= rev {
+		return false
+	}
+	if old == nil && (rec == nil || !fromWatch) {
+		return false
+	}
+	if rec == nil {
+		delete(r.proxies, id)
+		r.removeMember(old)
+		r.countChange(old, nil)
+		r.leases.update(old, nil)
+		return true
+	}
+	r.intern(rec)
+	e := &proxyEntry{rec: rec, rev: rev}
+	r.proxies[rec.ID] = e
+	r.countChange(old, e)
+	r.leases.update(old, e)
+	if old != nil && old.rec.PoolName == rec.PoolName && old.rec.Seq == rec.Seq {
+		list := r.members[rec.PoolName]
+		list[memberIndex(list, rec.Seq)] = e
+		return true
+	}
+	if old != nil {
+		r.removeMember(old)
+	}
+	list := r.members[rec.PoolName]
+	i := sort.Search(len(list), func(i int) bool { return list[i].rec.Seq >= rec.Seq })
+	list = append(list, nil)
+	copy(list[i+1:], list[i:])
+	list[i] = e
+	r.members[rec.PoolName] = list
+	return true
+}
+
+// InstallPool installs the pool version the watch delivered (rec nil:
+// deleted) at rev.
+func (r *Replica) InstallPool(name string, rec *record.Pool, rev uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.installPool(name, rec, rev, true)
+}
+
+// InstallOwnPool installs a pool version this worker's own write committed;
+// like InstallOwnProxy it never creates one.
+func (r *Replica) InstallOwnPool(name string, rec *record.Pool, rev uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.installPool(name, rec, rev, false)
+}
+
+func (r *Replica) installPool(name string, rec *record.Pool, rev uint64, fromWatch bool) {
+	old := r.pools[name]
+	if old != nil && old.rev >= rev {
+		return
+	}
+	if old == nil && (rec == nil || !fromWatch) {
+		return
+	}
+	if rec == nil {
+		delete(r.pools, name)
+		return
+	}
+	r.pools[name] = &poolEntry{rec: rec, rev: rev}
+}
+
+// MarkSeen records that the replica has applied bucket's stream up to seq.
+func (r *Replica) MarkSeen(bucket string, seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if seq > r.seen[bucket] {
+		r.seen[bucket] = seq
+		close(r.advanced)
+		r.advanced = make(chan struct{})
+	}
+}
+
+// WaitSeen blocks until the replica has applied bucket's sequence seq.
+func (r *Replica) WaitSeen(ctx context.Context, bucket string, seq uint64) error {
+	for {
+		r.mu.RLock()
+		done, ch := r.seen[bucket] >= seq, r.advanced
+		r.mu.RUnlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("replica of %s behind sequence %d: %w", bucket, seq, ctx.Err())
+		}
+	}
+}
+
+// Has reports whether the replica holds proxy id at rev or later.
+func (r *Replica) Has(id string, rev uint64) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e := r.proxies[id]
+	return e != nil && e.rev >= rev
+}
+
+// Proxy returns the proxy's record and its revision.
+func (r *Replica) Proxy(id string) (*record.Proxy, uint64, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if e := r.proxies[id]; e != nil {
+		return e.rec, e.rev, true
+	}
+	return nil, 0, false
+}
+
+// Lease finds an active lease: the record of the proxy that holds it and
+// that record's revision. For a lease whose holder went away within the
+// last endedWindow it returns instead the lease as last seen active (last).
+func (r *Replica) Lease(id string) (rec *record.Proxy, rev uint64, last *model.Lease) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if pid, ok := r.leases.active[id]; ok {
+		if e := r.proxies[pid]; e != nil {
+			return e.rec, e.rev, nil
+		}
+	}
+	if x, ok := r.leases.ended[id]; ok && time.Since(x.at) < endedWindow {
+		l := x.last
+		return nil, 0, &l
+	}
+	return nil, 0, nil
+}
+
+// Pool returns the pool's record.
+func (r *Replica) Pool(name string) (*record.Pool, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if e := r.pools[name]; e != nil {
+		return e.rec, true
+	}
+	return nil, false
+}
+
+// Pools returns every pool, oldest first.
+func (r *Replica) Pools() []*record.Pool {
+	r.mu.RLock()
+	out := make([]*record.Pool, 0, len(r.pools))
+	for _, p := range r.pools {
+		out = append(out, p.rec)
+	}
+	r.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if !a.CreatedAt.Equal(b.CreatedAt) {
+			return a.CreatedAt.Before(b.CreatedAt)
+		}
+		return a.Name < b.Name
+	})
+	return out
+}
+
+// Members calls fn on the pool's proxies whose added order is after seq,
+// in added order, until fn returns false. Finding where to start costs
+// log(pool size). fn runs under the replica's read lock and must not call
+// back into it.
+func (r *Replica) Members(pool string, after uint64, fn func(*record.Proxy) bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	list := r.members[pool]
+	i := sort.Search(len(list), func(i int) bool { return list[i].rec.Seq > after })
+	for _, e := range list[i:] {
+		if !fn(e.rec) {
+			return
+		}
+	}
+}
+
+// WithExpiredHolders returns the ids of the proxies holding a lease that
+// expired by horizon, which a sweep records as expired.
+func (r *Replica) WithExpiredHolders(horizon time.Time) []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var ids []string
+	for id, e := range r.proxies {
+		if e.rec.LiveHolders(horizon) != len(e.rec.Holders) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func (r *Replica) removeMember(e *proxyEntry) {
+	list := r.members[e.rec.PoolName]
+	i := memberIndex(list, e.rec.Seq)
+	if i < 0 {
+		return
+	}
+	list = append(list[:i], list[i+1:]...)
+	if len(list) == 0 {
+		delete(r.members, e.rec.PoolName)
+		return
+	}
+	r.members[e.rec.PoolName] = list
+}
+
+func memberIndex(list []*proxyEntry, seq uint64) int {
+	i := sort.Search(len(list), func(i int) bool { return list[i].rec.Seq >= seq })
+	if i < len(list) && list[i].rec.Seq == seq {
+		return i
+	}
+	return -1
+}
+
+// intern replaces rec's repeated values by shared copies. Records are never
+// changed once installed, so sharing is safe. Callers hold r.mu.
+func (r *Replica) intern(rec *record.Proxy) {
+	str := func(s string) string { return *share(r.strs, &s) }
+	rec.PoolID, rec.PoolName = str(rec.PoolID), str(rec.PoolName)
+	rec.Protocol = model.Protocol(str(string(rec.Protocol)))
+	rec.Status = model.ProxyStatus(str(string(rec.Status)))
+	for _, p := range []**string{&rec.Source, &rec.Country, &rec.City, &rec.ISP} {
+		if *p != nil {
+			*p = share(r.strs, *p)
+		}
+	}
+	rec.Latitude, rec.Longitude = share(r.floats, rec.Latitude), share(r.floats, rec.Longitude)
+	rec.ASN, rec.MaxConcurrency = share(r.ints, rec.ASN), share(r.maxes, rec.MaxConcurrency)
+	for i := range rec.Holders {
+		rec.Holders[i].ConsumerID = str(rec.Holders[i].ConsumerID)
+		rec.Holders[i].ConsumerName = str(rec.Holders[i].ConsumerName)
+	}
+}
+
+// share returns the shared pointer to *p's value, making p the shared one
+// if there is none yet and room for it.
+func share[T comparable](m map[T]*T, p *T) *T {
+	if p == nil {
+		return nil
+	}
+	if q, ok := m[*p]; ok {
+		return q
+	}
+	if len(m) < internMax {
+		m[*p] = p
+	}
+	return p
+}
