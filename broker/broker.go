@@ -141,7 +141,6 @@ func (b *Broker) serve(ep endpoint, req micro.Request) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.timeout)
 	defer cancel()
-	ctx = manager.ContextWithParker(ctx, slot{b})
 	var reply any
 	var err error
 	func() {

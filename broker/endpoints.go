@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pharox/pharox-nats/manager"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -19,7 +20,7 @@ func (b *Broker) endpoints() []endpoint {
 				ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), b.opts.timeout+time.Duration(*r.WaitSeconds*float64(time.Second)))
 				defer cancel()
 			}
-			lease, proxy, err := m.AcquireProxy(ctx, r)
+			lease, proxy, err := m.AcquireProxy(ctx, r, manager.ParkWith(slot{b}))
 			return model.AcquireReply{Lease: lease, Proxy: proxy}, err
 		}),
 		op("release", "release", func(ctx context.Context, r model.ReleaseRequest) (any, error) {

@@ -20,7 +20,11 @@ import (
 // AcquireProxy leases a proxy of the pool to the consumer. It returns nil, nil,
 // nil when no eligible proxy is free, like pharox's None. A write lost to a
 // concurrent one is retried with fresh state, never reported as "none free".
-func (m *Manager) AcquireProxy(ctx context.Context, req model.AcquireRequest) (*model.Lease, *model.Proxy, error) {
+func (m *Manager) AcquireProxy(ctx context.Context, req model.AcquireRequest, opts ...AcquireOption) (*model.Lease, *model.Proxy, error) {
+	var o acquireOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	p, err := m.checkAcquire(req)
 	if err != nil {
 		return nil, nil, err
@@ -41,7 +45,7 @@ func (m *Manager) AcquireProxy(ctx context.Context, req model.AcquireRequest) (*
 		if claim == nil {
 			return m.existingLease(ctx, leaseID)
 		}
-		lease, proxy, err := m.acquire(ctx, p, consumer, started)
+		lease, proxy, err := m.acquire(ctx, p, consumer, started, o.parker)
 		if err != nil || lease == nil {
 			claim.Abandon()
 			return lease, proxy, err
@@ -51,7 +55,7 @@ func (m *Manager) AcquireProxy(ctx context.Context, req model.AcquireRequest) (*
 		}
 		return lease, proxy, nil
 	}
-	return m.acquire(ctx, p, consumer, started)
+	return m.acquire(ctx, p, consumer, started, o.parker)
 }
 
 // leaseActive tells the request_id claim whether the lease a key names is
@@ -80,11 +84,11 @@ func (m *Manager) existingLease(ctx context.Context, leaseID string) (*model.Lea
 
 // acquire commits a lease, waiting up to p.wait for a proxy to free up when
 // none is, and fires the acquire callbacks once with the outcome.
-func (m *Manager) acquire(ctx context.Context, p acquireParams, consumer model.Consumer, started time.Time) (*model.Lease, *model.Proxy, error) {
+func (m *Manager) acquire(ctx context.Context, p acquireParams, consumer model.Consumer, started time.Time, parker Parker) (*model.Lease, *model.Proxy, error) {
 	grant, conflicts, err := m.commit(ctx, p, consumer, false)
 	if err == nil && grant == nil && p.wait > 0 {
 		var more int
-		grant, more, err = m.wait(ctx, p, consumer, started)
+		grant, more, err = m.wait(ctx, p, consumer, started, parker)
 		conflicts += more
 	}
 	m.counters.conflicts.Add(uint64(conflicts))

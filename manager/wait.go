@@ -19,17 +19,16 @@ type Parker interface {
 	Unpark(ctx context.Context) error
 }
 
-type parkerKey struct{}
+// AcquireOption tunes one AcquireProxy call.
+type AcquireOption func(*acquireOptions)
 
-// ContextWithParker attaches p to ctx for AcquireProxy's waits.
-func ContextWithParker(ctx context.Context, p Parker) context.Context {
-	return context.WithValue(ctx, parkerKey{}, p)
+type acquireOptions struct {
+	parker Parker
 }
 
-func parkerFrom(ctx context.Context) Parker {
-	p, _ := ctx.Value(parkerKey{}).(Parker)
-	return p
-}
+// ParkWith makes a waiting acquire (wait_seconds) give the caller's slot
+// back through p while it sleeps and take one again before it retries.
+func ParkWith(p Parker) AcquireOption { return func(o *acquireOptions) { o.parker = p } }
 
 // waitQueue holds the acquires waiting for a proxy to free up, per pool, in
 // arrival order. They sleep on a channel until the replica installs a proxy
@@ -141,7 +140,7 @@ func (m *Manager) rewake(pool string) {
 // wait sleeps until a proxy that could serve p frees up, then tries again,
 // until p.wait has passed since started. While asleep it holds no in-flight
 // slot of the caller's (see Parker) and costs no CPU.
-func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Consumer, started time.Time) (*grant, int, error) {
+func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Consumer, started time.Time, parker Parker) (*grant, int, error) {
 	w, remove := m.waiters.add(p)
 	defer func() {
 		remove()
@@ -156,7 +155,6 @@ func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Cons
 	}()
 	timer := time.NewTimer(p.wait - time.Since(p.begun))
 	defer timer.Stop()
-	parker := parkerFrom(ctx)
 	conflicts := 0
 	// The first try follows the caller's, which synced the replica and
 	// checked the pool: it only needs the replica's changes since (so
