@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -74,7 +74,7 @@ func (c *counters) record(ctx context.Context, proxyID string, failed bool, at t
 	var lastErr error
 	for attempt := 0; attempt < 32; attempt++ {
 		if attempt > 0 {
-			sleep(ctx, time.Millisecond<<min(attempt, 5))
+			retry.Sleep(ctx, time.Millisecond<<min(attempt, 5))
 		}
 		entry, err := c.kv.Get(ctx, proxyID)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -134,17 +134,4 @@ func (c *counters) failures(ctx context.Context, proxyID string) (int, error) {
 		return 0, err
 	}
 	return rec.Failures, nil
-}
-
-// sleep waits between d/2 and d, or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d/2 + rand.N(d/2+1))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

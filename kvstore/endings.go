@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -29,7 +30,7 @@ func (s *Store) PutEnding(ctx context.Context, l model.Lease) {
 		if err == nil {
 			return
 		}
-		sleepJitter(ctx, backoff(attempt))
+		retry.Sleep(ctx, retry.Backoff(attempt))
 	}
 	s.log.Error("could not record a lease's ending; reads tell it from its last holder",
 		zap.String("lease_id", l.ID), zap.String("status", string(l.Status)), zapErr(err))

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/record"
 )
@@ -65,7 +66,7 @@ func (s *Store) UpdatePool(ctx context.Context, name string, fn func(*record.Poo
 		if attempt >= s.opts.maxCASRetries {
 			return nil, 0, fmt.Errorf("%w: pool %q kept changing under %d attempts", model.ErrUnavailable, name, attempt+1)
 		}
-		sleepJitter(ctx, backoff(attempt))
+		retry.Sleep(ctx, retry.Backoff(attempt))
 	}
 }
 

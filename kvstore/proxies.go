@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/record"
 )
@@ -141,7 +142,7 @@ func (s *Store) landed(id string, data []byte, base uint64) (uint64, bool) {
 		if errors.Is(err, errNotFound) {
 			return 0, false
 		}
-		sleepJitter(ctx, 100*time.Millisecond)
+		retry.Sleep(ctx, 100*time.Millisecond)
 	}
 	s.log.Error("could not tell whether a proxy write committed; a lease it added lapses at its expiry", zap.String("proxy_id", id))
 	return 0, false

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -73,7 +74,7 @@ func (s *Store) ClaimRequest(ctx context.Context, consumer, requestID string, st
 			}
 		default:
 			// A duplicate is acquiring right now: wait for its outcome.
-			sleepJitter(ctx, 10*time.Millisecond)
+			retry.Sleep(ctx, 10*time.Millisecond)
 			if ctx.Err() != nil {
 				return "", nil, fmt.Errorf("%w: waiting for a concurrent request with the same request_id: %w", model.ErrUnavailable, ctx.Err())
 			}

@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -130,22 +130,9 @@ func EnsureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 		if ctx.Err() != nil {
 			break
 		}
-		sleepJitter(ctx, time.Duration(attempt+1)*50*time.Millisecond)
+		retry.Sleep(ctx, time.Duration(attempt+1)*50*time.Millisecond)
 	}
 	return nil, fmt.Errorf("%w: bucket %s: %w", model.ErrUnavailable, cfg.Bucket, lastErr)
-}
-
-// sleepJitter waits between d/2 and d, or until ctx ends.
-func sleepJitter(ctx context.Context, d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d/2 + rand.N(d/2+1))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
 
 // storeErr turns a JetStream failure into the sentinel the broker maps to 503
@@ -161,10 +148,4 @@ func storeErr(op string, err error) error {
 		return fmt.Errorf("%w: %s: %w", model.ErrUnavailable, op, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
-}
-
-// backoff grows from 1 ms to 32 ms; sleepJitter spreads it so that writers
-// that collided do not collide again in step.
-func backoff(attempt int) time.Duration {
-	return time.Millisecond << min(attempt, 5)
 }

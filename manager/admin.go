@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
+	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/record"
@@ -292,7 +293,7 @@ func (m *Manager) deleteProxy(ctx context.Context, id string, force bool) ([]mod
 			if attempt >= m.opts.maxCASRetries {
 				return nil, fmt.Errorf("%w: proxy %s kept changing", model.ErrUnavailable, id)
 			}
-			sleepJitter(ctx, backoff(attempt))
+			retry.Sleep(ctx, retry.Backoff(attempt))
 			continue
 		}
 		if err != nil {
@@ -333,27 +334,8 @@ func (m *Manager) ApplyHealthResult(ctx context.Context, req model.HealthApplyRe
 	if err != nil {
 		return model.Proxy{}, err
 	}
-	var previous model.ProxyStatus
-	mut, err := m.mutateProxy(ctx, res.ProxyID, func(rec *record.Proxy, _ time.Time) error {
-		previous = rec.Status
-		rec.Status = res.Status
-		t := res.CheckedAt.UTC()
-		rec.CheckedAt = &t
-		return nil
-	})
-	if err != nil {
-		return model.Proxy{}, err
-	}
-	proxy := mut.rec.Model(m.horizon())
-	if previous != res.Status {
-		ev := model.HealthEvent{ProxyID: proxy.ID, PoolName: proxy.PoolName, PreviousStatus: previous, Result: res}
-		for _, fn := range hooks(m, &m.onHealth) {
-			fn(ev)
-		}
-		m.log.Info("proxy status changed by health result", zap.String("proxy_id", proxy.ID),
-			zap.String("from", string(previous)), zap.String("to", string(res.Status)))
-	}
-	return proxy, nil
+	proxy, _, err := m.ApplyHealthDecision(ctx, res, func(model.ProxyStatus) model.ProxyStatus { return res.Status })
+	return proxy, err
 }
 
 func checkHealthApply(req model.HealthApplyRequest, now time.Time) (model.HealthCheckResult, error) {

@@ -55,7 +55,7 @@ func (m *Manager) ApplyHealthDecision(ctx context.Context, res model.HealthCheck
 		for _, fn := range hooks(m, &m.onHealth) {
 			fn(ev)
 		}
-		m.log.Info("proxy status changed by health check", zap.String("proxy_id", proxy.ID),
+		m.log.Info("proxy status changed by a health result", zap.String("proxy_id", proxy.ID),
 			zap.String("from", string(previous)), zap.String("to", string(applied.Status)))
 	}
 	return proxy, applied, nil

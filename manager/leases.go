@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/record"
@@ -25,13 +26,8 @@ func (m *Manager) ReleaseProxy(ctx context.Context, req model.ReleaseRequest) (m
 // release is ReleaseProxy; changed reports whether this call ended the
 // lease (and counted it).
 func (m *Manager) release(ctx context.Context, req model.ReleaseRequest) (model.Lease, bool, error) {
-	if err := checkUUID("lease_id", req.LeaseID); err != nil {
+	if err := checkLeaseRef(req.LeaseID, req.ConsumerName); err != nil {
 		return model.Lease{}, false, err
-	}
-	if req.ConsumerName != nil {
-		if err := model.CheckName("consumer_name", *req.ConsumerName); err != nil {
-			return model.Lease{}, false, err
-		}
 	}
 	held, ended, err := m.findLease(ctx, req.LeaseID, false)
 	if err != nil {
@@ -88,13 +84,8 @@ func (m *Manager) RenewLease(ctx context.Context, req model.RenewRequest) (model
 // renew is RenewLease; it also returns the lease's expiry before.
 func (m *Manager) renew(ctx context.Context, req model.RenewRequest) (model.Lease, time.Time, error) {
 	var none time.Time
-	if err := checkUUID("lease_id", req.LeaseID); err != nil {
+	if err := checkLeaseRef(req.LeaseID, req.ConsumerName); err != nil {
 		return model.Lease{}, none, err
-	}
-	if req.ConsumerName != nil {
-		if err := model.CheckName("consumer_name", *req.ConsumerName); err != nil {
-			return model.Lease{}, none, err
-		}
 	}
 	if req.DurationSeconds == nil {
 		return model.Lease{}, none, fmt.Errorf("%w: duration_seconds is required", model.ErrBadRequest)
@@ -255,8 +246,20 @@ func (m *Manager) endedLease(ctx context.Context, leaseID string, last *model.Le
 			}
 			return endLease(*last, m.now(), m.horizon()), nil
 		}
-		sleepJitter(ctx, pause)
+		retry.Sleep(ctx, pause)
 	}
+}
+
+// checkLeaseRef checks the lease id and optional consumer name of a release
+// or renew.
+func checkLeaseRef(leaseID string, consumerName *string) error {
+	if err := checkUUID("lease_id", leaseID); err != nil {
+		return err
+	}
+	if consumerName != nil {
+		return model.CheckName("consumer_name", *consumerName)
+	}
+	return nil
 }
 
 func checkConsumer(l model.Lease, consumerName *string) error {

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/record"
@@ -47,7 +48,7 @@ func (m *Manager) mutateProxy(ctx context.Context, id string, fn change) (mutati
 		if attempt >= m.opts.maxCASRetries {
 			return mut, fmt.Errorf("%w: proxy %s kept changing under %d attempts", model.ErrUnavailable, id, attempt+1)
 		}
-		sleepJitter(ctx, backoff(attempt))
+		retry.Sleep(ctx, retry.Backoff(attempt))
 	}
 }
 

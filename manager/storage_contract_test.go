@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pharox/pharox-nats/internal/natstest"
+	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/internal/testclock"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
@@ -181,7 +182,7 @@ func acquire(ctx context.Context, s worker, proxyID string, c model.Consumer, d 
 		g, err := s.tryAcquire(ctx, proxyID, c, d, filters)
 		if errors.Is(err, errLostRace) {
 			// Back off a little, as writers that collided should.
-			sleepJitter(ctx, backoff(attempt))
+			retry.Sleep(ctx, retry.Backoff(attempt))
 			continue
 		}
 		if err != nil {
