@@ -54,8 +54,48 @@ var (
 	refDefRE = regexp.MustCompile(`^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+.*)?$`)
 	// schemeRE recognises absolute URLs (https:, mailto:, ...).
 	schemeRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*:`)
-	codeSpan = regexp.MustCompile("`+[^`]*`+")
 )
+
+// stripCodeSpans replaces each code span of a line (a run of n backticks up
+// to the next run of exactly n) by "code": links inside code are not links.
+func stripCodeSpans(line string) string {
+	var b strings.Builder
+	for i := 0; i < len(line); {
+		if line[i] != '`' {
+			b.WriteByte(line[i])
+			i++
+			continue
+		}
+		n := 0
+		for i+n < len(line) && line[i+n] == '`' {
+			n++
+		}
+		end := -1
+		for j := i + n; j < len(line); {
+			if line[j] != '`' {
+				j++
+				continue
+			}
+			m := 0
+			for j+m < len(line) && line[j+m] == '`' {
+				m++
+			}
+			if m == n {
+				end = j + m
+				break
+			}
+			j += m
+		}
+		if end < 0 { // an unmatched run is literal text
+			b.WriteString(line[i : i+n])
+			i += n
+			continue
+		}
+		b.WriteString("code")
+		i = end
+	}
+	return b.String()
+}
 
 // links returns the link targets of a Markdown file with their line
 // numbers, outside code blocks and code spans.
@@ -78,7 +118,7 @@ func links(lines []string) map[int][]string {
 			out[i+1] = append(out[i+1], m[1])
 			continue
 		}
-		for _, m := range linkRE.FindAllStringSubmatch(codeSpan.ReplaceAllString(line, "code"), -1) {
+		for _, m := range linkRE.FindAllStringSubmatch(stripCodeSpans(line), -1) {
 			out[i+1] = append(out[i+1], m[1])
 		}
 	}
@@ -137,4 +177,20 @@ func TestRelativeLinksStayInTheRepository(t *testing.T) {
 		}
 	}
 	require.Positive(t, checked, "no relative link found: the link reader is broken")
+}
+
+func TestLinkReader(t *testing.T) {
+	got := links([]string{
+		"see [a](a.md#x) and ![img](img/p.png \"title\") and [web](https://example.com/)",
+		"`[not](a link)` and ``[nor `this`](one)`` but [`this`](b.md)",
+		"```sh",
+		"[inside](code.md)",
+		"```",
+		"[ref]: ../outside.md",
+	})
+	require.Equal(t, map[int][]string{
+		1: {"a.md#x", "img/p.png", "https://example.com/"},
+		2: {"b.md"},
+		6: {"../outside.md"},
+	}, got)
 }

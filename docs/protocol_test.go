@@ -61,8 +61,8 @@ type docOp struct {
 // protocol is PROTOCOL.md read for these tests.
 type protocol struct {
 	*mdDoc
-	ops    map[string]*docOp    // by subject
-	events map[string]*section  // by event name (the subject's last token)
+	ops    map[string]*docOp     // by subject
+	events map[string]*section   // by event name (the subject's last token)
 	schema map[*section][]string // schema names of sections with a Schema line
 }
 
