@@ -181,4 +181,3 @@ func (c *Config) Options(tokens *Tokens, log *zap.Logger) []Option {
 		WithLeaseSeconds(c.LeaseSeconds), WithRequestTimeout(c.RequestTimeout), WithDialTimeout(c.DialTimeout),
 		WithHeaderTimeout(c.HeaderTimeout), WithFailOnBlock(c.FailOnBlock), WithLogger(log)}
 }
-

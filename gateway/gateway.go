@@ -16,6 +16,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -183,7 +185,9 @@ func WithCloseWait(d time.Duration) Option {
 
 // WithFailOnBlock makes a 403 or 429 from the target count as the proxy's
 // failure (it was blocked) when the lease is released.
-func WithFailOnBlock(on bool) Option { return func(g *Gateway) error { g.failOnBlock = on; return nil } }
+func WithFailOnBlock(on bool) Option {
+	return func(g *Gateway) error { g.failOnBlock = on; return nil }
+}
 
 // WithLogger sets the logger (default: none).
 func WithLogger(l *zap.Logger) Option {
@@ -272,7 +276,7 @@ func (g *Gateway) ServeHTTPProxy(ln net.Listener) error {
 		ReadHeaderTimeout: g.headerTimeout,
 		IdleTimeout:       g.idleTimeout,
 		MaxHeaderBytes:    g.maxHeaderBytes,
-		ErrorLog:          zap.NewStdLog(g.log.WithOptions(zap.IncreaseLevel(zap.DebugLevel))),
+		ErrorLog:          g.stdLog(),
 	}
 	// A proxy speaks HTTP/1.1 to its clients, also over TLS.
 	srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
@@ -372,4 +376,13 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	swg.Wait()
 	return err
+}
+
+// stdLog is a *log.Logger for net/http's own messages, at debug.
+func (g *Gateway) stdLog() *log.Logger {
+	l, err := zap.NewStdLogAt(g.log, zap.DebugLevel)
+	if err != nil { // only for a level zap does not know
+		return log.New(io.Discard, "", 0)
+	}
+	return l
 }

@@ -139,7 +139,7 @@ func (g *Gateway) reverseProxy() *httputil.ReverseProxy {
 		Rewrite:    func(*httputil.ProxyRequest) {}, // the request carries its absolute URL; no X-Forwarded-*
 		Transport:  transport{g},
 		BufferPool: &g.bufs,
-		ErrorLog:   zap.NewStdLog(g.log.WithOptions(zap.IncreaseLevel(zap.DebugLevel))),
+		ErrorLog:   g.stdLog(),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			var gerr *Error
 			if !errors.As(err, &gerr) {

@@ -179,4 +179,3 @@ func (g *Gateway) failSession(s *session, lease model.Lease, reason string) {
 	}
 	g.release(lease, OutcomeFailure, reason)
 }
-

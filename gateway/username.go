@@ -138,4 +138,3 @@ type spec struct {
 	sesstime       int
 	wait           float64
 }
-
