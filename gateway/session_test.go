@@ -99,4 +99,3 @@ func barrier(t *testing.T, e *env) {
 	require.NoError(t, err)
 	e.released(lease.ID)
 }
-
