@@ -283,6 +283,7 @@ func (g *Gateway) ServeHTTPProxy(ln net.Listener) error {
 	g.mu.Lock()
 	if g.closing {
 		g.mu.Unlock()
+		_ = ln.Close()
 		return ErrClosed
 	}
 	g.servers = append(g.servers, srv)

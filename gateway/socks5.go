@@ -44,6 +44,7 @@ func (g *Gateway) ServeSOCKS5(ln net.Listener) error {
 	g.mu.Lock()
 	if g.closing {
 		g.mu.Unlock()
+		_ = ln.Close()
 		return ErrClosed
 	}
 	g.listeners = append(g.listeners, ln)
