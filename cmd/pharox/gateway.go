@@ -71,7 +71,9 @@ func (a *app) serveGateway(ctx context.Context, cfg gateway.Config, tokens *gate
 				log.Warn("NATS connection lost; reconnecting", zap.Error(err))
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS connection restored", zap.String("url", nc.ConnectedUrlRedacted())) })}
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("NATS connection restored", zap.String("url", nc.ConnectedUrlRedacted()))
+		})}
 	if a.natsCreds != "" {
 		opts = append(opts, nats.UserCredentials(a.natsCreds))
 	}
@@ -155,4 +157,3 @@ func (a *app) logger(level string) (*zap.Logger, error) {
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(ec), zapcore.Lock(zapcore.AddSync(a.stderr)), lvl)
 	return zap.New(core), nil
 }
-
