@@ -69,7 +69,7 @@ func TestCurl(t *testing.T) {
 	require.Equal(t, "ok 2", run("-x", "http://pool=curl:"+token+"@"+w.httpAddr, tg.https.URL+"/ok?n=2"))
 	require.Equal(t, "ok 3", run("-x", "socks5h://pool=curl:"+token+"@"+w.socksAddr, tg.http.URL+"/ok?n=3"))
 	require.Equal(t, "407", run("-o", "/dev/null", "-w", "%{http_code}", "-x", "http://pool=curl:wrong@"+w.httpAddr, tg.http.URL+"/ok"))
-	require.EqualValues(t, 4, px.Requests.Load(), "one upstream connection for each request: two of the session, CONNECT, SOCKS5")
+	require.EqualValues(t, 3, px.Requests.Load(), "the session's two requests share a kept-alive tunnel; CONNECT and SOCKS5 have one each")
 }
 
 // TestHTTPSProxy: the HTTP proxy served over TLS, so the token does not

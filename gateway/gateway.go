@@ -76,6 +76,17 @@ type Gateway struct {
 	listeners []net.Listener
 	tunnels   map[*tunnel]struct{}
 	wg        sync.WaitGroup // tunnels and SOCKS connections
+	bg        sync.WaitGroup // closes and releases after the client has its answer
+}
+
+// background runs fn after the client has its answer; Shutdown waits for
+// it.
+func (g *Gateway) background(fn func()) {
+	g.bg.Add(1)
+	go func() {
+		defer g.bg.Done()
+		fn()
+	}()
 }
 
 // Option configures New; a value that cannot work is an error from New.
@@ -376,6 +387,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		<-tunnelsDone
 	}
 	swg.Wait()
+	g.bg.Wait()
 	return err
 }
 

@@ -167,7 +167,6 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Port() == "" {
 		target = net.JoinHostPort(req.URL.Hostname(), "80")
 	}
-	req.Close = true
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	var (
 		conn net.Conn
@@ -175,6 +174,13 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		stop func() bool
 	)
 	u, gerr := g.obtain(req.Context(), f.sp, func(ctx context.Context, u *use) error {
+		req.Header.Del("Proxy-Authorization")
+		if u.tr != nil {
+			rs, err := t.viaSession(u, req, hasBody)
+			resp = rs
+			return err
+		}
+		req.Close = true // the connection carries this request only
 		up := proxydial.FromProxy(u.proxy)
 		dctx, cancel := context.WithTimeout(ctx, g.dialTimeout)
 		var c net.Conn
@@ -199,7 +205,6 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return err
 		}
-		req.Header.Del("Proxy-Authorization")
 		if u.proxy.Protocol == model.ProtocolHTTP {
 			if auth := proxydial.BasicAuth(u.proxy.Credentials); auth != "" {
 				req.Header.Set("Proxy-Authorization", auth)
@@ -225,7 +230,9 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if gerr != nil {
 		return nil, gerr
 	}
-	u.setLost(func() { _ = conn.Close() })
+	if conn != nil {
+		u.setLost(func() { _ = conn.Close() })
+	}
 	resp.Header.Set(HeaderLeaseID, u.lease.ID)
 	resp.Header.Set(HeaderProxyID, u.proxy.ID)
 	resp.Body = &upstreamBody{ReadCloser: resp.Body, g: g, u: u, conn: conn, stop: stop, f: f,
@@ -233,8 +240,26 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// upstreamBody is a forwarded response's body; closing it closes the
-// upstream connection and ends the lease's use.
+// viaSession sends a request with its session's keep-alive transport.
+func (t transport) viaSession(u *use, req *http.Request, hasBody bool) (*http.Response, error) {
+	req.Close = false
+	rs, err := u.tr.RoundTrip(req)
+	if err != nil {
+		if hasBody {
+			return nil, noRetry{err}
+		}
+		return nil, err
+	}
+	if rs.StatusCode == http.StatusProxyAuthRequired && u.proxy.Protocol == model.ProtocolHTTP {
+		_ = rs.Body.Close()
+		return nil, errors.New("the upstream proxy refused its credentials: 407 Proxy Authentication Required")
+	}
+	return rs, nil
+}
+
+// upstreamBody is a forwarded response's body; closing it ends the lease's
+// use. A request's own upstream connection is closed and its lease
+// released in the background, once the client has its answer.
 type upstreamBody struct {
 	io.ReadCloser
 	g      *Gateway
@@ -264,13 +289,8 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 
 func (b *upstreamBody) Close() error {
 	b.once.Do(func() {
-		clientGone := !b.stop()
+		clientGone := b.stop != nil && !b.stop()
 		_ = b.ReadCloser.Close()
-		if b.eof {
-			b.g.finishUpstream(b.conn)
-		} else {
-			_ = b.conn.Close()
-		}
 		outcome, reason := OutcomeSuccess, ""
 		switch {
 		case clientGone:
@@ -282,10 +302,22 @@ func (b *upstreamBody) Close() error {
 		case !b.eof:
 			outcome = OutcomeNone // the client stopped reading
 		}
-		b.u.end(outcome, reason)
 		b.g.log.Debug("request", zap.String("kind", "forward"), zap.String("pool", b.u.sp.pool),
 			zap.String("proxy_id", b.u.proxy.ID), zap.String("lease_id", b.u.lease.ID), zap.String("target", b.target),
 			zap.Int("status", b.status), zap.Int64("bytes", b.n), zap.Duration("took", time.Since(b.f.start)))
+		if b.conn == nil { // a session's: its transport keeps the connection
+			b.u.end(outcome, reason)
+			return
+		}
+		conn, eof, u := b.conn, b.eof, b.u
+		b.g.background(func() {
+			if eof {
+				b.g.finishUpstream(conn)
+			} else {
+				_ = conn.Close()
+			}
+			u.end(outcome, reason)
+		})
 	})
 	return nil
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +22,7 @@ type use struct {
 	lease model.Lease
 	proxy model.Proxy
 	sess  *session
+	tr    *http.Transport // the session's, for plain HTTP requests
 	dur   time.Duration
 
 	mu       sync.Mutex

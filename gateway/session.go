@@ -42,6 +42,27 @@ type session struct {
 	dur       time.Duration
 	renewed   time.Time // (g.clock) when the request that last set expires_at was sent
 	deadline  time.Time // (g.clock) when the lease lapses unless renewed
+	// tr forwards the session's plain HTTP requests through its proxy,
+	// keeping connections to it alive between requests: the lease is held
+	// anyway, so an idle connection costs the proxy nothing it did not
+	// grant.
+	tr *http.Transport
+}
+
+// install makes lease the session's; s.mu is held.
+func (s *session) install(g *Gateway, lease *model.Lease, proxy *model.Proxy) {
+	s.clear()
+	s.lease, s.proxy = lease, proxy
+	s.tr = g.sessionTransport(*proxy)
+}
+
+// clear forgets the session's lease and closes its idle connections;
+// s.mu is held.
+func (s *session) clear() {
+	if s.tr != nil {
+		s.tr.CloseIdleConnections()
+	}
+	s.lease, s.proxy, s.tr = nil, nil, nil
 }
 
 // sessions caches sessions by request_id.
@@ -67,6 +88,7 @@ func (ss *sessions) get(id string, now time.Time) *session {
 				continue
 			}
 			if s.lease == nil || now.After(s.deadline.Add(sweepEvery)) {
+				s.clear()
 				delete(ss.m, k)
 			}
 			s.mu.Unlock()
@@ -91,7 +113,7 @@ func (g *Gateway) sessionUse(ctx context.Context, sp *spec, exclude []string) (*
 	dur := time.Duration(seconds) * time.Second
 	for range 3 {
 		if s.lease != nil && (slices.Contains(exclude, s.proxy.ID) || !g.clock().Before(s.deadline)) {
-			s.lease, s.proxy = nil, nil
+			s.clear()
 		}
 		if s.lease == nil {
 			id := s.requestID
@@ -99,7 +121,8 @@ func (g *Gateway) sessionUse(ctx context.Context, sp *spec, exclude []string) (*
 			if gerr != nil {
 				return nil, gerr
 			}
-			s.lease, s.proxy, s.seconds, s.dur = lease, proxy, seconds, dur
+			s.install(g, lease, proxy)
+			s.seconds, s.dur = seconds, dur
 			// A lease another gateway started may be older than our request.
 			s.deadline = sent.Add(dur)
 			if lease.ExpiresAt.Before(s.deadline) {
@@ -115,7 +138,7 @@ func (g *Gateway) sessionUse(ctx context.Context, sp *spec, exclude []string) (*
 		case err == nil:
 			return s.use(g, sp), nil
 		case leaseOver(err):
-			s.lease, s.proxy = nil, nil // ended elsewhere: the request_id starts a new one
+			s.clear() // ended elsewhere: the request_id starts a new one
 		case g.clock().Before(s.deadline):
 			g.log.Warn("session renewal failed; using its lease until expires_at", zap.String("lease_id", s.lease.ID), zap.Error(err))
 			return s.use(g, sp), nil
@@ -128,7 +151,7 @@ func (g *Gateway) sessionUse(ctx context.Context, sp *spec, exclude []string) (*
 
 // use is a use of s's lease; s.mu is held.
 func (s *session) use(g *Gateway, sp *spec) *use {
-	return &use{g: g, sp: sp, lease: *s.lease, proxy: *s.proxy, sess: s, dur: s.dur, renewed: s.renewed, deadline: s.deadline}
+	return &use{g: g, sp: sp, lease: *s.lease, proxy: *s.proxy, sess: s, tr: s.tr, dur: s.dur, renewed: s.renewed, deadline: s.deadline}
 }
 
 // renewSession renews s's lease for its sesstime; s.mu is held.
@@ -159,7 +182,7 @@ func (g *Gateway) touchSession(s *session, leaseID string) (renewed, deadline ti
 	if g.clock().Sub(s.renewed) > s.dur/3 {
 		if err := g.renewSession(context.Background(), s); err != nil {
 			if leaseOver(err) {
-				s.lease, s.proxy = nil, nil
+				s.clear()
 			}
 			return time.Time{}, time.Time{}, err
 		}
@@ -175,7 +198,7 @@ func (g *Gateway) failSession(s *session, lease model.Lease, reason string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.lease != nil && s.lease.ID == lease.ID {
-		s.lease, s.proxy = nil, nil
+		s.clear()
 	}
 	g.release(lease, OutcomeFailure, reason)
 }
