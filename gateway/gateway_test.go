@@ -1,18 +1,15 @@
 package gateway_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/proxy"
 
-	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/internal/proxytest"
 	"github.com/pharox/pharox-nats/model"
 )
@@ -114,16 +111,3 @@ func TestTargetAnswersPassThrough(t *testing.T) {
 		e.released(hdr.Get("X-Pharox-Lease-Id"))
 	}
 }
-
-func leaseIDs(evs []client.Event) map[string]bool {
-	ids := map[string]bool{}
-	for _, ev := range evs {
-		if l := ev.Lease(); l != nil {
-			ids[l.ID] = true
-		}
-	}
-	return ids
-}
-
-var _ = strings.Contains
-var _ = context.Background

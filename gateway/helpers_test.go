@@ -191,10 +191,9 @@ func deadUpstream(t *testing.T, p model.Protocol) upstream {
 
 // gw is a running gateway with its own NATS connection.
 type gw struct {
-	g              *gateway.Gateway
-	httpAddr       string
-	socksAddr      string
-	shutdownCalled bool
+	g         *gateway.Gateway
+	httpAddr  string
+	socksAddr string
 }
 
 func (e *env) gateway(opts ...gateway.Option) *gw {
