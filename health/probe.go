@@ -39,7 +39,7 @@ const userAgent = "pharox-nats-health/1"
 //   - socks5: golang.org/x/net/proxy's SOCKS5 client (RFC 1928), with
 //     username/password authentication (RFC 1929) when the proxy has
 //     credentials; host names are resolved by the proxy.
-//   - socks4: SOCKS4, or SOCKS4a for a host name (see socks4.go); the
+//   - socks4: SOCKS4, or SOCKS4a for a host name (see proxydial); the
 //     credentials' user is sent as the SOCKS4 user id (SOCKS4 has no
 //     password).
 //
