@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 
-# Build stage: a static worker binary (no cgo, so it runs on distroless/static).
+# Build stage: static worker and pharox binaries (no cgo, so they run on
+# distroless/static); the image runs the worker, and the compose file's
+# gateway service runs `pharox gateway` from the same image.
 FROM golang:1.26 AS build
 WORKDIR /src
 ENV CGO_ENABLED=0 GOFLAGS=-buildvcs=false
@@ -10,11 +12,11 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    go build -trimpath -ldflags="-s -w" -o /out/worker ./cmd/worker
+    go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/worker ./cmd/pharox
 
 # Final stage: no shell, no package manager, runs as uid/gid 65532 (nonroot).
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /out/worker /usr/local/bin/worker
+COPY --from=build /out/worker /out/pharox /usr/local/bin/
 # ./data (the embedded server's default --data-dir) lands in a directory
 # nonroot can write to.
 WORKDIR /home/nonroot

@@ -1,10 +1,8 @@
 package health
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -16,9 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/net/proxy"
-
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/proxydial"
 )
 
 // maxBody is how much of the target's answer a probe reads (pharox's client
@@ -42,7 +39,7 @@ const userAgent = "pharox-nats-health/1"
 //   - socks5: golang.org/x/net/proxy's SOCKS5 client (RFC 1928), with
 //     username/password authentication (RFC 1929) when the proxy has
 //     credentials; host names are resolved by the proxy.
-//   - socks4: SOCKS4, or SOCKS4a for a host name (see socks4.go); the
+//   - socks4: SOCKS4, or SOCKS4a for a host name (see proxydial); the
 //     credentials' user is sent as the SOCKS4 user id (SOCKS4 has no
 //     password).
 //
@@ -51,12 +48,14 @@ const userAgent = "pharox-nats-health/1"
 type Prober struct {
 	tls    *tls.Config
 	dialer *net.Dialer
+	dial   *proxydial.Dialer
 }
 
 // NewProber returns a prober. tlsConfig verifies https targets (nil: the
 // system's roots).
 func NewProber(tlsConfig *tls.Config) *Prober {
-	return &Prober{tls: tlsConfig, dialer: &net.Dialer{KeepAlive: -1}}
+	d := &net.Dialer{KeepAlive: -1}
+	return &Prober{tls: tlsConfig, dialer: d, dial: &proxydial.Dialer{Forward: d}}
 }
 
 // Probe checks px against the target of o (which must be valid, see
@@ -166,10 +165,11 @@ func (p *Prober) transport(px model.Proxy, target *url.URL) (*http.Transport, er
 		DisableKeepAlives:      true,
 		MaxResponseHeaderBytes: 1 << 20,
 	}
+	up := proxydial.FromProxy(px)
 	switch px.Protocol {
 	case model.ProtocolHTTP, model.ProtocolHTTPS:
 		if px.Protocol == model.ProtocolHTTPS && target.Scheme == "http" {
-			tr.DialContext = (&connectDialer{proxyAddr: addr, auth: basicAuth(px.Credentials), forward: p.dialer}).DialContext
+			tr.DialContext = p.dial.ContextDialer(up)
 			break
 		}
 		pu := &url.URL{Scheme: "http", Host: addr}
@@ -177,26 +177,8 @@ func (p *Prober) transport(px model.Proxy, target *url.URL) (*http.Transport, er
 			pu.User = url.UserPassword(c.User, c.Password)
 		}
 		tr.Proxy = http.ProxyURL(pu)
-	case model.ProtocolSOCKS5:
-		var auth *proxy.Auth
-		if c := px.Credentials; c != nil {
-			auth = &proxy.Auth{User: c.User, Password: c.Password}
-		}
-		d, err := proxy.SOCKS5("tcp", addr, auth, p.dialer)
-		if err != nil {
-			return nil, fmt.Errorf("socks5 dialer: %w", err)
-		}
-		cd, ok := d.(proxy.ContextDialer)
-		if !ok {
-			return nil, errors.New("socks5 dialer does not take a context")
-		}
-		tr.DialContext = cd.DialContext
-	case model.ProtocolSOCKS4:
-		user := ""
-		if px.Credentials != nil {
-			user = px.Credentials.User
-		}
-		tr.DialContext = (&socks4Dialer{proxyAddr: addr, userID: user, forward: p.dialer}).DialContext
+	case model.ProtocolSOCKS5, model.ProtocolSOCKS4:
+		tr.DialContext = p.dial.ContextDialer(up)
 	default:
 		return nil, fmt.Errorf("protocol %q cannot be probed", px.Protocol)
 	}
@@ -208,61 +190,6 @@ func (p *Prober) tlsConfig() *tls.Config {
 		return &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	return p.tls.Clone()
-}
-
-// connectDialer opens a CONNECT tunnel through an HTTP proxy to each address
-// asked for. net/http writes the request and reads the proxy's answer.
-type connectDialer struct {
-	proxyAddr string
-	auth      string
-	forward   *net.Dialer
-}
-
-func (d *connectDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	conn, err := d.forward.DialContext(ctx, "tcp", d.proxyAddr)
-	if err != nil {
-		return nil, fmt.Errorf("proxyconnect tcp: %w", err)
-	}
-	// Abort the handshake when ctx ends.
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Opaque: addr}, Host: addr, Header: http.Header{}}
-	if d.auth != "" {
-		req.Header.Set("Proxy-Authorization", d.auth)
-	}
-	fail := func(err error) (net.Conn, error) {
-		stop()
-		_ = conn.Close()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("proxy CONNECT: %w", ctx.Err())
-		}
-		return nil, err
-	}
-	if err := req.Write(conn); err != nil {
-		return fail(fmt.Errorf("proxy CONNECT: %w", err))
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		return fail(fmt.Errorf("proxy CONNECT: reading the answer: %w", err))
-	}
-	if resp.StatusCode != http.StatusOK {
-		_ = resp.Body.Close()
-		return fail(fmt.Errorf("proxy refused CONNECT: %s", resp.Status))
-	}
-	if br.Buffered() > 0 {
-		return fail(errors.New("proxy CONNECT: the proxy sent data before the tunnel was used"))
-	}
-	if !stop() {
-		return fail(ctx.Err())
-	}
-	return conn, nil
-}
-
-func basicAuth(c *model.Credentials) string {
-	if c == nil {
-		return ""
-	}
-	return "Basic " + base64.StdEncoding.EncodeToString([]byte(c.User+":"+c.Password))
 }
 
 // describe words a failed attempt for error_message.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +15,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/pharox/pharox-nats/client"
+	"github.com/pharox/pharox-nats/gateway"
+	"github.com/pharox/pharox-nats/internal/natstest"
 )
 
 // docFile is the documentation whose examples these tests run.
@@ -81,6 +87,8 @@ func TestDocsCommandLine(t *testing.T) {
 	proxyAddr := standInProxy(t)
 	script := "set -euo pipefail\n" + strings.Join(docBlocks(t, "cli"), "\n")
 	script = strings.ReplaceAll(script, "127.0.0.1:3128", proxyAddr)
+	gatewayAddr := freeAddr(t)
+	script = strings.ReplaceAll(script, "127.0.0.1:8080", gatewayAddr)
 
 	dir := t.TempDir()
 	path := filepath.Dir(pharox) + string(os.PathListSeparator) + os.Getenv("PATH")
@@ -92,7 +100,9 @@ func TestDocsCommandLine(t *testing.T) {
 		require.NoError(t, os.WriteFile(filepath.Join(shim, "curl"), []byte("#!/bin/sh\necho hello from the stand-in proxy\n"), 0o755))
 		path = shim + string(os.PathListSeparator) + path
 	}
-	cmd := exec.Command("bash", "-c", script)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", script)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "PATH="+path, "PHAROX_NATS_URL="+h.url, "PHAROX_SUBJECT_PREFIX=", "HTTP_PROXY=", "http_proxy=")
 	var stdout, stderr strings.Builder
@@ -114,10 +124,12 @@ line 5: refused: port must be in 1..65535, got 99999
 exit status 1
 `,
 		"deleted pool scrapers\n",
+		// the gateway: two requests through it, then a wrong token
+		"hello from the stand-in proxy\nhello from the stand-in proxy\n407\n",
 	} {
 		require.Contains(t, out, want)
 	}
-	require.Equal(t, 2, strings.Count(out, "hello from the stand-in proxy"), "curl directly and through pharox run")
+	require.Equal(t, 4, strings.Count(out, "hello from the stand-in proxy"), "curl directly, through pharox run and twice through the gateway")
 	require.Regexp(t, `(?m)^\S+Z  acquired        pool=scrapers  consumer=crawler-1  proxy=\S+  lease=\S+  took=\S+\n\S+Z  acquire_failed  pool=scrapers  consumer=default  proxy=-  took=\S+\n\S+Z  renewed         pool=scrapers  consumer=crawler-1 `, out)
 	require.Regexp(t, `(?m)^\{"event":"released","subject":"pharox.events.released",.*"payload":\{"lease":\{`, out)
 	require.Contains(t, stderr.String(), "importing into scrapers", "the progress bar")
@@ -152,4 +164,48 @@ $`, string(out))
 	out, err = cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	require.Equal(t, "no proxy free; try again later\n", string(out))
+}
+
+// freeAddr is a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// TestDocsGatewayGo builds and runs the documented Go client of the
+// gateway against a gateway in front of a pool "web" whose proxy is a
+// stand-in.
+func TestDocsGatewayGo(t *testing.T) {
+	t.Parallel()
+	blocks := docBlocks(t, "go-gateway")
+	require.Len(t, blocks, 1)
+	h := newHarness(t)
+	proxyAddr := standInProxy(t)
+	h.pool("web", "http://"+proxyAddr)
+	const token = "docs-token"
+	tokens, err := gateway.ParseTokens(strings.NewReader(token + " pools=web"))
+	require.NoError(t, err)
+	g, err := gateway.New(gateway.NewClientLeaser(client.New(natstest.Connect(t, h.srv))), gateway.WithTokens(tokens))
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = g.ServeHTTPProxy(ln) }()
+	t.Cleanup(func() { _ = g.Shutdown(context.Background()) })
+
+	file := filepath.Join(t.TempDir(), "main.go")
+	require.NoError(t, os.WriteFile(file, []byte(blocks[0]), 0o600))
+	cmd := exec.Command("go", "run", file)
+	cmd.Dir = "../.."
+	cmd.Env = append(os.Environ(), "PHAROX_GATEWAY_ADDR="+ln.Addr().String(), "PHAROX_GATEWAY_TOKEN="+token, "HTTP_PROXY=", "http_proxy=")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	m := regexp.MustCompile(`^200 OK via proxy (\S+): hello from the stand-in proxy
+200 OK via proxy (\S+): hello from the stand-in proxy
+$`).FindStringSubmatch(string(out))
+	require.NotNil(t, m, "%s", out)
+	require.Equal(t, m[1], m[2], "one session, one proxy")
 }

@@ -112,14 +112,19 @@ func TestDockerCompose(t *testing.T) {
 		require.True(t, monitoring, "service %q: the healthcheck probes the monitoring port but the command %q does not enable it with -m 8222", natsName, []string(natsSvc.Command))
 	})
 
-	// The workers: every service built from this repository.
-	var workers []string
+	// The workers: every service built from this repository that runs the
+	// image's entrypoint (the worker); the gateways run `pharox gateway`.
+	var workers, gateways []string
 	for name, svc := range project.Services {
-		if svc.Build != nil {
+		switch {
+		case svc.Build != nil && isGateway(svc):
+			gateways = append(gateways, name)
+		case svc.Build != nil:
 			workers = append(workers, name)
 		}
 	}
 	sort.Strings(workers)
+	sort.Strings(gateways)
 	require.GreaterOrEqual(t, len(workers), 2, "%s: want at least two worker services built from the Dockerfile (build: .), got %q", composeFile, workers)
 
 	for _, name := range workers {
@@ -173,12 +178,21 @@ func TestDockerCompose(t *testing.T) {
 		})
 	}
 
+	require.NotEmpty(t, gateways, "%s: no gateway service (build: . with entrypoint [\"%s\", \"gateway\"])", composeFile, pharoxBinary)
+	for _, name := range gateways {
+		t.Run(name, func(t *testing.T) { checkGateway(t, name, project.Services[name], natsName, repoRoot) })
+	}
+
 	t.Run("environment", func(t *testing.T) {
 		for name, svc := range project.Services {
+			names := envNames
+			if isGateway(svc) {
+				names = gatewayEnvNames()
+			}
 			for key := range svc.Environment {
 				if strings.HasPrefix(key, "PHAROX_") {
-					_, ok := envNames[key]
-					require.True(t, ok, "service %q: environment variable %s names no worker flag", name, key)
+					_, ok := names[key]
+					require.True(t, ok, "service %q: environment variable %s names no flag of the command it runs", name, key)
 				}
 			}
 		}

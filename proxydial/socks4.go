@@ -1,4 +1,4 @@
-package health
+package proxydial
 
 import (
 	"context"
@@ -10,21 +10,6 @@ import (
 	"time"
 )
 
-// socks4Dialer opens connections through a SOCKS4 proxy (CONNECT command),
-// using SOCKS4a for host names so that the proxy resolves them, as the
-// SOCKS5 client does.
-//
-// It is written here, on net.Dialer, because no maintained Go SOCKS4 client
-// could be had: golang.org/x/net/proxy speaks only SOCKS5, and the SOCKS4
-// libraries looked for (h12.io/socks, github.com/wzshiming/socks4) are not
-// served by the Go module proxy this project builds from. The protocol is
-// one 9+ byte request and one 8-byte reply.
-type socks4Dialer struct {
-	proxyAddr string
-	userID    string
-	forward   *net.Dialer
-}
-
 // SOCKS4 reply codes.
 const (
 	socks4Granted        = 90
@@ -33,7 +18,21 @@ const (
 	socks4IdentdMismatch = 93
 )
 
-func (d *socks4Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+// socks4 opens a connection through a SOCKS4 proxy (CONNECT command),
+// using SOCKS4a for host names so that the proxy resolves them, as the
+// SOCKS5 client does. The credentials' user is the SOCKS4 user id (SOCKS4
+// has no password).
+//
+// It is written here, on net.Dialer, because no maintained Go SOCKS4 client
+// could be had: golang.org/x/net/proxy speaks only SOCKS5, and the SOCKS4
+// libraries looked for (h12.io/socks, github.com/wzshiming/socks4) are not
+// served by the Go module proxy this project builds from. The protocol is
+// one 9+ byte request and one 8-byte reply.
+func (d *Dialer) socks4(ctx context.Context, up Upstream, addr string) (net.Conn, error) {
+	userID := ""
+	if up.Credentials != nil {
+		userID = up.Credentials.User
+	}
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("socks4: %w", err)
@@ -47,15 +46,15 @@ func (d *socks4Dialer) DialContext(ctx context.Context, network, addr string) (n
 	switch {
 	case ip != nil && ip.To4() != nil:
 		req = append(req, ip.To4()...)
-		req = append(append(req, d.userID...), 0)
+		req = append(append(req, userID...), 0)
 	case ip != nil:
 		return nil, fmt.Errorf("socks4: cannot reach IPv6 address %s", host)
 	default: // SOCKS4a: 0.0.0.x, then the host name after the user id.
 		req = append(req, 0, 0, 0, 1)
-		req = append(append(req, d.userID...), 0)
+		req = append(append(req, userID...), 0)
 		req = append(append(req, host...), 0)
 	}
-	conn, err := d.forward.DialContext(ctx, "tcp", d.proxyAddr)
+	conn, err := d.forward().DialContext(ctx, "tcp", up.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("socks4 connect: %w", err)
 	}

@@ -1,0 +1,81 @@
+package gateway_test
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pharox/pharox-nats/internal/proxytest"
+	"github.com/pharox/pharox-nats/model"
+)
+
+// TestConcurrencyLimitsHoldThroughTwoGateways: 200 CONNECT tunnels at once
+// through two gateway instances onto 5 upstream proxies with
+// max_concurrency 2. Each proxy counts the connections it holds open, from
+// accept to its FIN, and never sees more than 2 at any instant: a lease is
+// released only once its upstream connection has closed.
+func TestConcurrencyLimitsHoldThroughTwoGateways(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{})
+	tg := startTargets(t)
+	gws := []*gw{e.gateway(), e.gateway()}
+	var pxs []*proxytest.Proxy
+	var ups []upstream
+	for range 5 {
+		px := proxytest.HTTP(t, proxytest.HTTPConfig{User: "bot", Password: "s3cret"})
+		pxs = append(pxs, px)
+		ups = append(ups, up(model.ProtocolHTTP, px, "bot", "s3cret"))
+	}
+	e.pool("limited", 2, ups...)
+
+	const tunnels = 200
+	clients := make([]*http.Client, len(gws))
+	for i, w := range gws {
+		clients[i] = w.httpClient("pool=limited,wait=30,selector=random", token, false, tg)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, tunnels)
+	for i := range tunnels {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := clients[i%len(clients)].Get(fmt.Sprintf("%s/bytes?n=%d", tg.https.URL, 64<<10))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			n, err := resp.Body.Read(make([]byte, 1))
+			if resp.StatusCode != http.StatusOK || n != 1 {
+				errs <- fmt.Errorf("status %d, read %d: %v", resp.StatusCode, n, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	e.waitEvents(tunnels, named("released", "limited"))
+	total := int64(0)
+	for i, px := range pxs {
+		require.LessOrEqual(t, px.Max(), int64(2), "proxy %d saw %d connections at once", i, px.Max())
+		total += px.Total()
+	}
+	require.EqualValues(t, tunnels, total, "one upstream connection per tunnel")
+	reached := 0
+	for _, px := range pxs {
+		if px.Max() == 2 {
+			reached++
+		}
+	}
+	require.Positive(t, reached, "the limit was never reached: the test proves nothing")
+	st := e.stats("limited")
+	require.Zero(t, st.TotalLeases)
+	for _, px := range pxs {
+		require.Zero(t, px.Current())
+	}
+}

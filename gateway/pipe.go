@@ -1,0 +1,123 @@
+package gateway
+
+import (
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// copyBufSize is the buffer io.CopyBuffer uses when neither side can
+// splice (a TLS client connection). Buffers come from a pool: a tunnel
+// allocates nothing that grows with what it carries.
+const copyBufSize = 32 << 10
+
+type bufPool struct{ p sync.Pool }
+
+func (b *bufPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, copyBufSize)
+}
+
+func (b *bufPool) Put(buf []byte) { b.p.Put(&buf) }
+
+// copied is what a tunnel carried and how it ended.
+type copied struct {
+	up, down    int64 // bytes client->upstream, upstream->client
+	upstreamEOF bool  // the upstream closed its side (we read its EOF)
+}
+
+// pipe carries bytes both ways between the client and the upstream until
+// both directions are over, then closes both connections. pending are
+// bytes the client sent that were already read (after the CONNECT line).
+//
+// io.CopyBuffer hands the copy to the destination's ReadFrom or the
+// source's WriteTo; between two *net.TCPConn that is splice(2) on Linux,
+// so the connections are passed as they are, never wrapped.
+//
+// The client ending its side (EOF) half-closes the upstream, which then has
+// closeWait to finish; the upstream ending its side, or any error, ends the
+// tunnel at once.
+func (g *Gateway) pipe(client net.Conn, pending []byte, upstream net.Conn) copied {
+	type result struct {
+		toUpstream bool
+		n          int64
+		err        error
+	}
+	done := make(chan result, 2)
+	go func() {
+		var n int64
+		var err error
+		if len(pending) > 0 {
+			var w int
+			w, err = upstream.Write(pending)
+			n = int64(w)
+		}
+		if err == nil {
+			var m int64
+			m, err = g.copy(upstream, client)
+			n += m
+		}
+		done <- result{toUpstream: true, n: n, err: err}
+	}()
+	go func() {
+		n, err := g.copy(client, upstream)
+		done <- result{n: n, err: err}
+	}()
+	var c copied
+	record := func(r result) {
+		if r.toUpstream {
+			c.up = r.n
+		} else {
+			c.down = r.n
+			c.upstreamEOF = r.err == nil
+		}
+	}
+	first := <-done
+	record(first)
+	if first.toUpstream && first.err == nil {
+		closeWrite(upstream)
+		_ = upstream.SetReadDeadline(time.Now().Add(g.closeWait))
+	} else {
+		_ = client.Close()
+		_ = upstream.Close()
+	}
+	record(<-done)
+	_ = client.Close()
+	_ = upstream.Close()
+	return c
+}
+
+// copy is io.CopyBuffer with a pooled buffer, used only when neither side
+// can splice or sendfile.
+func (g *Gateway) copy(dst io.Writer, src io.Reader) (int64, error) {
+	buf := g.bufs.Get()
+	defer g.bufs.Put(buf)
+	return io.CopyBuffer(dst, src, buf)
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		return
+	}
+	_ = c.Close()
+}
+
+// finishUpstream closes an upstream connection the way that lets its
+// lease go: half-close, then wait up to closeWait for the upstream's EOF,
+// so the upstream has let go of the connection before anyone else is
+// leased its slot.
+func (g *Gateway) finishUpstream(c net.Conn) {
+	closeWrite(c)
+	_ = c.SetReadDeadline(time.Now().Add(g.closeWait))
+	var buf [512]byte
+	for {
+		if _, err := c.Read(buf[:]); err != nil {
+			break
+		}
+	}
+	_ = c.Close()
+}
