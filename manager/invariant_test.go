@@ -837,7 +837,10 @@ func TestReleaseOnLaggingReplicaFreesTheSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	lagging.Close() // the replica keeps the proxy as it was: no holder
-	m2 := manager.New(lagging)
+	m2, err := manager.New(lagging)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var released []model.ReleaseEvent
 	m2.RegisterReleaseCallback(func(ev model.ReleaseEvent) { released = append(released, ev) })
 

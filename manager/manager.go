@@ -81,16 +81,40 @@ func WithMaxDuration(d time.Duration) Option { return func(o *options) { o.maxDu
 // WithLogger sets the logger.
 func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
 
-// New returns a manager over store.
-func New(store *kvstore.Store, opts ...Option) *Manager {
+// New returns a manager over store. It refuses option values that cannot
+// work, naming the option.
+func New(store *kvstore.Store, opts ...Option) (*Manager, error) {
 	o := options{maxDuration: 24 * time.Hour, log: zap.NewNop(), maxAttempts: 256, claimStale: 2 * time.Minute}
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	if store == nil {
+		return nil, errors.New("manager: a store is required")
+	}
 	m := &Manager{store: store, opts: o, log: o.log, inflight: newInflight(), rr: newRotation(), waiters: newWaitQueue()}
 	store.OnProxyChange(m.proxyChanged)
 	store.OnLeasesExpired(m.fireExpired)
-	return m
+	return m, nil
+}
+
+// validate refuses option values that cannot work, naming the option.
+func (o options) validate() error {
+	var errs []error
+	if o.maxDuration < time.Second || o.maxDuration > 24*time.Hour {
+		// Below a second no duration_seconds would be accepted; the
+		// contract bounds duration_seconds by 86400.
+		errs = append(errs, fmt.Errorf("WithMaxDuration must be 1s..24h, got %s", o.maxDuration))
+	}
+	if o.log == nil {
+		errs = append(errs, errors.New("WithLogger must not be nil (use zap.NewNop())"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
+	return nil
 }
 
 // RegisterAcquireCallback adds fn to the hooks run after every acquire,
