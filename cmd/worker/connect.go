@@ -6,20 +6,17 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
-
-	"github.com/pharox/pharox-nats/internal/worker"
 )
 
 // connect opens the worker's NATS connection: to the embedded server srv
 // in-process, or else to --nats-url with --nats-creds. It reconnects
-// forever, and logs losing and regaining the server and the errors NATS
-// reports asynchronously (a slow consumer dropping messages).
+// forever and logs losing and regaining the server; worker.Start makes it
+// log the errors NATS reports asynchronously (a slow consumer).
 func connect(cfg config, srv *server.Server, log *zap.Logger) (*nats.Conn, error) {
 	url := cfg.NATSURL
 	opts := []nats.Option{
 		nats.Name("pharox-worker"),
 		nats.MaxReconnects(-1),
-		nats.ErrorHandler(worker.ErrorHandler(log.Named("nats"))),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			if err != nil && !nc.IsClosed() {
 				log.Warn("NATS connection lost; reconnecting", zap.Error(err))

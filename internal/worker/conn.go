@@ -10,7 +10,7 @@ import (
 // ErrorHandler logs the errors NATS reports asynchronously on a worker's
 // connection: a slow consumer (messages dropped because a subscription fell
 // behind: a KV watch, an event subscription) and permission or protocol
-// errors. Give it to nats.ErrorHandler when connecting. The broker logs and
+// errors. Start sets it on the worker's connection; the broker logs and
 // counts the ones on its own endpoints itself and passes the rest on to it.
 func ErrorHandler(log *zap.Logger) nats.ErrHandler {
 	return func(_ *nats.Conn, sub *nats.Subscription, err error) {

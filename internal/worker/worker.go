@@ -52,8 +52,11 @@ const (
 // the worker's life. On any failure it shuts down what it had started and
 // returns the error; nothing is left running.
 //
-// When cfg.Conn has no error handler, Start gives it ErrorHandler(cfg.Log),
-// so that a slow consumer is logged.
+// Start sets cfg.Conn's error handler to ErrorHandler(cfg.Log) (nats.go's
+// default only prints to stderr), so that what NATS reports asynchronously,
+// a slow consumer above all, is logged; the broker puts itself in front of
+// it for its own subscriptions. A handler set on the connection after Start
+// replaces both.
 func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -70,9 +73,8 @@ func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		seed = &f
 	}
 	nc, log := cfg.Conn, cfg.Log
-	if nc.ErrorHandler() == nil {
-		nc.SetErrorHandler(ErrorHandler(log))
-	}
+	// Before the broker, which puts itself in front of it.
+	nc.SetErrorHandler(ErrorHandler(log.Named("nats")))
 
 	w := &Worker{cfg: cfg, log: log}
 	defer func() {
