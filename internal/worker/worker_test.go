@@ -343,4 +343,3 @@ func requireNoLeak(t *testing.T, baseline map[string]int) {
 	}
 	require.Empty(t, extra, "goroutines left running")
 }
-
