@@ -39,8 +39,11 @@ type Broker struct {
 	endpointSubs []*nats.Subscription
 	controlSubs  []*nats.Subscription
 	hook         *asyncHook
-	stopOnce     sync.Once
-	stopErr      error
+
+	// Stop drains each set of subscriptions once and may wait again.
+	drainEndpoints, drainControl   sync.Once
+	endpointsClosed, controlClosed []<-chan nats.SubStatus
+	drainErr                       error
 }
 
 // Start subscribes the endpoints and the $SRV control subjects on nc. It
@@ -118,37 +121,40 @@ func (b *Broker) Stats() micro.Stats { return b.svc.Stats() }
 
 // Stop stops taking requests (draining the endpoints' subscriptions: what
 // NATS already delivered is still served) and waits, until ctx ends, for the
-// requests in flight to be answered; then it stops answering $SRV.
+// requests in flight to be answered; then it stops answering $SRV. When ctx
+// ends first it returns why; Stop may be called again to wait longer.
 func (b *Broker) Stop(ctx context.Context) error {
-	b.stopOnce.Do(func() { b.stopErr = b.stop(ctx) })
-	return b.stopErr
-}
-
-func (b *Broker) stop(ctx context.Context) error {
-	var errs []error
-	if err := drain(ctx, b.nc, b.endpointSubs); err != nil {
-		errs = append(errs, fmt.Errorf("stop taking requests: %w", err))
-	} else {
-		// No endpoint callback runs any more, so nothing adds to wg.
-		done := make(chan struct{})
-		go func() { b.wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("requests still in flight: %w", ctx.Err()))
-		}
+	b.drainEndpoints.Do(func() { b.endpointsClosed, b.drainErr = drain(b.endpointSubs) })
+	if b.drainErr != nil {
+		return fmt.Errorf("stop taking requests: %w", b.drainErr)
 	}
-	if err := drain(ctx, b.nc, b.controlSubs); err != nil {
-		errs = append(errs, fmt.Errorf("stop answering $SRV: %w", err))
+	if err := waitClosed(ctx, b.nc, b.endpointsClosed); err != nil {
+		return fmt.Errorf("stop taking requests: %w", err)
+	}
+	// No endpoint callback runs any more, so nothing adds to wg.
+	done := make(chan struct{})
+	go func() { b.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("requests still in flight: %w", ctx.Err())
+	}
+	b.drainControl.Do(func() { b.controlClosed, b.drainErr = drain(b.controlSubs) })
+	if b.drainErr != nil {
+		return fmt.Errorf("stop answering $SRV: %w", b.drainErr)
+	}
+	if err := waitClosed(ctx, b.nc, b.controlClosed); err != nil {
+		return fmt.Errorf("stop answering $SRV: %w", err)
 	}
 	b.hook.release()
-	return errors.Join(errs...)
+	return nil
 }
 
-// drain drains subs and waits until each is closed, which NATS does once
-// the callbacks of every message it had delivered have returned. A closed
-// connection ends the wait: it delivers nothing more.
-func drain(ctx context.Context, nc *nats.Conn, subs []*nats.Subscription) error {
+// drain starts draining subs and returns what tells when each is closed,
+// which NATS does once the callbacks of every message it had delivered have
+// returned. A subscription the connection's close already ended has
+// nothing to wait for.
+func drain(subs []*nats.Subscription) ([]<-chan nats.SubStatus, error) {
 	var closed []<-chan nats.SubStatus
 	for _, sub := range subs {
 		ch := sub.StatusChanged(nats.SubscriptionClosed)
@@ -156,11 +162,17 @@ func drain(ctx context.Context, nc *nats.Conn, subs []*nats.Subscription) error 
 			if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
 				continue
 			}
-			return err
+			return nil, fmt.Errorf("%s: %w", sub.Subject, err)
 		}
 		closed = append(closed, ch)
 	}
-	// NATS does not report a subscription closed by the connection's close.
+	return closed, nil
+}
+
+// waitClosed waits for every channel drain returned, until ctx ends. A
+// closed connection ends the wait too: it delivers nothing more, and NATS
+// does not report the subscriptions it closed.
+func waitClosed(ctx context.Context, nc *nats.Conn, closed []<-chan nats.SubStatus) error {
 	poll := time.NewTicker(50 * time.Millisecond)
 	defer poll.Stop()
 	for _, ch := range closed {
@@ -179,12 +191,4 @@ func drain(ctx context.Context, nc *nats.Conn, subs []*nats.Subscription) error 
 		}
 	}
 	return nil
-}
-
-// endpoint is one operation of the contract.
-type endpoint struct {
-	subject string
-	schema  string
-	limit   int
-	call    func(ctx context.Context, body []byte) (any, error)
 }
