@@ -42,8 +42,6 @@ func rawField(t testing.TB, doc []byte, key string) json.RawMessage {
 	return v
 }
 
-func ptr[T any](v T) *T { return &v }
-
 // --- discovery and load sharing --------------------------------------------
 
 func TestDiscovery(t *testing.T) {

@@ -81,7 +81,7 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	var errs []error
 	if c.Conn == nil {
-		errs = append(errs, errors.New("Conn is required"))
+		errs = append(errs, errors.New("a NATS connection (Conn) is required"))
 	}
 	if c.SweepInterval < 0 {
 		errs = append(errs, fmt.Errorf("SweepInterval must not be negative (0 disables sweeps), got %s", c.SweepInterval))

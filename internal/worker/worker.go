@@ -152,7 +152,9 @@ func (w *Worker) startSweeps() {
 // Stop shuts the worker down in order: the broker stops taking requests and
 // answers those in flight (until ctx ends), the sweepers stop, the health
 // checker stops, the events still queued are published (until ctx ends),
-// the store closes. Every part stopped even if an earlier one reported an
+// the store closes. When ctx ends before the requests in flight are
+// answered, the events publisher is flushed but left open, since those
+// requests may still publish. Every part stopped even if an earlier one reported an
 // error; the errors are returned together. The connection is the caller's.
 // Calling Stop again returns the first call's result.
 func (w *Worker) Stop(ctx context.Context) error {
@@ -162,9 +164,11 @@ func (w *Worker) Stop(ctx context.Context) error {
 
 func (w *Worker) stop(ctx context.Context) error {
 	var errs []error
+	drained := true
 	if w.Broker != nil {
 		if err := w.Broker.Stop(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("drain requests: %w", err))
+			drained = false
 		}
 	}
 	if w.stopSweeps != nil {
@@ -175,7 +179,13 @@ func (w *Worker) stop(ctx context.Context) error {
 		w.Health.Close()
 	}
 	if w.Events != nil {
-		if err := w.Events.Close(ctx); err != nil {
+		// A request still in flight may yet publish: flush what is queued
+		// but keep the publisher open rather than have that publish panic.
+		flush := w.Events.Close
+		if !drained {
+			flush = w.Events.Flush
+		}
+		if err := flush(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("flush events: %w", err))
 		}
 	}

@@ -93,7 +93,7 @@ func TestStartRefusesBadConfig(t *testing.T) {
 		cfg  worker.Config
 		want string
 	}{
-		{worker.Config{}, "Conn is required"},
+		{worker.Config{}, "a NATS connection (Conn) is required"},
 		{worker.Config{Conn: nc, SweepInterval: -time.Second}, "SweepInterval must not be negative"},
 		{worker.Config{Conn: nc, LeaseRetention: -time.Second}, "LeaseRetention"},
 		{worker.Config{Conn: nc, SeedPath: "x.json", Seed: &manager.SeedFile{}}, "SeedPath or Seed"},
