@@ -5,7 +5,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -29,177 +28,167 @@ const (
 
 // Broker is one worker's micro service.
 type Broker struct {
-	svc  micro.Service
+	nc   *nats.Conn
 	m    *manager.Manager
 	opts options
 	log  *zap.Logger
+	svc  *service
 	sem  chan struct{}
-	wg   sync.WaitGroup
+	wg   sync.WaitGroup // requests handed to the pool and not answered yet
+
+	endpointSubs []*nats.Subscription
+	controlSubs  []*nats.Subscription
+	hook         *asyncHook
+
+	// Stop drains each set of subscriptions once and may wait again.
+	drainEndpoints, drainControl   sync.Once
+	endpointsClosed, controlClosed []<-chan nats.SubStatus
+	drainErr                       error
 }
 
-type options struct {
-	prefix      string
-	maxInflight int
-	timeout     time.Duration
-	log         *zap.Logger
-	health      HealthChecker
-}
-
-// Option configures Start.
-type Option func(*options)
-
-// WithPrefix sets the subject prefix (default "pharox").
-func WithPrefix(p string) Option { return func(o *options) { o.prefix = p } }
-
-// WithMaxInflight bounds the requests handled at once (default 256).
-func WithMaxInflight(n int) Option { return func(o *options) { o.maxInflight = n } }
-
-// WithRequestTimeout sets each request's deadline (default 5 s).
-func WithRequestTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
-
-// WithLogger sets the logger.
-func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
-
-// Start registers the service and its endpoints on nc.
+// Start subscribes the endpoints and the $SRV control subjects on nc. It
+// refuses options that cannot work, naming them. Errors NATS reports on the
+// broker's subscriptions (a slow consumer dropping requests) are logged and
+// counted; nc's own error handler, if any, still gets every other one, so
+// set it before Start.
 func Start(nc *nats.Conn, m *manager.Manager, opts ...Option) (*Broker, error) {
-	o := options{prefix: "pharox", maxInflight: 256, timeout: 5 * time.Second, log: zap.NewNop()}
+	o := defaultOptions()
 	for _, opt := range opts {
 		opt(&o)
 	}
-	b := &Broker{m: m, opts: o, log: o.log, sem: make(chan struct{}, o.maxInflight)}
-	svc, err := micro.AddService(nc, micro.Config{
-		Name:        "pharox",
-		Version:     Version,
-		Description: "pharox proxy leasing: acquire, release and administer proxy pools",
-		Metadata:    map[string]string{"subject_prefix": o.prefix},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("add micro service: %w", err)
+	if err := o.validate(); err != nil {
+		return nil, err
 	}
-	b.svc = svc
-	group := svc.AddGroup(o.prefix)
-	for _, ep := range b.endpoints() {
-		name := endpointName(ep.subject)
-		if err := group.AddEndpoint(name, b.handler(ep), micro.WithEndpointSubject(ep.subject),
-			micro.WithEndpointMetadata(map[string]string{"request_schema": ep.schema + ".request", "max_body_bytes": fmt.Sprint(ep.limit)})); err != nil {
-			_ = svc.Stop()
-			return nil, fmt.Errorf("add endpoint %s: %w", ep.subject, err)
+	if nc == nil || m == nil {
+		return nil, errors.New("broker: a NATS connection and a manager are required")
+	}
+	if o.requestContext == nil {
+		timeout := o.timeout
+		o.requestContext = func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), timeout)
 		}
 	}
+	b := &Broker{nc: nc, m: m, opts: o, log: o.log, sem: make(chan struct{}, o.maxInflight)}
+	eps := b.endpoints()
+	b.svc = newService(o.prefix, eps)
+	for _, ep := range eps {
+		subject := o.prefix + "." + ep.subject
+		sub, err := nc.QueueSubscribe(subject, micro.DefaultQueueGroup, b.handler(ep, subject))
+		if err == nil && o.pendingMsgs != 0 {
+			err = sub.SetPendingLimits(o.pendingMsgs, o.pendingBytes)
+		}
+		if sub != nil {
+			b.endpointSubs = append(b.endpointSubs, sub)
+		}
+		if err != nil {
+			b.abort()
+			return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+		}
+	}
+	subs, err := b.svc.subscribeControl(nc, b.log)
+	b.controlSubs = subs
+	if err != nil {
+		b.abort()
+		return nil, err
+	}
+	// Only now: the hook reads the subscription lists.
+	b.hook = hookAsyncErrors(nc, b)
 	return b, nil
+}
+
+// abort undoes a Start that failed half-way.
+func (b *Broker) abort() {
+	for _, sub := range append(b.endpointSubs, b.controlSubs...) {
+		_ = sub.Unsubscribe()
+	}
+	b.hook.release()
 }
 
 // Subjects lists every subject served.
 func (b *Broker) Subjects() []string {
 	var out []string
-	for _, ep := range b.endpoints() {
-		out = append(out, b.opts.prefix+"."+ep.subject)
+	for _, ep := range b.svc.info.Endpoints {
+		out = append(out, ep.Subject)
 	}
 	return out
 }
 
-// Info returns the micro service's info.
+// Info is what $SRV.INFO answers for this worker.
 func (b *Broker) Info() micro.Info { return b.svc.Info() }
 
-// Stop stops taking requests (draining the endpoints' subscriptions) and
-// waits, until ctx ends, for the requests in flight to be answered.
+// Stats is what $SRV.STATS answers for this worker.
+func (b *Broker) Stats() micro.Stats { return b.svc.Stats() }
+
+// Stop stops taking requests (draining the endpoints' subscriptions: what
+// NATS already delivered is still served) and waits, until ctx ends, for the
+// requests in flight to be answered; then it stops answering $SRV. When ctx
+// ends first it returns why; Stop may be called again to wait longer.
 func (b *Broker) Stop(ctx context.Context) error {
-	err := b.svc.Stop()
+	b.drainEndpoints.Do(func() { b.endpointsClosed, b.drainErr = drain(b.endpointSubs) })
+	if b.drainErr != nil {
+		return fmt.Errorf("stop taking requests: %w", b.drainErr)
+	}
+	if err := waitClosed(ctx, b.nc, b.endpointsClosed); err != nil {
+		return fmt.Errorf("stop taking requests: %w", err)
+	}
+	// No endpoint callback runs any more, so nothing adds to wg.
 	done := make(chan struct{})
 	go func() { b.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
-		err = errors.Join(err, fmt.Errorf("requests still in flight: %w", ctx.Err()))
+		return fmt.Errorf("requests still in flight: %w", ctx.Err())
 	}
-	return err
-}
-
-// endpoint is one operation of the contract.
-type endpoint struct {
-	subject string
-	schema  string
-	limit   int
-	call    func(ctx context.Context, body []byte) (any, error)
-}
-
-// handler hands each request to a bounded pool: micro runs one handler call
-// at a time per endpoint, so the subscription goroutine only waits for a
-// free slot and never for the store.
-func (b *Broker) handler(ep endpoint) micro.HandlerFunc {
-	return func(req micro.Request) {
-		b.sem <- struct{}{}
-		b.wg.Add(1)
-		go func() {
-			defer func() { <-b.sem; b.wg.Done() }()
-			b.serve(ep, req)
-		}()
+	b.drainControl.Do(func() { b.controlClosed, b.drainErr = drain(b.controlSubs) })
+	if b.drainErr != nil {
+		return fmt.Errorf("stop answering $SRV: %w", b.drainErr)
 	}
+	if err := waitClosed(ctx, b.nc, b.controlClosed); err != nil {
+		return fmt.Errorf("stop answering $SRV: %w", err)
+	}
+	b.hook.release()
+	return nil
 }
 
-func (b *Broker) serve(ep endpoint, req micro.Request) {
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), b.opts.timeout)
-	defer cancel()
-	var reply any
-	var err error
-	func() {
-		defer func() {
-			if r := recover(); r != nil {
-				err = fmt.Errorf("panic: %v", r)
-				b.log.Error("handler panicked", zap.String("subject", req.Subject()), zap.Any("panic", r), zap.Stack("stack"))
+// drain starts draining subs and returns what tells when each is closed,
+// which NATS does once the callbacks of every message it had delivered have
+// returned. A subscription the connection's close already ended has
+// nothing to wait for.
+func drain(subs []*nats.Subscription) ([]<-chan nats.SubStatus, error) {
+	var closed []<-chan nats.SubStatus
+	for _, sub := range subs {
+		ch := sub.StatusChanged(nats.SubscriptionClosed)
+		if err := sub.Drain(); err != nil {
+			if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
+				continue
 			}
-		}()
-		body := req.Data()
-		if len(body) > ep.limit {
-			err = tooLarge(len(body), ep.limit)
-			return
+			return nil, fmt.Errorf("%s: %w", sub.Subject, err)
 		}
-		reply, err = ep.call(ctx, body)
-	}()
-	if err != nil {
-		status, code, msg := mapError(err)
-		if status >= 500 {
-			b.log.Warn("request failed", zap.String("subject", req.Subject()), zap.Int("status", status), zap.String("code", code), zap.Error(err), zap.Duration("took", time.Since(start)))
-		} else {
-			b.log.Debug("request refused", zap.String("subject", req.Subject()), zap.Int("status", status), zap.String("code", code), zap.String("message", msg))
-		}
-		body, _ := json.Marshal(errorBody(code, msg))
-		if rerr := respondError(req, fmt.Sprint(status), headerSafe(msg), body); rerr != nil {
-			b.log.Warn("error reply not sent", zap.String("subject", req.Subject()), zap.Error(rerr))
-		}
-		return
+		closed = append(closed, ch)
 	}
-	data, merr := json.Marshal(reply)
-	if merr != nil {
-		b.log.Error("reply not encodable", zap.String("subject", req.Subject()), zap.Error(merr))
-		_ = respondError(req, "500", "reply not encodable", mustJSON(errorBody("internal", "reply not encodable")))
-		return
-	}
-	if rerr := req.Respond(data); rerr != nil {
-		b.log.Warn("reply not sent", zap.String("subject", req.Subject()), zap.Error(rerr))
-	}
+	return closed, nil
 }
 
-// slot lets a waiting acquire give its in-flight slot back while it sleeps,
-// so a thousand waiters do not starve the requests that can be served now.
-type slot struct{ b *Broker }
-
-func (s slot) Park() { <-s.b.sem }
-
-func (s slot) Unpark(ctx context.Context) error {
-	select {
-	case s.b.sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		// Take the slot anyway so the handler's release stays balanced;
-		// the request is answered at once.
-		s.b.sem <- struct{}{}
-		return ctx.Err()
+// waitClosed waits for every channel drain returned, until ctx ends. A
+// closed connection ends the wait too: it delivers nothing more, and NATS
+// does not report the subscriptions it closed.
+func waitClosed(ctx context.Context, nc *nats.Conn, closed []<-chan nats.SubStatus) error {
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
+	for _, ch := range closed {
+	wait:
+		for {
+			select {
+			case <-ch:
+				break wait
+			case <-poll.C:
+				if nc.IsClosed() {
+					return nil
+				}
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 	}
-}
-
-func mustJSON(v any) []byte {
-	b, _ := json.Marshal(v)
-	return b
+	return nil
 }

@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pharox/pharox-nats/broker"
+	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/internal/workertest"
 	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/schemas"
@@ -39,8 +41,6 @@ func rawField(t testing.TB, doc []byte, key string) json.RawMessage {
 	require.True(t, ok, "no key %q in %s", key, doc)
 	return v
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // --- discovery and load sharing --------------------------------------------
 
@@ -1007,9 +1007,13 @@ func TestUnavailable(t *testing.T) {
 	px := e.addProxies("un", map[string]any{"host": "h", "port": 1})[0]
 	lease, _ := e.mustAcquire(map[string]any{"pool_name": "un"})
 
-	// The same store behind a second prefix, with a deadline that has
+	// The same manager behind a second prefix, with a deadline that has
 	// always passed.
-	startWorker(t, e.srv, workertest.Config{Prefix: "late", RequestTimeout: -1, Clock: e.clock.Now})
+	lnc := natstest.Connect(t, e.srv)
+	late, err := broker.Start(lnc, e.workers[0].Manager, broker.WithPrefix("late"), broker.WithExpiredDeadline())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = late.Stop(context.Background()) })
+	require.NoError(t, lnc.Flush())
 	before := e.snapshot([]string{"un"}, []string{lease.ID})
 	for _, c := range []struct{ op, body string }{
 		{"acquire", `{"pool_name":"un","consumer_name":"newcomer"}`},

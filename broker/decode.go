@@ -21,18 +21,18 @@ func Decode[T any](body []byte) (T, error) {
 		trimmed = []byte("{}")
 	}
 	if !utf8.Valid(trimmed) {
-		return v, fmt.Errorf("%w: request body is not valid UTF-8", model.ErrBadRequest)
+		return v, model.Errorf(model.ErrBadRequest, "request body is not valid UTF-8")
 	}
 	if trimmed[0] != '{' {
-		return v, fmt.Errorf("%w: request body must be a JSON object", model.ErrBadRequest)
+		return v, model.Errorf(model.ErrBadRequest, "request body must be a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&v); err != nil {
-		return v, fmt.Errorf("%w: %s", model.ErrBadRequest, describe(err))
+		return v, model.Errorf(model.ErrBadRequest, "%s", describe(err))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return v, fmt.Errorf("%w: request body has data after its JSON object", model.ErrBadRequest)
+		return v, model.Errorf(model.ErrBadRequest, "request body has data after its JSON object")
 	}
 	return v, nil
 }

@@ -9,6 +9,14 @@ import (
 	"github.com/pharox/pharox-nats/model"
 )
 
+// endpoint is one operation of the contract.
+type endpoint struct {
+	subject string
+	schema  string
+	limit   int
+	call    func(ctx context.Context, body []byte) (any, error)
+}
+
 // endpoints lists every operation served, under the subject prefix.
 func (b *Broker) endpoints() []endpoint {
 	m := b.m

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/pharox/pharox-nats/model"
 )
@@ -21,7 +20,7 @@ func WithHealthChecker(c HealthChecker) Option { return func(o *options) { o.hea
 
 func (b *Broker) checkHealth(ctx context.Context, r model.HealthCheckRequest) (any, error) {
 	if b.opts.health == nil {
-		return nil, fmt.Errorf("%w: health checks are not enabled on this worker", model.ErrUnavailable)
+		return nil, model.Errorf(model.ErrUnavailable, "health checks are not enabled on this worker")
 	}
 	return b.opts.health.CheckHealth(ctx, r)
 }

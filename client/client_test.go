@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pharox/pharox-nats/broker"
 	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/internal/workertest"
 	"github.com/pharox/pharox-nats/model"
@@ -195,10 +196,18 @@ func TestNoRespondersIsUnavailable(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
 
-	// Workers without health checks answer 503 unavailable, or, before the
-	// endpoint existed, nothing at all (no responders): ErrUnavailable both.
-	_, err := e.c.HealthCheck(ctx, model.HealthCheckRequest{PoolName: ptr("any")})
+	// A broker without health checks answers 503 unavailable, and, before
+	// the endpoint existed, nothing at all (no responders): ErrUnavailable
+	// both.
+	bare, err := broker.Start(e.nc, e.w.Manager, broker.WithPrefix("nohealth"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = bare.Stop(context.Background()) })
+	require.NoError(t, e.nc.Flush())
+	_, err = client.New(e.nc, client.WithPrefix("nohealth")).HealthCheck(ctx, model.HealthCheckRequest{PoolName: ptr("any")})
 	require.ErrorIs(t, err, model.ErrUnavailable)
+	var refused *client.Error
+	require.ErrorAs(t, err, &refused)
+	require.Equal(t, 503, refused.Status)
 
 	other := client.New(e.nc, client.WithPrefix("elsewhere"), client.WithTimeout(time.Second))
 	require.Equal(t, "elsewhere.acquire", other.Subject("acquire"))

@@ -29,33 +29,8 @@ var (
 )
 
 // ErrInternal is what an *Error with code "internal" (500), or a code this
-// client does not know, unwraps to. The model package has no sentinel for
-// it because no layer of the worker returns it on purpose.
-var ErrInternal = errors.New("internal error")
-
-// codes maps the contract's error.code values to the sentinels.
-var codes = map[string]error{
-	"bad_request":       model.ErrBadRequest,
-	"forbidden":         model.ErrForbidden,
-	"pool_not_found":    model.ErrPoolNotFound,
-	"lease_not_found":   model.ErrLeaseNotFound,
-	"proxy_not_found":   model.ErrProxyNotFound,
-	"conflict":          model.ErrConflict,
-	"lease_not_active":  model.ErrLeaseNotActive,
-	"payload_too_large": model.ErrPayloadTooLarge,
-	"unavailable":       model.ErrUnavailable,
-	"internal":          ErrInternal,
-}
-
-// statuses is the fallback for a code this client does not know: the header
-// status decides.
-var statuses = map[int]error{
-	400: model.ErrBadRequest,
-	403: model.ErrForbidden,
-	409: model.ErrConflict,
-	413: model.ErrPayloadTooLarge,
-	503: model.ErrUnavailable,
-}
+// client does not know, unwraps to.
+var ErrInternal = model.ErrInternal
 
 // Error is a request the worker refused: the Nats-Service-Error-Code header
 // (Status) and the {"error": {"code", "message"}} body. It unwraps to the
@@ -76,17 +51,10 @@ func (e *Error) Error() string {
 	return e.Code + ": " + e.Message
 }
 
-// Unwrap returns the sentinel of e's code (ErrInternal for internal or an
-// unknown code whose status says nothing more).
-func (e *Error) Unwrap() error {
-	if s, ok := codes[e.Code]; ok {
-		return s
-	}
-	if s, ok := statuses[e.Status]; ok {
-		return s
-	}
-	return ErrInternal
-}
+// Unwrap returns the sentinel of e's code as model.ErrorCodes gives it
+// (ErrInternal for internal, or for an unknown code whose status says
+// nothing more).
+func (e *Error) Unwrap() error { return model.ErrFromCode(e.Code, e.Status) }
 
 // Is reports whether target is e's sentinel, or an *Error with the same code.
 func (e *Error) Is(target error) bool {
@@ -109,13 +77,9 @@ func replyError(msg *nats.Msg) error {
 	var body model.ErrorBody
 	if err := json.Unmarshal(msg.Data, &body); err == nil && body.Error.Code != "" {
 		e.Code, e.Message = body.Error.Code, body.Error.Message
-	} else if s, ok := statuses[e.Status]; ok {
+	} else if code, ok := model.CodeOfStatus(e.Status); ok {
 		// No body we can read: the header status still names the kind.
-		for code, sentinel := range codes {
-			if sentinel == s {
-				e.Code = code
-			}
-		}
+		e.Code = code
 	}
 	return e
 }
@@ -124,7 +88,7 @@ func replyError(msg *nats.Msg) error {
 // serves the subject: that is model.ErrUnavailable (nothing was changed).
 func transportError(subject string, err error) error {
 	if errors.Is(err, nats.ErrNoResponders) {
-		return fmt.Errorf("%w: no pharox worker answers %s: %w", model.ErrUnavailable, subject, err)
+		return model.Errorf(model.ErrUnavailable, "no pharox worker answers %s: %w", subject, err)
 	}
 	return fmt.Errorf("pharox request %s: %w", subject, err)
 }

@@ -172,7 +172,7 @@ func (c *Client) SubscribeEvents(ctx context.Context, handler func(Event), opts 
 		})
 		if err != nil {
 			if errors.Is(err, jetstream.ErrStreamNotFound) {
-				return nil, fmt.Errorf("%w: event stream %s does not exist (has a worker run?): %w", model.ErrUnavailable, EventStream, err)
+				return nil, model.Errorf(model.ErrUnavailable, "event stream %s does not exist (has a worker run?): %w", EventStream, err)
 			}
 			return nil, fmt.Errorf("replay %s: %w", EventStream, err)
 		}

@@ -59,11 +59,39 @@ func WithRetention(maxAge time.Duration, maxBytes int64) Option {
 // WithLogger sets the logger.
 func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
 
-// New makes sure the stream exists and returns a publisher.
+// validate refuses option values that cannot work, naming the option.
+func (o options) validate() error {
+	var errs []error
+	if err := model.CheckPrefix(o.prefix); err != nil {
+		errs = append(errs, fmt.Errorf("WithPrefix: %w", err))
+	}
+	if o.replicas < 1 || o.replicas > 5 {
+		errs = append(errs, fmt.Errorf("WithReplicas must be 1..5, got %d", o.replicas))
+	}
+	if o.maxAge < 0 {
+		errs = append(errs, fmt.Errorf("WithRetention max age must not be negative (0 keeps events forever), got %s", o.maxAge))
+	}
+	if o.maxBytes == 0 || o.maxBytes < -1 {
+		errs = append(errs, fmt.Errorf("WithRetention max bytes must be positive or -1 (unlimited), got %d", o.maxBytes))
+	}
+	if o.log == nil {
+		errs = append(errs, errors.New("WithLogger must not be nil (use zap.NewNop())"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	return nil
+}
+
+// New makes sure the stream exists and returns a publisher. It refuses
+// option values that cannot work, naming the option.
 func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Publisher, error) {
 	o := options{prefix: "pharox", replicas: 1, maxAge: 24 * time.Hour, maxBytes: 1 << 30, log: zap.NewNop()}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if err := o.validate(); err != nil {
+		return nil, err
 	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
 	if err != nil {
@@ -224,9 +252,9 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		lastErr = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w: stream %s: %w", model.ErrUnavailable, cfg.Name, ctx.Err())
+			return model.Errorf(model.ErrUnavailable, "stream %s: %w", cfg.Name, ctx.Err())
 		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("%w: stream %s: %w", model.ErrUnavailable, cfg.Name, lastErr)
+	return model.Errorf(model.ErrUnavailable, "stream %s: %w", cfg.Name, lastErr)
 }

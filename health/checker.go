@@ -80,6 +80,28 @@ func WithSchedule(tick, refresh time.Duration) Option {
 	return func(o *options) { o.tick, o.refresh = tick, refresh }
 }
 
+// validate refuses Checker option values that cannot work, naming the
+// option.
+func (o options) validate() error {
+	var errs []error
+	if o.concurrency < 1 {
+		errs = append(errs, fmt.Errorf("WithConcurrency must be at least 1, got %d", o.concurrency))
+	}
+	if o.replicas < 1 || o.replicas > 5 {
+		errs = append(errs, fmt.Errorf("WithReplicas must be 1..5, got %d", o.replicas))
+	}
+	if o.tick <= 0 || o.refresh <= 0 {
+		errs = append(errs, fmt.Errorf("WithSchedule needs a positive tick and refresh, got %s and %s", o.tick, o.refresh))
+	}
+	if o.log == nil {
+		errs = append(errs, errors.New("WithLogger must not be nil (use zap.NewNop())"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("health: %w", err)
+	}
+	return nil
+}
+
 // ProbeInfo describes one probe a worker made.
 type ProbeInfo struct {
 	Worker  string // the Checker's ID
@@ -100,8 +122,8 @@ func New(ctx context.Context, nc *nats.Conn, m *manager.Manager, opts ...Option)
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.concurrency < 1 {
-		return nil, fmt.Errorf("health: concurrency must be positive, got %d", o.concurrency)
+	if err := o.validate(); err != nil {
+		return nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -164,11 +186,11 @@ func (c *Checker) CheckHealth(ctx context.Context, req model.HealthCheckRequest)
 	reply := model.HealthCheckReply{Results: []model.HealthCheckResult{}}
 	switch {
 	case req.ProxyID != nil && req.PoolName != nil:
-		return reply, fmt.Errorf("%w: give either proxy_id or pool_name, not both", model.ErrBadRequest)
+		return reply, model.Errorf(model.ErrBadRequest, "give either proxy_id or pool_name, not both")
 	case req.ProxyID == nil && req.PoolName == nil:
-		return reply, fmt.Errorf("%w: proxy_id or pool_name is required", model.ErrBadRequest)
+		return reply, model.Errorf(model.ErrBadRequest, "proxy_id or pool_name is required")
 	case req.Limit != nil && req.PoolName == nil:
-		return reply, fmt.Errorf("%w: limit goes with pool_name", model.ErrBadRequest)
+		return reply, model.Errorf(model.ErrBadRequest, "limit goes with pool_name")
 	}
 	var targets []model.Proxy
 	var pool *model.ProxyPool
@@ -214,13 +236,13 @@ func (c *Checker) CheckHealth(ctx context.Context, req model.HealthCheckRequest)
 			select {
 			case c.sem <- struct{}{}:
 			case <-run.Done():
-				errs[i] = fmt.Errorf("%w: health check stopped: %w", model.ErrUnavailable, run.Err())
+				errs[i] = model.Errorf(model.ErrUnavailable, "health check stopped: %w", run.Err())
 				return
 			}
 			res := c.prober.Probe(run, px, opts)
 			<-c.sem
 			if run.Err() != nil {
-				errs[i] = fmt.Errorf("%w: health check stopped: %w", model.ErrUnavailable, run.Err())
+				errs[i] = model.Errorf(model.ErrUnavailable, "health check stopped: %w", run.Err())
 				return
 			}
 			c.callHook(ProbeInfo{Worker: c.id, ProxyID: px.ID, Slot: -1, Result: res})
@@ -268,12 +290,12 @@ func (c *Checker) record(ctx context.Context, px model.Proxy, res model.HealthCh
 
 func (c *Checker) proxy(ctx context.Context, id string) (model.Proxy, error) {
 	if id == "" {
-		return model.Proxy{}, fmt.Errorf("%w: proxy_id must not be empty", model.ErrBadRequest)
+		return model.Proxy{}, model.Errorf(model.ErrBadRequest, "proxy_id must not be empty")
 	}
-	if u, err := uuid.Parse(id); err != nil || u.String() != id {
+	if !model.ValidID(id) {
 		// Any non-empty id is well-formed here: one that is no UUID names
 		// no proxy.
-		return model.Proxy{}, fmt.Errorf("%w: proxy %q does not exist", model.ErrProxyNotFound, id)
+		return model.Proxy{}, model.Errorf(model.ErrProxyNotFound, "proxy %q does not exist", id)
 	}
 	return c.m.GetProxy(ctx, id)
 }
@@ -288,7 +310,7 @@ func (c *Checker) pool(ctx context.Context, name string) (*model.ProxyPool, erro
 			return &pools[i], nil
 		}
 	}
-	return nil, fmt.Errorf("%w: pool %q does not exist", model.ErrPoolNotFound, name)
+	return nil, model.Errorf(model.ErrPoolNotFound, "pool %q does not exist", name)
 }
 
 // poolProxies returns a pool and its proxies, refusing a pool with more
@@ -300,7 +322,7 @@ func (c *Checker) poolProxies(ctx context.Context, name string, limitp *int) (*m
 	limit := DefaultCheckLimit
 	if limitp != nil {
 		if *limitp < 1 || *limitp > MaxCheckLimit {
-			return nil, nil, fmt.Errorf("%w: limit must be in 1..%d, got %d", model.ErrBadRequest, MaxCheckLimit, *limitp)
+			return nil, nil, model.Errorf(model.ErrBadRequest, "limit must be in 1..%d, got %d", MaxCheckLimit, *limitp)
 		}
 		limit = *limitp
 	}
@@ -309,9 +331,9 @@ func (c *Checker) poolProxies(ctx context.Context, name string, limitp *int) (*m
 		return nil, nil, err
 	}
 	tooMany := func(n string) error {
-		return fmt.Errorf("%w: pool %q has %s proxies, more than limit %d: one admin.health.check probes at most %d "+
+		return model.Errorf(model.ErrBadRequest, "pool %q has %s proxies, more than limit %d: one admin.health.check probes at most %d "+
 			"(raise limit up to %d, check proxies one by one with proxy_id, or turn on the pool's health_check sweeps)",
-			model.ErrBadRequest, name, n, limit, limit, MaxCheckLimit)
+			name, n, limit, limit, MaxCheckLimit)
 	}
 	if st, err := c.m.PoolStats(ctx, name); err == nil && st.TotalProxies > limit {
 		return nil, nil, tooMany(fmt.Sprint(st.TotalProxies))
@@ -344,7 +366,7 @@ func unavailable(err error) error {
 	if errors.Is(err, model.ErrUnavailable) {
 		return err
 	}
-	return fmt.Errorf("%w: %w", model.ErrUnavailable, err)
+	return model.Errorf(model.ErrUnavailable, "%w", err)
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -263,11 +263,18 @@ func TestHealthCheckEndpoint(t *testing.T) {
 	require.Empty(t, rep.Results)
 }
 
+// TestHealthCheckWithoutChecker serves the contract with a broker that was
+// given no health checker (every worker has one): admin.health.check is a
+// 503 that says so.
 func TestHealthCheckWithoutChecker(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
 	nc := natstest.Connect(t, srv)
-	workertest.Start(t, nc, workertest.Config{})
+	w := workertest.Start(t, nc, workertest.Config{Prefix: "unused"})
+	brk, err := broker.Start(nc, w.Manager)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = brk.Stop(context.Background()) })
+	require.NoError(t, nc.Flush())
 	code, data := call(t, nc, "pharox.admin.health.check", map[string]any{"pool_name": "x"})
 	require.Equal(t, "503", code)
 	require.Contains(t, string(data), "health checks are not enabled")

@@ -1,7 +1,6 @@
 package health
 
 import (
-	"fmt"
 	"net/url"
 	"time"
 
@@ -70,25 +69,25 @@ func Resolve(pool *model.HealthCheck, override *model.HealthCheckOptions) (model
 // Validate checks options against the contract's bounds.
 func Validate(o model.HealthCheckOptions) error {
 	if o.TargetURL == "" {
-		return fmt.Errorf("%w: options.target_url is required (in the request or in the pool's health_check.options)", model.ErrBadRequest)
+		return model.Errorf(model.ErrBadRequest, "options.target_url is required (in the request or in the pool's health_check.options)")
 	}
 	u, err := url.Parse(o.TargetURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%w: options.target_url must be an absolute http or https URL, got %q", model.ErrBadRequest, o.TargetURL)
+		return model.Errorf(model.ErrBadRequest, "options.target_url must be an absolute http or https URL, got %q", o.TargetURL)
 	}
 	if !(o.Timeout > 0) || o.Timeout > MaxTimeout.Seconds() {
-		return fmt.Errorf("%w: options.timeout must be in (0, %g] seconds, got %g", model.ErrBadRequest, MaxTimeout.Seconds(), o.Timeout)
+		return model.Errorf(model.ErrBadRequest, "options.timeout must be in (0, %g] seconds, got %g", MaxTimeout.Seconds(), o.Timeout)
 	}
 	if o.Attempts < 1 || o.Attempts > 5 {
-		return fmt.Errorf("%w: options.attempts must be in 1..5, got %d", model.ErrBadRequest, o.Attempts)
+		return model.Errorf(model.ErrBadRequest, "options.attempts must be in 1..5, got %d", o.Attempts)
 	}
 	for _, c := range o.ExpectedStatusCodes {
 		if c < 100 || c > 599 {
-			return fmt.Errorf("%w: options.expected_status_codes has %d, not an HTTP status", model.ErrBadRequest, c)
+			return model.Errorf(model.ErrBadRequest, "options.expected_status_codes has %d, not an HTTP status", c)
 		}
 	}
 	if o.SlowThresholdMs < 0 {
-		return fmt.Errorf("%w: options.slow_threshold_ms must be >= 0, got %g", model.ErrBadRequest, o.SlowThresholdMs)
+		return model.Errorf(model.ErrBadRequest, "options.slow_threshold_ms must be >= 0, got %g", o.SlowThresholdMs)
 	}
 	return nil
 }

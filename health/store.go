@@ -117,7 +117,7 @@ func (c *counters) record(ctx context.Context, proxyID string, failed bool, at t
 		}
 		lastErr = err
 	}
-	return 0, fmt.Errorf("%w: failure counter of %s kept changing: %w", model.ErrUnavailable, proxyID, lastErr)
+	return 0, model.Errorf(model.ErrUnavailable, "failure counter of %s kept changing: %w", proxyID, lastErr)
 }
 
 // failures reads a proxy's consecutive failures.

@@ -72,11 +72,35 @@ func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
 // WithLeaseHistory sets how long ended lease records stay readable.
 func WithLeaseHistory(d time.Duration) Option { return func(o *options) { o.leaseHistory = d } }
 
+// validate refuses option values that cannot work, naming the option.
+func (o options) validate() error {
+	var errs []error
+	if o.replicas < 1 || o.replicas > 5 {
+		errs = append(errs, fmt.Errorf("WithReplicas must be 1..5, got %d", o.replicas))
+	}
+	if o.leaseHistory <= 0 {
+		errs = append(errs, fmt.Errorf("WithLeaseHistory must be positive, got %s", o.leaseHistory))
+	}
+	if o.now == nil {
+		errs = append(errs, errors.New("WithClock must not be nil"))
+	}
+	if o.log == nil {
+		errs = append(errs, errors.New("WithLogger must not be nil (use zap.NewNop())"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("kvstore: %w", err)
+	}
+	return nil
+}
+
 // Open connects the store to the buckets, creating missing ones.
 func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 	o := options{replicas: 1, now: time.Now, log: zap.NewNop(), leaseHistory: 48 * time.Hour, maxCASRetries: 64}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if err := o.validate(); err != nil {
+		return nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -93,9 +93,10 @@ func WithExpiryGrace(d time.Duration) Option { return func(o *options) { o.grace
 // WithLogger sets the logger.
 func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
 
-// New returns a manager over store. It loads the worker's replica of pools
-// and proxies from the buckets' watches and returns once the replica holds
-// everything the buckets held when it started; Close stops the watches.
+// New returns a manager over store. It refuses option values that cannot
+// work, naming the option; it loads the worker's replica of pools and
+// proxies from the buckets' watches and returns once the replica holds
+// everything the buckets held when it started. Close stops the watches.
 func New(ctx context.Context, store *kvstore.Store, opts ...Option) (*Manager, error) {
 	o := options{maxDuration: 24 * time.Hour, log: zap.NewNop(), maxAttempts: 256, maxCASRetries: 64, claimStale: 2 * time.Minute}
 	for _, opt := range opts {
@@ -103,6 +104,9 @@ func New(ctx context.Context, store *kvstore.Store, opts ...Option) (*Manager, e
 	}
 	if err := o.validate(); err != nil {
 		return nil, err
+	}
+	if store == nil {
+		return nil, errors.New("manager: a store is required")
 	}
 	m := &Manager{store: store, replica: replica.New(), opts: o, log: o.log, turns: newTurns(), rr: newRotation(), waiters: newWaitQueue()}
 	stop, err := store.Watch(ctx, feed{m})
@@ -113,14 +117,22 @@ func New(ctx context.Context, store *kvstore.Store, opts ...Option) (*Manager, e
 	return m, nil
 }
 
+// validate refuses option values that cannot work, naming the option.
 func (o options) validate() error {
-	switch {
-	case o.maxDuration < time.Second:
-		return fmt.Errorf("manager: max duration must be at least 1s, got %s", o.maxDuration)
-	case o.grace < 0:
-		return fmt.Errorf("manager: expiry grace must not be negative, got %s", o.grace)
-	case o.log == nil:
-		return errors.New("manager: logger must not be nil")
+	var errs []error
+	if o.maxDuration < time.Second || o.maxDuration > 24*time.Hour {
+		// Below a second no duration_seconds would be accepted; the
+		// contract bounds duration_seconds by 86400.
+		errs = append(errs, fmt.Errorf("WithMaxDuration must be 1s..24h, got %s", o.maxDuration))
+	}
+	if o.grace < 0 {
+		errs = append(errs, fmt.Errorf("WithExpiryGrace must not be negative, got %s", o.grace))
+	}
+	if o.log == nil {
+		errs = append(errs, errors.New("WithLogger must not be nil (use zap.NewNop())"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("manager: %w", err)
 	}
 	return nil
 }

@@ -80,12 +80,13 @@ func (m *Manager) checkDuration(seconds *int) (time.Duration, error) {
 }
 
 // checkUUID refuses a missing id (400) and answers an id that is not a UUID
-// as what it is, the id of nothing (404), without asking the store.
+// in its canonical lower-case form (model.ValidID) as what it is, the id of
+// nothing (404), without asking the store.
 func checkUUID(field, v string) error {
 	if v == "" {
 		return fmt.Errorf("%w: %s is required", model.ErrBadRequest, field)
 	}
-	if validUUID(v) {
+	if model.ValidID(v) {
 		return nil
 	}
 	switch field {
@@ -95,25 +96,6 @@ func checkUUID(field, v string) error {
 		return fmt.Errorf("%w: proxy %q does not exist", model.ErrProxyNotFound, v)
 	}
 	return fmt.Errorf("%w: %s must be a UUID, got %q", model.ErrBadRequest, field, v)
-}
-
-func validUUID(v string) bool {
-	if len(v) != 36 {
-		return false
-	}
-	for i, c := range v {
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // checkProxyInput validates one proxy of an add request; index names it.

@@ -1,7 +1,6 @@
 package model
 
 import (
-	"fmt"
 	"math"
 )
 
@@ -39,27 +38,27 @@ func (f *ProxyFilters) Validate() error {
 
 func (f *ProxyFilters) validate(depth int, clauses *int) error {
 	if depth > MaxFilterDepth {
-		return fmt.Errorf("%w: filters nest deeper than %d levels", ErrBadRequest, MaxFilterDepth)
+		return Errorf(ErrBadRequest, "filters nest deeper than %d levels", MaxFilterDepth)
 	}
 	*clauses++
 	if *clauses > MaxFilterClauses {
-		return fmt.Errorf("%w: filters have more than %d clauses", ErrBadRequest, MaxFilterClauses)
+		return Errorf(ErrBadRequest, "filters have more than %d clauses", MaxFilterClauses)
 	}
 	if (f.Latitude == nil) != (f.Longitude == nil) {
-		return fmt.Errorf("%w: filters latitude and longitude must be given together", ErrBadRequest)
+		return Errorf(ErrBadRequest, "filters latitude and longitude must be given together")
 	}
 	if f.Latitude != nil && (math.IsNaN(*f.Latitude) || *f.Latitude < -90 || *f.Latitude > 90) {
-		return fmt.Errorf("%w: filters latitude must be in [-90, 90]", ErrBadRequest)
+		return Errorf(ErrBadRequest, "filters latitude must be in [-90, 90]")
 	}
 	if f.Longitude != nil && (math.IsNaN(*f.Longitude) || *f.Longitude < -180 || *f.Longitude > 180) {
-		return fmt.Errorf("%w: filters longitude must be in [-180, 180]", ErrBadRequest)
+		return Errorf(ErrBadRequest, "filters longitude must be in [-180, 180]")
 	}
 	if f.RadiusKm != nil {
 		if f.Latitude == nil {
-			return fmt.Errorf("%w: filters radius_km needs latitude and longitude", ErrBadRequest)
+			return Errorf(ErrBadRequest, "filters radius_km needs latitude and longitude")
 		}
 		if !(*f.RadiusKm > 0) || math.IsInf(*f.RadiusKm, 0) {
-			return fmt.Errorf("%w: filters radius_km must be > 0", ErrBadRequest)
+			return Errorf(ErrBadRequest, "filters radius_km must be > 0")
 		}
 	}
 	for _, group := range [][]ProxyFilters{f.AllOf, f.AnyOf, f.NoneOf} {

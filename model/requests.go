@@ -3,7 +3,6 @@ package model
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"regexp"
 )
 
@@ -27,7 +26,7 @@ func ValidName(s string) bool { return nameRE.MatchString(s) }
 // CheckName returns a bad-request error naming field when s is not a valid name.
 func CheckName(field, s string) error {
 	if !ValidName(s) {
-		return fmt.Errorf("%w: %s must match ^[A-Za-z0-9_-]{1,128}$, got %q", ErrBadRequest, field, s)
+		return Errorf(ErrBadRequest, "%s must match ^[A-Za-z0-9_-]{1,128}$, got %q", field, s)
 	}
 	return nil
 }

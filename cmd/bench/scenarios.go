@@ -15,7 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/pharox/pharox-nats/internal/workertest"
+	"github.com/pharox/pharox-nats/internal/worker"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -29,7 +29,7 @@ const (
 type env struct {
 	proc    *natsProcess
 	url     string
-	workers []*workertest.Worker
+	workers []*worker.Worker
 	wconns  []*nats.Conn
 	conns   []*nats.Conn
 	suffix  string
@@ -52,7 +52,7 @@ func newEnv(ctx context.Context, cfg benchConfig, workers int) (*env, error) {
 			return nil, err
 		}
 		e.wconns = append(e.wconns, nc)
-		w, err := workertest.New(ctx, nc, workertest.Config{Prefix: prefix, RequestTimeout: 10 * time.Second})
+		w, err := worker.Start(ctx, benchWorker(nc, 10*time.Second))
 		if err != nil {
 			e.close()
 			return nil, err
@@ -68,6 +68,22 @@ func newEnv(ctx context.Context, cfg benchConfig, workers int) (*env, error) {
 		e.conns = append(e.conns, nc)
 	}
 	return e, nil
+}
+
+// benchWorker is a worker as cmd/worker runs one with its default flags
+// (expiry sweeps every 5 s, health sweeps on, 1 s expiry grace), with a
+// longer request timeout for the loaded scenarios.
+func benchWorker(nc *nats.Conn, requestTimeout time.Duration) worker.Config {
+	return worker.Config{Conn: nc, Prefix: prefix, RequestTimeout: requestTimeout,
+		SweepInterval: 5 * time.Second, ExpiryGrace: time.Second, HealthSweeps: true}
+}
+
+func stopWorker(w *worker.Worker) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Stop(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: worker stop:", err)
+	}
 }
 
 func (e *env) client() client {
@@ -109,7 +125,7 @@ func (e *env) conflicts() uint64 {
 
 func (e *env) close() {
 	for _, w := range e.workers {
-		w.Stop()
+		stopWorker(w)
 	}
 	for _, nc := range append(e.wconns, e.conns...) {
 		nc.Close()
@@ -433,7 +449,7 @@ func serveWorker(url string) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	w, err := workertest.New(ctx, nc, workertest.Config{Prefix: prefix, RequestTimeout: 30 * time.Second})
+	w, err := worker.Start(ctx, benchWorker(nc, 30*time.Second))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		os.Exit(1)
@@ -453,6 +469,6 @@ func serveWorker(url string) {
 	_ = nc.Flush()
 	fmt.Println("ready")
 	<-ctx.Done()
-	w.Stop()
+	stopWorker(w)
 	nc.Close()
 }

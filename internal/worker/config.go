@@ -1,0 +1,99 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/pharox/pharox-nats/manager"
+	"github.com/pharox/pharox-nats/model"
+)
+
+// Config is everything a worker is told. A zero field takes the default of
+// the worker flag of the same name, except where it says otherwise; a value
+// that cannot work makes Start fail with an error naming it.
+type Config struct {
+	// Conn is the NATS connection the worker runs on; the caller owns it
+	// and closes it after Stop.
+	Conn *nats.Conn
+
+	Prefix         string        // subject prefix (default "pharox")
+	Replicas       int           // replicas of buckets and stream this worker creates (default 1)
+	MaxInflight    int           // requests handled at once (default 256)
+	RequestTimeout time.Duration // deadline of each request (default 5 s)
+	MaxDuration    time.Duration // upper bound of duration_seconds (default 24 h)
+	LeaseRetention time.Duration // how long ended lease records stay readable (default 24 h)
+	// SweepInterval is how often expired leases are recorded; 0 runs no
+	// expiry sweeps (the worker flag's default is 5 s).
+	SweepInterval time.Duration
+	// ExpiryGrace is how long after expires_at a lease counts as expired;
+	// 0 is none (the worker flag's default is 1 s).
+	ExpiryGrace time.Duration
+
+	HealthConcurrency int  // health probes at once (default 32)
+	HealthSweeps      bool // take part in the pools' health sweeps (default off here; the flag's is on)
+
+	// SeedPath names a seed file of pools and proxies to create when
+	// missing; Seed gives one already decoded. At most one of the two.
+	SeedPath string
+	Seed     *manager.SeedFile
+
+	// Log is the logger (default: none).
+	Log *zap.Logger
+	// Clock replaces the store's time.Now, for tests of expiry.
+	Clock func() time.Time
+}
+
+// withDefaults fills the zero fields that have a default.
+func (c Config) withDefaults() Config {
+	if c.Prefix == "" {
+		c.Prefix = model.DefaultPrefix
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = 256
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 5 * time.Second
+	}
+	if c.MaxDuration == 0 {
+		c.MaxDuration = 24 * time.Hour
+	}
+	if c.LeaseRetention == 0 {
+		c.LeaseRetention = 24 * time.Hour
+	}
+	if c.HealthConcurrency == 0 {
+		c.HealthConcurrency = 32
+	}
+	if c.Log == nil {
+		c.Log = zap.NewNop()
+	}
+	return c
+}
+
+// validate checks what no constructor of the parts checks; the parts
+// refuse their own options (store, events, manager, health, broker).
+func (c Config) validate() error {
+	var errs []error
+	if c.Conn == nil {
+		errs = append(errs, errors.New("a NATS connection (Conn) is required"))
+	}
+	if c.SweepInterval < 0 {
+		errs = append(errs, fmt.Errorf("SweepInterval must not be negative (0 disables sweeps), got %s", c.SweepInterval))
+	}
+	if c.LeaseRetention < 0 {
+		errs = append(errs, fmt.Errorf("LeaseRetention must be positive, got %s", c.LeaseRetention))
+	}
+	if c.SeedPath != "" && c.Seed != nil {
+		errs = append(errs, errors.New("give SeedPath or Seed, not both"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	return nil
+}

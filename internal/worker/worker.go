@@ -1,0 +1,197 @@
+// Package worker assembles one pharox worker on a NATS connection: the
+// store, the events publisher, the manager with its callbacks wired to the
+// publisher, the seed, the health checker, the broker and the sweepers.
+// cmd/worker, the tests (through internal/workertest) and cmd/bench all
+// build their workers here, so there is one way to do it.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pharox/pharox-nats/broker"
+	"github.com/pharox/pharox-nats/events"
+	"github.com/pharox/pharox-nats/health"
+	"github.com/pharox/pharox-nats/kvstore"
+	"github.com/pharox/pharox-nats/manager"
+)
+
+// Worker is one assembled worker. Its parts are exported for tests and
+// benchmarks that look inside; Stop shuts them down.
+type Worker struct {
+	Store   *kvstore.Store
+	Events  *events.Publisher
+	Manager *manager.Manager
+	Health  *health.Checker
+	Broker  *broker.Broker
+
+	cfg        Config
+	log        *zap.Logger
+	stopSweeps context.CancelFunc
+	sweepsDone sync.WaitGroup
+	stopOnce   sync.Once
+	stopErr    error
+}
+
+const (
+	// abortTimeout bounds the clean-up of a Start that failed half-way.
+	abortTimeout = 10 * time.Second
+	// flushTimeout bounds the round trip that makes sure the server has
+	// the broker's subscriptions, when ctx has no earlier deadline.
+	flushTimeout = 10 * time.Second
+)
+
+// Start assembles a worker: store -> events publisher -> manager (its
+// callbacks publish events) -> seed -> health checker -> broker ->
+// sweepers. ctx bounds the start (bucket and stream creation, the seed), not
+// the worker's life. On any failure it shuts down what it had started and
+// returns the error; nothing is left running.
+//
+// Start sets cfg.Conn's error handler to ErrorHandler(cfg.Log) (nats.go's
+// default only prints to stderr), so that what NATS reports asynchronously,
+// a slow consumer above all, is logged; the broker puts itself in front of
+// it for its own subscriptions. A handler set on the connection after Start
+// replaces both.
+func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	// A seed file that cannot be read fails the start before anything is
+	// created.
+	seed := cfg.Seed
+	if cfg.SeedPath != "" {
+		f, err := manager.LoadSeedFile(cfg.SeedPath)
+		if err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		seed = &f
+	}
+	nc, log := cfg.Conn, cfg.Log
+	// Before the broker, which puts itself in front of it.
+	nc.SetErrorHandler(ErrorHandler(log.Named("nats")))
+
+	w := &Worker{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)
+			defer cancel()
+			if serr := w.Stop(ctx); serr != nil {
+				err = errors.Join(err, fmt.Errorf("worker: clean-up after the failed start: %w", serr))
+			}
+		}
+	}()
+
+	sopts := []kvstore.Option{kvstore.WithReplicas(cfg.Replicas), kvstore.WithLogger(log.Named("kvstore")),
+		kvstore.WithLeaseHistory(cfg.MaxDuration + cfg.LeaseRetention)}
+	if cfg.Clock != nil {
+		sopts = append(sopts, kvstore.WithClock(cfg.Clock))
+	}
+	if w.Store, err = kvstore.Open(ctx, nc, sopts...); err != nil {
+		return nil, fmt.Errorf("worker: open store: %w", err)
+	}
+	if w.Events, err = events.New(ctx, nc, events.WithPrefix(cfg.Prefix), events.WithReplicas(cfg.Replicas),
+		events.WithLogger(log.Named("events"))); err != nil {
+		return nil, fmt.Errorf("worker: events: %w", err)
+	}
+	if w.Manager, err = manager.New(ctx, w.Store, manager.WithMaxDuration(cfg.MaxDuration), manager.WithLogger(log.Named("manager")),
+		manager.WithExpiryGrace(cfg.ExpiryGrace)); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	w.Manager.RegisterAcquireCallback(w.Events.Acquired)
+	w.Manager.RegisterReleaseCallback(w.Events.Released)
+	w.Manager.RegisterExpiredCallback(w.Events.Expired)
+	w.Manager.RegisterHealthCallback(w.Events.Health)
+	w.Manager.RegisterRenewCallback(w.Events.Renewed)
+
+	if seed != nil {
+		res, err := w.Manager.Seed(ctx, *seed)
+		if err != nil {
+			return nil, fmt.Errorf("worker: seed: %w", err)
+		}
+		log.Info("seeded", zap.Int("pools_created", res.PoolsCreated), zap.Int("proxies_added", res.ProxiesAdded),
+			zap.Int("proxies_present", res.ProxiesPresent))
+	}
+	if w.Health, err = health.New(ctx, nc, w.Manager, health.WithConcurrency(cfg.HealthConcurrency),
+		health.WithReplicas(cfg.Replicas), health.WithLogger(log.Named("health"))); err != nil {
+		return nil, fmt.Errorf("worker: health checks: %w", err)
+	}
+	if w.Broker, err = broker.Start(nc, w.Manager, broker.WithPrefix(cfg.Prefix), broker.WithMaxInflight(cfg.MaxInflight),
+		broker.WithRequestTimeout(cfg.RequestTimeout), broker.WithLogger(log.Named("broker")),
+		broker.WithHealthChecker(w.Health)); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	// The endpoints' subscriptions reach the server before anyone is told
+	// the worker serves.
+	fctx, cancel := context.WithTimeout(ctx, flushTimeout)
+	defer cancel()
+	if err = nc.FlushWithContext(fctx); err != nil {
+		return nil, fmt.Errorf("worker: flush subscriptions: %w", err)
+	}
+	w.startSweeps()
+	return w, nil
+}
+
+// startSweeps runs the expiry sweeps and the health sweeps the config asks
+// for, until Stop.
+func (w *Worker) startSweeps() {
+	ctx, cancel := context.WithCancel(context.Background())
+	w.stopSweeps = cancel
+	if w.cfg.SweepInterval > 0 {
+		w.sweepsDone.Go(func() { w.Manager.Sweep(ctx, w.cfg.SweepInterval) })
+	}
+	if w.cfg.HealthSweeps {
+		w.sweepsDone.Go(func() { w.Health.Sweep(ctx) })
+	}
+}
+
+// Stop shuts the worker down in order: the broker stops taking requests and
+// answers those in flight (until ctx ends), the sweepers stop, the health
+// checker stops, the events still queued are published (until ctx ends),
+// the manager stops feeding its replica. When ctx ends before the requests in flight are
+// answered, the events publisher is flushed but left open, since those
+// requests may still publish. Every part stopped even if an earlier one reported an
+// error; the errors are returned together. The connection is the caller's.
+// Calling Stop again returns the first call's result.
+func (w *Worker) Stop(ctx context.Context) error {
+	w.stopOnce.Do(func() { w.stopErr = w.stop(ctx) })
+	return w.stopErr
+}
+
+func (w *Worker) stop(ctx context.Context) error {
+	var errs []error
+	drained := true
+	if w.Broker != nil {
+		if err := w.Broker.Stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("drain requests: %w", err))
+			drained = false
+		}
+	}
+	if w.stopSweeps != nil {
+		w.stopSweeps()
+		w.sweepsDone.Wait()
+	}
+	if w.Health != nil {
+		w.Health.Close()
+	}
+	if w.Events != nil {
+		// A request still in flight may yet publish: flush what is queued
+		// but keep the publisher open rather than have that publish panic.
+		flush := w.Events.Close
+		if !drained {
+			flush = w.Events.Flush
+		}
+		if err := flush(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("flush events: %w", err))
+		}
+	}
+	if w.Manager != nil {
+		w.Manager.Close()
+	}
+	return errors.Join(errs...)
+}
