@@ -147,10 +147,10 @@ func TestDockerCompose(t *testing.T) {
 			require.Zero(t, fs.NArg(), "service %q: command %q leaves positional arguments %q; the worker takes only flags (and the image's ENTRYPOINT already is the worker)", name, cmd, fs.Args())
 			require.NoError(t, cfg.validate(), "service %q: command %q with its PHAROX_* environment is not a valid worker configuration", name, cmd)
 
-			require.NotEmpty(t, cfg.NATSURL, "service %q: no --nats-url (or PHAROX_NATS_URL), so it would start its own embedded server instead of joining %q", name, natsName)
-			for _, raw := range strings.Split(cfg.NATSURL, ",") {
+			require.NotEmpty(t, cfg.NATS.URL, "service %q: no --nats-url (or PHAROX_NATS_URL), so it would start its own embedded server instead of joining %q", name, natsName)
+			for _, raw := range strings.Split(cfg.NATS.URL, ",") {
 				u, err := url.Parse(strings.TrimSpace(raw))
-				require.NoError(t, err, "service %q: --nats-url %q", name, cfg.NATSURL)
+				require.NoError(t, err, "service %q: --nats-url %q", name, cfg.NATS.URL)
 				require.Equal(t, natsName, u.Hostname(), "service %q: --nats-url %q should point at the compose service %q", name, raw, natsName)
 				require.Contains(t, []string{"", "4222"}, u.Port(), "service %q: --nats-url %q should use the NATS client port 4222", name, raw)
 			}

@@ -8,10 +8,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -25,6 +23,7 @@ import (
 	"github.com/pharox/pharox-nats/health"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/manager"
+	"github.com/pharox/pharox-nats/natsconn"
 )
 
 func main() {
@@ -55,8 +54,15 @@ func main() {
 // order: stop taking requests, finish those in flight, flush events, close
 // the store, the connection and the embedded server.
 func run(ctx context.Context, cfg config, log *zap.Logger) error {
+	natsSettings, err := cfg.NATS.Resolve()
+	if err != nil {
+		return err
+	}
+	if natsSettings.URLCredentials {
+		log.Warn("the NATS URL carries credentials; other local users can read a flag in the process list: prefer PHAROX_NATS_PASSWORD, PHAROX_NATS_TOKEN or a file")
+	}
 	var srv *server.Server
-	url := cfg.NATSURL
+	url := natsSettings.URL
 	connOpts := []nats.Option{
 		nats.Name("pharox-worker"),
 		nats.MaxReconnects(-1),
@@ -66,7 +72,7 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("NATS connection restored", zap.String("url", nc.ConnectedUrlRedacted()))
+			log.Info("NATS connection restored", zap.String("url", natsconn.Redact(nc.ConnectedUrl())))
 		}),
 	}
 	if url == "" {
@@ -81,12 +87,10 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 		}()
 		url = srv.ClientURL()
 		connOpts = append(connOpts, nats.InProcessServer(srv))
-	} else if cfg.NATSCreds != "" {
-		connOpts = append(connOpts, nats.UserCredentials(cfg.NATSCreds))
 	}
-	nc, err := nats.Connect(url, connOpts...)
+	nc, err := nats.Connect(url, append(connOpts, natsSettings.Options()...)...)
 	if err != nil {
-		return fmt.Errorf("connect to NATS: %w", err)
+		return natsSettings.ConnectError(url, err)
 	}
 	defer nc.Close()
 
@@ -145,7 +149,8 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 		}
 	}()
 	log.Info("pharox worker serving",
-		zap.String("nats_url", nc.ConnectedUrlRedacted()),
+		zap.String("nats_url", natsconn.Redact(nc.ConnectedUrl())),
+		zap.String("nats_login", natsSettings.Login),
 		zap.Bool("embedded_server", srv != nil),
 		zap.String("listen", listenOf(srv, cfg)),
 		zap.String("data_dir", dataDirOf(srv, cfg)),
@@ -177,33 +182,18 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 }
 
 func startEmbedded(cfg config) (*server.Server, error) {
-	host, portStr, err := net.SplitHostPort(cfg.Listen)
+	opts, err := embeddedOptions(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("--listen %q: %w", cfg.Listen, err)
+		return nil, err
 	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return nil, fmt.Errorf("--listen %q: port: %w", cfg.Listen, err)
-	}
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "pharox-embedded",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   cfg.DataDir,
-		// Room for a 1 MiB proxies.add plus headers, so an oversize body
-		// reaches the worker and gets the contract's 413.
-		MaxPayload: 8 << 20,
-		NoSigs:     true,
-		NoLog:      true,
-	})
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS server: %w", err)
 	}
 	go srv.Start()
 	if !srv.ReadyForConnections(15 * time.Second) {
 		srv.Shutdown()
-		return nil, fmt.Errorf("embedded NATS server did not start on %s (is the port in use?)", cfg.Listen)
+		return nil, fmt.Errorf("embedded NATS server did not start on %s:%d (is the port in use?)", opts.Host, opts.Port)
 	}
 	return srv, nil
 }
@@ -221,16 +211,16 @@ func newLogger(level string) (*zap.Logger, error) {
 	return zc.Build()
 }
 
-func listenOf(srv *server.Server, cfg config) string {
-	if srv == nil {
+func listenOf(srv *server.Server, _ config) string {
+	if srv == nil || srv.Addr() == nil {
 		return ""
 	}
-	return cfg.Listen
+	return srv.Addr().String()
 }
 
-func dataDirOf(srv *server.Server, cfg config) string {
+func dataDirOf(srv *server.Server, _ config) string {
 	if srv == nil {
 		return ""
 	}
-	return cfg.DataDir
+	return srv.JetStreamConfig().StoreDir
 }

@@ -12,10 +12,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -229,6 +232,11 @@ func (o *Operator) Apply(t testing.TB, opts *server.Options) {
 // it with the test.
 func RunServer(t testing.TB, opts *server.Options) *server.Server {
 	t.Helper()
+	return runServer(t, opts, nil)
+}
+
+func runServer(t testing.TB, opts *server.Options, log server.Logger) *server.Server {
+	t.Helper()
 	if opts.Host == "" {
 		opts.Host = "127.0.0.1"
 	}
@@ -243,6 +251,9 @@ func RunServer(t testing.TB, opts *server.Options) *server.Server {
 	if err != nil {
 		t.Fatalf("NATS server: %v", err)
 	}
+	if log != nil {
+		s.SetLoggerV2(log, false, false, false)
+	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
 		t.Fatal("NATS server not ready in 10s")
@@ -252,4 +263,99 @@ func RunServer(t testing.TB, opts *server.Options) *server.Server {
 		s.WaitForShutdown()
 	})
 	return s
+}
+
+// ServerLog records what a server logs at warning and error level, such as
+// "Publish Violation" lines naming the user.
+type ServerLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+// Lines returns what was logged so far.
+func (l *ServerLog) Lines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.lines...)
+}
+
+// Violations returns the permission violations logged so far.
+func (l *ServerLog) Violations() []string {
+	var out []string
+	for _, line := range l.Lines() {
+		if strings.Contains(line, "Violation") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+func (l *ServerLog) add(format string, v ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, fmt.Sprintf(format, v...))
+}
+
+func (l *ServerLog) Noticef(string, ...any)         {}
+func (l *ServerLog) Debugf(string, ...any)          {}
+func (l *ServerLog) Tracef(string, ...any)          {}
+func (l *ServerLog) Warnf(format string, v ...any)  { l.add(format, v...) }
+func (l *ServerLog) Errorf(format string, v ...any) { l.add(format, v...) }
+func (l *ServerLog) Fatalf(format string, v ...any) { l.add(format, v...) }
+
+// RunServerLogged is RunServer with the server's warnings and errors
+// recorded.
+func RunServerLogged(t testing.TB, opts *server.Options) (*server.Server, *ServerLog) {
+	t.Helper()
+	log := &ServerLog{}
+	return runServer(t, opts, log), log
+}
+
+// Passwords the tests give the roles of deploy/nats-server.conf.
+const (
+	WorkerPassword = "worker-pw-7Qe2"
+	AdminPassword  = "admin-pw-9Kd4"
+	LeaserPassword = "leaser-pw-3Xb8"
+)
+
+// DeployOptions loads the shipped deploy/nats-server.conf (path relative to
+// the test's package) with the server's own parser, its passwords set by
+// the environment (so the test cannot run in parallel), on a random
+// loopback port with JetStream in a temporary directory.
+func DeployOptions(t *testing.T, path string) *server.Options {
+	t.Helper()
+	t.Setenv("NATS_WORKER_PASSWORD", WorkerPassword)
+	t.Setenv("NATS_ADMIN_PASSWORD", AdminPassword)
+	t.Setenv("NATS_LEASER_PASSWORD", LeaserPassword)
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	opts.Host, opts.Port, opts.StoreDir = "127.0.0.1", -1, t.TempDir()
+	return opts
+}
+
+// AddLeaser adds a user with the leaser role of the shipped config and its
+// own inbox prefix _INBOX_<name>, as the config's comments tell operators
+// to do for each leasing program.
+func AddLeaser(t testing.TB, opts *server.Options, name, password string) {
+	t.Helper()
+	for _, u := range opts.Users {
+		if u.Username != "leaser" {
+			continue
+		}
+		p := &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: append([]string(nil), u.Permissions.Publish.Allow...)},
+			Subscribe: &server.SubjectPermission{},
+		}
+		for _, s := range u.Permissions.Subscribe.Allow {
+			if s == "_INBOX_leaser.>" {
+				s = "_INBOX_" + name + ".>"
+			}
+			p.Subscribe.Allow = append(p.Subscribe.Allow, s)
+		}
+		opts.Users = append(opts.Users, &server.User{Username: name, Password: password, Permissions: p})
+		return
+	}
+	t.Fatal("the config has no leaser user")
 }
