@@ -8,8 +8,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -211,16 +213,24 @@ func newLogger(level string) (*zap.Logger, error) {
 	return zc.Build()
 }
 
+// listenOf is the embedded server's address (from --listen or
+// --nats-config), with the port it really got.
 func listenOf(srv *server.Server, _ config) string {
-	if srv == nil || srv.Addr() == nil {
+	if srv == nil {
 		return ""
 	}
-	return srv.Addr().String()
+	u, err := url.Parse(srv.ClientURL())
+	if err != nil {
+		return ""
+	}
+	return u.Host
 }
 
+// dataDirOf is the embedded server's store dir (the server keeps its files
+// in a jetstream directory under it).
 func dataDirOf(srv *server.Server, _ config) string {
 	if srv == nil {
 		return ""
 	}
-	return srv.JetStreamConfig().StoreDir
+	return filepath.Dir(srv.JetStreamConfig().StoreDir)
 }
