@@ -164,6 +164,8 @@ type Operator struct {
 	AccountJWT   string
 	CredsFile    string
 	ForeignCreds string
+
+	systemPub, systemJWT string
 }
 
 // NewOperator generates the chain.
@@ -172,8 +174,18 @@ func NewOperator(t testing.TB) *Operator {
 	dir := t.TempDir()
 	okp, _ := nkeys.CreateOperator()
 	opub, _ := okp.PublicKey()
+	// JetStream needs a system account.
+	skp, _ := nkeys.CreateAccount()
+	spub, _ := skp.PublicKey()
+	sc := jwt.NewAccountClaims(spub)
+	sc.Name = "SYS"
+	sjwt, err := sc.Encode(okp)
+	if err != nil {
+		t.Fatal(err)
+	}
 	oc := jwt.NewOperatorClaims(opub)
 	oc.Name = "pharox-test"
+	oc.SystemAccount = spub
 	ojwt, err := oc.Encode(okp)
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +203,7 @@ func NewOperator(t testing.TB) *Operator {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &Operator{Claims: oclaims, AccountPub: apub, AccountJWT: ajwt}
+	o := &Operator{Claims: oclaims, AccountPub: apub, AccountJWT: ajwt, systemPub: spub, systemJWT: sjwt}
 	o.CredsFile = WriteFile(t, dir, "user.creds", userCreds(t, akp, "crawler"))
 	foreign, _ := nkeys.CreateAccount()
 	o.ForeignCreds = WriteFile(t, dir, "foreign.creds", userCreds(t, foreign, "stranger"))
@@ -223,6 +235,10 @@ func (o *Operator) Apply(t testing.TB, opts *server.Options) {
 	if err := resolver.Store(o.AccountPub, o.AccountJWT); err != nil {
 		t.Fatal(err)
 	}
+	if err := resolver.Store(o.systemPub, o.systemJWT); err != nil {
+		t.Fatal(err)
+	}
+	opts.SystemAccount = o.systemPub
 	opts.TrustedOperators = []*jwt.OperatorClaims{o.Claims}
 	opts.AccountResolver = resolver
 }
