@@ -229,7 +229,9 @@ func (a *app) asyncError(_ *nats.Conn, _ *nats.Subscription, err error) {
 		a.denied = denied
 	}
 	a.mu.Unlock()
-	a.cancel(denied)
+	if a.cancel != nil {
+		a.cancel(denied)
+	}
 }
 
 func (a *app) deniedErr() error {

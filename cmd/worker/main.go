@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -87,7 +88,8 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 			srv.Shutdown()
 			srv.WaitForShutdown()
 		}()
-		url = srv.ClientURL()
+		// In-process: no TLS even when the listener has it, so not tls://.
+		url = strings.Replace(srv.ClientURL(), "tls://", "nats://", 1)
 		connOpts = append(connOpts, nats.InProcessServer(srv))
 	}
 	nc, err := nats.Connect(url, append(connOpts, natsSettings.Options()...)...)

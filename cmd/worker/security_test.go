@@ -247,3 +247,24 @@ func roleClient(t *testing.T, url, user, password string) *client.Client {
 	t.Cleanup(nc.Close)
 	return client.New(nc, client.WithTimeout(10*time.Second))
 }
+
+// TestEmbeddedTLS serves TLS on the embedded server's listener; the worker
+// itself talks to it in-process.
+func TestEmbeddedTLS(t *testing.T) {
+	pki := authtest.NewPKI(t)
+	port := strconv.Itoa(freePort(t))
+	startRun(t, []string{"--listen", "127.0.0.1:" + port, "--data-dir", t.TempDir(), "--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey}, nil)
+
+	cfg := natsconn.Config{URL: "tls://127.0.0.1:" + port, TLSCA: pki.CAFile}
+	s, err := cfg.Resolve()
+	require.NoError(t, err)
+	nc, err := s.Connect()
+	require.NoError(t, err)
+	defer nc.Close()
+	require.True(t, nc.TLSRequired())
+	_, err = client.New(nc).Stats(t.Context(), "none")
+	require.ErrorIs(t, err, model.ErrPoolNotFound, "the worker answers over TLS")
+
+	_, err = natsconn.Settings{URL: "nats://127.0.0.1:" + port}.Connect()
+	require.ErrorIs(t, err, natsconn.ErrTLS, "without the CA the server's certificate is not trusted")
+}
