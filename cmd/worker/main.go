@@ -137,6 +137,11 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	// The endpoints' subscriptions reach the server before "serving" is
+	// logged, so a client started on that line finds a responder.
+	if err := nc.FlushWithContext(startCtx); err != nil {
+		return fmt.Errorf("register the service: %w", err)
+	}
 	sweepCtx, stopSweep := context.WithCancel(ctx)
 	sweepDone := make(chan struct{})
 	go func() {
