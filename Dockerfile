@@ -23,5 +23,7 @@ WORKDIR /home/nonroot
 USER nonroot:nonroot
 # Nothing is exposed: with --nats-url the worker is only a NATS client.
 # The embedded server (no --nats-url) listens on 127.0.0.1:4222 by default;
-# run with --listen 0.0.0.0:4222 and publish the port to reach it from outside.
+# to reach it from outside, run with --listen 0.0.0.0:4222 and a
+# --nats-config that requires a login (deploy/nats-server.conf), and publish
+# the port: an exposed server without one is refused.
 ENTRYPOINT ["/usr/local/bin/worker"]

@@ -72,14 +72,15 @@ func (a *app) serveGateway(ctx context.Context, cfg gateway.Config, tokens *gate
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("NATS connection restored", zap.String("url", nc.ConnectedUrlRedacted()))
+			log.Info("NATS connection restored", zap.String("url", redactURL(nc.ConnectedUrl())))
 		})}
-	if a.natsCreds != "" {
-		opts = append(opts, nats.UserCredentials(a.natsCreds))
-	}
-	nc, err := nats.Connect(a.natsURL, opts...)
+	settings, err := a.nats.Resolve()
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", redactURL(a.natsURL), err)
+		return err
+	}
+	nc, err := settings.Connect(opts...)
+	if err != nil {
+		return err
 	}
 	defer nc.Close()
 	c := client.New(nc, client.WithPrefix(a.prefix), client.WithTimeout(cfg.RequestTimeout))

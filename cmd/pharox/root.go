@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -16,6 +16,7 @@ import (
 
 	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/natsconn"
 )
 
 // Exit codes.
@@ -57,20 +58,28 @@ type app struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 
-	natsURL   string
-	natsCreds string
-	prefix    string
-	timeout   time.Duration
-	jsonOut   bool
+	nats    natsconn.Config
+	prefix  string
+	timeout time.Duration
+	jsonOut bool
 
 	nc *nats.Conn
 	c  *client.Client
+
+	// cancel ends the command when the server refuses one of its
+	// operations (a permissions violation arrives on the connection, not
+	// as the request's answer); denied says why.
+	cancel context.CancelCauseFunc
+	mu     sync.Mutex
+	denied error
 }
 
 // execute runs the command line args and returns the process exit code.
 func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
 	root, a := newRootCmd(stdin, stdout, stderr, getenv)
 	root.SetArgs(args)
+	ctx, a.cancel = context.WithCancelCause(ctx)
+	defer a.cancel(nil)
 	cmd, err := root.ExecuteContextC(ctx)
 	a.close()
 	return a.exitCode(cmd, err)
@@ -112,8 +121,8 @@ with its command's status.`,
 		}
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.natsURL, "nats-url", envOr(getenv, "PHAROX_NATS_URL", nats.DefaultURL), "NATS server URL, comma-separated for a cluster (env PHAROX_NATS_URL)")
-	pf.StringVar(&a.natsCreds, "nats-creds", getenv("PHAROX_NATS_CREDS"), "NATS credentials file (env PHAROX_NATS_CREDS)")
+	a.nats.AddFlags(pf, natsconn.WithContextFlag(), natsconn.WithEnvDefaults(getenv),
+		natsconn.WithURLUsage("NATS server URL, comma-separated for a cluster (default "+nats.DefaultURL+", or the nats CLI's selected context)"))
 	pf.StringVar(&a.prefix, "subject-prefix", envOr(getenv, "PHAROX_SUBJECT_PREFIX", "pharox"), "subject prefix the workers serve (env PHAROX_SUBJECT_PREFIX)")
 	pf.DurationVar(&a.timeout, "timeout", timeout, "how long each request waits for a reply (env PHAROX_TIMEOUT)")
 	pf.BoolVar(&a.jsonOut, "json", false, "print JSON (the contract's replies) instead of tables")
@@ -126,6 +135,10 @@ with its command's status.`,
 		}
 		if a.prefix == "" || strings.ContainsAny(a.prefix, " *>\t") {
 			return usageErrorf("--subject-prefix %q is not a valid subject token", a.prefix)
+		}
+		a.nats.LoadEnv(getenv)
+		if err := a.nats.Check(); err != nil {
+			return usageError{err}
 		}
 		return nil
 	}
@@ -179,13 +192,13 @@ func (a *app) client() (*client.Client, error) {
 	if a.c != nil {
 		return a.c, nil
 	}
-	opts := []nats.Option{nats.Name("pharox-cli"), nats.Timeout(a.timeout)}
-	if a.natsCreds != "" {
-		opts = append(opts, nats.UserCredentials(a.natsCreds))
-	}
-	nc, err := nats.Connect(a.natsURL, opts...)
+	settings, err := a.nats.Resolve()
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(a.natsURL), err)
+		return nil, err
+	}
+	nc, err := settings.Connect(nats.Name("pharox-cli"), nats.Timeout(a.timeout), nats.ErrorHandler(a.asyncError))
+	if err != nil {
+		return nil, err
 	}
 	a.nc = nc
 	a.c = client.New(nc, client.WithPrefix(a.prefix), client.WithTimeout(a.timeout))
@@ -199,22 +212,32 @@ func (a *app) close() {
 	}
 }
 
-// redactURL hides passwords and tokens of NATS URLs in messages.
-func redactURL(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		if err != nil || u.User == nil {
-			continue
-		}
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		} else {
-			u.User = url.User("xxxxx")
-		}
-		parts[i] = u.String()
+// redactURL hides passwords and tokens of URLs (NATS servers, proxies) in
+// messages.
+func redactURL(s string) string { return natsconn.Redact(s) }
+
+// asyncError is the connection's error handler: a permissions violation
+// ends the command with the server's reason, instead of letting its request
+// wait for a reply that never comes.
+func (a *app) asyncError(_ *nats.Conn, _ *nats.Subscription, err error) {
+	denied := natsconn.Denied(err)
+	if denied == nil {
+		return
 	}
-	return strings.Join(parts, ",")
+	a.mu.Lock()
+	if a.denied == nil {
+		a.denied = denied
+	}
+	a.mu.Unlock()
+	if a.cancel != nil {
+		a.cancel(denied)
+	}
+}
+
+func (a *app) deniedErr() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.denied
 }
 
 // exitCode prints err (if any) and maps it to the exit code.
@@ -223,8 +246,13 @@ func (a *app) exitCode(cmd *cobra.Command, err error) int {
 		return exitOK
 	}
 	var st exitStatus
-	if errors.As(err, &st) && st.err == nil {
+	if errors.As(err, &st) && st.err == nil && a.deniedErr() == nil {
 		return st.code
+	}
+	if denied := a.deniedErr(); denied != nil {
+		// The command failed because its context ended; the reason is the
+		// server's refusal.
+		err = denied
 	}
 	fmt.Fprintf(a.stderr, "pharox: %v\n", err)
 	var ue usageError

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pharox/pharox-nats/gateway"
+	"github.com/pharox/pharox-nats/natsconn"
 )
 
 // pharoxBinary is where the Dockerfile puts the pharox command line.
@@ -24,22 +25,23 @@ func isGateway(svc types.ServiceConfig) bool {
 	return slices.Equal([]string(svc.Entrypoint), []string{pharoxBinary, "gateway"})
 }
 
-// rootFlags are the connection flags every pharox command takes (declared
-// by cmd/pharox's root command, which this package cannot import), with
-// their environment twins.
+// rootFlags are the flags every pharox command takes besides the NATS
+// connection's (declared by cmd/pharox's root command, which this package
+// cannot import), with their environment twins.
 var rootFlags = map[string]string{
-	"nats-url":       "PHAROX_NATS_URL",
-	"nats-creds":     "PHAROX_NATS_CREDS",
 	"subject-prefix": "PHAROX_SUBJECT_PREFIX",
 	"timeout":        "PHAROX_TIMEOUT",
 }
 
-// gatewayFlags is the flag set of `pharox gateway`.
-func gatewayFlags(cfg *gateway.Config, root map[string]*string) *pflag.FlagSet {
+// gatewayFlags is the flag set of `pharox gateway`: its own, the NATS
+// connection's (natsconn, as the root command declares them) and the rest
+// of the root's.
+func gatewayFlags(cfg *gateway.Config, conn *natsconn.Config) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("gateway", pflag.ContinueOnError)
 	cfg.AddFlags(fs)
+	conn.AddFlags(fs, natsconn.WithContextFlag())
 	for name := range rootFlags {
-		root[name] = fs.String(name, "", "")
+		fs.String(name, "", "")
 	}
 	return fs
 }
@@ -55,6 +57,11 @@ func gatewayEnvNames() map[string]string {
 	for flag, env := range rootFlags {
 		names[env] = flag
 	}
+	var conn natsconn.Config
+	cfs := pflag.NewFlagSet("conn", pflag.ContinueOnError)
+	conn.AddFlags(cfs, natsconn.WithContextFlag())
+	cfs.VisitAll(func(f *pflag.Flag) { names[natsconn.EnvName(f.Name)] = f.Name })
+	names[natsconn.EnvPassword], names[natsconn.EnvToken] = "", ""
 	return names
 }
 
@@ -72,24 +79,28 @@ func checkGateway(t *testing.T, name string, svc types.ServiceConfig, natsName, 
 	}
 	getenv := func(k string) string { return env[k] }
 	var cfg gateway.Config
-	root := map[string]*string{}
-	fs := gatewayFlags(&cfg, root)
+	var conn natsconn.Config
+	fs := gatewayFlags(&cfg, &conn)
 	cmd := []string(svc.Command)
 	require.NoError(t, fs.Parse(cmd), "service %q: command %q does not parse with the gateway's flags", name, cmd)
 	require.Zero(t, fs.NArg(), "service %q: command %q leaves positional arguments %q", name, cmd, fs.Args())
 	require.NoError(t, cfg.ApplyEnv(fs, getenv), "service %q: its PHAROX_GATEWAY_* environment", name)
 	require.NoError(t, cfg.Validate(getenv), "service %q: command %q with its environment is not a valid gateway configuration", name, cmd)
 
-	natsURL := *root["nats-url"]
-	if natsURL == "" {
-		natsURL = env["PHAROX_NATS_URL"]
-	}
+	conn.LoadEnv(getenv)
+	natsURL := conn.URL
 	require.NotEmpty(t, natsURL, "service %q: no --nats-url (or PHAROX_NATS_URL); the gateway would look for NATS on its own localhost", name)
 	for _, raw := range strings.Split(natsURL, ",") {
 		u, err := url.Parse(strings.TrimSpace(raw))
 		require.NoError(t, err)
 		require.Equal(t, natsName, u.Hostname(), "service %q: --nats-url %q should point at the compose service %q", name, raw, natsName)
 	}
+	// It logs in as a leaser, on the inbox prefix that user may read, with a
+	// password from a mounted secret (never a flag).
+	require.Equal(t, "leaser", conn.User, "service %q: should log in as the leaser user", name)
+	require.Equal(t, "_INBOX_leaser", conn.InboxPrefix, "service %q: the leaser may only read replies on _INBOX_leaser", name)
+	require.True(t, strings.HasPrefix(conn.PasswordFile, "/run/secrets/"), "service %q: the password should come from a compose secret, got %q", name, conn.PasswordFile)
+	require.NotEmpty(t, svc.Secrets, "service %q: mounts no secret", name)
 	dep, ok := svc.DependsOn[natsName]
 	require.True(t, ok, "service %q: does not depend on %q", name, natsName)
 	require.Equal(t, types.ServiceConditionHealthy, dep.Condition, "service %q: should wait for %q with condition: service_healthy", name, natsName)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"io"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -15,33 +16,52 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pharox/pharox-nats/internal/serveropts"
+	"github.com/pharox/pharox-nats/natsconn"
 )
 
 // Paths relative to this package directory (go test runs in cmd/worker).
 const (
 	composeFile = "../../docker-compose.yml"
 	dockerfile  = "../../Dockerfile"
+	// deployConfig (security_test.go) is ../../deploy/nats-server.conf.
 )
 
+// composeEnv is the environment the compose file is loaded with: the NATS
+// passwords it requires (the README has the user export them), and nothing
+// of the host's, so the host's variables cannot change the result.
+var composeEnv = map[string]string{
+	"NATS_WORKER_PASSWORD": "compose-test-worker",
+	"NATS_ADMIN_PASSWORD":  "compose-test-admin",
+	"NATS_LEASER_PASSWORD": "compose-test-leaser",
+}
+
 // loadCompose parses and validates a compose file the way docker compose
-// does (schema validation, normalization, relative paths made absolute), but
-// with an empty environment so the host's variables cannot change the result.
+// does (schema validation, normalization, relative paths made absolute).
 func loadCompose(t *testing.T, path string) *types.Project {
 	t.Helper()
+	project, err := loadComposeEnv(path, composeEnv)
+	require.NoError(t, err, "%s does not load as a compose file", path)
+	return project
+}
+
+func loadComposeEnv(path string, env map[string]string) (*types.Project, error) {
 	abs, err := filepath.Abs(path)
-	require.NoError(t, err)
-	project, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
+	if err != nil {
+		return nil, err
+	}
+	return loader.LoadWithContext(context.Background(), types.ConfigDetails{
 		WorkingDir:  filepath.Dir(abs),
 		ConfigFiles: []types.ConfigFile{{Filename: abs}},
-		Environment: map[string]string{},
+		Environment: maps.Clone(env), // the loader adds COMPOSE_PROJECT_NAME to it
 	}, func(o *loader.Options) {
 		// Without a project name (from here or a top-level `name:`) the
 		// loader refuses the file.
 		o.SetProjectName("pharox-compose-test", true)
 	})
-	require.NoError(t, err, "%s does not load as a compose file", path)
-	return project
 }
 
 // imageRepo is the repository part of an image reference: "nats" for
@@ -73,10 +93,11 @@ func natsFlag(args []string, names ...string) (string, bool) {
 	return "", false
 }
 
-// flagEnvNames maps every PHAROX_* variable the worker reads to its flag.
+// flagEnvNames maps every PHAROX_* variable the worker reads to its flag;
+// the secrets have a variable and no flag.
 func flagEnvNames() map[string]string {
 	var cfg config
-	names := map[string]string{}
+	names := map[string]string{natsconn.EnvPassword: "", natsconn.EnvToken: ""}
 	newFlagSet(&cfg).VisitAll(func(f *flag.Flag) { names[envName(f.Name)] = f.Name })
 	return names
 }
@@ -86,6 +107,16 @@ func TestDockerCompose(t *testing.T) {
 	repoRoot, err := filepath.Abs(filepath.Dir(composeFile))
 	require.NoError(t, err)
 	envNames := flagEnvNames()
+
+	t.Run("passwords are required", func(t *testing.T) {
+		// No default password: without them compose refuses to start.
+		for name := range composeEnv {
+			env := maps.Clone(composeEnv)
+			delete(env, name)
+			_, err := loadComposeEnv(composeFile, env)
+			require.ErrorContains(t, err, name, "%s: loads without %s; the passwords must not have defaults", composeFile, name)
+		}
+	})
 
 	// The NATS server: the one service running a nats image.
 	var natsName string
@@ -110,6 +141,48 @@ func TestDockerCompose(t *testing.T) {
 		require.Contains(t, strings.Join(natsSvc.HealthCheck.Test, " "), "/healthz", "service %q: healthcheck should probe the monitoring endpoint /healthz?js-enabled-only=true", natsName)
 		_, monitoring := natsFlag(natsSvc.Command, "m", "http_port")
 		require.True(t, monitoring, "service %q: the healthcheck probes the monitoring port but the command %q does not enable it with -m 8222", natsName, []string(natsSvc.Command))
+		for _, p := range natsSvc.Ports {
+			if p.Target == 8222 && p.Published != "" {
+				require.Contains(t, []string{"127.0.0.1", "::1", "localhost"}, p.HostIP, "service %q: the monitoring port is published to other machines; bind it to 127.0.0.1", natsName)
+			}
+		}
+	})
+
+	// The server runs with pharox's roles: the deploy configuration is
+	// mounted, loads with the server's own parser from the variables the
+	// service sets, and requires a login.
+	var natsUsers map[string]string // user -> password the server expects
+	t.Run("nats roles", func(t *testing.T) {
+		conf, ok := natsFlag(natsSvc.Command, "c", "config")
+		require.True(t, ok, "service %q: no -c FILE: the server would run without pharox's roles and accept anyone", natsName)
+		i := slices.IndexFunc(natsSvc.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Target == conf })
+		require.NotEqual(t, -1, i, "service %q: the configuration %q is not mounted into the container", natsName, conf)
+		vol := natsSvc.Volumes[i]
+		require.True(t, vol.ReadOnly, "service %q: mount the configuration read-only", natsName)
+		require.Equal(t, types.VolumeTypeBind, vol.Type)
+		deploy, err := filepath.Abs(deployConfig)
+		require.NoError(t, err)
+		require.Equal(t, deploy, vol.Source, "service %q: mount the shipped deploy/nats-server.conf", natsName)
+
+		for key, value := range natsSvc.Environment {
+			if value != nil {
+				t.Setenv(key, *value)
+			}
+		}
+		for name := range composeEnv {
+			if _, set := natsSvc.Environment[name]; !set {
+				t.Setenv(name, "") // the parser must not find it in the host's environment
+				require.NoError(t, os.Unsetenv(name))
+			}
+		}
+		opts, err := server.ProcessConfigFile(vol.Source)
+		require.NoError(t, err, "service %q: %s does not load with the variables the service sets", natsName, vol.Source)
+		require.True(t, serveropts.ClientAuthRequired(opts), "service %q: the configuration lets clients in without a login", natsName)
+		natsUsers = map[string]string{}
+		for _, u := range opts.Users {
+			natsUsers[u.Username] = u.Password
+		}
+		require.Contains(t, natsUsers, "worker")
 	})
 
 	// The workers: every service built from this repository that runs the
@@ -152,10 +225,35 @@ func TestDockerCompose(t *testing.T) {
 			require.Zero(t, fs.NArg(), "service %q: command %q leaves positional arguments %q; the worker takes only flags (and the image's ENTRYPOINT already is the worker)", name, cmd, fs.Args())
 			require.NoError(t, cfg.validate(), "service %q: command %q with its PHAROX_* environment is not a valid worker configuration", name, cmd)
 
-			require.NotEmpty(t, cfg.NATSURL, "service %q: no --nats-url (or PHAROX_NATS_URL), so it would start its own embedded server instead of joining %q", name, natsName)
-			for _, raw := range strings.Split(cfg.NATSURL, ",") {
+			require.NotEmpty(t, cfg.NATS.URL, "service %q: no --nats-url (or PHAROX_NATS_URL), so it would start its own embedded server instead of joining %q", name, natsName)
+
+			// It logs in as `worker` with the password the server expects,
+			// read from a secret file or the environment.
+			require.Equal(t, "worker", cfg.NATS.User, "service %q: log in as the worker role (--nats-user worker)", name)
+			var password string
+			if cfg.NATS.PasswordFile != "" {
+				i := slices.IndexFunc(svc.Secrets, func(s types.ServiceSecretConfig) bool {
+					target := s.Target
+					if target == "" {
+						target = "/run/secrets/" + s.Source
+					} else if !filepath.IsAbs(target) {
+						target = "/run/secrets/" + target
+					}
+					return target == cfg.NATS.PasswordFile
+				})
+				require.NotEqual(t, -1, i, "service %q: --nats-password-file %s is none of its secrets", name, cfg.NATS.PasswordFile)
+				secret, ok := project.Secrets[svc.Secrets[i].Source]
+				require.True(t, ok, "service %q: secret %q is not defined", name, svc.Secrets[i].Source)
+				require.NotEmpty(t, secret.Environment, "service %q: secret %q should come from a variable (environment:)", name, svc.Secrets[i].Source)
+				password = composeEnv[secret.Environment]
+			} else if v := svc.Environment[natsconn.EnvPassword]; v != nil {
+				password = *v
+			}
+			require.NotEmpty(t, password, "service %q: no password: give --nats-password-file (a secret) or %s", name, natsconn.EnvPassword)
+			require.Equal(t, natsUsers["worker"], password, "service %q: its password is not the one the server expects for worker", name)
+			for _, raw := range strings.Split(cfg.NATS.URL, ",") {
 				u, err := url.Parse(strings.TrimSpace(raw))
-				require.NoError(t, err, "service %q: --nats-url %q", name, cfg.NATSURL)
+				require.NoError(t, err, "service %q: --nats-url %q", name, cfg.NATS.URL)
 				require.Equal(t, natsName, u.Hostname(), "service %q: --nats-url %q should point at the compose service %q", name, raw, natsName)
 				require.Contains(t, []string{"", "4222"}, u.Port(), "service %q: --nats-url %q should use the NATS client port 4222", name, raw)
 			}

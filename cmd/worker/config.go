@@ -5,12 +5,19 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/pharox/pharox-nats/natsconn"
 )
 
 // config is everything the worker can be told, by flag or PHAROX_* variable.
 type config struct {
-	NATSURL        string
-	NATSCreds      string
+	// NATS is how to reach and log in to NATS (--nats-url, --nats-user, ...;
+	// see natsconn). In embedded mode its login is used against the
+	// embedded server, which needs --nats-config to have users.
+	NATS           natsconn.Config
+	NATSConfig     string // --nats-config: nats-server configuration of the embedded server
+	TLSCert        string // --tls-cert: TLS on the embedded server's listener
+	TLSKey         string
 	Listen         string
 	DataDir        string
 	Seed           string
@@ -26,15 +33,21 @@ type config struct {
 
 	HealthConcurrency int
 	HealthSweeps      bool
+
+	// set holds the flags given on the command line or by PHAROX_*, so that
+	// --listen and --data-dir win over --nats-config only when given.
+	set map[string]bool
 }
 
 // newFlagSet declares every flag with its PHAROX_* twin named in the help.
 func newFlagSet(cfg *config) *flag.FlagSet {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	fs.StringVar(&cfg.NATSURL, "nats-url", "", "join an existing NATS deployment at this URL (comma-separated for a cluster) instead of starting an embedded server")
-	fs.StringVar(&cfg.NATSCreds, "nats-creds", "", "NATS credentials file (JWT + nkey) used with --nats-url")
-	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:4222", "host:port of the embedded NATS server (ignored with --nats-url)")
-	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "JetStream file storage of the embedded NATS server (ignored with --nats-url)")
+	cfg.NATS.AddFlags(fs, natsconn.WithURLUsage("join an existing NATS deployment at this URL (comma-separated for a cluster) instead of starting an embedded server"))
+	fs.StringVar(&cfg.NATSConfig, "nats-config", "", "nats-server configuration file for the embedded server (accounts, users, permissions, TLS; see deploy/nats-server.conf); the worker logs in to it with --nats-user/--nats-creds/...")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:4222", "host:port of the embedded NATS server (ignored with --nats-url; wins over --nats-config's listen when given); an address other machines reach needs a --nats-config that requires a login")
+	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "JetStream file storage of the embedded NATS server (ignored with --nats-url; wins over --nats-config's store_dir when given)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate: the embedded server's listener speaks TLS (with --tls-key)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&cfg.Seed, "seed", "", "JSON file of pools and proxies to create on start if they do not exist (see examples/seed.json)")
 	fs.StringVar(&cfg.SubjectPrefix, "subject-prefix", "pharox", "first token of every subject served and published (<prefix>.acquire, <prefix>.events.*)")
 	fs.IntVar(&cfg.Replicas, "replicas", 1, "replicas of the KV buckets and the event stream when this worker creates them (1, or 3 on a 3-node cluster)")
@@ -79,6 +92,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	cfg.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { cfg.set[f.Name] = true })
+	cfg.NATS.LoadEnv(getenv)
 	return cfg, cfg.validate()
 }
 
@@ -108,7 +124,7 @@ func (c config) validate() error {
 	default:
 		return fmt.Errorf("--log-level must be debug, info, warn or error, got %q", c.LogLevel)
 	}
-	return nil
+	return c.validateNATS()
 }
 
 func envName(flagName string) string {

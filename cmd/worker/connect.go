@@ -1,19 +1,22 @@
 package main
 
 import (
-	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
+
+	"github.com/pharox/pharox-nats/natsconn"
 )
 
 // connect opens the worker's NATS connection: to the embedded server srv
-// in-process, or else to --nats-url with --nats-creds. It reconnects
-// forever and logs losing and regaining the server; worker.Start makes it
-// log the errors NATS reports asynchronously (a slow consumer).
-func connect(cfg config, srv *server.Server, log *zap.Logger) (*nats.Conn, error) {
-	url := cfg.NATSURL
+// in-process, or else to the resolved --nats-url with its login. It
+// reconnects forever and logs losing and regaining the server (the URL
+// redacted); worker.Start makes it log the errors NATS reports
+// asynchronously (a slow consumer).
+func connect(s natsconn.Settings, srv *server.Server, log *zap.Logger) (*nats.Conn, error) {
+	url := s.URL
 	opts := []nats.Option{
 		nats.Name("pharox-worker"),
 		nats.MaxReconnects(-1),
@@ -23,18 +26,17 @@ func connect(cfg config, srv *server.Server, log *zap.Logger) (*nats.Conn, error
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("NATS connection restored", zap.String("url", nc.ConnectedUrlRedacted()))
+			log.Info("NATS connection restored", zap.String("url", natsconn.Redact(nc.ConnectedUrl())))
 		}),
 	}
 	if srv != nil {
-		url = srv.ClientURL()
+		// In-process: no TLS even when the listener has it, so not tls://.
+		url = strings.Replace(srv.ClientURL(), "tls://", "nats://", 1)
 		opts = append(opts, nats.InProcessServer(srv))
-	} else if cfg.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := nats.Connect(url, append(opts, s.Options()...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS: %w", err)
+		return nil, s.ConnectError(url, err)
 	}
 	return nc, nil
 }

@@ -2,43 +2,29 @@ package main
 
 import (
 	"fmt"
-	"net"
-	"strconv"
+	"net/url"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
 
 // startEmbedded starts the NATS server with JetStream that the worker runs
-// on when no --nats-url is given.
+// on when no --nats-url is given, with the options of --nats-config and the
+// flags (embeddedOptions).
 func startEmbedded(cfg config) (*server.Server, error) {
-	host, portStr, err := net.SplitHostPort(cfg.Listen)
+	opts, err := embeddedOptions(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("--listen %q: %w", cfg.Listen, err)
+		return nil, err
 	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return nil, fmt.Errorf("--listen %q: port: %w", cfg.Listen, err)
-	}
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "pharox-embedded",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   cfg.DataDir,
-		// Room for a 1 MiB proxies.add plus headers, so an oversize body
-		// reaches the worker and gets the contract's 413.
-		MaxPayload: 8 << 20,
-		NoSigs:     true,
-		NoLog:      true,
-	})
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS server: %w", err)
 	}
 	go srv.Start()
 	if !srv.ReadyForConnections(15 * time.Second) {
 		srv.Shutdown()
-		return nil, fmt.Errorf("embedded NATS server did not start on %s (is the port in use?)", cfg.Listen)
+		return nil, fmt.Errorf("embedded NATS server did not start on %s:%d (is the port in use?)", opts.Host, opts.Port)
 	}
 	return srv, nil
 }
@@ -47,4 +33,26 @@ func startEmbedded(cfg config) (*server.Server, error) {
 func stopEmbedded(srv *server.Server) {
 	srv.Shutdown()
 	srv.WaitForShutdown()
+}
+
+// listenOf is the embedded server's address (from --listen or
+// --nats-config), with the port it really got.
+func listenOf(srv *server.Server) string {
+	if srv == nil {
+		return ""
+	}
+	u, err := url.Parse(srv.ClientURL())
+	if err != nil {
+		return ""
+	}
+	return u.Host
+}
+
+// dataDirOf is the embedded server's store dir (the server keeps its files
+// in a jetstream directory under it).
+func dataDirOf(srv *server.Server) string {
+	if srv == nil {
+		return ""
+	}
+	return filepath.Dir(srv.JetStreamConfig().StoreDir)
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pharox/pharox-nats/broker"
 	"github.com/pharox/pharox-nats/internal/worker"
+	"github.com/pharox/pharox-nats/natsconn"
 )
 
 // startTimeout bounds creating the buckets and the stream and seeding.
@@ -52,15 +53,21 @@ func main() {
 // worker (requests, sweeps, events, store), the connection, the embedded
 // server.
 func run(ctx context.Context, cfg config, log *zap.Logger) error {
+	natsSettings, err := cfg.NATS.Resolve()
+	if err != nil {
+		return err
+	}
+	if natsSettings.URLCredentials {
+		log.Warn("the NATS URL carries credentials; other local users can read a flag in the process list: prefer PHAROX_NATS_PASSWORD, PHAROX_NATS_TOKEN or a file")
+	}
 	var srv *server.Server
-	if cfg.NATSURL == "" {
-		var err error
+	if natsSettings.URL == "" {
 		if srv, err = startEmbedded(cfg); err != nil {
 			return err
 		}
 		defer stopEmbedded(srv)
 	}
-	nc, err := connect(cfg, srv, log)
+	nc, err := connect(natsSettings, srv, log)
 	if err != nil {
 		return err
 	}
@@ -73,10 +80,11 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 		return err
 	}
 	log.Info("pharox worker serving",
-		zap.String("nats_url", nc.ConnectedUrlRedacted()),
+		zap.String("nats_url", natsconn.Redact(nc.ConnectedUrl())),
+		zap.String("nats_login", natsSettings.Login),
 		zap.Bool("embedded_server", srv != nil),
-		zap.String("listen", listenOf(srv, cfg)),
-		zap.String("data_dir", dataDirOf(srv, cfg)),
+		zap.String("listen", listenOf(srv)),
+		zap.String("data_dir", dataDirOf(srv)),
 		zap.String("service", "pharox "+broker.Version),
 		zap.String("id", w.Broker.Info().ID),
 		zap.String("subjects", cfg.SubjectPrefix+".>"),

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -39,18 +38,4 @@ func newLogger(level string) (*zap.Logger, error) {
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	zc.Sampling = nil
 	return zc.Build()
-}
-
-func listenOf(srv *server.Server, cfg config) string {
-	if srv == nil {
-		return ""
-	}
-	return cfg.Listen
-}
-
-func dataDirOf(srv *server.Server, cfg config) string {
-	if srv == nil {
-		return ""
-	}
-	return cfg.DataDir
 }
