@@ -13,6 +13,7 @@ import (
 	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/outbox"
 	"github.com/pharox/pharox-nats/record"
 )
 
@@ -239,7 +240,7 @@ func (m *Manager) UpdateProxy(ctx context.Context, req model.ProxyUpdateRequest)
 	if err := checkProxyUpdate(req); err != nil {
 		return model.Proxy{}, err
 	}
-	mut, err := m.mutateProxy(ctx, req.ProxyID, func(r *record.Proxy, _ time.Time) error {
+	mut, err := m.mutateProxy(ctx, req.ProxyID, func(r *record.Proxy, _ time.Time) ([]outbox.Event, error) {
 		set(&r.Host, req.Host)
 		set(&r.Port, req.Port)
 		set(&r.Protocol, req.Protocol)
@@ -253,7 +254,7 @@ func (m *Manager) UpdateProxy(ctx context.Context, req model.ProxyUpdateRequest)
 		setNullable(&r.ISP, req.ISP)
 		setNullable(&r.ASN, req.ASN)
 		setNullable(&r.MaxConcurrency, req.MaxConcurrency)
-		return nil
+		return nil, nil
 	})
 	if err != nil {
 		return model.Proxy{}, err
@@ -287,7 +288,24 @@ func (m *Manager) deleteProxy(ctx context.Context, id string, force bool) ([]mod
 		if live > 0 && !force {
 			return nil, fmt.Errorf("%w: proxy %s has %d active leases; delete with force to release them", model.ErrConflict, id, live)
 		}
-		err = m.store.DeleteProxy(ctx, id, rev)
+		// The delete owes the events of the leases it ends: released if
+		// live, expired otherwise.
+		gone := rec.Clone()
+		expired := gone.PruneExpired(horizon)
+		events := expiredEvents(gone, expired, now)
+		for _, h := range gone.Holders {
+			events = append(events, releasedEvent(gone, h, now))
+		}
+		entry := m.owe(events, now, func() model.PoolStatsSnapshot {
+			st, _ := m.replica.StatsWithout(id, m.now())
+			return st
+		})
+		ticket := m.begin(entry)
+		var delRev uint64
+		delRev, err = m.store.DeleteProxy(ctx, id, rev, m.owed(entry))
+		if err != nil {
+			m.abandon(ticket)
+		}
 		if errors.Is(err, kvstore.ErrRevisionConflict) {
 			m.counters.conflicts.Add(1)
 			if attempt >= m.opts.maxCASRetries {
@@ -300,15 +318,13 @@ func (m *Manager) deleteProxy(ctx context.Context, id string, force bool) ([]mod
 			return nil, err
 		}
 		m.replica.RemoveProxy(id)
-		expired := rec.PruneExpired(horizon)
-		m.expire(ctx, rec, expired, now)
-		released := make([]model.Lease, 0, len(rec.Holders))
-		for _, h := range rec.Holders {
-			l := rec.LeaseFor(h, 0, model.LeaseReleased)
-			l.ReleasedAt = endTime(model.LeaseReleased, h.ExpiresAt, now)
-			released = append(released, l)
+		m.committed(ctx, ticket, delRev, entry)
+		var released []model.Lease
+		for _, ev := range events {
+			if p, ok := ev.Payload.(*model.ReleaseEvent); ok {
+				released = append(released, *p.Lease)
+			}
 		}
-		m.released(ctx, released)
 		return released, nil
 	}
 }

@@ -192,16 +192,52 @@ func (r *Replica) countsFor(pool string) *poolCounts {
 	return c
 }
 
+// StatsWith returns the statistics rec's pool will have once rec is
+// installed (its version replacing the one the replica holds), as of the
+// last Advance, collected at now: the snapshot an event of the write of rec
+// carries, taken before the write.
+func (r *Replica) StatsWith(rec *record.Proxy, now time.Time) model.PoolStatsSnapshot {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	c := r.poolCounts(rec.PoolName)
+	if old := r.proxies[rec.ID]; old != nil && old.rec.PoolName == rec.PoolName {
+		c.add(old.counted, -1)
+	}
+	c.add(contribution(rec, r.countsAt), +1)
+	return c.snapshot(rec.PoolName, now)
+}
+
+// StatsWithout returns the statistics of proxy id's pool once it is
+// deleted, as StatsWith does.
+func (r *Replica) StatsWithout(id string, now time.Time) (model.PoolStatsSnapshot, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	old := r.proxies[id]
+	if old == nil {
+		return model.PoolStatsSnapshot{}, false
+	}
+	c := r.poolCounts(old.rec.PoolName)
+	c.add(old.counted, -1)
+	return c.snapshot(old.rec.PoolName, now), true
+}
+
+func (r *Replica) poolCounts(pool string) poolCounts {
+	if c := r.counts[pool]; c != nil {
+		return *c
+	}
+	return poolCounts{}
+}
+
+func (c poolCounts) snapshot(pool string, now time.Time) model.PoolStatsSnapshot {
+	return model.PoolStatsSnapshot{PoolName: pool, CollectedAt: now, TotalProxies: c.total, ActiveProxies: c.active,
+		AvailableProxies: c.available, LeasedProxies: c.leased, TotalLeases: c.leases}
+}
+
 // Stats returns a pool's statistics as of the last Advance, collected at
 // now. They are kept incrementally, so they cost the same whatever the
 // pool's size.
 func (r *Replica) Stats(pool string, now time.Time) model.PoolStatsSnapshot {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	st := model.PoolStatsSnapshot{PoolName: pool, CollectedAt: now}
-	if c := r.counts[pool]; c != nil {
-		st.TotalProxies, st.ActiveProxies, st.AvailableProxies = c.total, c.active, c.available
-		st.LeasedProxies, st.TotalLeases = c.leased, c.leases
-	}
-	return st
+	return r.poolCounts(pool).snapshot(pool, now)
 }

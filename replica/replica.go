@@ -185,6 +185,13 @@ func (r *Replica) MarkSeen(bucket string, seq uint64) {
 	}
 }
 
+// Seen is the bucket's stream sequence the replica has applied up to.
+func (r *Replica) Seen(bucket string) uint64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.seen[bucket]
+}
+
 // WaitSeen blocks until the replica has applied bucket's sequence seq.
 func (r *Replica) WaitSeen(ctx context.Context, bucket string, seq uint64) error {
 	for {

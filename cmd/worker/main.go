@@ -97,21 +97,17 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
-	pub, err := events.New(startCtx, nc, events.WithPrefix(cfg.SubjectPrefix), events.WithReplicas(cfg.Replicas), events.WithLogger(log.Named("events")))
+	pub, err := events.New(startCtx, nc, events.WithPrefix(cfg.SubjectPrefix), events.WithReplicas(cfg.Replicas), events.WithLogger(log.Named("events")),
+		events.WithEndings(store.PutEnding))
 	if err != nil {
 		return fmt.Errorf("events stream: %w", err)
 	}
 	mgr, err := manager.New(startCtx, store, manager.WithMaxDuration(cfg.MaxDuration), manager.WithLogger(log.Named("manager")),
-		manager.WithExpiryGrace(cfg.ExpiryGrace))
+		manager.WithExpiryGrace(cfg.ExpiryGrace), manager.WithOutbox(pub))
 	if err != nil {
 		return fmt.Errorf("load replica: %w", err)
 	}
 	defer mgr.Close()
-	mgr.RegisterAcquireCallback(pub.Acquired)
-	mgr.RegisterReleaseCallback(pub.Released)
-	mgr.RegisterExpiredCallback(pub.Expired)
-	mgr.RegisterHealthCallback(pub.Health)
-	mgr.RegisterRenewCallback(pub.Renewed)
 
 	if cfg.Seed != "" {
 		f, err := manager.LoadSeedFile(cfg.Seed)

@@ -42,6 +42,9 @@ type Config struct {
 	// ExpiryGrace and LeaseRetention are the worker flags of the same names.
 	ExpiryGrace    time.Duration
 	LeaseRetention time.Duration
+	// Heartbeat and DeadAfter are the outbox heartbeat period and after how
+	// long without one a worker counts as dead (see events.WithHeartbeat).
+	Heartbeat, DeadAfter time.Duration
 }
 
 // Start assembles a worker on nc and stops it when the test ends.
@@ -57,6 +60,13 @@ func Start(t testing.TB, nc *nats.Conn, cfg Config) *Worker {
 
 // New assembles a worker on nc.
 func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
+	return newWorker(ctx, nc, cfg)
+}
+
+func newWorker(ctx context.Context, nc *nats.Conn, cfg Config, eopts ...events.Option) (*Worker, error) {
+	if cfg.Heartbeat > 0 {
+		eopts = append(eopts, events.WithHeartbeat(cfg.Heartbeat, cfg.DeadAfter))
+	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = "pharox"
 	}
@@ -83,20 +93,17 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	pub, err := events.New(ctx, nc, events.WithPrefix(cfg.Prefix), events.WithLogger(cfg.Log))
+	pub, err := events.New(ctx, nc, append([]events.Option{events.WithPrefix(cfg.Prefix), events.WithLogger(cfg.Log),
+		events.WithEndings(store.PutEnding)}, eopts...)...)
 	if err != nil {
 		return nil, err
 	}
-	mgr, err := manager.New(ctx, store, manager.WithMaxDuration(cfg.MaxDuration), manager.WithLogger(cfg.Log), manager.WithExpiryGrace(cfg.ExpiryGrace))
+	mgr, err := manager.New(ctx, store, manager.WithMaxDuration(cfg.MaxDuration), manager.WithLogger(cfg.Log), manager.WithExpiryGrace(cfg.ExpiryGrace),
+		manager.WithOutbox(pub))
 	if err != nil {
 		_ = pub.Close(ctx)
 		return nil, err
 	}
-	mgr.RegisterAcquireCallback(pub.Acquired)
-	mgr.RegisterReleaseCallback(pub.Released)
-	mgr.RegisterExpiredCallback(pub.Expired)
-	mgr.RegisterHealthCallback(pub.Health)
-	mgr.RegisterRenewCallback(pub.Renewed)
 	brk, err := broker.Start(nc, mgr, broker.WithPrefix(cfg.Prefix), broker.WithMaxInflight(cfg.MaxInflight),
 		broker.WithRequestTimeout(cfg.RequestTimeout), broker.WithLogger(cfg.Log))
 	if err != nil {
