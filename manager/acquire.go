@@ -153,6 +153,11 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 				continue
 			}
 			if !synced {
+				// Both buckets: a pool created on another worker a moment
+				// ago may not be in this replica yet.
+				if err := m.sync(ctx, kvstore.PoolsBucket); err != nil {
+					return nil, conflicts, err
+				}
 				if err := m.sync(ctx, kvstore.ProxiesBucket); err != nil {
 					return nil, conflicts, err
 				}
@@ -164,7 +169,7 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 			}
 			// None free: make sure the pool was not deleted meanwhile,
 			// which is a 404, not an empty pool.
-			if _, _, err := m.store.GetPool(ctx, p.pool); err != nil {
+			if _, _, err := m.getPool(ctx, p.pool); err != nil {
 				return nil, conflicts, err
 			}
 			return nil, conflicts, nil

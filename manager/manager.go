@@ -240,6 +240,9 @@ func (m *Manager) Sweep(ctx context.Context, interval time.Duration) {
 			if _, err := m.CleanupExpiredLeases(sctx); err != nil && ctx.Err() == nil {
 				m.log.Warn("expiry sweep incomplete; the next one retries", zap.Error(err))
 			}
+			if err := m.sweepPools(sctx); err != nil && ctx.Err() == nil {
+				m.log.Warn("sweep of deleted pools incomplete; the next one retries", zap.Error(err))
+			}
 			cancel()
 		}
 	}
