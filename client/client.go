@@ -1,7 +1,7 @@
 // Package client is the Go client of the pharox NATS service: the leasing
 // calls of pharox's ProxyManager (Acquire, Release, WithLease, ...), the
 // admin calls, and the lifecycle events, over the wire contract
-// (PROTOCOL.md). Requests and replies are the model package's types.
+// (docs/PROTOCOL.md). Requests and replies are the model package's types.
 //
 //	nc, _ := nats.Connect(nats.DefaultURL)
 //	c := client.New(nc)
