@@ -1,6 +1,16 @@
-// Package events publishes the manager's lifecycle callbacks as messages on
-// <prefix>.events.<name> and keeps them in the JetStream stream PHAROX_EVENTS
-// so that subscribers can replay what they missed.
+// Package events publishes pharox's lifecycle events on
+// <prefix>.events.<name> and keeps them in the JetStream stream
+// PHAROX_EVENTS so that subscribers can replay what they missed.
+//
+// An event that a committed write owes (acquired, released, expired,
+// renewed, health) travels in that write's own headers (package outbox)
+// and is published by the committing worker right after the commit, with a
+// Nats-Msg-Id derived from the commit's stream sequence. Every worker keeps
+// an outbox watermark in the bucket PHAROX_OUTBOX, saying up to which
+// sequence its writes' events are all published, and is watched by the
+// others: should a worker die with events unpublished, the oldest live
+// worker publishes them from the proxies feed it receives anyway, with the
+// same ids, so the stream stores each event once (see relay.go).
 package events
 
 import (
@@ -16,30 +26,60 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/pharox/pharox-nats/internal/retry"
+	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/outbox"
 )
 
 // StreamName is the stream that keeps every event.
 const StreamName = "PHAROX_EVENTS"
 
-// Publisher turns callback payloads into published events. A failed publish
-// never fails the operation that caused it: it is retried once with the same
-// Nats-Msg-Id, so the stream stores it once, and otherwise logged.
+// OutboxBucket holds each worker's outbox watermark and heartbeat.
+const OutboxBucket = "PHAROX_OUTBOX"
+
+// proxiesStream is the stream whose sequences the watermarks count.
+const proxiesStream = kvstore.ProxiesStream
+
+// DuplicateWindow is how long the events stream remembers an event's id: a
+// publish repeated within it is stored once.
+const DuplicateWindow = 2 * time.Minute
+
+// Publisher publishes events and keeps this worker's outbox. It implements
+// manager.Outbox.
 type Publisher struct {
-	js     jetstream.JetStream
-	prefix string
-	log    *zap.Logger
+	js      jetstream.JetStream
+	prefix  string
+	log     *zap.Logger
+	opts    options
+	worker  string
+	tracker *tracker
+	relay   *relay
+	outbox  jetstream.KeyValue
+
 	wg     sync.WaitGroup // events queued and not yet acknowledged or given up
-	queue  chan *nats.Msg
-	acks   chan pending
+	queue  chan queued
+	acks   chan queued
+	stop   context.CancelFunc
+	done   sync.WaitGroup // the publisher's goroutines
+	closed chan struct{}
+}
+
+type queued struct {
+	msg    *nats.Msg
+	ticket uint64 // 0: an event no write owes
+	fut    jetstream.PubAckFuture
 }
 
 type options struct {
-	prefix   string
-	replicas int
-	maxAge   time.Duration
-	maxBytes int64
-	log      *zap.Logger
+	prefix    string
+	replicas  int
+	maxAge    time.Duration
+	maxBytes  int64
+	log       *zap.Logger
+	beat      time.Duration
+	deadAfter time.Duration
+	endings   func(context.Context, model.Lease)
 }
 
 // Option configures New.
@@ -48,7 +88,8 @@ type Option func(*options)
 // WithPrefix sets the subject prefix (default "pharox").
 func WithPrefix(p string) Option { return func(o *options) { o.prefix = p } }
 
-// WithReplicas sets the stream's replicas when this publisher creates it.
+// WithReplicas sets the stream's and the outbox bucket's replicas when this
+// publisher creates them.
 func WithReplicas(n int) Option { return func(o *options) { o.replicas = n } }
 
 // WithRetention bounds the stream by age and size when this publisher creates it.
@@ -58,6 +99,19 @@ func WithRetention(maxAge time.Duration, maxBytes int64) Option {
 
 // WithLogger sets the logger.
 func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithHeartbeat sets how often this worker writes its outbox watermark
+// (default 500 ms) and after how long without one another worker counts it
+// dead and publishes what it owed (default 3 s).
+func WithHeartbeat(every, deadAfter time.Duration) Option {
+	return func(o *options) { o.beat, o.deadAfter = every, deadAfter }
+}
+
+// WithEndings sets how the ending records of leases a dead worker's writes
+// ended are written (kvstore.Store.PutEnding); without it they are not.
+func WithEndings(put func(context.Context, model.Lease)) Option {
+	return func(o *options) { o.endings = put }
+}
 
 // validate refuses option values that cannot work, naming the option.
 func (o options) validate() error {
@@ -70,9 +124,14 @@ func (o options) validate() error {
 	}
 	if o.maxAge < 0 {
 		errs = append(errs, fmt.Errorf("WithRetention max age must not be negative (0 keeps events forever), got %s", o.maxAge))
+	} else if o.maxAge != 0 && o.maxAge <= DuplicateWindow {
+		errs = append(errs, fmt.Errorf("WithRetention max age must be longer than the %s duplicate window, got %s", DuplicateWindow, o.maxAge))
 	}
 	if o.maxBytes == 0 || o.maxBytes < -1 {
 		errs = append(errs, fmt.Errorf("WithRetention max bytes must be positive or -1 (unlimited), got %d", o.maxBytes))
+	}
+	if o.beat <= 0 || o.deadAfter < 2*o.beat {
+		errs = append(errs, fmt.Errorf("WithHeartbeat: the period (%s) must be positive and at most half of dead-after (%s)", o.beat, o.deadAfter))
 	}
 	if o.log == nil {
 		errs = append(errs, errors.New("WithLogger must not be nil (use zap.NewNop())"))
@@ -83,10 +142,13 @@ func (o options) validate() error {
 	return nil
 }
 
-// New makes sure the stream exists and returns a publisher. It refuses
-// option values that cannot work, naming the option.
+// New makes sure the stream and the outbox bucket exist, loads the other
+// workers' watermarks, writes this worker's first heartbeat and returns a
+// publisher. Close stops it. It refuses option values that cannot work,
+// naming the option.
 func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Publisher, error) {
-	o := options{prefix: "pharox", replicas: 1, maxAge: 24 * time.Hour, maxBytes: 1 << 30, log: zap.NewNop()}
+	o := options{prefix: "pharox", replicas: 1, maxAge: 24 * time.Hour, maxBytes: 1 << 30, log: zap.NewNop(),
+		beat: 500 * time.Millisecond, deadAfter: 3 * time.Second}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -106,40 +168,152 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Publisher, error)
 		MaxAge:      o.maxAge,
 		MaxBytes:    o.maxBytes,
 		Discard:     jetstream.DiscardOld,
-		Duplicates:  2 * time.Minute,
+		Duplicates:  DuplicateWindow,
 	}
 	if err := ensureStream(ctx, js, cfg); err != nil {
 		return nil, err
 	}
-	p := &Publisher{js: js, prefix: o.prefix, log: o.log, queue: make(chan *nats.Msg, 16384), acks: make(chan pending, 16384)}
-	go p.sendLoop()
-	go p.ackLoop()
+	kv, err := kvstore.EnsureBucket(ctx, js, jetstream.KeyValueConfig{Bucket: OutboxBucket,
+		Description: "pharox workers' outbox watermarks and heartbeats", History: 1, TTL: time.Hour,
+		Storage: jetstream.FileStorage, Replicas: o.replicas})
+	if err != nil {
+		return nil, err
+	}
+	p := &Publisher{js: js, prefix: o.prefix, log: o.log, opts: o, worker: uuid.NewString(), tracker: newTracker(),
+		outbox: kv, queue: make(chan queued, 16384), acks: make(chan queued, 16384), closed: make(chan struct{})}
+	p.relay = newRelay(p)
+	rctx, stop := context.WithCancel(context.Background())
+	p.stop = stop
+	if err := p.relay.start(ctx, rctx); err != nil {
+		stop()
+		return nil, err
+	}
+	if err := p.heartbeat(ctx); err != nil {
+		stop()
+		return nil, err
+	}
+	p.done.Add(3)
+	go func() { defer p.done.Done(); p.sendLoop() }()
+	go func() { defer p.done.Done(); p.ackLoop() }()
+	go func() { defer p.done.Done(); p.beatLoop(rctx) }()
 	return p, nil
 }
 
 // Subject is the subject an event of that name is published on.
 func (p *Publisher) Subject(name string) string { return p.prefix + ".events." + name }
 
-// Acquired publishes acquired, or acquire_failed when the lease is nil.
-func (p *Publisher) Acquired(ev model.AcquireEvent) {
-	name := model.EventAcquired
-	if ev.Lease == nil {
-		name = model.EventAcquireFailed
+// WorkerID names this worker in the outbox entries its writes carry.
+func (p *Publisher) WorkerID() string { return p.worker }
+
+// Begin registers a write that owes events; its sequence will be above
+// above.
+func (p *Publisher) Begin(above uint64) uint64 { return p.tracker.begin(above) }
+
+// Abandon forgets a write that did not commit.
+func (p *Publisher) Abandon(ticket uint64) { p.tracker.abandon(ticket) }
+
+// Committed publishes the events of the write committed at stream
+// sequence rev, in order, with ids derived from it.
+func (p *Publisher) Committed(ticket uint64, stream string, rev uint64, e *outbox.Entry) {
+	p.tracker.committed(ticket, rev, len(e.Events))
+	for i, ev := range e.Events {
+		p.enqueue(ev.Name, ev.Payload, outbox.MsgID(stream, rev, i), ticket)
 	}
-	p.publish(name, ev)
 }
 
-// Released publishes released.
-func (p *Publisher) Released(ev model.ReleaseEvent) { p.publish(model.EventReleased, ev) }
+// Owed hands another worker's write that owes events to the relay.
+func (p *Publisher) Owed(stream string, rev uint64, owed kvstore.Owed) {
+	p.relay.owed(stream, rev, owed)
+}
 
-// Expired publishes expired.
-func (p *Publisher) Expired(ev model.ExpiredEvent) { p.publish(model.EventExpired, ev) }
+// Publish publishes an event that no write owes, with an id of its own.
+func (p *Publisher) Publish(name string, payload any) {
+	p.enqueue(name, payload, uuid.NewString(), 0)
+}
 
-// Renewed publishes renewed.
-func (p *Publisher) Renewed(ev model.RenewedEvent) { p.publish(model.EventRenewed, ev) }
+func (p *Publisher) enqueue(name string, payload any, id string, ticket uint64) {
+	msg, err := p.message(name, payload, id)
+	if err != nil {
+		p.log.Error("event not encodable", zap.String("event", name), zap.Error(err))
+		return
+	}
+	p.wg.Add(1)
+	// One sender keeps events in the order their changes committed on this
+	// worker; a full queue slows requests down rather than dropping events.
+	p.queue <- queued{msg: msg, ticket: ticket}
+}
 
-// Health publishes health.
-func (p *Publisher) Health(ev model.HealthEvent) { p.publish(model.EventHealth, ev) }
+func (p *Publisher) message(name string, payload any, id string) (*nats.Msg, error) {
+	data, err := json.Marshal(payload)
+	if err != nil {
+		return nil, err
+	}
+	msg := &nats.Msg{Subject: p.Subject(name), Data: data, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, id)
+	return msg, nil
+}
+
+// sendLoop publishes in order without waiting for acks; ackLoop waits for
+// them behind it.
+func (p *Publisher) sendLoop() {
+	defer close(p.acks)
+	for q := range p.queue {
+		fut, err := p.js.PublishMsgAsync(q.msg)
+		if err != nil {
+			p.retry(q, err)
+			continue
+		}
+		q.fut = fut
+		p.acks <- q
+	}
+}
+
+func (p *Publisher) ackLoop() {
+	for q := range p.acks {
+		if err := waitAck(q.fut); err != nil {
+			p.retry(q, err)
+			continue
+		}
+		p.published(q)
+	}
+}
+
+// retry publishes an event again, with the same id (if the first one was
+// stored after all, the stream drops the copy), until it is stored or the
+// publisher closes. An event a write owes that is never stored keeps this
+// worker's watermark below that write, so another worker publishes it once
+// this one is gone.
+func (p *Publisher) retry(q queued, err error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-p.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	defer cancel()
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = p.js.PublishMsg(actx, q.msg)
+		acancel()
+		if err == nil {
+			p.published(q)
+			return
+		}
+		retry.Sleep(ctx, min(time.Second, retry.Backoff(attempt+5)))
+	}
+	p.log.Warn("event publish failed", zap.String("subject", q.msg.Subject),
+		zap.String("msg_id", q.msg.Header.Get(jetstream.MsgIDHeader)), zap.Error(err))
+	p.wg.Done()
+}
+
+func (p *Publisher) published(q queued) {
+	if q.ticket != 0 {
+		p.tracker.acked(q.ticket)
+	}
+	p.wg.Done()
+}
 
 // Flush waits until every publish so far is acknowledged or given up on.
 func (p *Publisher) Flush(ctx context.Context) error {
@@ -153,72 +327,60 @@ func (p *Publisher) Flush(ctx context.Context) error {
 	}
 }
 
-func (p *Publisher) publish(name string, payload any) {
-	data, err := json.Marshal(payload)
-	if err != nil {
-		p.log.Error("event not encodable", zap.String("event", name), zap.Error(err))
-		return
-	}
-	msg := &nats.Msg{Subject: p.Subject(name), Data: data, Header: nats.Header{}}
-	msg.Header.Set(jetstream.MsgIDHeader, uuid.NewString())
-	p.wg.Add(1)
-	// One sender keeps events in the order their changes committed on this
-	// worker; a full queue slows requests down rather than dropping events.
-	p.queue <- msg
-}
-
-// sendLoop publishes in order without waiting for acks; ackLoop waits for
-// them behind it.
-func (p *Publisher) sendLoop() {
-	defer close(p.acks)
-	for msg := range p.queue {
-		fut, err := p.js.PublishMsgAsync(msg)
-		if err != nil {
-			fut, err = p.js.PublishMsgAsync(msg)
-		}
-		if err != nil {
-			p.failed(msg, err)
-			continue
-		}
-		p.acks <- pending{msg: msg, fut: fut}
-	}
-}
-
-func (p *Publisher) ackLoop() {
-	for pd := range p.acks {
-		if err := waitAck(pd.fut); err != nil {
-			// The retry reuses the Nats-Msg-Id: if the first one was
-			// stored after all, the stream drops the copy.
-			if fut, perr := p.js.PublishMsgAsync(pd.msg); perr != nil {
-				err = perr
-			} else if err = waitAck(fut); err == nil {
-				p.wg.Done()
-				continue
-			}
-			p.failed(pd.msg, err)
-			continue
-		}
-		p.wg.Done()
-	}
-}
-
-func (p *Publisher) failed(msg *nats.Msg, err error) {
-	p.log.Warn("event publish failed", zap.String("subject", msg.Subject),
-		zap.String("msg_id", msg.Header.Get(jetstream.MsgIDHeader)), zap.Error(err))
-	p.wg.Done()
-}
-
-// Close flushes what is queued (until ctx ends) and stops the publisher.
-// Nothing may be published after Close.
+// Close flushes what is queued (until ctx ends), writes this worker's last
+// watermark and stops. Nothing may be published after Close. Events not
+// flushed by then are published by another worker, from the writes that
+// owe them.
 func (p *Publisher) Close(ctx context.Context) error {
 	err := p.Flush(ctx)
+	close(p.closed)
 	close(p.queue)
+	p.stop()
+	p.done.Wait()
+	p.relay.stop()
+	if herr := p.heartbeat(ctx); herr != nil {
+		err = errors.Join(err, herr)
+	}
+	if n := p.tracker.pending(); n > 0 {
+		p.log.Warn("stopping with events of committed writes unpublished; another worker publishes them",
+			zap.Int("writes", n))
+	}
 	return err
 }
 
-type pending struct {
-	msg *nats.Msg
-	fut jetstream.PubAckFuture
+// beat is the value of a worker's key in the outbox bucket: its watermark
+// per stream, and who wrote it (empty: the worker itself, a heartbeat).
+type beat struct {
+	Watermarks map[string]uint64 `json:"watermarks"`
+	By         string            `json:"by,omitempty"`
+}
+
+// heartbeat writes this worker's watermark.
+func (p *Publisher) heartbeat(ctx context.Context) error {
+	data, _ := json.Marshal(beat{Watermarks: map[string]uint64{kvstore.ProxiesStream: p.tracker.watermark()}})
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := p.outbox.Put(actx, p.worker, data)
+	if err != nil {
+		return fmt.Errorf("%w: outbox heartbeat: %w", model.ErrUnavailable, err)
+	}
+	return nil
+}
+
+func (p *Publisher) beatLoop(ctx context.Context) {
+	t := time.NewTicker(p.opts.beat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := p.heartbeat(ctx); err != nil && ctx.Err() == nil {
+				p.log.Warn("outbox heartbeat not written", zap.Error(err))
+			}
+			p.relay.tick(ctx)
+		}
+	}
 }
 
 func waitAck(fut jetstream.PubAckFuture) error {
@@ -250,11 +412,10 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 			return nil
 		}
 		lastErr = err
-		select {
-		case <-ctx.Done():
-			return model.Errorf(model.ErrUnavailable, "stream %s: %w", cfg.Name, ctx.Err())
-		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
+		if ctx.Err() != nil {
+			break
 		}
+		retry.Sleep(ctx, time.Duration(attempt+1)*50*time.Millisecond)
 	}
 	return model.Errorf(model.ErrUnavailable, "stream %s: %w", cfg.Name, lastErr)
 }

@@ -70,9 +70,14 @@ func (s *Store) UpdatePool(ctx context.Context, name string, fn func(*record.Poo
 	}
 }
 
-// DeletePool deletes a pool's record.
-func (s *Store) DeletePool(ctx context.Context, name string) error {
-	return storeErr("delete pool", s.pools.Delete(ctx, name))
+// DeletePoolAt deletes a pool's record if it is still at revision rev;
+// ErrRevisionConflict otherwise.
+func (s *Store) DeletePoolAt(ctx context.Context, name string, rev uint64) error {
+	err := s.pools.Delete(ctx, name, jetstream.LastRevision(rev))
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return ErrRevisionConflict
+	}
+	return storeErr("delete pool", err)
 }
 
 // PoolNotFound is the error for a pool name that names nothing.

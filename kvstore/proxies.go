@@ -8,11 +8,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/outbox"
 	"github.com/pharox/pharox-nats/record"
 )
 
@@ -79,23 +81,39 @@ func (s *Store) GetProxy(ctx context.Context, id string) (*record.Proxy, uint64,
 	return rec, rev, nil
 }
 
-// UpdateProxy writes rec if its key is still at revision base, and returns
-// the new revision. ErrRevisionConflict: another write came first;
-// model.ErrProxyNotFound: the proxy was deleted. A write whose answer does
-// not come may still have committed, and a failed request must leave
-// nothing behind, so that case is settled on the leader before returning.
-func (s *Store) UpdateProxy(ctx context.Context, rec *record.Proxy, base uint64) (uint64, error) {
+// Owed is what a proxy write owes (see the outbox package), carried in the
+// write's headers; the zero value owes nothing.
+type Owed struct {
+	Worker string    // the committing worker's id
+	Entry  string    // the encoded outbox.Entry
+	At     time.Time // when the stream stored the write (set by the watch)
+}
+
+func (o Owed) set(h nats.Header) {
+	if o.Entry != "" {
+		h.Set(outbox.Header, o.Entry)
+		h.Set(outbox.WorkerHeader, o.Worker)
+	}
+}
+
+// UpdateProxy writes rec, with what the write owes in its headers, if its
+// key is still at revision base, and returns the new revision.
+// ErrRevisionConflict: another write came first (or the proxy was
+// deleted). A write whose answer does not come may still have committed,
+// and a failed request must leave nothing behind, so that case is settled
+// on the leader before returning.
+func (s *Store) UpdateProxy(ctx context.Context, rec *record.Proxy, base uint64, owed Owed) (uint64, error) {
 	data := record.Encode(rec)
 	s.own.start(rec.ID, data, rec.Clone())
 	defer s.own.done(rec.ID)
-	rev, err := s.proxies.Update(ctx, rec.ID, data, base)
+	msg := &nats.Msg{Subject: s.proxySubject(rec.ID), Data: data, Header: nats.Header{}}
+	owed.set(msg.Header)
+	rev, err := s.publish(ctx, msg, base)
 	switch {
 	case err == nil:
 		return rev, nil
-	case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
-		return 0, ErrRevisionConflict
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return 0, proxyNotFound(rec.ID)
+	case errors.Is(err, ErrRevisionConflict):
+		return 0, err
 	}
 	if rev, committed := s.landed(rec.ID, data, base); committed {
 		return rev, nil
@@ -103,29 +121,60 @@ func (s *Store) UpdateProxy(ctx context.Context, rec *record.Proxy, base uint64)
 	return 0, storeErr("update proxy", err)
 }
 
-// DeleteProxy deletes a proxy if its key is still at revision base.
-// ErrRevisionConflict: another write came first. A lost answer is settled
-// on the leader, as for UpdateProxy.
-func (s *Store) DeleteProxy(ctx context.Context, id string, base uint64) error {
-	err := s.proxies.Delete(ctx, id, jetstream.LastRevision(base))
+// DeleteProxy deletes a proxy, with what the delete owes in the delete
+// marker's headers, if its key is still at revision base, and returns the
+// delete marker's sequence. ErrRevisionConflict: another write came first.
+// A lost answer is settled on the leader, as for UpdateProxy.
+func (s *Store) DeleteProxy(ctx context.Context, id string, base uint64, owed Owed) (uint64, error) {
+	msg := &nats.Msg{Subject: s.proxySubject(id), Header: nats.Header{}}
+	msg.Header.Set(kvOperation, kvDelete)
+	owed.set(msg.Header)
+	rev, err := s.publish(ctx, msg, base)
 	switch {
 	case err == nil:
-		return nil
-	case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
-		return ErrRevisionConflict
-	case s.deleted(id, base):
-		return nil // the answer was lost, not the delete
+		return rev, nil
+	case errors.Is(err, ErrRevisionConflict):
+		return 0, err
 	}
-	return storeErr("delete proxy", err)
+	if rev, ok := s.deleted(id, base); ok {
+		return rev, nil // the answer was lost, not the delete
+	}
+	return 0, storeErr("delete proxy", err)
+}
+
+// The KV layer's delete marker: a message with this header and no value.
+const (
+	kvOperation = "KV-Operation"
+	kvDelete    = "DEL"
+)
+
+func (s *Store) proxySubject(id string) string { return "$KV." + ProxiesBucket + "." + id }
+
+// publish stores msg on the proxies stream if the key's last sequence is
+// base, as a KV update does, and returns its sequence (the key's new
+// revision).
+func (s *Store) publish(ctx context.Context, msg *nats.Msg, base uint64) (uint64, error) {
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(base))
+	if err != nil {
+		var apiErr *jetstream.APIError
+		// Replicated streams report the conflict as 10164, others as 10071.
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return 0, ErrRevisionConflict
+		}
+		return 0, err
+	}
+	return ack.Sequence, nil
 }
 
 // deleted reports whether a delete of id based on rev committed although
-// its answer was lost: the leader then holds a delete marker after rev.
-func (s *Store) deleted(id string, rev uint64) bool {
+// its answer was lost: the leader then holds a delete marker after rev (the
+// sequence returned).
+func (s *Store) deleted(id string, rev uint64) (uint64, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, seq, err := s.leaderGet(ctx, s.proxies, id)
-	return errors.Is(err, errNotFound) && seq > rev
+	return seq, errors.Is(err, errNotFound) && seq > rev
 }
 
 // landed reports whether an update of id to data, based on base, committed

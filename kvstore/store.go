@@ -25,8 +25,11 @@ import (
 // Bucket names. They do not move with the subject prefix: one NATS account
 // holds one pharox deployment's state.
 const (
-	PoolsBucket     = "PHAROX_POOLS"
-	ProxiesBucket   = "PHAROX_PROXIES"
+	PoolsBucket   = "PHAROX_POOLS"
+	ProxiesBucket = "PHAROX_PROXIES"
+	// ProxiesStream is the stream behind the proxies bucket, whose
+	// sequences are the proxies' revisions.
+	ProxiesStream   = "KV_" + ProxiesBucket
 	LeasesBucket    = "PHAROX_LEASES"
 	ConsumersBucket = "PHAROX_CONSUMERS"
 )

@@ -53,7 +53,7 @@ func TestUpdateProxyIsRevisionChecked(t *testing.T) {
 
 	next := rec.Clone()
 	next.Port = 2000
-	rev, err := s.UpdateProxy(ctx, next, base)
+	rev, err := s.UpdateProxy(ctx, next, base, kvstore.Owed{})
 	require.NoError(t, err)
 	entry, err := kv.Get(ctx, rec.ID)
 	require.NoError(t, err)
@@ -61,18 +61,21 @@ func TestUpdateProxyIsRevisionChecked(t *testing.T) {
 
 	stale := rec.Clone()
 	stale.Port = 3000
-	_, err = s.UpdateProxy(ctx, stale, base)
+	_, err = s.UpdateProxy(ctx, stale, base, kvstore.Owed{})
 	require.ErrorIs(t, err, kvstore.ErrRevisionConflict)
 	got, gotRev, err := s.GetProxy(ctx, rec.ID)
 	require.NoError(t, err)
 	require.Equal(t, rev, gotRev)
 	require.Equal(t, 2000, got.Port, "the stale write changed nothing")
 
-	require.ErrorIs(t, s.DeleteProxy(ctx, rec.ID, base), kvstore.ErrRevisionConflict)
-	require.NoError(t, s.DeleteProxy(ctx, rec.ID, rev))
+	_, err = s.DeleteProxy(ctx, rec.ID, base, kvstore.Owed{})
+	require.ErrorIs(t, err, kvstore.ErrRevisionConflict)
+	delRev, err := s.DeleteProxy(ctx, rec.ID, rev, kvstore.Owed{})
+	require.NoError(t, err)
+	require.Greater(t, delRev, rev)
 	_, _, err = s.GetProxy(ctx, rec.ID)
 	require.ErrorIs(t, err, model.ErrProxyNotFound)
-	_, err = s.UpdateProxy(ctx, next, rev)
+	_, err = s.UpdateProxy(ctx, next, rev, kvstore.Owed{})
 	require.Error(t, err)
 }
 
@@ -100,12 +103,13 @@ type sink struct {
 	revs    map[string]uint64
 	pools   map[string]*record.Pool
 	seen    map[string]uint64
+	owed    map[uint64]kvstore.Owed
 	seenCh  chan struct{}
 }
 
 func newSink() *sink {
 	return &sink{proxies: map[string]*record.Proxy{}, revs: map[string]uint64{}, pools: map[string]*record.Pool{},
-		seen: map[string]uint64{}, seenCh: make(chan struct{}, 1024)}
+		seen: map[string]uint64{}, owed: map[uint64]kvstore.Owed{}, seenCh: make(chan struct{}, 1024)}
 }
 
 func (k *sink) HasProxy(id string, rev uint64) bool {
@@ -118,6 +122,13 @@ func (k *sink) ProxyChanged(id string, rec *record.Proxy, rev uint64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.proxies[id], k.revs[id] = rec, rev
+}
+
+func (k *sink) ProxyOwed(rev uint64, owed kvstore.Owed) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	owed.At = time.Time{} // set by the watch: when the stream stored it
+	k.owed[rev] = owed
 }
 
 func (k *sink) PoolChanged(name string, rec *record.Pool, rev uint64) {
@@ -174,11 +185,14 @@ func TestWatchFeedsTheSink(t *testing.T) {
 	require.NoError(t, err)
 	next := rec.Clone()
 	next.Host = "10.9.9.9"
-	rev, err := s.UpdateProxy(ctx, next, base)
+	owed := kvstore.Owed{Worker: "w1", Entry: `{"w":"w1","e":[]}`}
+	rev, err := s.UpdateProxy(ctx, next, base, owed)
 	require.NoError(t, err)
 	_, delBase, err := s.GetProxy(ctx, before[1].ID)
 	require.NoError(t, err)
-	require.NoError(t, s.DeleteProxy(ctx, before[1].ID, delBase))
+	delOwed := kvstore.Owed{Worker: "w2", Entry: `{"w":"w2","e":[]}`}
+	_, err = s.DeleteProxy(ctx, before[1].ID, delBase, delOwed)
+	require.NoError(t, err)
 	seq, err := s.Sequence(ctx, kvstore.ProxiesBucket)
 	require.NoError(t, err)
 	require.Greater(t, seq, rev)
@@ -187,6 +201,9 @@ func TestWatchFeedsTheSink(t *testing.T) {
 	require.Equal(t, "10.9.9.9", k.proxies[before[0].ID].Host)
 	require.Equal(t, rev, k.revs[before[0].ID])
 	require.Nil(t, k.proxies[before[1].ID], "a delete arrives as nil")
+	require.Equal(t, owed, k.owed[rev], "what a write owes travels in its headers")
+	require.Equal(t, delOwed, k.owed[k.revs[before[1].ID]], "and a delete's")
+	require.Len(t, k.owed, 2, "writes that owe nothing carry nothing")
 	k.mu.Unlock()
 
 	pseq, err := s.Sequence(ctx, kvstore.PoolsBucket)

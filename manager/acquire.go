@@ -13,6 +13,7 @@ import (
 
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/outbox"
 	"github.com/pharox/pharox-nats/record"
 	"github.com/pharox/pharox-nats/replica"
 )
@@ -85,7 +86,7 @@ func (m *Manager) existingLease(ctx context.Context, leaseID string) (*model.Lea
 // acquire commits a lease, waiting up to p.wait for a proxy to free up when
 // none is, and fires the acquire callbacks once with the outcome.
 func (m *Manager) acquire(ctx context.Context, p acquireParams, consumer model.Consumer, started time.Time, parker Parker) (*model.Lease, *model.Proxy, error) {
-	grant, conflicts, err := m.commit(ctx, p, consumer, false)
+	grant, conflicts, err := m.commit(ctx, p, consumer, started, false)
 	if err == nil && grant == nil && p.wait > 0 {
 		var more int
 		grant, more, err = m.wait(ctx, p, consumer, started, parker)
@@ -95,19 +96,18 @@ func (m *Manager) acquire(ctx context.Context, p acquireParams, consumer model.C
 	if err != nil {
 		return nil, nil, err
 	}
-	completed := m.now()
-	ev := model.AcquireEvent{
-		PoolName: p.pool, ConsumerName: p.consumer, Filters: p.filters, Selector: p.selector,
-		StartedAt: started, CompletedAt: completed, DurationMs: ms(completed.Sub(started)),
-		PoolStats: m.localStats(p.pool),
-	}
-	if grant != nil {
-		ev.Lease = &grant.lease
-	}
-	for _, fn := range hooks(m, &m.onAcquire) {
-		fn(ev)
-	}
 	if grant == nil {
+		// No write owes this event: it is published as it is.
+		completed := m.now()
+		ev := &model.AcquireEvent{
+			PoolName: p.pool, ConsumerName: p.consumer, Filters: p.filters, Selector: p.selector,
+			StartedAt: started, CompletedAt: completed, DurationMs: ms(completed.Sub(started)),
+			PoolStats: m.localStats(p.pool),
+		}
+		m.fire(outbox.Event{Name: model.EventAcquireFailed, Payload: ev})
+		if m.opts.outbox != nil {
+			m.opts.outbox.Publish(model.EventAcquireFailed, ev)
+		}
 		m.counters.empty.Add(1)
 		m.log.Debug("acquire: no proxy free", zap.String("pool", p.pool), zap.String("consumer", p.consumer), zap.Int("conflicts", conflicts))
 		return nil, nil, nil
@@ -134,7 +134,7 @@ type grant struct {
 // was just synced and the pool checked (a waiting acquire right after its
 // first try): "none free" is then answered from the replica until a write
 // is lost.
-func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Consumer, fresh bool) (*grant, int, error) {
+func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Consumer, started time.Time, fresh bool) (*grant, int, error) {
 	synced := fresh
 	conflicts := 0
 	for attempt := 0; attempt < m.opts.maxAttempts; attempt++ {
@@ -153,6 +153,11 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 				continue
 			}
 			if !synced {
+				// Both buckets: a pool created on another worker a moment
+				// ago may not be in this replica yet.
+				if err := m.sync(ctx, kvstore.PoolsBucket); err != nil {
+					return nil, conflicts, err
+				}
 				if err := m.sync(ctx, kvstore.ProxiesBucket); err != nil {
 					return nil, conflicts, err
 				}
@@ -164,12 +169,12 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 			}
 			// None free: make sure the pool was not deleted meanwhile,
 			// which is a 404, not an empty pool.
-			if _, _, err := m.store.GetPool(ctx, p.pool); err != nil {
+			if _, _, err := m.getPool(ctx, p.pool); err != nil {
 				return nil, conflicts, err
 			}
 			return nil, conflicts, nil
 		}
-		g, err := m.tryAcquire(ctx, id, consumer, p.duration, p.filters)
+		g, err := m.tryAcquire(ctx, id, p, consumer, started)
 		switch {
 		case err == nil:
 			return g, conflicts, nil
@@ -194,17 +199,22 @@ var errNotEligible = errors.New("proxy not eligible")
 // to the proxy, re-checking the request against the record the write is
 // based on. That write is the whole commit: an active lease lives only as a
 // holder in its proxy's record, and the write's KV revision is its fencing
-// token. errLostRace: try again; errNotEligible: pick another proxy.
-func (m *Manager) tryAcquire(ctx context.Context, proxyID string, consumer model.Consumer, d time.Duration, filters *model.ProxyFilters) (*grant, error) {
+// token. The write owes the acquired event, which the acquire callbacks
+// get. errLostRace: try again; errNotEligible: pick another proxy.
+func (m *Manager) tryAcquire(ctx context.Context, proxyID string, p acquireParams, consumer model.Consumer, started time.Time) (*grant, error) {
 	h := record.Holder{LeaseID: uuid.NewString(), ConsumerID: consumer.ID, ConsumerName: consumer.Name}
-	mut, err := m.tryMutateProxy(ctx, proxyID, func(rec *record.Proxy, now time.Time) error {
-		if rec.Status != model.ProxyActive || !filters.Matches(rec.Attrs()) || !rec.HasRoom(now.Add(-m.opts.grace)) {
-			return errNotEligible
+	mut, err := m.tryMutateProxy(ctx, proxyID, func(rec *record.Proxy, now time.Time) ([]outbox.Event, error) {
+		if rec.Status != model.ProxyActive || !p.filters.Matches(rec.Attrs()) || !rec.HasRoom(now.Add(-m.opts.grace)) {
+			return nil, errNotEligible
 		}
 		h.AcquiredAt = now
-		h.ExpiresAt = now.Add(d)
+		h.ExpiresAt = now.Add(p.duration)
 		rec.Holders = append(rec.Holders, h)
-		return nil
+		lease := rec.LeaseFor(h, 0, model.LeaseActive) // the token is the write's revision, filled in once known
+		return []outbox.Event{{Name: model.EventAcquired, Payload: &model.AcquireEvent{
+			Lease: &lease, PoolName: rec.PoolName, ConsumerName: consumer.Name, Filters: p.filters, Selector: p.selector,
+			StartedAt: started, CompletedAt: now, DurationMs: ms(now.Sub(started)),
+		}}}, nil
 	})
 	if errors.Is(err, model.ErrProxyNotFound) {
 		return nil, errNotEligible

@@ -7,168 +7,12 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/google/uuid"
-	"go.uber.org/zap"
-
 	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/outbox"
 	"github.com/pharox/pharox-nats/record"
 )
-
-// CreatePool creates a pool; an existing name is model.ErrConflict.
-func (m *Manager) CreatePool(ctx context.Context, req model.PoolCreateRequest) (model.ProxyPool, error) {
-	if err := model.CheckName("name", req.Name); err != nil {
-		return model.ProxyPool{}, err
-	}
-	rec := &record.Pool{ID: uuid.NewString(), Name: req.Name, Description: req.Description, NextSeq: 1, CreatedAt: m.now()}
-	rev, err := m.store.CreatePool(ctx, rec)
-	if err != nil {
-		return model.ProxyPool{}, err
-	}
-	m.replica.InstallPool(rec.Name, rec, rev)
-	m.log.Debug("pool created", zap.String("pool", req.Name))
-	return rec.Model(), nil
-}
-
-// ListPools lists every pool, oldest first.
-func (m *Manager) ListPools(ctx context.Context) ([]model.ProxyPool, error) {
-	if err := m.sync(ctx, kvstore.PoolsBucket); err != nil {
-		return nil, err
-	}
-	pools := m.replica.Pools()
-	out := make([]model.ProxyPool, 0, len(pools))
-	for _, p := range pools {
-		out = append(out, p.Model())
-	}
-	return out, nil
-}
-
-// poolExists answers from the replica and, when the replica does not know
-// the pool, from the bucket's leader: a pool created on another worker a
-// moment ago exists.
-func (m *Manager) poolExists(ctx context.Context, name string) (*record.Pool, error) {
-	if rec, ok := m.replica.Pool(name); ok {
-		return rec, nil
-	}
-	rec, _, err := m.store.GetPool(ctx, name)
-	return rec, err
-}
-
-// UpdatePool changes a pool's description and health-check settings.
-func (m *Manager) UpdatePool(ctx context.Context, req model.PoolUpdateRequest) (model.ProxyPool, error) {
-	if err := model.CheckName("name", req.Name); err != nil {
-		return model.ProxyPool{}, err
-	}
-	if err := checkHealthCheck(req.HealthCheck.Value); err != nil {
-		return model.ProxyPool{}, err
-	}
-	rec, rev, err := m.store.UpdatePool(ctx, req.Name, func(r *record.Pool) error {
-		if req.Description.Set {
-			r.Description = req.Description.Value
-		}
-		if req.HealthCheck.Set {
-			r.HealthCheck = req.HealthCheck.Value
-		}
-		return nil
-	})
-	if err != nil {
-		return model.ProxyPool{}, err
-	}
-	m.replica.InstallOwnPool(req.Name, rec, rev)
-	return rec.Model(), nil
-}
-
-// DeletePool deletes a pool and its proxies. With live leases it refuses
-// with model.ErrConflict unless force, which first releases them, firing
-// their release callbacks.
-func (m *Manager) DeletePool(ctx context.Context, req model.PoolDeleteRequest) error {
-	_, err := m.deletePool(ctx, req)
-	return err
-}
-
-// deletePool is DeletePool; it returns the leases it released.
-func (m *Manager) deletePool(ctx context.Context, req model.PoolDeleteRequest) ([]model.Lease, error) {
-	if err := model.CheckName("name", req.Name); err != nil {
-		return nil, err
-	}
-	if _, _, err := m.store.GetPool(ctx, req.Name); err != nil {
-		return nil, err
-	}
-	if err := m.sync(ctx, kvstore.ProxiesBucket); err != nil {
-		return nil, err
-	}
-	var ids []string
-	live := 0
-	horizon := m.horizon()
-	m.replica.Members(req.Name, 0, func(rec *record.Proxy) bool {
-		ids = append(ids, rec.ID)
-		live += rec.LiveHolders(horizon)
-		return true
-	})
-	if live > 0 && !req.Force {
-		return nil, fmt.Errorf("%w: pool %q has %d active leases; delete with force to release them", model.ErrConflict, req.Name, live)
-	}
-	var released []model.Lease
-	for _, id := range ids {
-		leases, err := m.deleteProxy(ctx, id, req.Force)
-		released = append(released, leases...)
-		if errors.Is(err, model.ErrProxyNotFound) {
-			continue
-		}
-		if err != nil {
-			return released, err
-		}
-	}
-	if err := m.store.DeletePool(ctx, req.Name); err != nil {
-		return released, err
-	}
-	m.replica.InstallPool(req.Name, nil, ^uint64(0))
-	m.log.Info("pool deleted", zap.String("pool", req.Name), zap.Int("released_leases", len(released)))
-	return released, nil
-}
-
-// AddProxies adds 1..1000 proxies to a pool, all or none.
-func (m *Manager) AddProxies(ctx context.Context, req model.ProxiesAddRequest) ([]model.Proxy, error) {
-	if err := model.CheckName("pool_name", req.PoolName); err != nil {
-		return nil, err
-	}
-	if len(req.Proxies) < 1 || len(req.Proxies) > model.MaxProxiesPerAdd {
-		return nil, fmt.Errorf("%w: proxies must hold 1..%d proxies, got %d", model.ErrBadRequest, model.MaxProxiesPerAdd, len(req.Proxies))
-	}
-	for i, in := range req.Proxies {
-		if err := checkProxyInput(i, in); err != nil {
-			return nil, err
-		}
-	}
-	n := uint64(len(req.Proxies))
-	pool, _, err := m.store.UpdatePool(ctx, req.PoolName, func(r *record.Pool) error {
-		r.NextSeq += n // reserve the added-order range of this batch
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	first := pool.NextSeq - n
-	recs := make([]*record.Proxy, len(req.Proxies))
-	for i, in := range req.Proxies {
-		recs[i] = record.NewProxy(pool, first+uint64(i), in)
-	}
-	last, err := m.store.CreateProxies(ctx, recs)
-	if err != nil {
-		return nil, err
-	}
-	if err := m.replica.WaitSeen(ctx, kvstore.ProxiesBucket, last); err != nil {
-		return nil, unavailable("add proxies", err)
-	}
-	horizon := m.horizon()
-	out := make([]model.Proxy, len(recs))
-	for i, rec := range recs {
-		out[i] = rec.Model(horizon)
-	}
-	m.log.Debug("proxies added", zap.String("pool", req.PoolName), zap.Int("count", len(out)))
-	return out, nil
-}
 
 // ListProxies pages through a pool's proxies in added order.
 func (m *Manager) ListProxies(ctx context.Context, req model.ProxiesListRequest) (model.ProxiesPage, error) {
@@ -230,7 +74,25 @@ func (m *Manager) GetProxy(ctx context.Context, id string) (model.Proxy, error) 
 	if err != nil {
 		return model.Proxy{}, err
 	}
+	if err := m.checkInPool(ctx, rec); err != nil {
+		return model.Proxy{}, err
+	}
 	return rec.Model(m.horizon()), nil
+}
+
+// checkInPool answers that a proxy left behind by a deleted pool does not
+// exist: it is about to be deleted too.
+func (m *Manager) checkInPool(ctx context.Context, rec *record.Proxy) error {
+	if m.replica.InPool(rec) {
+		return nil
+	}
+	if err := m.sync(ctx, kvstore.PoolsBucket); err != nil {
+		return err
+	}
+	if !m.replica.InPool(rec) {
+		return fmt.Errorf("%w: proxy %q does not exist", model.ErrProxyNotFound, rec.ID)
+	}
+	return nil
 }
 
 // UpdateProxy changes the given fields of a proxy with a revision-checked
@@ -239,7 +101,12 @@ func (m *Manager) UpdateProxy(ctx context.Context, req model.ProxyUpdateRequest)
 	if err := checkProxyUpdate(req); err != nil {
 		return model.Proxy{}, err
 	}
-	mut, err := m.mutateProxy(ctx, req.ProxyID, func(r *record.Proxy, _ time.Time) error {
+	if rec, _, ok := m.replica.Proxy(req.ProxyID); ok {
+		if err := m.checkInPool(ctx, rec); err != nil {
+			return model.Proxy{}, err
+		}
+	}
+	mut, err := m.mutateProxy(ctx, req.ProxyID, func(r *record.Proxy, _ time.Time) ([]outbox.Event, error) {
 		set(&r.Host, req.Host)
 		set(&r.Port, req.Port)
 		set(&r.Protocol, req.Protocol)
@@ -253,7 +120,7 @@ func (m *Manager) UpdateProxy(ctx context.Context, req model.ProxyUpdateRequest)
 		setNullable(&r.ISP, req.ISP)
 		setNullable(&r.ASN, req.ASN)
 		setNullable(&r.MaxConcurrency, req.MaxConcurrency)
-		return nil
+		return nil, nil
 	})
 	if err != nil {
 		return model.Proxy{}, err
@@ -287,7 +154,24 @@ func (m *Manager) deleteProxy(ctx context.Context, id string, force bool) ([]mod
 		if live > 0 && !force {
 			return nil, fmt.Errorf("%w: proxy %s has %d active leases; delete with force to release them", model.ErrConflict, id, live)
 		}
-		err = m.store.DeleteProxy(ctx, id, rev)
+		// The delete owes the events of the leases it ends: released if
+		// live, expired otherwise.
+		gone := rec.Clone()
+		expired := gone.PruneExpired(horizon)
+		events := expiredEvents(gone, expired, now)
+		for _, h := range gone.Holders {
+			events = append(events, releasedEvent(gone, h, now))
+		}
+		entry := m.owe(events, now, func() model.PoolStatsSnapshot {
+			st, _ := m.replica.StatsWithout(id, m.now())
+			return st
+		})
+		ticket := m.begin(entry)
+		var delRev uint64
+		delRev, err = m.store.DeleteProxy(ctx, id, rev, m.owed(entry))
+		if err != nil {
+			m.abandon(ticket)
+		}
 		if errors.Is(err, kvstore.ErrRevisionConflict) {
 			m.counters.conflicts.Add(1)
 			if attempt >= m.opts.maxCASRetries {
@@ -300,15 +184,13 @@ func (m *Manager) deleteProxy(ctx context.Context, id string, force bool) ([]mod
 			return nil, err
 		}
 		m.replica.RemoveProxy(id)
-		expired := rec.PruneExpired(horizon)
-		m.expire(ctx, rec, expired, now)
-		released := make([]model.Lease, 0, len(rec.Holders))
-		for _, h := range rec.Holders {
-			l := rec.LeaseFor(h, 0, model.LeaseReleased)
-			l.ReleasedAt = endTime(model.LeaseReleased, h.ExpiresAt, now)
-			released = append(released, l)
+		m.committed(ctx, ticket, delRev, entry)
+		var released []model.Lease
+		for _, ev := range events {
+			if p, ok := ev.Payload.(*model.ReleaseEvent); ok {
+				released = append(released, *p.Lease)
+			}
 		}
-		m.released(ctx, released)
 		return released, nil
 	}
 }

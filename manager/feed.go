@@ -22,6 +22,12 @@ func (f feed) ProxyChanged(id string, rec *record.Proxy, rev uint64) {
 	}
 }
 
+func (f feed) ProxyOwed(rev uint64, owed kvstore.Owed) {
+	if o := f.m.opts.outbox; o != nil && owed.Worker != o.WorkerID() {
+		o.Owed(kvstore.ProxiesStream, rev, owed)
+	}
+}
+
 func (f feed) PoolChanged(name string, rec *record.Pool, rev uint64) {
 	f.m.replica.InstallPool(name, rec, rev)
 }

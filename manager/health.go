@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/outbox"
 	"github.com/pharox/pharox-nats/record"
 )
 
@@ -34,27 +35,27 @@ func (m *Manager) ApplyHealthDecision(ctx context.Context, res model.HealthCheck
 		return model.Proxy{}, applied, err
 	}
 	var previous model.ProxyStatus
-	mut, err := m.mutateProxy(ctx, res.ProxyID, func(r *record.Proxy, _ time.Time) error {
+	mut, err := m.mutateProxy(ctx, res.ProxyID, func(r *record.Proxy, _ time.Time) ([]outbox.Event, error) {
 		next := decide(r.Status)
 		if !next.Valid() {
-			return fmt.Errorf("health decision gave status %q", next)
+			return nil, fmt.Errorf("health decision gave status %q", next)
 		}
 		previous = r.Status
 		applied.Status = next
 		r.Status = next
 		t := applied.CheckedAt
 		r.CheckedAt = &t
-		return nil
+		if previous == next {
+			return nil, nil
+		}
+		return []outbox.Event{{Name: model.EventHealth, Payload: &model.HealthEvent{
+			ProxyID: r.ID, PoolName: r.PoolName, PreviousStatus: previous, Result: applied}}}, nil
 	})
 	if err != nil {
 		return model.Proxy{}, applied, err
 	}
 	proxy := mut.rec.Model(m.horizon())
 	if previous != applied.Status {
-		ev := model.HealthEvent{ProxyID: proxy.ID, PoolName: proxy.PoolName, PreviousStatus: previous, Result: applied}
-		for _, fn := range hooks(m, &m.onHealth) {
-			fn(ev)
-		}
 		m.log.Info("proxy status changed by a health result", zap.String("proxy_id", proxy.ID),
 			zap.String("from", string(previous)), zap.String("to", string(applied.Status)))
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/outbox"
 	"github.com/pharox/pharox-nats/record"
 )
 
@@ -44,33 +45,30 @@ func (m *Manager) release(ctx context.Context, req model.ReleaseRequest) (model.
 		// write of the proxy) records it, once.
 		return *held, false, nil
 	}
-	var removed *record.Holder
-	mut, err := m.mutateProxy(ctx, held.ProxyID, func(rec *record.Proxy, _ time.Time) error {
-		removed = nil
+	var released *model.Lease
+	mut, err := m.mutateProxy(ctx, held.ProxyID, func(rec *record.Proxy, now time.Time) ([]outbox.Event, error) {
+		released = nil
 		i := rec.Holder(req.LeaseID)
 		if i < 0 {
-			return errNoChange
+			return nil, errNoChange
 		}
-		h := rec.Holders[i]
-		removed = &h
+		ev := releasedEvent(rec, rec.Holders[i], now)
+		released = ev.Payload.(*model.ReleaseEvent).Lease
 		rec.Holders = append(rec.Holders[:i], rec.Holders[i+1:]...)
-		return nil
+		return []outbox.Event{ev}, nil
 	})
 	if err != nil && !errors.Is(err, model.ErrProxyNotFound) {
 		return *held, false, err
 	}
-	if removed == nil || !mut.written {
+	if released == nil || !mut.written {
 		// The holder was gone: expired (this write or an earlier one
 		// recorded it), or ended by a concurrent request that counted it.
 		lease, err := m.endedLease(ctx, held.ID, held)
 		m.log.Debug("release: already ended", zap.String("lease_id", lease.ID), zap.String("status", string(lease.Status)))
 		return lease, false, err
 	}
-	lease := mut.rec.LeaseFor(*removed, mut.rev, model.LeaseReleased)
-	lease.ReleasedAt = endTime(model.LeaseReleased, lease.ExpiresAt, m.now())
-	m.released(ctx, []model.Lease{lease})
-	m.log.Debug("release", zap.String("lease_id", lease.ID), zap.String("proxy_id", lease.ProxyID))
-	return lease, true, nil
+	m.log.Debug("release", zap.String("lease_id", released.ID), zap.String("proxy_id", released.ProxyID))
+	return *released, true, nil
 }
 
 // RenewLease extends an active lease to now + duration_seconds (same bounds
@@ -110,19 +108,18 @@ func (m *Manager) renew(ctx context.Context, req model.RenewRequest) (model.Leas
 	if held.Status != model.LeaseActive {
 		return *held, none, leaseNotActive(*held)
 	}
-	var previous time.Time
-	var renewed *record.Holder
-	mut, err := m.mutateProxy(ctx, held.ProxyID, func(rec *record.Proxy, now time.Time) error {
+	var renewed *model.RenewedEvent
+	mut, err := m.mutateProxy(ctx, held.ProxyID, func(rec *record.Proxy, now time.Time) ([]outbox.Event, error) {
 		renewed = nil
 		i := rec.Holder(req.LeaseID)
 		if i < 0 {
-			return errNoChange
+			return nil, errNoChange
 		}
-		previous = rec.Holders[i].ExpiresAt
+		previous := rec.Holders[i].ExpiresAt
 		rec.Holders[i].ExpiresAt = now.Add(d)
-		h := rec.Holders[i]
-		renewed = &h
-		return nil
+		lease := rec.LeaseFor(rec.Holders[i], 0, model.LeaseActive)
+		renewed = &model.RenewedEvent{Lease: &lease, PoolName: lease.PoolName, PreviousExpiresAt: previous}
+		return []outbox.Event{{Name: model.EventRenewed, Payload: renewed}}, nil
 	})
 	if err != nil && !errors.Is(err, model.ErrProxyNotFound) {
 		return *held, none, err
@@ -134,13 +131,8 @@ func (m *Manager) renew(ctx context.Context, req model.RenewRequest) (model.Leas
 		}
 		return lease, none, leaseNotActive(lease)
 	}
-	lease := mut.rec.LeaseFor(*renewed, mut.rev, model.LeaseActive)
-	ev := model.RenewedEvent{Lease: &lease, PoolName: lease.PoolName, PreviousExpiresAt: previous}
-	for _, fn := range hooks(m, &m.onRenew) {
-		fn(ev)
-	}
-	m.log.Debug("renew", zap.String("lease_id", lease.ID), zap.Time("expires_at", lease.ExpiresAt))
-	return lease, previous, nil
+	m.log.Debug("renew", zap.String("lease_id", renewed.Lease.ID), zap.Time("expires_at", renewed.Lease.ExpiresAt))
+	return *renewed.Lease, renewed.PreviousExpiresAt, nil
 }
 
 // GetLease reads a lease as of now, reflecting every write acknowledged
@@ -179,7 +171,7 @@ func (m *Manager) cleanup(ctx context.Context) ([]model.Lease, error) {
 	var expired []model.Lease
 	var errs []error
 	for _, id := range m.replica.WithExpiredHolders(m.horizon()) {
-		mut, err := m.mutateProxy(ctx, id, func(*record.Proxy, time.Time) error { return errNoChange })
+		mut, err := m.mutateProxy(ctx, id, func(*record.Proxy, time.Time) ([]outbox.Event, error) { return nil, errNoChange })
 		expired = append(expired, mut.expired...)
 		if err != nil && !errors.Is(err, model.ErrProxyNotFound) {
 			errs = append(errs, err)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/outbox"
 	"github.com/pharox/pharox-nats/replica"
 )
 
@@ -71,6 +72,7 @@ func (m *Manager) Counters() Counters {
 }
 
 type options struct {
+	outbox        Outbox
 	maxDuration   time.Duration
 	grace         time.Duration
 	log           *zap.Logger
@@ -92,6 +94,33 @@ func WithExpiryGrace(d time.Duration) Option { return func(o *options) { o.grace
 
 // WithLogger sets the logger.
 func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
+
+// Outbox publishes what committed writes owe (the events package's
+// Publisher). Without one, a manager only runs its callbacks.
+type Outbox interface {
+	// WorkerID names this worker in the entries its writes carry.
+	WorkerID() string
+	// Begin is called before a write that owes events, with a stream
+	// sequence the write's revision will be above; the ticket it returns
+	// goes to Committed or Abandon.
+	Begin(above uint64) (ticket uint64)
+	// Committed publishes the events of the write committed at stream
+	// sequence rev (its ending records are written already).
+	Committed(ticket uint64, stream string, rev uint64, e *outbox.Entry)
+	// Abandon says the write did not commit.
+	Abandon(ticket uint64)
+	// Owed is told of every write of another worker that owes events, as
+	// the proxies feed delivers it, so that they are published even if that
+	// worker dies before it does.
+	Owed(stream string, rev uint64, owed kvstore.Owed)
+	// Publish publishes an event that no write owes (acquire_failed).
+	Publish(name string, payload any)
+}
+
+// WithOutbox publishes events through o: in the headers of the writes that
+// owe them, then from the worker that committed them, or from another
+// worker if that one dies first.
+func WithOutbox(o Outbox) Option { return func(o2 *options) { o2.outbox = o } }
 
 // New returns a manager over store. It refuses option values that cannot
 // work, naming the option; it loads the worker's replica of pools and
@@ -222,6 +251,9 @@ func (m *Manager) Sweep(ctx context.Context, interval time.Duration) {
 			sctx, cancel := context.WithTimeout(ctx, max(interval, sweepTimeout))
 			if _, err := m.CleanupExpiredLeases(sctx); err != nil && ctx.Err() == nil {
 				m.log.Warn("expiry sweep incomplete; the next one retries", zap.Error(err))
+			}
+			if err := m.sweepPools(sctx); err != nil && ctx.Err() == nil {
+				m.log.Warn("sweep of deleted pools incomplete; the next one retries", zap.Error(err))
 			}
 			cancel()
 		}

@@ -11,14 +11,15 @@ import (
 	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/outbox"
 	"github.com/pharox/pharox-nats/record"
 )
 
 // A change decides what to write to a proxy's record, given the latest
 // record this worker knows (a copy it may change) and the time of the
-// write. It may be called again on a retry, so it must have no side effects
-// beyond its own variables.
-type change func(rec *record.Proxy, now time.Time) error
+// write, and returns the events the change causes. It may be called again
+// on a retry, so it must have no side effects beyond its own variables.
+type change func(rec *record.Proxy, now time.Time) ([]outbox.Event, error)
 
 // errNoChange lets a change say the record is fine as it is.
 var errNoChange = errors.New("no change")
@@ -55,7 +56,8 @@ func (m *Manager) mutateProxy(ctx context.Context, id string, fn change) (mutati
 // tryMutateProxy makes one attempt of mutateProxy: it bases the write on the
 // replica's revision of the record (no read when the replica is current),
 // prunes the holders that expired in the same write, and commits with one
-// revision-checked kvstore write. errLostRace: try again.
+// revision-checked kvstore write that carries the events the change owes.
+// errLostRace: try again.
 func (m *Manager) tryMutateProxy(ctx context.Context, id string, fn change) (mutation, error) {
 	release, err := m.turns.take(ctx, id)
 	if err != nil {
@@ -72,7 +74,7 @@ func (m *Manager) tryMutateProxy(ctx context.Context, id string, fn change) (mut
 	next := base.Clone()
 	next.Seal(rev)
 	expired := next.PruneExpired(now.Add(-m.opts.grace))
-	err = fn(next, now)
+	events, err := fn(next, now)
 	if err != nil && !(errors.Is(err, errNoChange) && len(expired) > 0) {
 		// A decision not to write rests on the record being current: one
 		// taken on the replica's copy is confirmed on the leader's.
@@ -86,18 +88,32 @@ func (m *Manager) tryMutateProxy(ctx context.Context, id string, fn change) (mut
 		}
 		return mutation{rec: base, rev: rev}, err
 	}
-	newRev, err := m.store.UpdateProxy(ctx, next, rev)
-	if errors.Is(err, kvstore.ErrRevisionConflict) || errors.Is(err, model.ErrProxyNotFound) {
+	entry := m.owe(append(events, expiredEvents(next, expired, now)...), now, func() model.PoolStatsSnapshot {
+		return m.replica.StatsWith(next, m.now())
+	})
+	ticket := m.begin(entry)
+	newRev, err := m.store.UpdateProxy(ctx, next, rev, m.owed(entry))
+	if errors.Is(err, kvstore.ErrRevisionConflict) {
+		m.abandon(ticket)
 		if err := m.refresh(ctx, id); err != nil {
 			return mutation{}, err
 		}
 		return mutation{}, errLostRace
 	}
 	if err != nil {
+		m.abandon(ticket)
 		return mutation{}, err
 	}
 	m.installOwn(next, newRev)
-	ended := m.expire(ctx, next, expired, now)
+	m.committed(ctx, ticket, newRev, entry)
+	var ended []model.Lease
+	if entry != nil {
+		for _, ev := range entry.Events {
+			if p, ok := ev.Payload.(*model.ExpiredEvent); ok {
+				ended = append(ended, *p.Lease)
+			}
+		}
+	}
 	return mutation{rec: next, rev: newRev, written: true, expired: ended}, nil
 }
 
@@ -133,44 +149,110 @@ func (m *Manager) refresh(ctx context.Context, id string) error {
 	return nil
 }
 
-// expire is the one path by which a lease is recorded as expired: a
-// committed write of rec (as written, holders sealed) removed these
-// holders past their expiry. Only the write that removed a holder calls it,
-// so each expiry is recorded and its callbacks fire once, whichever write
-// (acquire, release, renew, admin, sweep, delete) found it. It returns the
-// leases as recorded.
-func (m *Manager) expire(ctx context.Context, rec *record.Proxy, holders []record.Holder, now time.Time) []model.Lease {
-	if len(holders) == 0 {
-		return nil
-	}
-	fns := hooks(m, &m.onExpired)
-	out := make([]model.Lease, 0, len(holders))
+// expiredEvents are the events of the holders a write of rec (holders
+// sealed) removes past their expiry. Every write prunes expired holders, so
+// this is the one path by which a lease is recorded as expired: only the
+// write that removed a holder owes its event and ending record, so each
+// expiry is recorded and published once, whichever write (acquire,
+// release, renew, admin, sweep, delete) found it.
+func expiredEvents(rec *record.Proxy, holders []record.Holder, now time.Time) []outbox.Event {
+	out := make([]outbox.Event, 0, len(holders))
 	for _, h := range holders {
 		l := rec.LeaseFor(h, 0, model.LeaseExpired)
 		l.ReleasedAt = endTime(model.LeaseExpired, h.ExpiresAt, now)
-		m.store.PutEnding(ctx, l)
-		ev := model.ExpiredEvent{Lease: &l, PoolName: l.PoolName, ExpiredAt: now, PoolStats: m.localStats(l.PoolName)}
-		for _, fn := range fns {
-			fn(ev)
-		}
-		m.log.Debug("expired", zap.String("lease_id", l.ID), zap.String("proxy_id", l.ProxyID))
-		out = append(out, l)
+		out = append(out, outbox.Event{Name: model.EventExpired, Payload: &model.ExpiredEvent{Lease: &l, PoolName: l.PoolName, ExpiredAt: now}})
 	}
 	return out
 }
 
-// released records the ending of leases a committed write released and
-// fires their release callbacks. Only the write that removed a holder calls
-// it, so a release is counted once.
-func (m *Manager) released(ctx context.Context, leases []model.Lease) {
-	fns := hooks(m, &m.onRelease)
-	for i := range leases {
-		l := leases[i]
+// releasedEvent is the event of a lease a write releases at now.
+func releasedEvent(rec *record.Proxy, h record.Holder, now time.Time) outbox.Event {
+	l := rec.LeaseFor(h, 0, model.LeaseReleased)
+	l.ReleasedAt = endTime(model.LeaseReleased, h.ExpiresAt, now)
+	return outbox.Event{Name: model.EventReleased, Payload: &model.ReleaseEvent{Lease: &l, PoolName: l.PoolName,
+		ReleasedAt: *l.ReleasedAt, LeaseDurationMs: ms(l.ReleasedAt.Sub(l.AcquiredAt))}}
+}
+
+// owe builds the outbox entry of a write that causes events, with the pool
+// statistics as they will be once it commits; nil when it causes none.
+func (m *Manager) owe(events []outbox.Event, now time.Time, statsAfter func() model.PoolStatsSnapshot) *outbox.Entry {
+	if len(events) == 0 {
+		return nil
+	}
+	m.advance()
+	e := &outbox.Entry{At: now, Events: events}
+	if m.opts.outbox != nil {
+		e.Worker = m.opts.outbox.WorkerID()
+	}
+	e.SetPoolStats(statsAfter())
+	return e
+}
+
+// owed is what the write of entry carries in its headers: nothing without
+// an outbox (a Go program embedding the manager, with callbacks only).
+func (m *Manager) owed(e *outbox.Entry) kvstore.Owed {
+	if e == nil || m.opts.outbox == nil {
+		return kvstore.Owed{}
+	}
+	return kvstore.Owed{Worker: e.Worker, Entry: e.Encode()}
+}
+
+func (m *Manager) begin(e *outbox.Entry) uint64 {
+	if e == nil || m.opts.outbox == nil {
+		return 0
+	}
+	return m.opts.outbox.Begin(m.replica.Seen(kvstore.ProxiesBucket))
+}
+
+func (m *Manager) abandon(ticket uint64) {
+	if ticket != 0 {
+		m.opts.outbox.Abandon(ticket)
+	}
+}
+
+// committed delivers what a write committed at rev owed: the ending records
+// of the leases it ended (written before the request answers, so reads find
+// them), the callbacks, and the events through the outbox, with ids derived
+// from rev.
+func (m *Manager) committed(ctx context.Context, ticket, rev uint64, e *outbox.Entry) {
+	if e == nil {
+		return
+	}
+	e.Seal(rev)
+	for _, l := range e.Endings() {
 		m.store.PutEnding(ctx, l)
-		ev := model.ReleaseEvent{Lease: &l, PoolName: l.PoolName, ReleasedAt: *l.ReleasedAt,
-			LeaseDurationMs: ms(l.ReleasedAt.Sub(l.AcquiredAt)), PoolStats: m.localStats(l.PoolName)}
-		for _, fn := range fns {
-			fn(ev)
+	}
+	for _, ev := range e.Events {
+		m.fire(ev)
+	}
+	if ticket != 0 {
+		m.opts.outbox.Committed(ticket, kvstore.ProxiesStream, rev, e)
+	}
+}
+
+// fire runs the callbacks registered for an event.
+func (m *Manager) fire(ev outbox.Event) {
+	switch p := ev.Payload.(type) {
+	case *model.AcquireEvent:
+		for _, fn := range hooks(m, &m.onAcquire) {
+			fn(*p)
+		}
+	case *model.ReleaseEvent:
+		for _, fn := range hooks(m, &m.onRelease) {
+			fn(*p)
+		}
+	case *model.ExpiredEvent:
+		for _, fn := range hooks(m, &m.onExpired) {
+			fn(*p)
+		}
+		m.log.Debug("expired", zap.String("lease_id", p.Lease.ID), zap.String("proxy_id", p.Lease.ProxyID))
+	case *model.RenewedEvent:
+		for _, fn := range hooks(m, &m.onRenew) {
+			fn(*p)
+		}
+	case *model.HealthEvent:
+		for _, fn := range hooks(m, &m.onHealth) {
+			fn(*p)
 		}
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/pharox/pharox-nats/internal/testclock"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/outbox"
 	"github.com/pharox/pharox-nats/record"
 )
 
@@ -179,7 +180,7 @@ type testGrant struct {
 func acquire(ctx context.Context, s worker, proxyID string, c model.Consumer, d time.Duration, filters *model.ProxyFilters) (testGrant, error) {
 	var expired []model.Lease
 	for attempt := 0; attempt < 500; attempt++ {
-		g, err := s.tryAcquire(ctx, proxyID, c, d, filters)
+		g, err := s.tryAcquire(ctx, proxyID, acquireParams{duration: d, filters: filters, consumer: c.Name, selector: model.SelectorFirstAvailable}, c, s.now())
 		if errors.Is(err, errLostRace) {
 			// Back off a little, as writers that collided should.
 			retry.Sleep(ctx, retry.Backoff(attempt))
@@ -1281,9 +1282,9 @@ func testMutateContention(t *testing.T) {
 			defer wg.Done()
 			s := []worker{a, b}[w%2]
 			for i := 0; i < increments; i++ {
-				_, err := s.mutateProxy(e.ctx, p.ID, func(rec *record.Proxy, _ time.Time) error {
+				_, err := s.mutateProxy(e.ctx, p.ID, func(rec *record.Proxy, _ time.Time) ([]outbox.Event, error) {
 					rec.Port++
-					return nil
+					return nil, nil
 				})
 				if err != nil {
 					errs[w] = err
@@ -1303,14 +1304,14 @@ func testMutateContention(t *testing.T) {
 
 	// A mutation that fails writes nothing.
 	boom := errors.New("boom")
-	m, err := b.mutateProxy(e.ctx, p.ID, func(rec *record.Proxy, _ time.Time) error {
+	m, err := b.mutateProxy(e.ctx, p.ID, func(rec *record.Proxy, _ time.Time) ([]outbox.Event, error) {
 		rec.Port = 1
-		return boom
+		return nil, boom
 	})
 	require.ErrorIs(t, err, boom)
 	require.False(t, m.written)
 	require.Equal(t, 1000+writers*increments, e.proxy(a, p.ID).Port)
-	_, err = a.mutateProxy(e.ctx, uuid.NewString(), func(*record.Proxy, time.Time) error { return nil })
+	_, err = a.mutateProxy(e.ctx, uuid.NewString(), func(*record.Proxy, time.Time) ([]outbox.Event, error) { return nil, nil })
 	require.ErrorIs(t, err, model.ErrProxyNotFound)
 }
 
@@ -1332,9 +1333,9 @@ func testEndingRecordLate(t *testing.T) {
 	// dropHolder removes every holder as a release would, without the
 	// ending record: a worker that died between its two writes.
 	dropHolder := func() {
-		_, err := a.mutateProxy(e.ctx, p, func(rec *record.Proxy, _ time.Time) error {
+		_, err := a.mutateProxy(e.ctx, p, func(rec *record.Proxy, _ time.Time) ([]outbox.Event, error) {
 			rec.Holders = rec.Holders[:0]
-			return nil
+			return nil, nil
 		})
 		require.NoError(t, err)
 	}

@@ -163,7 +163,7 @@ func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Cons
 	for {
 		// Registered first, then tried: a proxy freed in between still
 		// leaves its wake-up in the channel.
-		grant, c, err := m.commit(ctx, p, consumer, fresh)
+		grant, c, err := m.commit(ctx, p, consumer, started, fresh)
 		fresh = false
 		conflicts += c
 		if err != nil || grant != nil {
@@ -181,7 +181,7 @@ func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Cons
 		if timedOut {
 			// A last look, from the replica as it is: time alone may have
 			// freed a slot since the last try.
-			grant, c, err := m.commit(ctx, p, consumer, true)
+			grant, c, err := m.commit(ctx, p, consumer, started, true)
 			return grant, conflicts + c, err
 		}
 		if err := ctx.Err(); err != nil {

@@ -25,6 +25,11 @@ type Pool struct {
 	// with one CAS on this record.
 	NextSeq   uint64    `json:"next_seq"`
 	CreatedAt time.Time `json:"created_at"`
+	// Deleted marks a pool being deleted: from the moment this is written
+	// the pool is gone for every reader and writer, while its proxies are
+	// deleted behind it; a pool of the same name created meanwhile is a new
+	// pool with a new id.
+	Deleted bool `json:"deleted,omitempty"`
 }
 
 // Model returns the contract's view of the pool.

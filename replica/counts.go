@@ -74,18 +74,18 @@ func (h *expiryHeap) Pop() any {
 // expiries. Callers hold r.mu.
 func (r *Replica) countChange(old, new *proxyEntry) {
 	if old != nil {
-		r.countsFor(old.rec.PoolName).add(old.counted, -1)
+		r.countsFor(old.rec.PoolID).add(old.counted, -1)
 		if old.counted.available {
-			r.indexFor(old.rec.PoolName).remove(old)
+			r.indexFor(old.rec.PoolID).remove(old)
 		}
 	}
 	if new == nil {
 		return
 	}
 	new.counted = contribution(new.rec, r.countsAt)
-	r.countsFor(new.rec.PoolName).add(new.counted, +1)
+	r.countsFor(new.rec.PoolID).add(new.counted, +1)
 	if new.counted.available {
-		r.indexFor(new.rec.PoolName).insert(new)
+		r.indexFor(new.rec.PoolID).insert(new)
 	}
 	for _, h := range new.rec.Holders {
 		if !h.ExpiresAt.After(r.countsAt) {
@@ -119,15 +119,15 @@ func (r *Replica) Advance(horizon time.Time) []*record.Proxy {
 		if e == nil || e.rec.Holder(x.leaseID) < 0 {
 			continue
 		}
-		c := r.countsFor(e.rec.PoolName)
+		c := r.countsFor(e.rec.PoolID)
 		c.add(e.counted, -1)
 		if e.counted.available {
-			r.indexFor(e.rec.PoolName).remove(e)
+			r.indexFor(e.rec.PoolID).remove(e)
 		}
 		e.counted = contribution(e.rec, x.at)
 		c.add(e.counted, +1)
 		if e.counted.available {
-			r.indexFor(e.rec.PoolName).insert(e)
+			r.indexFor(e.rec.PoolID).insert(e)
 		}
 		if seen == nil {
 			seen = map[string]bool{}
@@ -141,11 +141,11 @@ func (r *Replica) Advance(horizon time.Time) []*record.Proxy {
 	return freed
 }
 
-func (r *Replica) indexFor(pool string) *poolIndex {
-	ix := r.index[pool]
+func (r *Replica) indexFor(poolID string) *poolIndex {
+	ix := r.index[poolID]
 	if ix == nil {
 		ix = newPoolIndex()
-		r.index[pool] = ix
+		r.index[poolID] = ix
 	}
 	return ix
 }
@@ -167,7 +167,7 @@ type Query struct {
 func (r *Replica) Pick(q Query, ok func(*record.Proxy) bool) *record.Proxy {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if ix := r.index[q.Pool]; ix != nil {
+	if ix := r.index[r.poolID(q.Pool)]; ix != nil {
 		return ix.pick(q.Selector, q.Filters, q.After, ok)
 	}
 	return nil
@@ -183,13 +183,54 @@ func (r *Replica) NextExpiry() (time.Time, bool) {
 	return r.expiries[0].at, true
 }
 
-func (r *Replica) countsFor(pool string) *poolCounts {
-	c := r.counts[pool]
+func (r *Replica) countsFor(poolID string) *poolCounts {
+	c := r.counts[poolID]
 	if c == nil {
 		c = &poolCounts{}
-		r.counts[pool] = c
+		r.counts[poolID] = c
 	}
 	return c
+}
+
+// StatsWith returns the statistics rec's pool will have once rec is
+// installed (its version replacing the one the replica holds), as of the
+// last Advance, collected at now: the snapshot an event of the write of rec
+// carries, taken before the write.
+func (r *Replica) StatsWith(rec *record.Proxy, now time.Time) model.PoolStatsSnapshot {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	c := r.poolCounts(rec.PoolID)
+	if old := r.proxies[rec.ID]; old != nil && old.rec.PoolID == rec.PoolID {
+		c.add(old.counted, -1)
+	}
+	c.add(contribution(rec, r.countsAt), +1)
+	return c.snapshot(rec.PoolName, now)
+}
+
+// StatsWithout returns the statistics of proxy id's pool once it is
+// deleted, as StatsWith does.
+func (r *Replica) StatsWithout(id string, now time.Time) (model.PoolStatsSnapshot, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	old := r.proxies[id]
+	if old == nil {
+		return model.PoolStatsSnapshot{}, false
+	}
+	c := r.poolCounts(old.rec.PoolID)
+	c.add(old.counted, -1)
+	return c.snapshot(old.rec.PoolName, now), true
+}
+
+func (r *Replica) poolCounts(poolID string) poolCounts {
+	if c := r.counts[poolID]; c != nil {
+		return *c
+	}
+	return poolCounts{}
+}
+
+func (c poolCounts) snapshot(pool string, now time.Time) model.PoolStatsSnapshot {
+	return model.PoolStatsSnapshot{PoolName: pool, CollectedAt: now, TotalProxies: c.total, ActiveProxies: c.active,
+		AvailableProxies: c.available, LeasedProxies: c.leased, TotalLeases: c.leases}
 }
 
 // Stats returns a pool's statistics as of the last Advance, collected at
@@ -198,10 +239,5 @@ func (r *Replica) countsFor(pool string) *poolCounts {
 func (r *Replica) Stats(pool string, now time.Time) model.PoolStatsSnapshot {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	st := model.PoolStatsSnapshot{PoolName: pool, CollectedAt: now}
-	if c := r.counts[pool]; c != nil {
-		st.TotalProxies, st.ActiveProxies, st.AvailableProxies = c.total, c.active, c.available
-		st.LeasedProxies, st.TotalLeases = c.leased, c.leases
-	}
-	return st
+	return r.poolCounts(r.poolID(pool)).snapshot(pool, now)
 }

@@ -19,7 +19,7 @@ func TestCountsMatchBruteForce(t *testing.T) {
 	for seed := uint64(1); seed <= 20; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, seed))
-			r := New()
+			r := withPools(New(), "a", "b")
 			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 			rev := uint64(0)
 			pools := []string{"a", "b"}
@@ -30,9 +30,10 @@ func TestCountsMatchBruteForce(t *testing.T) {
 				id := fmt.Sprintf("p%d", n)
 				switch op := rng.IntN(10); {
 				case op < 6:
-					rec := &record.Proxy{ID: id, PoolName: pools[rng.IntN(2)], Seq: uint64(n + 1), Status: statuses[rng.IntN(4)]}
+					pool := pools[rng.IntN(2)]
+					rec := &record.Proxy{ID: id, PoolID: pool, PoolName: pool, Seq: uint64(n + 1), Status: statuses[rng.IntN(4)]}
 					if old, _, ok := r.Proxy(id); ok {
-						rec.PoolName, rec.Seq = old.PoolName, old.Seq
+						rec.PoolID, rec.PoolName, rec.Seq = old.PoolID, old.PoolName, old.Seq
 						rec.Holders = append(rec.Holders, old.Holders...)
 					}
 					if rng.IntN(3) == 0 {

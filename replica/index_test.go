@@ -23,7 +23,7 @@ func ptr[T any](v T) *T { return &v }
 // limit and holders around t0.
 func randomRecord(rng *rand.Rand, seq uint64, t0 time.Time) *record.Proxy {
 	statuses := []model.ProxyStatus{model.ProxyActive, model.ProxyActive, model.ProxyActive, model.ProxyInactive, model.ProxySlow, model.ProxyBanned}
-	r := &record.Proxy{ID: fmt.Sprintf("x%d", seq), PoolName: "p", Seq: seq, Status: statuses[rng.IntN(len(statuses))]}
+	r := &record.Proxy{ID: fmt.Sprintf("x%d", seq), PoolID: "p", PoolName: "p", Seq: seq, Status: statuses[rng.IntN(len(statuses))]}
 	if rng.IntN(5) > 0 {
 		r.Country = ptr(testCountries[rng.IntN(len(testCountries))])
 	}
@@ -93,7 +93,7 @@ func TestPickMatchesBruteForce(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for seed := uint64(1); seed <= 30; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 7))
-		r := New()
+		r := withPools(New(), "p")
 		n := 20 + rng.IntN(300)
 		for i := 1; i <= n; i++ {
 			rec := randomRecord(rng, uint64(i), t0)
@@ -158,6 +158,14 @@ func TestPickMatchesBruteForce(t *testing.T) {
 	}
 }
 
+// withPools installs pools whose ids are their names.
+func withPools(r *Replica, names ...string) *Replica {
+	for i, name := range names {
+		r.InstallPool(name, &record.Pool{ID: name, Name: name}, uint64(i+1))
+	}
+	return r
+}
+
 // pick advances r to horizon and picks as an acquire would.
 func pick(r *Replica, pool string, sel model.Selector, f *model.ProxyFilters, after uint64, horizon time.Time, ok func(*record.Proxy) bool) *record.Proxy {
 	r.Advance(horizon)
@@ -174,9 +182,9 @@ func stats(r *Replica, pool string, t time.Time) model.PoolStatsSnapshot {
 // proxies rather than favouring some.
 func TestRandomPickIsUniform(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	r := New()
+	r := withPools(New(), "p")
 	for i := 1; i <= 10; i++ {
-		rec := &record.Proxy{ID: fmt.Sprintf("x%d", i), PoolName: "p", Seq: uint64(i), Status: model.ProxyActive}
+		rec := &record.Proxy{ID: fmt.Sprintf("x%d", i), PoolID: "p", PoolName: "p", Seq: uint64(i), Status: model.ProxyActive}
 		r.InstallProxy(rec.ID, rec, uint64(i))
 	}
 	seen := map[string]int{}
@@ -193,12 +201,12 @@ func TestRandomPickIsUniform(t *testing.T) {
 // proxies are full, the case a scan of the pool would pay for.
 func BenchmarkPick(b *testing.B) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	r := New()
+	r := withPools(New(), "p")
 	const n = 100000
 	for i := 1; i <= n; i++ {
 		one := 1
 		lat, lon := float64(i%180)-89.5, float64((i/180)%360)-179.5
-		rec := &record.Proxy{ID: fmt.Sprintf("x%d", i), PoolName: "p", Seq: uint64(i), Status: model.ProxyActive,
+		rec := &record.Proxy{ID: fmt.Sprintf("x%d", i), PoolID: "p", PoolName: "p", Seq: uint64(i), Status: model.ProxyActive,
 			MaxConcurrency: &one, Country: ptr(fmt.Sprintf("C%02d", i%50)), Latitude: &lat, Longitude: &lon}
 		if i < n*99/100 {
 			rec.Holders = []record.Holder{{LeaseID: "h", ExpiresAt: t0.Add(time.Hour)}}

@@ -33,6 +33,7 @@ func TestReplicaMemoryPerProxy(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	r := New()
+	r.InstallPool(pool.Name, pool, 1)
 	for i, d := range datas {
 		rec := new(record.Proxy)
 		if err := json.Unmarshal(d, rec); err != nil {

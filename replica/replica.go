@@ -24,13 +24,14 @@ import (
 type Replica struct {
 	mu       sync.RWMutex
 	proxies  map[string]*proxyEntry   // by proxy id
-	members  map[string][]*proxyEntry // by pool name, in added order (Seq)
+	members  map[string][]*proxyEntry // by pool id, in added order (Seq)
 	pools    map[string]*poolEntry    // by pool name
+	poolIDs  map[string]string        // pool id -> name, for pools not deleted
 	seen     map[string]uint64        // highest stream sequence applied, by bucket
 	advanced chan struct{}            // closed and replaced whenever seen grows
 
-	counts   map[string]*poolCounts // by pool name, as of countsAt
-	index    map[string]*poolIndex  // by pool name, as of countsAt
+	counts   map[string]*poolCounts // by pool id, as of countsAt
+	index    map[string]*poolIndex  // by pool id, as of countsAt
 	countsAt time.Time
 	expiries expiryHeap
 
@@ -71,6 +72,7 @@ func New() *Replica {
 		proxies:  map[string]*proxyEntry{},
 		members:  map[string][]*proxyEntry{},
 		pools:    map[string]*poolEntry{},
+		poolIDs:  map[string]string{},
 		seen:     map[string]uint64{},
 		advanced: make(chan struct{}),
 		counts:   map[string]*poolCounts{},
@@ -126,20 +128,20 @@ func (r *Replica) installProxy(id string, rec *record.Proxy, rev uint64, fromWat
 	r.proxies[rec.ID] = e
 	r.countChange(old, e)
 	r.leases.update(old, e)
-	if old != nil && old.rec.PoolName == rec.PoolName && old.rec.Seq == rec.Seq {
-		list := r.members[rec.PoolName]
+	if old != nil && old.rec.PoolID == rec.PoolID && old.rec.Seq == rec.Seq {
+		list := r.members[rec.PoolID]
 		list[memberIndex(list, rec.Seq)] = e
 		return true
 	}
 	if old != nil {
 		r.removeMember(old)
 	}
-	list := r.members[rec.PoolName]
+	list := r.members[rec.PoolID]
 	i := sort.Search(len(list), func(i int) bool { return list[i].rec.Seq >= rec.Seq })
 	list = append(list, nil)
 	copy(list[i+1:], list[i:])
 	list[i] = e
-	r.members[rec.PoolName] = list
+	r.members[rec.PoolID] = list
 	return true
 }
 
@@ -167,11 +169,17 @@ func (r *Replica) installPool(name string, rec *record.Pool, rev uint64, fromWat
 	if old == nil && (rec == nil || !fromWatch) {
 		return
 	}
+	if old != nil {
+		delete(r.poolIDs, old.rec.ID)
+	}
 	if rec == nil {
 		delete(r.pools, name)
 		return
 	}
 	r.pools[name] = &poolEntry{rec: rec, rev: rev}
+	if !rec.Deleted {
+		r.poolIDs[rec.ID] = name
+	}
 }
 
 // MarkSeen records that the replica has applied bucket's stream up to seq.
@@ -183,6 +191,13 @@ func (r *Replica) MarkSeen(bucket string, seq uint64) {
 		close(r.advanced)
 		r.advanced = make(chan struct{})
 	}
+}
+
+// Seen is the bucket's stream sequence the replica has applied up to.
+func (r *Replica) Seen(bucket string) uint64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.seen[bucket]
 }
 
 // WaitSeen blocks until the replica has applied bucket's sequence seq.
@@ -238,22 +253,33 @@ func (r *Replica) Lease(id string) (rec *record.Proxy, rev uint64, last *model.L
 	return nil, 0, nil
 }
 
-// Pool returns the pool's record.
+// Pool returns the pool's record; a pool being deleted is gone.
 func (r *Replica) Pool(name string) (*record.Pool, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if e := r.pools[name]; e != nil {
+	if e := r.pools[name]; e != nil && !e.rec.Deleted {
 		return e.rec, true
 	}
 	return nil, false
 }
 
-// Pools returns every pool, oldest first.
+// poolID is the id of the pool named name, "" when there is none (or it is
+// being deleted). Callers hold r.mu.
+func (r *Replica) poolID(name string) string {
+	if e := r.pools[name]; e != nil && !e.rec.Deleted {
+		return e.rec.ID
+	}
+	return ""
+}
+
+// Pools returns every pool not being deleted, oldest first.
 func (r *Replica) Pools() []*record.Pool {
 	r.mu.RLock()
 	out := make([]*record.Pool, 0, len(r.pools))
 	for _, p := range r.pools {
-		out = append(out, p.rec)
+		if !p.rec.Deleted {
+			out = append(out, p.rec)
+		}
 	}
 	r.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool {
@@ -269,11 +295,12 @@ func (r *Replica) Pools() []*record.Pool {
 // Members calls fn on the pool's proxies whose added order is after seq,
 // in added order, until fn returns false. Finding where to start costs
 // log(pool size). fn runs under the replica's read lock and must not call
-// back into it.
+// back into it. A proxy belongs to the pool whose id it carries: one left
+// behind by a deleted pool of the same name is no member.
 func (r *Replica) Members(pool string, after uint64, fn func(*record.Proxy) bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	list := r.members[pool]
+	list := r.members[r.poolID(pool)]
 	i := sort.Search(len(list), func(i int) bool { return list[i].rec.Seq > after })
 	for _, e := range list[i:] {
 		if !fn(e.rec) {
@@ -296,18 +323,68 @@ func (r *Replica) WithExpiredHolders(horizon time.Time) []string {
 	return ids
 }
 
+// MembersOf returns the ids of the proxies that carry pool id poolID.
+func (r *Replica) MembersOf(poolID string) []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	list := r.members[poolID]
+	out := make([]string, len(list))
+	for i, e := range list {
+		out[i] = e.rec.ID
+	}
+	return out
+}
+
+// Orphans returns the ids of proxies that belong to no pool: left behind
+// by a pool deleted (or being deleted), to be deleted in turn.
+func (r *Replica) Orphans() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []string
+	for id, list := range r.members {
+		if _, ok := r.poolIDs[id]; ok {
+			continue
+		}
+		for _, e := range list {
+			out = append(out, e.rec.ID)
+		}
+	}
+	return out
+}
+
+// Tombstones returns the pools being deleted.
+func (r *Replica) Tombstones() []*record.Pool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []*record.Pool
+	for _, p := range r.pools {
+		if p.rec.Deleted {
+			out = append(out, p.rec)
+		}
+	}
+	return out
+}
+
+// InPool reports whether rec belongs to a pool that is not deleted.
+func (r *Replica) InPool(rec *record.Proxy) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	_, ok := r.poolIDs[rec.PoolID]
+	return ok
+}
+
 func (r *Replica) removeMember(e *proxyEntry) {
-	list := r.members[e.rec.PoolName]
+	list := r.members[e.rec.PoolID]
 	i := memberIndex(list, e.rec.Seq)
 	if i < 0 {
 		return
 	}
 	list = append(list[:i], list[i+1:]...)
 	if len(list) == 0 {
-		delete(r.members, e.rec.PoolName)
+		delete(r.members, e.rec.PoolID)
 		return
 	}
-	r.members[e.rec.PoolName] = list
+	r.members[e.rec.PoolID] = list
 }
 
 func memberIndex(list []*proxyEntry, seq uint64) int {

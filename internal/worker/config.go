@@ -45,6 +45,11 @@ type Config struct {
 	Log *zap.Logger
 	// Clock replaces the store's time.Now, for tests of expiry.
 	Clock func() time.Time
+	// Heartbeat and DeadAfter are how often this worker writes its outbox
+	// watermark and after how long without one another worker counts it
+	// dead and publishes what it owed (events.WithHeartbeat); zero: the
+	// defaults (500 ms, 3 s).
+	Heartbeat, DeadAfter time.Duration
 }
 
 // withDefaults fills the zero fields that have a default.

@@ -47,7 +47,7 @@ const (
 )
 
 // Start assembles a worker: store -> events publisher -> manager (its
-// callbacks publish events) -> seed -> health checker -> broker ->
+// committed writes publish their events through the publisher) -> seed -> health checker -> broker ->
 // sweepers. ctx bounds the start (bucket and stream creation, the seed), not
 // the worker's life. On any failure it shuts down what it had started and
 // returns the error; nothing is left running.
@@ -95,19 +95,20 @@ func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 	if w.Store, err = kvstore.Open(ctx, nc, sopts...); err != nil {
 		return nil, fmt.Errorf("worker: open store: %w", err)
 	}
-	if w.Events, err = events.New(ctx, nc, events.WithPrefix(cfg.Prefix), events.WithReplicas(cfg.Replicas),
-		events.WithLogger(log.Named("events"))); err != nil {
+	eopts := []events.Option{events.WithPrefix(cfg.Prefix), events.WithReplicas(cfg.Replicas),
+		events.WithLogger(log.Named("events")), events.WithEndings(w.Store.PutEnding)}
+	if cfg.Heartbeat > 0 {
+		eopts = append(eopts, events.WithHeartbeat(cfg.Heartbeat, cfg.DeadAfter))
+	}
+	// Before the manager: the relay knows every worker's watermark before
+	// the proxies feed starts.
+	if w.Events, err = events.New(ctx, nc, eopts...); err != nil {
 		return nil, fmt.Errorf("worker: events: %w", err)
 	}
 	if w.Manager, err = manager.New(ctx, w.Store, manager.WithMaxDuration(cfg.MaxDuration), manager.WithLogger(log.Named("manager")),
-		manager.WithExpiryGrace(cfg.ExpiryGrace)); err != nil {
+		manager.WithExpiryGrace(cfg.ExpiryGrace), manager.WithOutbox(w.Events)); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	w.Manager.RegisterAcquireCallback(w.Events.Acquired)
-	w.Manager.RegisterReleaseCallback(w.Events.Released)
-	w.Manager.RegisterExpiredCallback(w.Events.Expired)
-	w.Manager.RegisterHealthCallback(w.Events.Health)
-	w.Manager.RegisterRenewCallback(w.Events.Renewed)
 
 	if seed != nil {
 		res, err := w.Manager.Seed(ctx, *seed)

@@ -36,6 +36,9 @@ type Config struct {
 	// ExpiryGrace and LeaseRetention are the worker flags of the same names.
 	ExpiryGrace    time.Duration
 	LeaseRetention time.Duration
+	// Heartbeat and DeadAfter are the outbox heartbeat period and after how
+	// long without one a worker counts as dead (see events.WithHeartbeat).
+	Heartbeat, DeadAfter time.Duration
 }
 
 // Start assembles a worker on nc and stops it when the test ends.
@@ -63,6 +66,8 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
 		ExpiryGrace:    cfg.ExpiryGrace,
 		Log:            cfg.Log,
 		Clock:          cfg.Clock,
+		Heartbeat:      cfg.Heartbeat,
+		DeadAfter:      cfg.DeadAfter,
 	})
 	if err != nil {
 		return nil, err

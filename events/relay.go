@@ -1,0 +1,264 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/pharox/pharox-nats/kvstore"
+	"github.com/pharox/pharox-nats/outbox"
+)
+
+// relay publishes what a dead worker's writes owed. Every worker keeps, per
+// other worker, the outbox entries of its writes above its watermark, as
+// the proxies feed delivers them; a worker's heartbeat advancing its
+// watermark lets the others forget them. When a worker's heartbeats stop
+// (judged by the server's timestamps, so clocks do not matter), the live
+// worker with the smallest id publishes its remaining entries, with the ids
+// they would have had, writes their ending records, and writes the dead
+// worker's watermark on its behalf so the others forget them too.
+type relay struct {
+	p *Publisher
+
+	mu    sync.Mutex
+	peers map[string]*peer
+
+	watchStop context.CancelFunc
+	watchDone chan struct{}
+}
+
+type peer struct {
+	watermark uint64    // on the proxies stream
+	beat      time.Time // server time of its last heartbeat
+	known     bool      // it has a key in the outbox bucket
+	firstSeen time.Time // when an entry of an unknown worker was first seen
+	owed      []owedWrite
+}
+
+type owedWrite struct {
+	stream string
+	rev    uint64
+	entry  string
+	at     time.Time // when the stream stored the write
+}
+
+func newRelay(p *Publisher) *relay { return &relay{p: p, peers: map[string]*peer{}} }
+
+// start watches the outbox bucket and returns once its keys are loaded.
+func (r *relay) start(ctx, runCtx context.Context) error {
+	wctx, cancel := context.WithCancel(runCtx)
+	w, err := r.p.outbox.WatchAll(wctx)
+	if err != nil {
+		cancel()
+		return err
+	}
+	r.watchStop, r.watchDone = cancel, make(chan struct{})
+	ready := make(chan struct{})
+	go func() {
+		defer close(r.watchDone)
+		defer func() { _ = w.Stop() }()
+		initial := true
+		for e := range w.Updates() {
+			if e == nil {
+				if initial {
+					initial = false
+					close(ready)
+				}
+				continue
+			}
+			r.key(e)
+		}
+	}()
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		cancel()
+		<-r.watchDone
+		return ctx.Err()
+	}
+}
+
+func (r *relay) stop() {
+	r.watchStop()
+	<-r.watchDone
+}
+
+// key takes a worker's outbox key as the bucket's watch delivers it.
+func (r *relay) key(e jetstream.KeyValueEntry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(r.peers, e.Key())
+		return
+	}
+	var b beat
+	if err := json.Unmarshal(e.Value(), &b); err != nil {
+		return
+	}
+	pr := r.peer(e.Key())
+	pr.known = true
+	if b.By == "" {
+		pr.beat = e.Created()
+	}
+	if w := b.Watermarks[proxiesStream]; w > pr.watermark {
+		pr.watermark = w
+	}
+	kept := pr.owed[:0]
+	for _, o := range pr.owed {
+		if o.rev > pr.watermark {
+			kept = append(kept, o)
+		}
+	}
+	pr.owed = kept
+}
+
+// owed keeps another worker's write that owes events, unless that worker's
+// watermark says they are published, or the write is older than the events
+// stream's duplicate window (a worker loading the proxies finds the last
+// write of every proxy, most of them long published).
+func (r *relay) owed(stream string, rev uint64, o kvstore.Owed) {
+	if time.Since(o.At) > DuplicateWindow-10*time.Second {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pr := r.peer(o.Worker)
+	if pr.known && rev <= pr.watermark {
+		return
+	}
+	if !pr.known && pr.firstSeen.IsZero() {
+		pr.firstSeen = time.Now()
+	}
+	pr.owed = append(pr.owed, owedWrite{stream: stream, rev: rev, entry: o.Entry, at: o.At})
+}
+
+func (r *relay) peer(id string) *peer {
+	pr := r.peers[id]
+	if pr == nil {
+		pr = &peer{}
+		r.peers[id] = pr
+	}
+	return pr
+}
+
+// tick publishes, if this worker is the one responsible, what dead workers
+// owed.
+func (r *relay) tick(ctx context.Context) {
+	for id, owed := range r.orphans() {
+		last := uint64(0)
+		for _, o := range owed {
+			if ctx.Err() != nil {
+				return
+			}
+			if r.republish(ctx, id, o) {
+				last = o.rev
+			}
+		}
+		if last > 0 {
+			r.forget(ctx, id, last)
+		}
+	}
+}
+
+// orphans returns, when this worker is the live worker with the smallest
+// id, the entries owed by workers that are not live.
+func (r *relay) orphans() map[string][]owedWrite {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var newest time.Time
+	for _, pr := range r.peers {
+		if pr.beat.After(newest) {
+			newest = pr.beat
+		}
+	}
+	live := func(pr *peer) bool { return pr.known && !pr.beat.Before(newest.Add(-r.p.opts.deadAfter)) }
+	var liveIDs []string
+	for id, pr := range r.peers {
+		if live(pr) {
+			liveIDs = append(liveIDs, id)
+		}
+	}
+	sort.Strings(liveIDs)
+	if len(liveIDs) == 0 || liveIDs[0] != r.p.worker {
+		return nil
+	}
+	out := map[string][]owedWrite{}
+	for id, pr := range r.peers {
+		if live(pr) || len(pr.owed) == 0 {
+			continue
+		}
+		// A worker with no key yet may be one that just started; it writes
+		// its key before its first write, so wait as long as for a beat.
+		if !pr.known && time.Since(pr.firstSeen) < r.p.opts.deadAfter {
+			continue
+		}
+		out[id] = append([]owedWrite(nil), pr.owed...)
+	}
+	return out
+}
+
+// republish publishes one write's events with the ids the dead worker
+// would have given them, and writes its ending records. Entries older than
+// the stream's duplicate window are not published: they may have been, and
+// the stream would no longer know.
+func (r *relay) republish(ctx context.Context, worker string, o owedWrite) bool {
+	if time.Since(o.at) > DuplicateWindow-10*time.Second {
+		r.p.log.Warn("events of a dead worker's write older than the duplicate window are not published",
+			zap.String("worker", worker), zap.Uint64("rev", o.rev), zap.Time("committed", o.at))
+		return true
+	}
+	e, err := outbox.Decode(o.entry)
+	if err != nil {
+		r.p.log.Error("undecodable outbox entry skipped", zap.String("worker", worker), zap.Uint64("rev", o.rev), zap.Error(err))
+		return true
+	}
+	e.Seal(o.rev)
+	if put := r.p.opts.endings; put != nil {
+		for _, l := range e.Endings() {
+			put(ctx, l)
+		}
+	}
+	for i, ev := range e.Events {
+		msg, err := r.p.message(ev.Name, ev.Payload, outbox.MsgID(o.stream, o.rev, i))
+		if err != nil {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = r.p.js.PublishMsg(pctx, msg)
+		cancel()
+		if err != nil {
+			r.p.log.Warn("relay publish failed; retried at the next tick", zap.String("worker", worker), zap.Error(err))
+			return false
+		}
+	}
+	r.p.log.Info("published events a dead worker's write owed", zap.String("worker", worker),
+		zap.Uint64("rev", o.rev), zap.Int("events", len(e.Events)))
+	return true
+}
+
+// forget writes a dead worker's watermark on its behalf, up to rev.
+func (r *relay) forget(ctx context.Context, worker string, rev uint64) {
+	r.mu.Lock()
+	pr := r.peers[worker]
+	if pr != nil && rev > pr.watermark {
+		pr.watermark = rev
+		kept := pr.owed[:0]
+		for _, o := range pr.owed {
+			if o.rev > rev {
+				kept = append(kept, o)
+			}
+		}
+		pr.owed = kept
+	}
+	r.mu.Unlock()
+	data, _ := json.Marshal(beat{Watermarks: map[string]uint64{proxiesStream: rev}, By: r.p.worker})
+	if _, err := r.p.outbox.Put(ctx, worker, data); err != nil {
+		r.p.log.Warn("dead worker's watermark not written", zap.String("worker", worker), zap.Error(err))
+	}
+}

@@ -1,0 +1,94 @@
+package events
+
+import "sync"
+
+// tracker keeps this worker's outbox watermark on the proxies stream: the
+// highest sequence W such that every write of this worker at or below W has
+// had all its events published (its ending records are written before the
+// write is reported committed). Other workers forget the entries of this
+// worker's writes at or below W; what is above it, they publish should this
+// worker die.
+type tracker struct {
+	mu     sync.Mutex
+	next   uint64
+	open   map[uint64]*span // by ticket
+	hi     uint64           // highest sequence known to be below any future write
+	closed bool
+}
+
+// span is one write that owes events: before it commits only a bound on
+// its sequence is known (above), after it the sequence itself and the
+// events still to be acknowledged.
+type span struct {
+	above uint64
+	rev   uint64
+	left  int
+}
+
+func newTracker() *tracker { return &tracker{open: map[uint64]*span{}} }
+
+// begin registers a write whose sequence will be above above.
+func (t *tracker) begin(above uint64) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.next++
+	t.open[t.next] = &span{above: above}
+	t.hi = max(t.hi, above)
+	return t.next
+}
+
+// committed records the write's sequence and how many events it owes.
+func (t *tracker) committed(ticket, rev uint64, events int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.open[ticket]
+	if s == nil {
+		return
+	}
+	t.hi = max(t.hi, rev)
+	if events == 0 {
+		delete(t.open, ticket)
+		return
+	}
+	s.rev, s.left = rev, events
+}
+
+// acked counts one event of the write as published.
+func (t *tracker) acked(ticket uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s := t.open[ticket]; s != nil {
+		if s.left--; s.left <= 0 {
+			delete(t.open, ticket)
+		}
+	}
+}
+
+// abandon forgets a write that did not commit.
+func (t *tracker) abandon(ticket uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.open, ticket)
+}
+
+// watermark is the current watermark.
+func (t *tracker) watermark() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	w := t.hi
+	for _, s := range t.open {
+		if s.rev == 0 {
+			w = min(w, s.above) // its sequence is above s.above, not known yet
+		} else {
+			w = min(w, s.rev-1)
+		}
+	}
+	return w
+}
+
+// pending is how many writes still owe events.
+func (t *tracker) pending() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.open)
+}
