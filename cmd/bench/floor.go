@@ -16,14 +16,19 @@ import (
 // floorPairs measures the server operations the contract itself asks of an
 // acquire+release pair, with no pharox code at all: two request-replies to
 // a responder, one revision-checked KV update per request (guarantee 2 and
-// 3), the ended lease's record (guarantee 7: leases.get after release), and
-// two events in a deduplicating stream with Nats-Msg-Id (guarantee 4). The
-// responder keeps revisions in memory, as a replica would, and each client
-// has its own key, so nothing conflicts. Payloads are the size of the real
-// records and events. No implementation of the contract on this substrate
-// can go faster; the ratio of our pairs/s to this one is how much of that
-// limit we reach.
-func floorPairs(ctx context.Context, url string, meter func() cpuUse, conc int, d time.Duration) (float64, cpuUse, error) {
+// 3) that carries the event it owes in its headers (guarantee 4 across a
+// crash: see README, "Events that survive the worker"), the ended lease's
+// record (guarantee 7: leases.get after release), and two events in a
+// deduplicating stream with a Nats-Msg-Id derived from the commit's
+// sequence (guarantee 4). The responder keeps revisions in memory, as a
+// replica would, and each client has its own key, so nothing conflicts.
+// Payloads are the size of the real records and events. No implementation
+// of the contract on this substrate can go faster; the ratio of our pairs/s
+// to this one is how much of that limit we reach.
+//
+// With owed false the writes carry no events in their headers: the floor as
+// it was before events had to survive a crash, to show what that costs.
+func floorPairs(ctx context.Context, url string, meter func() cpuUse, conc int, d time.Duration, owed bool) (float64, cpuUse, error) {
 	wnc, err := nats.Connect(url)
 	if err != nil {
 		return 0, cpuUse{}, err
@@ -67,27 +72,32 @@ func floorPairs(ctx context.Context, url string, meter func() cpuUse, conc int, 
 		}
 		revs[i].Store(rev)
 	}
-	publishEvent := func(name string) {
+	publishEvent := func(name string, rev uint64) {
 		msg := &nats.Msg{Subject: evSubj + "." + name, Data: event, Header: nats.Header{}}
-		msg.Header.Set(jetstream.MsgIDHeader, uuid.NewString())
+		msg.Header.Set(jetstream.MsgIDHeader, "KV_"+state.Bucket()+":"+strconv.FormatUint(rev, 10)+":0")
 		_, _ = js.PublishMsgAsync(msg)
 	}
+	header := string(event) // the event, carried in the write's headers
 	serve := func(release bool) nats.MsgHandler {
 		return func(m *nats.Msg) {
 			go func() {
 				i, _ := strconv.Atoi(string(m.Data))
 				key := "k" + strconv.Itoa(i)
-				rev, err := state.Update(ctx, key, record, revs[i].Load())
+				msg := &nats.Msg{Subject: "$KV." + state.Bucket() + "." + key, Data: record, Header: nats.Header{}}
+				if owed {
+					msg.Header.Set("Pharox-Outbox", header)
+				}
+				ack, err := js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(revs[i].Load()))
 				if err != nil {
 					_ = m.Respond([]byte("error"))
 					return
 				}
-				revs[i].Store(rev)
+				revs[i].Store(ack.Sequence)
 				if release {
 					_, _ = ended.Put(ctx, uuid.NewString(), lease)
-					publishEvent("released")
+					publishEvent("released", ack.Sequence)
 				} else {
-					publishEvent("acquired")
+					publishEvent("acquired", ack.Sequence)
 				}
 				_ = m.Respond(record)
 			}()

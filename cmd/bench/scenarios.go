@@ -200,12 +200,18 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 	used := main.cpu().sub(before)
 	add(row{Scenario: "baseline", Case: "request-reply, 32 requesters", Value: rr32, Unit: "req/s", CPU: used.perOp(int64(rr32 * cfg.duration.Seconds()))})
 	casName := func(c int) string { return fmt.Sprintf("kv CAS@%d", c) }
-	floor32, floorCPU, err := floorPairs(ctx, main.url, main.cpu, 32, cfg.duration)
+	floor32, floorCPU, err := floorPairs(ctx, main.url, main.cpu, 32, cfg.duration, true)
 	if err != nil {
 		return rep, fmt.Errorf("contract floor: %w", err)
 	}
 	add(row{Scenario: "baseline", Case: "contract floor pairs, 32 clients", Value: floor32, Unit: "pairs/s", Ratio: floor32 / cas[32], RatioOf: casName(32),
-		CPU: floorCPU.perOp(int64(floor32 * cfg.duration.Seconds())), Note: "2 req-reply + 2 CAS + 1 put + 2 events, no pharox code"})
+		CPU: floorCPU.perOp(int64(floor32 * cfg.duration.Seconds())), Note: "2 req-reply + 2 CAS with the owed event in headers + 1 put + 2 events, no pharox code"})
+	bare32, bareCPU, err := floorPairs(ctx, main.url, main.cpu, 32, cfg.duration, false)
+	if err != nil {
+		return rep, fmt.Errorf("contract floor without owed events: %w", err)
+	}
+	add(row{Scenario: "baseline", Case: "  the same, events not in the write's headers", Value: bare32, Unit: "pairs/s", Ratio: floor32 / bare32, RatioOf: "floor with / without",
+		CPU: bareCPU.perOp(int64(bare32 * cfg.duration.Seconds())), Note: "what carrying events across a crash costs the floor"})
 
 	if cfg.scenarios[1] {
 		progress("scenario 1: acquire+release pairs, pool of 1,000 proxies (max_concurrency 1)")
