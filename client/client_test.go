@@ -90,12 +90,13 @@ func TestAcquireNoneFreeIsNil(t *testing.T) {
 
 func TestCleanupExpires(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	clock := workertest.NewClock()
+	e := newEnvWith(t, workertest.Config{Clock: clock.Now})
 	ctx := ctxT(t)
 	e.pool("short", 1, 1)
 	lease, _, err := e.c.Acquire(ctx, model.AcquireRequest{PoolName: "short", DurationSeconds: ptr(1)})
 	require.NoError(t, err)
-	time.Sleep(1100 * time.Millisecond)
+	clock.Advance(1100 * time.Millisecond)
 	n, err := e.c.Cleanup(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 1, n)

@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pharox/pharox-nats/client"
+	"github.com/pharox/pharox-nats/events"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -93,9 +95,15 @@ func TestSubscribeEventsLive(t *testing.T) {
 
 	sub.Stop()
 	<-sub.Done()
+	// A second subscription is the barrier: once it has the event published
+	// after Stop, the stopped one would have it too.
+	var barrier collector
+	bsub, err := e.c.SubscribeEvents(ctx, barrier.add)
+	require.NoError(t, err)
+	defer bsub.Stop()
 	_, _, err = e.c.Acquire(ctx, model.AcquireRequest{PoolName: "ev"})
 	require.NoError(t, err)
-	time.Sleep(100 * time.Millisecond)
+	barrier.waitFor(t, model.EventAcquireFailed) // the only proxy is slow now
 	require.Len(t, col.names(), 5, "nothing after Stop")
 }
 
@@ -156,9 +164,15 @@ func TestReplaySince(t *testing.T) {
 	_, err = e.c.Release(ctx, model.ReleaseRequest{LeaseID: early.ID})
 	require.NoError(t, err)
 	require.NoError(t, e.w.Events.Flush(ctx))
-	time.Sleep(20 * time.Millisecond)
-	since := time.Now()
-	time.Sleep(20 * time.Millisecond)
+	// The replay starts just after the last event stored so far, by the
+	// stream's own clock.
+	js, err := jetstream.New(e.nc)
+	require.NoError(t, err)
+	stream, err := js.Stream(ctx, events.StreamName)
+	require.NoError(t, err)
+	info, err := stream.Info(ctx)
+	require.NoError(t, err)
+	since := info.State.LastTime.Add(time.Nanosecond)
 
 	lease, _, err := e.c.Acquire(ctx, model.AcquireRequest{PoolName: "rp"})
 	require.NoError(t, err)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/pharox/pharox-nats/client"
+	"github.com/pharox/pharox-nats/internal/workertest"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -74,10 +76,7 @@ func TestWithLeaseReleasesOnCancel(t *testing.T) {
 	var leaseID string
 	err := e.c.WithLease(ctx, model.AcquireRequest{PoolName: "wl"}, func(ctx context.Context, lease model.Lease, _ model.Proxy) error {
 		leaseID = lease.ID
-		go func() {
-			time.Sleep(50 * time.Millisecond)
-			cancel()
-		}()
+		cancel() // the caller gives up while fn runs
 		<-ctx.Done()
 		return ctx.Err()
 	})
@@ -105,19 +104,32 @@ func TestWithLeaseNoProxyAvailable(t *testing.T) {
 	require.ErrorIs(t, err, model.ErrPoolNotFound)
 }
 
-// TestWithLeaseRenewsLongRunningFn runs fn for 2.5 s on a 2 s lease: the
-// lease must still be active past its first expiry and released afterwards.
+// TestWithLeaseRenewsLongRunningFn keeps fn running on a 2 s lease until
+// WithLease has renewed it (every half of its duration), then moves the
+// workers' clock past the original expiry: the lease is still active, nobody
+// else can take the proxy, and it is released when fn returns.
 func TestWithLeaseRenewsLongRunningFn(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	clock := workertest.NewClock()
+	e := newEnvWith(t, workertest.Config{Clock: clock.Now})
 	ctx := ctxT(t)
 	e.pool("wl", 1, 1)
+	renewed := make(chan model.RenewedEvent, 4)
+	sub, err := e.c.SubscribeEvents(ctx, func(ev client.Event) { renewed <- *ev.Renewed }, client.WithEventNames(model.EventRenewed))
+	require.NoError(t, err)
+	defer sub.Stop()
 	var leaseID string
-	var acquired time.Time
-	err := e.c.WithLease(ctx, model.AcquireRequest{PoolName: "wl", DurationSeconds: ptr(2)},
+	err = e.c.WithLease(ctx, model.AcquireRequest{PoolName: "wl", DurationSeconds: ptr(2)},
 		func(ctx context.Context, lease model.Lease, _ model.Proxy) error {
-			leaseID, acquired = lease.ID, lease.AcquiredAt
-			time.Sleep(2200 * time.Millisecond) // past the original expires_at
+			leaseID = lease.ID
+			clock.Advance(time.Second) // the workers' time passes as the client's does
+			select {
+			case ev := <-renewed:
+				require.Equal(t, lease.ID, ev.Lease.ID)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			clock.Advance(1200 * time.Millisecond) // past the original expires_at
 			got, err := e.c.Lease(ctx, lease.ID)
 			require.NoError(t, err)
 			require.Equal(t, model.LeaseActive, got.Status)
@@ -126,12 +138,10 @@ func TestWithLeaseRenewsLongRunningFn(t *testing.T) {
 			other, _, err := e.c.Acquire(ctx, model.AcquireRequest{PoolName: "wl"})
 			require.NoError(t, err)
 			require.Nil(t, other)
-			time.Sleep(300 * time.Millisecond)
 			return ctx.Err()
 		})
 	require.NoError(t, err)
-	l := requireReleased(t, e, leaseID)
-	require.Greater(t, l.ReleasedAt.Sub(acquired), 2*time.Second)
+	requireReleased(t, e, leaseID)
 }
 
 // TestWithLeaseCancelsFnWhenRenewFails ends the lease behind WithLease's

@@ -16,7 +16,7 @@ import (
 func opts(target string, mut ...func(*model.HealthCheckOptions)) model.HealthCheckOptions {
 	o := health.DefaultOptions()
 	o.TargetURL = target
-	o.Timeout = 2
+	o.Timeout = 10 // a probe that should answer gets time even on a loaded machine; the time-out cases set their own
 	for _, m := range mut {
 		m(&o)
 	}

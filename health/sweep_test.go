@@ -153,12 +153,40 @@ func TestSweepsTwoWorkers(t *testing.T) {
 	converged := time.Since(start)
 
 	// One more slot with both workers, then worker A stops (as if it
-	// crashed between slots) and B alone must take every slot.
-	time.Sleep(1200 * time.Millisecond)
+	// crashed between slots) and B alone must take every slot: the probe
+	// log says when each has happened.
+	probedEach := func(ok func(ps []health.ProbeInfo) bool) func() bool {
+		return func() bool {
+			probes := log.snapshot()
+			for id, k := range kind {
+				if k != "banned" && !ok(probes[id]) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	var lastSlot int64
+	for _, ps := range log.snapshot() {
+		for _, p := range ps {
+			lastSlot = max(lastSlot, p.Slot)
+		}
+	}
+	require.Eventually(t, probedEach(func(ps []health.ProbeInfo) bool {
+		return slices.ContainsFunc(ps, func(p health.ProbeInfo) bool { return p.Slot > lastSlot })
+	}), 10*time.Second, 20*time.Millisecond, "every proxy probed in a slot after the statuses converged")
 	stopA()
 	<-doneA
 	aStopped := time.Now()
-	time.Sleep(2200 * time.Millisecond)
+	require.Eventually(t, probedEach(func(ps []health.ProbeInfo) bool {
+		n := 0
+		for _, p := range ps {
+			if p.Result.CheckedAt.After(aStopped) {
+				n++
+			}
+		}
+		return n >= 2
+	}), 15*time.Second, 20*time.Millisecond, "B probes every proxy in two slots after A stopped")
 	stopB()
 	<-doneB
 	elapsed := time.Since(start)
@@ -259,8 +287,20 @@ func TestSweepsTwoWorkers(t *testing.T) {
 		}
 		return n >= failing+startInactive
 	}, 5*time.Second, 20*time.Millisecond)
-	time.Sleep(200 * time.Millisecond) // anything extra would show up now
+	// A barrier: a health event published after every sweep has stopped and
+	// both publishers flushed arrives after any event the sweeps caused.
+	var marker string
+	for id, k := range kind {
+		if k == "banned" {
+			marker = id
+			break
+		}
+	}
+	_, err = wB.Manager.ApplyHealthResult(ctx, model.HealthApplyRequest{ProxyID: marker, Status: model.ProxySlow, Protocol: model.ProtocolHTTP})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(evs.byProxy()[marker]) == 1 }, 5*time.Second, 10*time.Millisecond, "the barrier event")
 	by = evs.byProxy()
+	delete(by, marker)
 	for id, k := range kind {
 		require.Equal(t, want(k), final[id], "proxy %s (%s)", id, k)
 		e := by[id]

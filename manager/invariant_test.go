@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/internal/workertest"
@@ -724,7 +726,9 @@ func (w *proxyWatch) waitCaughtUp(t *testing.T, ctx context.Context, js jetstrea
 
 // eventLog collects the events published on pharox.events.>.
 type eventLog struct {
+	nc       *nats.Conn
 	mu       sync.Mutex
+	barriers []string
 	counts   map[string]int
 	acquired map[string]int // lease id -> acquired events
 	released map[string]int // lease id -> released events
@@ -734,8 +738,15 @@ type eventLog struct {
 func startEventLog(t *testing.T, nc *nats.Conn) *eventLog {
 	t.Helper()
 	el := &eventLog{counts: map[string]int{}, acquired: map[string]int{}, released: map[string]int{}}
+	el.nc = nc
 	sub, err := nc.Subscribe("pharox.events.>", func(msg *nats.Msg) {
 		name := msg.Subject[strings.LastIndexByte(msg.Subject, '.')+1:]
+		if name == barrierEvent {
+			el.mu.Lock()
+			el.barriers = append(el.barriers, string(msg.Data))
+			el.mu.Unlock()
+			return
+		}
 		var ev struct {
 			Lease *model.Lease `json:"lease"`
 		}
@@ -785,8 +796,14 @@ func startEventLog(t *testing.T, nc *nats.Conn) *eventLog {
 	return el
 }
 
+// barrierEvent is the subject token of the test's own marker on the events
+// subjects (never a worker's).
+const barrierEvent = "zz_test_barrier"
+
 // waitFor waits until at least want of each event arrived, or for at most
-// limit, then gives extra ones a moment to show.
+// limit. The workers' publishers are flushed first, so every event was in
+// the server before the marker this publishes after it: once the log has
+// the marker, it has every event there is (extra ones included).
 func (el *eventLog) waitFor(ctx context.Context, limit time.Duration, want map[string]int) {
 	end := time.Now().Add(limit)
 	for ctx.Err() == nil && time.Now().Before(end) {
@@ -796,10 +813,20 @@ func (el *eventLog) waitFor(ctx context.Context, limit time.Duration, want map[s
 			done = done && got[k] >= v
 		}
 		if done {
-			time.Sleep(100 * time.Millisecond)
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // polling counts: what is still missing has no event of its own
+	}
+	marker := nuid.Next()
+	_ = el.nc.Publish("pharox.events."+barrierEvent, []byte(marker))
+	for ctx.Err() == nil {
+		el.mu.Lock()
+		seen := slices.Contains(el.barriers, marker)
+		el.mu.Unlock()
+		if seen {
 			return
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

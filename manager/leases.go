@@ -238,6 +238,9 @@ func (m *Manager) endedLease(ctx context.Context, leaseID string, last *model.Le
 			}
 			return endLease(*last, m.now(), m.horizon()), nil
 		}
+		if m.endingMissed != nil {
+			m.endingMissed(leaseID)
+		}
 		retry.Sleep(ctx, pause)
 	}
 }

@@ -47,6 +47,10 @@ type Manager struct {
 	onHealth  []HealthCallback
 	onRenew   []RenewCallback
 
+	// endingMissed, when set (by tests), is told each time a read looked
+	// for an ending record that is not there yet.
+	endingMissed func(leaseID string)
+
 	turns    *turns
 	rr       *rotation
 	waiters  *waitQueue

@@ -1348,11 +1348,21 @@ func testEndingRecordLate(t *testing.T) {
 	ended.Status = model.LeaseReleased
 	at := e.clock.Now().UTC()
 	ended.ReleasedAt = &at
-	go func() {
-		time.Sleep(50 * time.Millisecond)
-		data, _ := json.Marshal(ended)
-		_, _ = leases.Put(context.Background(), ended.ID, data)
-	}()
+	// The record is written once a read has looked for it and missed.
+	lateWrite := func(l model.Lease) {
+		missed := make(chan struct{}, 64)
+		b.endingMissed = func(id string) {
+			if id == l.ID {
+				missed <- struct{}{}
+			}
+		}
+		go func() {
+			<-missed
+			data, _ := json.Marshal(l)
+			_, _ = leases.Put(context.Background(), l.ID, data)
+		}()
+	}
+	lateWrite(ended)
 	got := e.lease(b, g.Lease.ID)
 	require.Equal(t, ended.Status, got.Status)
 	require.Equal(t, ended.FencingToken, got.FencingToken)
@@ -1363,12 +1373,9 @@ func testEndingRecordLate(t *testing.T) {
 	// one it never saw. Its record, written late, is still found.
 	unseen := ended
 	unseen.ID = uuid.NewString()
-	go func() {
-		time.Sleep(60 * time.Millisecond)
-		data, _ := json.Marshal(unseen)
-		_, _ = leases.Put(context.Background(), unseen.ID, data)
-	}()
+	lateWrite(unseen)
 	require.Equal(t, unseen.ID, e.lease(b, unseen.ID).ID)
+	b.endingMissed = nil
 
 	// The record never comes: told from the last holder, then unknown.
 	g = e.grant(b, p, c, time.Minute)

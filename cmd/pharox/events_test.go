@@ -100,12 +100,14 @@ func TestEventsLive(t *testing.T) {
 	require.Contains(t, lines[1], "  released  ")
 	require.Contains(t, lines[1], "lease="+lease.Lease.ID)
 
-	// Without --count it stops when its context ends (Ctrl-C in main).
+	// Without --count it stops when its context ends (Ctrl-C in main),
+	// once it is listening.
 	ctx2, cancel2 := context.WithCancel(context.Background())
+	var stderr2 syncBuffer
 	go func() {
-		done <- execute(ctx2, []string{"events"}, nil, &stdout, &stderr, func(k string) string { return h.env[k] })
+		done <- execute(ctx2, []string{"events"}, nil, &stdout, &stderr2, func(k string) string { return h.env[k] })
 	}()
-	time.Sleep(100 * time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(stderr2.String(), "listening") }, 10*time.Second, 10*time.Millisecond)
 	cancel2()
 	select {
 	case code := <-done:
