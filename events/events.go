@@ -192,10 +192,11 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Publisher, error)
 		stop()
 		return nil, err
 	}
-	p.done.Add(3)
+	p.done.Add(4)
 	go func() { defer p.done.Done(); p.sendLoop() }()
 	go func() { defer p.done.Done(); p.ackLoop() }()
 	go func() { defer p.done.Done(); p.beatLoop(rctx) }()
+	go func() { defer p.done.Done(); p.relayLoop(rctx) }()
 	return p, nil
 }
 
@@ -378,6 +379,21 @@ func (p *Publisher) beatLoop(ctx context.Context) {
 			if err := p.heartbeat(ctx); err != nil && ctx.Err() == nil {
 				p.log.Warn("outbox heartbeat not written", zap.Error(err))
 			}
+		}
+	}
+}
+
+// relayLoop looks for what dead workers owed at every heartbeat period,
+// apart from the heartbeats: publishing a dead worker's backlog must not
+// make this worker look dead too.
+func (p *Publisher) relayLoop(ctx context.Context) {
+	t := time.NewTicker(p.opts.beat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 			p.relay.tick(ctx)
 		}
 	}
