@@ -113,6 +113,9 @@ func (p *Publisher) Renewed(ev model.RenewedEvent) { p.publish(model.EventRenewe
 // Health publishes health.
 func (p *Publisher) Health(ev model.HealthEvent) { p.publish(model.EventHealth, ev) }
 
+// Cooldown publishes cooldown.
+func (p *Publisher) Cooldown(ev model.CooldownEvent) { p.publish(model.EventCooldown, ev) }
+
 // Flush waits until every publish so far is acknowledged or given up on.
 func (p *Publisher) Flush(ctx context.Context) error {
 	done := make(chan struct{})

@@ -186,8 +186,8 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 }
 
 // errNotEligible means the proxy, as the latest write left it, cannot take
-// this lease (not active, no longer matching, full, or deleted); pick
-// another one.
+// this lease (not active, cooling down, no longer matching, full, or
+// deleted); pick another one.
 var errNotEligible = errors.New("proxy not eligible")
 
 // tryAcquire makes one revision-checked attempt to add a lease for consumer
@@ -198,7 +198,7 @@ var errNotEligible = errors.New("proxy not eligible")
 func (m *Manager) tryAcquire(ctx context.Context, proxyID string, consumer model.Consumer, d time.Duration, filters *model.ProxyFilters) (*grant, error) {
 	h := record.Holder{LeaseID: uuid.NewString(), ConsumerID: consumer.ID, ConsumerName: consumer.Name}
 	mut, err := m.tryMutateProxy(ctx, proxyID, func(rec *record.Proxy, now time.Time) error {
-		if rec.Status != model.ProxyActive || !filters.Matches(rec.Attrs()) || !rec.HasRoom(now.Add(-m.opts.grace)) {
+		if rec.Status != model.ProxyActive || rec.Cooling(now) || !filters.Matches(rec.Attrs()) || !rec.HasRoom(now.Add(-m.opts.grace)) {
 			return errNotEligible
 		}
 		h.AcquiredAt = now
@@ -216,7 +216,8 @@ func (m *Manager) tryAcquire(ctx context.Context, proxyID string, consumer model
 }
 
 // pick chooses a proxy by the selector among those the replica's indexes
-// show available, skipping proxies this worker has a write in flight on.
+// show available (cooling proxies are not there), passing over the
+// excluded ones and those this worker has a write in flight on.
 // When the only candidates are in flight it returns a channel that closes
 // when one lands.
 //
@@ -225,7 +226,8 @@ func (m *Manager) tryAcquire(ctx context.Context, proxyID string, consumer model
 // then spread over the next ones instead of colliding again in step.
 func (m *Manager) pick(p acquireParams, conflicts int) (string, <-chan struct{}) {
 	m.advance()
-	horizon := m.horizon()
+	now := m.now()
+	horizon := now.Add(-m.opts.grace)
 	wake := m.turns.changed() // before the pick, so no landing is missed
 	skip := 0
 	if conflicts > 0 && (p.selector == model.SelectorFirstAvailable || p.selector == model.SelectorLeastUsed) {
@@ -233,9 +235,9 @@ func (m *Manager) pick(p acquireParams, conflicts int) (string, <-chan struct{})
 	}
 	for {
 		busy, passed := false, 0
-		q := replica.Query{Pool: p.pool, Selector: p.selector, Filters: p.filters, After: m.rr.cursor(p.pool)}
+		q := replica.Query{Pool: p.pool, Selector: p.selector, Filters: p.filters, After: m.rr.cursor(p.pool), Exclude: p.exclude}
 		rec := m.replica.Pick(q, func(rec *record.Proxy) bool {
-			if rec.Status != model.ProxyActive || !rec.HasRoom(horizon) {
+			if rec.Status != model.ProxyActive || !rec.HasRoom(horizon) || rec.Cooling(now) {
 				return false
 			}
 			if m.turns.busy(rec.ID) {

@@ -21,7 +21,10 @@ func (m *Manager) CreatePool(ctx context.Context, req model.PoolCreateRequest) (
 	if err := model.CheckName("name", req.Name); err != nil {
 		return model.ProxyPool{}, err
 	}
-	rec := &record.Pool{ID: uuid.NewString(), Name: req.Name, Description: req.Description, NextSeq: 1, CreatedAt: m.now()}
+	if err := req.Cooldown.Validate("cooldown"); err != nil {
+		return model.ProxyPool{}, err
+	}
+	rec := &record.Pool{ID: uuid.NewString(), Name: req.Name, Description: req.Description, Cooldown: req.Cooldown, NextSeq: 1, CreatedAt: m.now()}
 	rev, err := m.store.CreatePool(ctx, rec)
 	if err != nil {
 		return model.ProxyPool{}, err
@@ -55,12 +58,16 @@ func (m *Manager) poolExists(ctx context.Context, name string) (*record.Pool, er
 	return rec, err
 }
 
-// UpdatePool changes a pool's description and health-check settings.
+// UpdatePool changes a pool's description, health-check and cooldown
+// settings.
 func (m *Manager) UpdatePool(ctx context.Context, req model.PoolUpdateRequest) (model.ProxyPool, error) {
 	if err := model.CheckName("name", req.Name); err != nil {
 		return model.ProxyPool{}, err
 	}
 	if err := checkHealthCheck(req.HealthCheck.Value); err != nil {
+		return model.ProxyPool{}, err
+	}
+	if err := req.Cooldown.Value.Validate("cooldown"); err != nil {
 		return model.ProxyPool{}, err
 	}
 	rec, rev, err := m.store.UpdatePool(ctx, req.Name, func(r *record.Pool) error {
@@ -69,6 +76,9 @@ func (m *Manager) UpdatePool(ctx context.Context, req model.PoolUpdateRequest) (
 		}
 		if req.HealthCheck.Set {
 			r.HealthCheck = req.HealthCheck.Value
+		}
+		if req.Cooldown.Set {
+			r.Cooldown = req.Cooldown.Value
 		}
 		return nil
 	})
@@ -239,6 +249,7 @@ func (m *Manager) UpdateProxy(ctx context.Context, req model.ProxyUpdateRequest)
 	if err := checkProxyUpdate(req); err != nil {
 		return model.Proxy{}, err
 	}
+	until, _ := cooldownUntil(req.CooldownUntil) // checked above
 	mut, err := m.mutateProxy(ctx, req.ProxyID, func(r *record.Proxy, _ time.Time) error {
 		set(&r.Host, req.Host)
 		set(&r.Port, req.Port)
@@ -253,6 +264,10 @@ func (m *Manager) UpdateProxy(ctx context.Context, req model.ProxyUpdateRequest)
 		setNullable(&r.ISP, req.ISP)
 		setNullable(&r.ASN, req.ASN)
 		setNullable(&r.MaxConcurrency, req.MaxConcurrency)
+		set(&r.ConsecutiveFailures, req.ConsecutiveFailures)
+		if req.CooldownUntil.Set {
+			r.CooldownUntil = until
+		}
 		return nil
 	})
 	if err != nil {

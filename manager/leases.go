@@ -15,9 +15,9 @@ import (
 )
 
 // ReleaseProxy ends a lease with one revision-checked write of its proxy's
-// record that removes its holder. Releasing an ended lease returns it
-// unchanged and fires nothing: a release is counted once, by the write that
-// removed the holder.
+// record that removes its holder and records the release's outcome.
+// Releasing an ended lease returns it unchanged, records nothing and fires
+// nothing: a release is counted once, by the write that removed the holder.
 func (m *Manager) ReleaseProxy(ctx context.Context, req model.ReleaseRequest) (model.Lease, error) {
 	lease, _, err := m.release(ctx, req)
 	return lease, err
@@ -27,6 +27,9 @@ func (m *Manager) ReleaseProxy(ctx context.Context, req model.ReleaseRequest) (m
 // lease (and counted it).
 func (m *Manager) release(ctx context.Context, req model.ReleaseRequest) (model.Lease, bool, error) {
 	if err := checkLeaseRef(req.LeaseID, req.ConsumerName); err != nil {
+		return model.Lease{}, false, err
+	}
+	if err := checkRelease(req); err != nil {
 		return model.Lease{}, false, err
 	}
 	held, ended, err := m.findLease(ctx, req.LeaseID, false)
@@ -44,9 +47,16 @@ func (m *Manager) release(ctx context.Context, req model.ReleaseRequest) (model.
 		// write of the proxy) records it, once.
 		return *held, false, nil
 	}
+	var cooldown *model.Cooldown
+	if req.Outcome != nil && *req.Outcome == model.OutcomeFailure {
+		if cooldown, err = m.poolCooldown(ctx, held.PoolName); err != nil {
+			return *held, false, err
+		}
+	}
 	var removed *record.Holder
-	mut, err := m.mutateProxy(ctx, held.ProxyID, func(rec *record.Proxy, _ time.Time) error {
-		removed = nil
+	var fb feedback
+	mut, err := m.mutateProxy(ctx, held.ProxyID, func(rec *record.Proxy, now time.Time) error {
+		removed, fb = nil, feedback{}
 		i := rec.Holder(req.LeaseID)
 		if i < 0 {
 			return errNoChange
@@ -54,6 +64,7 @@ func (m *Manager) release(ctx context.Context, req model.ReleaseRequest) (model.
 		h := rec.Holders[i]
 		removed = &h
 		rec.Holders = append(rec.Holders[:i], rec.Holders[i+1:]...)
+		fb = recordOutcome(rec, req.Outcome, cooldown, now)
 		return nil
 	})
 	if err != nil && !errors.Is(err, model.ErrProxyNotFound) {
@@ -68,8 +79,12 @@ func (m *Manager) release(ctx context.Context, req model.ReleaseRequest) (model.
 	}
 	lease := mut.rec.LeaseFor(*removed, mut.rev, model.LeaseReleased)
 	lease.ReleasedAt = endTime(model.LeaseReleased, lease.ExpiresAt, m.now())
-	m.released(ctx, []model.Lease{lease})
-	m.log.Debug("release", zap.String("lease_id", lease.ID), zap.String("proxy_id", lease.ProxyID))
+	m.releasedWith(ctx, []model.Lease{lease}, req.Outcome, req.Reason)
+	if fb.cooled {
+		m.cooledDown(mut.rec, req.Reason)
+	}
+	m.log.Debug("release", zap.String("lease_id", lease.ID), zap.String("proxy_id", lease.ProxyID),
+		zap.Stringp("outcome", (*string)(req.Outcome)), zap.Int("consecutive_failures", mut.rec.ConsecutiveFailures))
 	return lease, true, nil
 }
 

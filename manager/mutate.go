@@ -163,12 +163,18 @@ func (m *Manager) expire(ctx context.Context, rec *record.Proxy, holders []recor
 // fires their release callbacks. Only the write that removed a holder calls
 // it, so a release is counted once.
 func (m *Manager) released(ctx context.Context, leases []model.Lease) {
+	m.releasedWith(ctx, leases, nil, nil)
+}
+
+// releasedWith is released for leases whose release reported an outcome.
+func (m *Manager) releasedWith(ctx context.Context, leases []model.Lease, outcome *model.Outcome, reason *string) {
 	fns := hooks(m, &m.onRelease)
 	for i := range leases {
 		l := leases[i]
 		m.store.PutEnding(ctx, l)
 		ev := model.ReleaseEvent{Lease: &l, PoolName: l.PoolName, ReleasedAt: *l.ReleasedAt,
-			LeaseDurationMs: ms(l.ReleasedAt.Sub(l.AcquiredAt)), PoolStats: m.localStats(l.PoolName)}
+			LeaseDurationMs: ms(l.ReleasedAt.Sub(l.AcquiredAt)), PoolStats: m.localStats(l.PoolName),
+			Outcome: outcome, Reason: reason}
 		for _, fn := range fns {
 			fn(ev)
 		}

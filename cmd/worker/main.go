@@ -112,6 +112,7 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 	mgr.RegisterExpiredCallback(pub.Expired)
 	mgr.RegisterHealthCallback(pub.Health)
 	mgr.RegisterRenewCallback(pub.Renewed)
+	mgr.RegisterCooldownCallback(pub.Cooldown)
 
 	if cfg.Seed != "" {
 		f, err := manager.LoadSeedFile(cfg.Seed)

@@ -97,6 +97,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
 	mgr.RegisterExpiredCallback(pub.Expired)
 	mgr.RegisterHealthCallback(pub.Health)
 	mgr.RegisterRenewCallback(pub.Renewed)
+	mgr.RegisterCooldownCallback(pub.Cooldown)
 	brk, err := broker.Start(nc, mgr, broker.WithPrefix(cfg.Prefix), broker.WithMaxInflight(cfg.MaxInflight),
 		broker.WithRequestTimeout(cfg.RequestTimeout), broker.WithLogger(cfg.Log))
 	if err != nil {

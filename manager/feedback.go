@@ -1,0 +1,82 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/record"
+)
+
+// CooldownCallback receives the payload of a cooldown event: a release that
+// reported a failure set or moved its proxy's cooldown_until.
+type CooldownCallback func(model.CooldownEvent)
+
+// RegisterCooldownCallback adds fn to the hooks run when a release sets or
+// moves a proxy's cooldown.
+func (m *Manager) RegisterCooldownCallback(fn CooldownCallback) {
+	m.cbMu.Lock()
+	defer m.cbMu.Unlock()
+	m.onCooldown = append(m.onCooldown, fn)
+}
+
+// feedback is what a release's outcome did to its proxy's record.
+type feedback struct {
+	cooled bool // cooldown_until was set or moved
+}
+
+// recordOutcome applies a release's outcome to the record the releasing
+// write is based on, at now: a failure counts one more consecutive failure
+// and, once they reach the pool's threshold, cools the proxy down for
+// min(seconds x 2^(failures - threshold), max_seconds), keeping a later
+// cooldown already set; a success resets the count and leaves a running
+// cooldown as it is. It runs inside the revision-checked write, so
+// concurrent releases of one proxy each count: none is lost.
+func recordOutcome(rec *record.Proxy, outcome *model.Outcome, cooldown *model.Cooldown, now time.Time) feedback {
+	if outcome == nil {
+		return feedback{}
+	}
+	if *outcome == model.OutcomeSuccess {
+		rec.ConsecutiveFailures = 0
+		return feedback{}
+	}
+	rec.ConsecutiveFailures++
+	d := cooldown.Backoff(rec.ConsecutiveFailures)
+	if d <= 0 {
+		return feedback{}
+	}
+	until := now.Add(d).UTC()
+	if rec.CooldownUntil != nil && !until.After(*rec.CooldownUntil) {
+		return feedback{}
+	}
+	rec.CooldownUntil = &until
+	return feedback{cooled: true}
+}
+
+// poolCooldown reads a pool's cooldown setting from the bucket's leader, so
+// that a failure is judged by the setting acknowledged last, whichever
+// worker changed it. A pool gone meanwhile has none (its proxies go too).
+func (m *Manager) poolCooldown(ctx context.Context, pool string) (*model.Cooldown, error) {
+	rec, _, err := m.store.GetPool(ctx, pool)
+	if errors.Is(err, model.ErrPoolNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return rec.Cooldown, nil
+}
+
+// cooledDown fires the cooldown callbacks for rec as a release wrote it.
+func (m *Manager) cooledDown(rec *record.Proxy, reason *string) {
+	ev := model.CooldownEvent{ProxyID: rec.ID, PoolName: rec.PoolName, ConsecutiveFailures: rec.ConsecutiveFailures,
+		CooldownUntil: rec.CooldownUntil.UTC(), Reason: reason}
+	for _, fn := range hooks(m, &m.onCooldown) {
+		fn(ev)
+	}
+	m.log.Info("proxy cooling down", zap.String("proxy_id", rec.ID), zap.String("pool", rec.PoolName),
+		zap.Int("consecutive_failures", rec.ConsecutiveFailures), zap.Time("cooldown_until", ev.CooldownUntil))
+}
