@@ -276,7 +276,7 @@ func TestLowestLatencyAndHealthLast(t *testing.T) {
 	apply(ps[1].ID, 300, nil)
 	apply(ps[2].ID, 900, nil)
 	apply(ps[2].ID, 20, map[string]any{"status_code": 200, "checked_at": "2026-01-02T03:04:05.5+01:00"}) // the last result counts
-	apply(ps[4].ID, 20, map[string]any{"attempts": 3, "error_message": "slow start"})                       // a tie: added order
+	apply(ps[4].ID, 20, map[string]any{"attempts": 3, "error_message": "slow start"})                    // a tie: added order
 
 	var order []string
 	for range ps {
