@@ -3,8 +3,10 @@ package manager_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -258,4 +260,68 @@ func (w *failureWatch) waitCaughtUp(t *testing.T, ctx context.Context, js jetstr
 			t.Fatalf("proxy watch stuck at sequence %d of %d", seen, info.State.LastSeq)
 		}
 	}
+}
+
+// WithLease reports fn's outcome on release: success for nil, failure with
+// the error's text (cut to 1024 code points) as reason, nothing for an
+// error marked model.NotProxyFault or a panic.
+func TestWithLeaseReportsOutcome(t *testing.T) {
+	e := newLeaseEnv(t)
+	px := e.pool("wl-outcome", 0, "10.1.9.1")[0]
+	var mu sync.Mutex
+	var got []model.ReleaseEvent
+	e.m.RegisterReleaseCallback(func(ev model.ReleaseEvent) { mu.Lock(); got = append(got, ev); mu.Unlock() })
+	ctx := testCtx(t)
+	long := strings.Repeat("ü", 1500)
+	cases := []struct {
+		name    string
+		fn      func() error
+		outcome *model.Outcome
+		reason  *string
+		failures int
+	}{
+		{"success", func() error { return nil }, ptrTo(model.OutcomeSuccess), nil, 0},
+		{"failure", func() error { return errors.New("HTTP 403 from target") }, ptrTo(model.OutcomeFailure), ptrTo("HTTP 403 from target"), 1},
+		{"long failure", func() error { return fmt.Errorf("wrapped: %w", errors.New(long)) }, ptrTo(model.OutcomeFailure), ptrTo("wrapped: " + strings.Repeat("ü", 1024-9)), 2},
+		{"not the proxy's fault", func() error { return model.NotProxyFault(errors.New("bad input")) }, nil, nil, 2},
+	}
+	for _, c := range cases {
+		want := c.fn()
+		err := e.m.WithLease(ctx, req("wl-outcome"), func(model.Lease, model.Proxy) error { return want })
+		if err != want {
+			t.Fatalf("%s: WithLease returned %v, want fn's %v", c.name, err, want)
+		}
+		mu.Lock()
+		ev := got[len(got)-1]
+		mu.Unlock()
+		if fmt.Sprint(deref(ev.Outcome)) != fmt.Sprint(deref(c.outcome)) || fmt.Sprint(deref(ev.Reason)) != fmt.Sprint(deref(c.reason)) {
+			t.Errorf("%s: released with %v %q, want %v %q", c.name, deref(ev.Outcome), deref(ev.Reason), deref(c.outcome), deref(c.reason))
+		}
+		p, err := e.m.GetProxy(ctx, px.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.ConsecutiveFailures != c.failures {
+			t.Errorf("%s: consecutive_failures %d, want %d", c.name, p.ConsecutiveFailures, c.failures)
+		}
+	}
+	func() {
+		defer func() { _ = recover() }()
+		_ = e.m.WithLease(ctx, req("wl-outcome"), func(model.Lease, model.Proxy) error { panic("bug") })
+	}()
+	mu.Lock()
+	ev := got[len(got)-1]
+	mu.Unlock()
+	if ev.Outcome != nil || len(got) != len(cases)+1 {
+		t.Errorf("a panic reports no outcome: %v (%d releases)", deref(ev.Outcome), len(got))
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+func deref[T any](p *T) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }
