@@ -24,8 +24,9 @@ type HealthDecision func(current model.ProxyStatus) model.ProxyStatus
 // package's policy needs this: a proxy banned by an admin a moment before
 // must stay banned, which a decision taken on an older read could undo.
 //
-// The result as applied is kept in the record as the proxy's last health
-// result (latency_ms, admin.health.last), in the same write.
+// The result as probed (its status is what the probe found, which the
+// decision may not have applied) is kept in the record as the proxy's last
+// health result (latency_ms, admin.health.last), in the same write.
 //
 // The health callbacks fire, as for ApplyHealthResult, when the status
 // changed; their result carries the decided status. It returns the proxy as
@@ -47,7 +48,7 @@ func (m *Manager) ApplyHealthDecision(ctx context.Context, res model.HealthCheck
 		r.Status = next
 		t := applied.CheckedAt
 		r.CheckedAt = &t
-		r.Health = record.HealthOf(applied)
+		r.Health = record.HealthOf(res)
 		return nil
 	})
 	if err != nil {
