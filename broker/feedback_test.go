@@ -56,6 +56,20 @@ func (e *env) requireNotEligible(pool string, filters map[string]any, why string
 	}
 }
 
+// settled waits until every worker's replica has the pool settings
+// acknowledged so far: a release judges a failure by the pool's cooldown as
+// the deciding worker's replica has it (README: behaviour where the
+// contract is silent).
+func (e *env) settled(pool string) {
+	e.t.Helper()
+	for _, w := range e.workers {
+		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		_, err := w.Manager.PoolStats(ctx, pool)
+		cancel()
+		require.NoError(e.t, err)
+	}
+}
+
 func sameInstant(t testing.TB, want time.Time, got *time.Time, msg string) {
 	t.Helper()
 	require.NotNil(t, got, msg)
@@ -67,6 +81,7 @@ func TestFeedbackCooldownBackoff(t *testing.T) {
 	var pool model.ProxyPool
 	e.okInto("admin.pools.create", map[string]any{"name": "fb", "cooldown": map[string]any{"failures": 3, "seconds": 1, "max_seconds": 4}}, &pool)
 	require.Equal(t, &model.Cooldown{Failures: 3, Seconds: 1, MaxSeconds: 4}, pool.Cooldown)
+	e.settled("fb")
 	px := e.addProxies("fb", map[string]any{"host": "10.9.0.1", "port": 8080, "protocol": "socks5", "country": "AR"})[0]
 	require.Zero(t, px.ConsecutiveFailures)
 	require.Nil(t, px.CooldownUntil)
@@ -213,6 +228,7 @@ func TestFeedbackCooldownBackoff(t *testing.T) {
 	t.Run("cooldown null turns it off; inactive proxies do not count as cooling", func(t *testing.T) {
 		e.okInto("admin.pools.update", map[string]any{"name": "fb", "cooldown": nil}, &pool)
 		require.Nil(t, pool.Cooldown)
+		e.settled("fb")
 		for i := 0; i < 5; i++ {
 			l, _ := e.mustAcquire(acq)
 			e.releaseWith(l.ID, "failure", "")
@@ -223,6 +239,7 @@ func TestFeedbackCooldownBackoff(t *testing.T) {
 		require.Equal(t, 1, e.stats("fb").AvailableProxies)
 
 		e.okInto("admin.pools.update", map[string]any{"name": "fb", "cooldown": map[string]any{"failures": 1, "seconds": 60, "max_seconds": 60}}, &pool)
+		e.settled("fb")
 		l, _ := e.mustAcquire(acq)
 		e.releaseWith(l.ID, "failure", "")
 		require.Equal(t, 1, e.stats("fb").CoolingProxies, "the new setting applies to the next failure")
