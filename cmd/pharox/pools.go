@@ -72,14 +72,13 @@ func fmtCooldown(c *model.Cooldown) string {
 
 // healthFlags are the flags of a pool's health_check setting.
 type healthFlags struct {
-	fs                            *pflag.FlagSet
-	interval, timeout             float64
-	threshold, attempts           int
-	url                           string
-	expect                        []int
-	slowMs                        float64
-	enabled                       bool
-	optionsGiven, scheduleChanged bool
+	fs                  *pflag.FlagSet
+	interval, timeout   float64
+	threshold, attempts int
+	url                 string
+	expect              []int
+	slowMs              float64
+	enabled             bool
 }
 
 func (h *healthFlags) register(fs *pflag.FlagSet) {
