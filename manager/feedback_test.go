@@ -274,10 +274,10 @@ func TestWithLeaseReportsOutcome(t *testing.T) {
 	ctx := testCtx(t)
 	long := strings.Repeat("ü", 1500)
 	cases := []struct {
-		name    string
-		fn      func() error
-		outcome *model.Outcome
-		reason  *string
+		name     string
+		fn       func() error
+		outcome  *model.Outcome
+		reason   *string
 		failures int
 	}{
 		{"success", func() error { return nil }, ptrTo(model.OutcomeSuccess), nil, 0},
