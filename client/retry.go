@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -70,6 +71,7 @@ func (c *Client) AcquireWithRetry(ctx context.Context, req model.AcquireRequest,
 		req.RequestID = &id
 	}
 	pause := cfg.initial
+	var last error // the last answer a try got before ctx ended
 	for try := 1; ; try++ {
 		lease, proxy, err := c.Acquire(ctx, req)
 		if err == nil && lease != nil {
@@ -79,8 +81,10 @@ func (c *Client) AcquireWithRetry(ctx context.Context, req model.AcquireRequest,
 			err = fmt.Errorf("%w in pool %q", model.ErrNoProxyAvailable, req.PoolName)
 		}
 		if ctx.Err() != nil {
-			return nil, nil, giveUp(err, try, ctx.Err())
+			// This try was cut short: the one before says more.
+			return nil, nil, giveUp(cmp.Or(last, err), try, ctx.Err())
 		}
+		last = err
 		if !errors.Is(err, model.ErrNoProxyAvailable) && !isTransient(err) {
 			return nil, nil, err
 		}

@@ -63,7 +63,7 @@ func TestReleaseAndRunReportOutcomes(t *testing.T) {
 	require.Zero(t, failures(), "a command that never ran says nothing of the proxy")
 
 	// The events say it too.
-	out = h.ok("events", "--since", "1h", "--event", "released,cooldown", "--count", "7")
+	out = h.ok("events", "--since", "1h", "--event", "released,cooldown", "--count", "6")
 	require.Contains(t, out, "outcome=failure")
 	require.Contains(t, out, "outcome=success")
 	require.Regexp(t, `(?m)^\S+\s+cooldown\s+pool=fbk\s+proxy=`+px.ID+`\s+failures=2\s+until=\S+\s+reason="\S+ exited with status 4"$`, out)
