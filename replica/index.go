@@ -16,8 +16,9 @@ import (
 // need, so that a pick looks at candidates, not at the whole pool:
 //   - bySeq: added order (first_available, round_robin, filtered scans);
 //   - byUse: fewest active leases, then added order (least_used);
-//   - byLat: lowest latency_ms, never measured last, then added order
-//     (lowest_latency);
+//   - byLat: the measured proxies by lowest latency_ms, then added order
+//     (lowest_latency; the never measured come after them in added order,
+//     which is bySeq's);
 //   - byAttr: per exact-match attribute value (protocol, source, country,
 //     city, isp, asn), in added order;
 //   - byCell: by 1° latitude/longitude cell, then added order, for
@@ -46,9 +47,9 @@ type useItem struct {
 }
 
 // latItem orders by latency; the added order comes from the entry, which
-// keeps the item small (one per proxy).
+// keeps the item small (one per measured proxy).
 type latItem struct {
-	ms float64 // +Inf when never measured
+	ms float64
 	e  *proxyEntry
 }
 
@@ -76,12 +77,10 @@ func lessLat(a, b latItem) bool {
 	return a.e.rec.Seq < b.e.rec.Seq
 }
 
-func latOf(e *proxyEntry) latItem {
+// latOf is e's place in byLat; ok is false for a proxy never measured.
+func latOf(e *proxyEntry) (latItem, bool) {
 	ms, ok := e.rec.Latency()
-	if !ok {
-		ms = math.Inf(1)
-	}
-	return latItem{ms, e}
+	return latItem{ms, e}, ok
 }
 
 func lessCell(a, b cellItem) bool {
@@ -121,7 +120,21 @@ func attrKeys(r *record.Proxy, fn func(string)) {
 	}
 }
 
-func protocolKey(p model.Protocol) string { return "p\x00" + string(p) }
+// protocolKey is the attribute key of a protocol; the four of the contract
+// are constants, so that indexing a proxy allocates nothing for it.
+func protocolKey(p model.Protocol) string {
+	switch p {
+	case model.ProtocolHTTP:
+		return "p\x00http"
+	case model.ProtocolHTTPS:
+		return "p\x00https"
+	case model.ProtocolSOCKS4:
+		return "p\x00socks4"
+	case model.ProtocolSOCKS5:
+		return "p\x00socks5"
+	}
+	return "p\x00" + string(p)
+}
 
 func cellOf(lat, lon float64) cell {
 	a, o := math.Floor(lat), math.Floor(lon)
@@ -138,7 +151,9 @@ func (ix *poolIndex) insert(e *proxyEntry) {
 	it := seqItem{e.rec.Seq, e}
 	ix.bySeq.ReplaceOrInsert(it)
 	ix.byUse.ReplaceOrInsert(useItem{e.counted.leases, e.rec.Seq, e})
-	ix.byLat.ReplaceOrInsert(latOf(e))
+	if it, ok := latOf(e); ok {
+		ix.byLat.ReplaceOrInsert(it)
+	}
 	attrKeys(e.rec, func(k string) {
 		t := ix.byAttr[k]
 		if t == nil {
@@ -161,7 +176,9 @@ func (ix *poolIndex) remove(e *proxyEntry) {
 		return
 	}
 	ix.byUse.Delete(useItem{leases: e.counted.leases, seq: e.rec.Seq})
-	ix.byLat.Delete(latOf(e))
+	if it, ok := latOf(e); ok {
+		ix.byLat.Delete(it)
+	}
 	attrKeys(e.rec, func(k string) {
 		if t := ix.byAttr[k]; t != nil {
 			t.Delete(it)
@@ -197,6 +214,17 @@ func (ix *poolIndex) pick(sel model.Selector, f *model.ProxyFilters, after uint6
 		ix.byLat.Ascend(func(it latItem) bool {
 			if match(it.e) {
 				found = it.e.rec
+				return false
+			}
+			return true
+		})
+		if found != nil {
+			return found
+		}
+		// No measured proxy passes: the never measured, in added order.
+		ix.scan(f, 0, func(e *proxyEntry) bool {
+			if _, measured := e.rec.Latency(); !measured && match(e) {
+				found = e.rec
 				return false
 			}
 			return true
