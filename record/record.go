@@ -206,7 +206,10 @@ func (r *Proxy) Model(t time.Time) model.Proxy {
 		URL:            model.ProxyURL(r.Protocol, r.Host, r.Port, r.Credentials),
 
 		ConsecutiveFailures: r.ConsecutiveFailures,
-		CooldownUntil:       r.CooldownUntil,
+	}
+	if r.CooldownUntil != nil {
+		t := *r.CooldownUntil
+		p.CooldownUntil = &t
 	}
 	if lat, ok := r.Latency(); ok {
 		p.LatencyMs = &lat
