@@ -54,6 +54,7 @@ func validBodies(f badInputFixture) map[string]string {
 		"admin.consumers.ensure": `{"name":"newcomer"}`,
 		"admin.consumers.list":   `{}`,
 		"admin.health.apply":     `{"proxy_id":"` + f.proxyID + `","status":"banned","latency_ms":1,"protocol":"http"}`,
+		"admin.health.last":      `{"proxy_id":"` + f.proxyID + `"}`,
 	}
 }
 
@@ -268,6 +269,70 @@ func badCases(f badInputFixture) []badCase {
 	add("admin.health.apply", "checked_at wrong type", ha(`,"checked_at":1700000000`), "checked_at")
 	add("admin.health.apply", "status_code wrong type", ha(`,"status_code":"200"`), "status_code")
 	add("admin.health.apply", "proxy_id missing", `{"status":"banned","latency_ms":1,"protocol":"http"}`, "proxy_id")
+
+	return append(cases, v11BadCases(f)...)
+}
+
+// v11BadCases are the refused forms of the contract's v1.1 fields.
+func v11BadCases(f badInputFixture) []badCase {
+	var cases []badCase
+	add := func(op, name, body string, contains ...string) {
+		c := badCase{op: op, name: "v1.1 " + name, body: []byte(body), status: 400, code: "bad_request"}
+		if len(contains) > 0 {
+			c.contains = contains[0]
+		}
+		cases = append(cases, c)
+	}
+	rel := func(fields string) string { return `{"lease_id":"` + f.activeLease + `",` + fields + `}` }
+	add("release", "outcome wrong type", rel(`"outcome":1`), "outcome")
+	add("release", "outcome unknown", rel(`"outcome":"timeout"`), "outcome")
+	add("release", "reason without outcome", rel(`"reason":"blocked"`), "reason")
+	add("release", "reason with null outcome", rel(`"outcome":null,"reason":"blocked"`), "reason")
+	add("release", "reason over 1024 code points", rel(`"outcome":"failure","reason":"`+strings.Repeat("é", 1025)+`"`), "1024")
+	add("release", "reason wrong type", rel(`"outcome":"failure","reason":["x"]`), "reason")
+
+	acq := func(fields string) string { return `{"pool_name":"bi",` + fields + `}` }
+	add("acquire", "selector lowest_latency case", acq(`"selector":"Lowest_Latency"`), "selector")
+	add("acquire", "exclude_proxy_ids wrong type", acq(`"exclude_proxy_ids":"`+f.proxyID+`"`), "exclude_proxy_ids")
+	add("acquire", "exclude_proxy_ids item not a UUID", acq(`"exclude_proxy_ids":["`+f.proxyID+`","p1"]`), "exclude_proxy_ids[1]")
+	add("acquire", "exclude_proxy_ids item wrong type", acq(`"exclude_proxy_ids":[7]`), "exclude_proxy_ids")
+	ids := make([]string, model.MaxExcludeProxyIDs+1)
+	for i := range ids {
+		ids[i] = `"` + uuid.NewString() + `"`
+	}
+	add("acquire", "exclude_proxy_ids 101", acq(`"exclude_proxy_ids":[`+strings.Join(ids, ",")+`]`), "101")
+	add("acquire", "protocol unknown", acq(`"filters":{"protocol":"ftp"}`), "protocol")
+	add("acquire", "protocol unknown in a list", acq(`"filters":{"protocol":["http","ftp"]}`), "protocol")
+	add("acquire", "protocol empty list", acq(`"filters":{"protocol":[]}`), "protocol")
+	add("acquire", "protocol wrong type", acq(`"filters":{"protocol":5}`), "protocol")
+	add("acquire", "nested protocol unknown", acq(`"filters":{"any_of":[{"protocol":"gopher"}]}`), "protocol")
+	add("acquire", "nested protocol empty list", acq(`"filters":{"none_of":[{"all_of":[{"protocol":[]}]}]}`), "protocol")
+
+	add("admin.pools.create", "cooldown seconds > max_seconds", `{"name":"bi4","cooldown":{"failures":3,"seconds":10,"max_seconds":5}}`, "max_seconds")
+	cases[len(cases)-1].schemaBlind = true // a schema cannot compare two fields
+	add("admin.pools.create", "cooldown failures 0", `{"name":"bi4","cooldown":{"failures":0,"seconds":1,"max_seconds":5}}`, "failures")
+	add("admin.pools.create", "cooldown missing max_seconds", `{"name":"bi4","cooldown":{"failures":1,"seconds":1}}`, "max_seconds")
+	add("admin.pools.create", "cooldown unknown field", `{"name":"bi4","cooldown":{"failures":1,"seconds":1,"max_seconds":1,"jitter":1}}`, `"jitter"`)
+	add("admin.pools.create", "cooldown wrong type", `{"name":"bi4","cooldown":60}`, "cooldown")
+	add("admin.pools.update", "cooldown seconds > max_seconds", `{"name":"bi","cooldown":{"failures":1,"seconds":60,"max_seconds":30}}`, "max_seconds")
+	cases[len(cases)-1].schemaBlind = true
+	add("admin.pools.update", "cooldown seconds 0", `{"name":"bi","cooldown":{"failures":1,"seconds":0,"max_seconds":30}}`, "seconds")
+	add("admin.pools.update", "cooldown fraction", `{"name":"bi","cooldown":{"failures":1,"seconds":1.5,"max_seconds":30}}`)
+	add("admin.pools.update", "cooldown wrong type", `{"name":"bi","cooldown":"1m"}`)
+
+	upd := func(fields string) string { return `{"proxy_id":"` + f.proxyID + `",` + fields + `}` }
+	add("admin.proxies.update", "consecutive_failures negative", upd(`"consecutive_failures":-1`), "consecutive_failures")
+	add("admin.proxies.update", "consecutive_failures null", upd(`"consecutive_failures":null`), "consecutive_failures")
+	add("admin.proxies.update", "consecutive_failures wrong type", upd(`"consecutive_failures":"3"`))
+	add("admin.proxies.update", "cooldown_until not a time", upd(`"cooldown_until":"soon"`), "cooldown_until")
+	add("admin.proxies.update", "cooldown_until wrong type", upd(`"cooldown_until":1700000000`))
+	add("admin.proxies.update", "blank user", upd(`"credentials":{"user":"","password":"p"}`), "credentials.user")
+	add("admin.proxies.update", "blank password", upd(`"credentials":{"user":"u","password":""}`), "credentials.password")
+	add("admin.proxies.add", "blank user", `{"pool_name":"bi","proxies":[{"host":"h","port":1,"credentials":{"user":"","password":"p"}}]}`, "proxies[0].credentials.user")
+	add("admin.proxies.add", "blank password", `{"pool_name":"bi","proxies":[{"host":"h","port":1},{"host":"h","port":2,"credentials":{"user":"u","password":""}}]}`, "proxies[1].credentials.password")
+
+	add("admin.health.last", "proxy_id missing", `{}`, "proxy_id")
+	add("admin.health.last", "proxy_id wrong type", `{"proxy_id":5}`, "proxy_id")
 	return cases
 }
 
@@ -377,7 +442,7 @@ func TestGoodRequests(t *testing.T) {
 		{"host":"h","port":1,"protocol":null,"status":null,"credentials":null,"source":null,"country":null,"city":null,"latitude":null,"longitude":null,"isp":null,"asn":null,"max_concurrency":null}]}`, &rep)
 	require.Equal(t, "socks4://%C3%BC%20ser:p%40ss@[2001:db8::1]:65535", rep.Proxies[0].URL)
 	id := rep.Proxies[1].ID
-	e.ok("admin.proxies.update", `{"proxy_id":"`+id+`","host":"h2","port":2,"protocol":"https","status":"active","credentials":{"user":"u","password":""},"source":null,"latitude":90,"longitude":-180,"max_concurrency":null}`)
+	e.ok("admin.proxies.update", `{"proxy_id":"`+id+`","host":"h2","port":2,"protocol":"https","status":"active","credentials":{"user":"u","password":"p"},"source":null,"latitude":90,"longitude":-180,"max_concurrency":null}`)
 	e.ok("admin.proxies.list", `{"pool_name":"good-pool_1","status":null,"limit":1000,"cursor":null}`)
 	e.ok("acquire", `{"pool_name":"good-pool_1","consumer_name":"c-1","duration_seconds":86400,"selector":"random","wait_seconds":0,"request_id":"`+strings.Repeat("r", 128)+`",
 		"filters":{"source":null,"country":null,"city":null,"isp":null,"asn":null,"latitude":90,"longitude":-180,"radius_km":0.001,"all_of":[],"any_of":null,"none_of":[{"country":"XX"}]}}`)

@@ -17,8 +17,9 @@ import (
 	"github.com/pharox/pharox-nats/manager"
 )
 
-// Version is the service version shown by $SRV.INFO.
-const Version = "0.1.0"
+// Version is the service version shown by $SRV.INFO: 1.1.0 since the
+// workers implement the contract's v1.1 additions.
+const Version = "1.1.0"
 
 // Body limits of the contract.
 const (

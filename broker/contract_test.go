@@ -30,7 +30,7 @@ var servedOps = []string{
 	"acquire", "release", "renew", "leases.get", "cleanup", "stats",
 	"admin.pools.create", "admin.pools.list", "admin.pools.update", "admin.pools.delete",
 	"admin.proxies.add", "admin.proxies.list", "admin.proxies.get", "admin.proxies.update", "admin.proxies.delete",
-	"admin.consumers.ensure", "admin.consumers.list", "admin.health.apply",
+	"admin.consumers.ensure", "admin.consumers.list", "admin.health.apply", "admin.health.last",
 }
 
 func rawField(t testing.TB, doc []byte, key string) json.RawMessage {

@@ -90,6 +90,10 @@ func (b *Broker) endpoints() []endpoint {
 			return m.ApplyHealthResult(ctx, r)
 		}),
 		op("admin.health.check", "health_check", b.checkHealth),
+		op("admin.health.last", "health_last", func(ctx context.Context, r model.HealthLastRequest) (any, error) {
+			res, err := m.LastHealth(ctx, r.ProxyID)
+			return model.HealthLastReply{Result: res}, err
+		}),
 	}
 }
 

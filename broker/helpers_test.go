@@ -503,3 +503,5 @@ func (e *env) snapshot(pools []string, leaseIDs []string) snapshot {
 	s.Events = e.eventCount()
 	return s
 }
+
+func ptr[T any](v T) *T { return &v }

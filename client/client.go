@@ -125,7 +125,9 @@ func (c *Client) Acquire(ctx context.Context, req model.AcquireRequest) (*model.
 }
 
 // Release ends a lease (pharox.release). Releasing an ended lease is not an
-// error: the lease comes back as it is.
+// error: the lease comes back as it is. The request may report how the
+// proxy did (v1.1): model.ReleaseSuccess(id), model.ReleaseFailure(id,
+// reason).
 func (c *Client) Release(ctx context.Context, req model.ReleaseRequest) (model.Lease, error) {
 	return c.leaseCall(ctx, "release", req)
 }
@@ -286,6 +288,14 @@ func (c *Client) ApplyHealth(ctx context.Context, req model.HealthApplyRequest) 
 	var p model.Proxy
 	err := c.call(ctx, "admin.health.apply", req, &p)
 	return p, err
+}
+
+// LastHealth returns the last health result recorded for a proxy, or nil
+// if it was never checked (pharox.admin.health.last).
+func (c *Client) LastHealth(ctx context.Context, proxyID string) (*model.HealthCheckResult, error) {
+	var reply model.HealthLastReply
+	err := c.call(ctx, "admin.health.last", model.HealthLastRequest{ProxyID: proxyID}, &reply)
+	return reply.Result, err
 }
 
 // isTransient reports whether a failed call may succeed if simply retried.

@@ -21,10 +21,10 @@ const EventStream = "PHAROX_EVENTS"
 
 // Event is one lifecycle event. Exactly one of the typed payloads is set,
 // by Name: Acquire for acquired and acquire_failed, Release for released,
-// Expired, Renewed, Health. An event this client cannot decode has none set
-// and DecodeErr says why; Data always holds the raw payload.
+// Expired, Renewed, Health, Cooldown. An event this client cannot decode
+// has none set and DecodeErr says why; Data always holds the raw payload.
 type Event struct {
-	Name     string    // acquired, acquire_failed, released, expired, renewed, health
+	Name     string    // acquired, acquire_failed, released, expired, renewed, health, cooldown
 	Subject  string    // <prefix>.events.<name>
 	Time     time.Time // when it happened, from the payload; else when it was stored or received
 	MsgID    string    // the Nats-Msg-Id header
@@ -36,6 +36,8 @@ type Event struct {
 	Expired *model.ExpiredEvent
 	Renewed *model.RenewedEvent
 	Health  *model.HealthEvent
+	// Cooldown (v1.1): a failure reported on release cooled a proxy down.
+	Cooldown *model.CooldownEvent
 
 	DecodeErr error
 }
@@ -68,6 +70,8 @@ func (e Event) PoolName() string {
 		return e.Renewed.PoolName
 	case e.Health != nil:
 		return e.Health.PoolName
+	case e.Cooldown != nil:
+		return e.Cooldown.PoolName
 	}
 	return ""
 }
@@ -266,6 +270,11 @@ func decodeEvent(subject string, hdr nats.Header, data []byte, seq uint64, fallb
 			if !p.Result.CheckedAt.IsZero() {
 				ev.Time = p.Result.CheckedAt
 			}
+		}
+	case model.EventCooldown:
+		var p model.CooldownEvent
+		if err = json.Unmarshal(data, &p); err == nil {
+			ev.Cooldown = &p
 		}
 	default:
 		err = fmt.Errorf("unknown event %q", ev.Name)

@@ -81,6 +81,15 @@ func setup(nc *nats.Conn) {
 			log.Fatal(err)
 		}
 	}
+	// "feedback": two proxies; one failure rests a proxy for a minute.
+	if _, err := c.CreatePool(ctx, model.PoolCreateRequest{Name: "feedback",
+		Cooldown: &model.Cooldown{Failures: 1, Seconds: 60, MaxSeconds: 60}}); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := c.AddProxies(ctx, model.ProxiesAddRequest{PoolName: "feedback", Proxies: []model.ProxyInput{
+		{Host: "127.0.0.1", Port: 3128}, {Host: "127.0.0.1", Port: 3129}}}); err != nil {
+		log.Fatal(err)
+	}
 }
 
 func scrape(ctx context.Context, proxyURL string) error {
@@ -242,4 +251,44 @@ func ExampleClient_OnRelease() {
 	<-done
 	// Output:
 	// released cron released
+}
+
+// WithLease reports how the proxy did when it releases the lease: here a
+// failure, which in a pool with a cooldown rests the proxy; the retry then
+// gets another one.
+func ExampleClient_AcquireWithRetry() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc, err := nats.Connect(exampleURL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer nc.Close()
+	c := client.New(nc)
+
+	req := model.AcquireRequest{PoolName: "feedback", Selector: ptr(model.SelectorLowestLatency)}
+	var failed string
+	err = c.WithLease(ctx, req, func(ctx context.Context, _ model.Lease, proxy model.Proxy) error {
+		failed = proxy.ID
+		return errors.New("target answered 403") // released with outcome failure
+	})
+	fmt.Println("fn:", err)
+	p, err := c.GetProxy(ctx, failed)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("consecutive failures:", p.ConsecutiveFailures, "cooling:", p.CooldownUntil.After(time.Now()))
+
+	lease, proxy, err := c.AcquireWithRetry(ctx, req, client.RetryAttempts(5))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("another proxy:", proxy.ID != failed)
+	if _, err := c.Release(ctx, model.ReleaseSuccess(lease.ID)); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// fn: target answered 403
+	// consecutive failures: 1 cooling: true
+	// another proxy: true
 }

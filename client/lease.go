@@ -27,6 +27,13 @@ type LeaseFunc func(ctx context.Context, lease model.Lease, proxy model.Proxy) e
 //
 // With no eligible proxy free it returns an error wrapping
 // model.ErrNoProxyAvailable without calling fn.
+//
+// The release reports how the proxy did (contract v1.1): success when fn
+// returns nil; failure, with the error's text cut to 1024 code points as
+// reason, when it returns an error. Nothing is reported when the error is
+// marked with NotProxyFault (a bug, bad input, a target down for everyone),
+// when fn panics, or when fn's ctx ended first (the caller gave up, or the
+// lease could not be renewed): none of those is the proxy's doing.
 func (c *Client) WithLease(ctx context.Context, req model.AcquireRequest, fn LeaseFunc) (err error) {
 	sent := time.Now()
 	lease, proxy, err := c.Acquire(ctx, req)
@@ -39,6 +46,10 @@ func (c *Client) WithLease(ctx context.Context, req model.AcquireRequest, fn Lea
 	fctx, cancel := context.WithCancelCause(ctx)
 	k := &keeper{c: c, lease: *lease, cancel: cancel, stop: make(chan struct{}), done: make(chan struct{})}
 	go k.run(context.WithoutCancel(ctx), sent)
+	// report: fn returned (no panic) while its ctx was alive; only then is
+	// its error about the proxy.
+	var fnErr error
+	report := false
 	defer func() {
 		// Runs on return, on panic (which then goes on) and on Goexit.
 		close(k.stop)
@@ -50,11 +61,17 @@ func (c *Client) WithLease(ctx context.Context, req model.AcquireRequest, fn Lea
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 		defer rcancel()
 		consumer := lease.ConsumerName
-		if _, rerr := c.Release(rctx, model.ReleaseRequest{LeaseID: lease.ID, ConsumerName: &consumer}); rerr != nil {
+		rel := model.ReleaseRequest{LeaseID: lease.ID, ConsumerName: &consumer}
+		if report {
+			rel.Outcome, rel.Reason = model.OutcomeOf(fnErr)
+		}
+		if _, rerr := c.Release(rctx, rel); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("release lease %s (it lapses at its expiry): %w", lease.ID, rerr))
 		}
 	}()
-	return fn(fctx, *lease, *proxy)
+	fnErr = fn(fctx, *lease, *proxy)
+	report = fctx.Err() == nil // judged before the deferred release cancels fctx
+	return fnErr
 }
 
 // keeper renews a lease every half of its duration until stopped.

@@ -50,6 +50,11 @@ func (g *Gateway) obtain(ctx context.Context, sp *spec, attempt func(ctx context
 	for tries <= g.retries {
 		u, gerr := g.leaseFor(ctx, sp, failed)
 		if gerr != nil {
+			if tries > 0 && gerr.Code == errNoProxy(sp.pool, sp.wait).Code {
+				// Every proxy left after the failed ones is taken or there
+				// is none: the answer is the upstream failure, not "busy".
+				break
+			}
 			return nil, gerr
 		}
 		tries++

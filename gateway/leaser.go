@@ -18,7 +18,7 @@ import (
 // with 400, and refuses a protocol filter itself (dropping it would lease a
 // proxy of any protocol). Set it to true once the workers answer $SRV.INFO
 // with version 1.1.0 or later.
-const ContractV11 = false
+const ContractV11 = true
 
 // ErrNeedsV11 is a request the gateway can only make of v1.1 workers.
 var ErrNeedsV11 = errors.New("needs pharox workers that implement contract v1.1")

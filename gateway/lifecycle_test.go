@@ -157,7 +157,7 @@ func TestUpstreamFailures(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	tg := startTargets(t)
 	w := e.gateway(gateway.WithRetries(2))
-	e.pool("dead", 0, deadUpstream(t, model.ProtocolHTTP), deadUpstream(t, model.ProtocolSOCKS5))
+	e.pool("dead", 0, deadUpstream(t, model.ProtocolHTTP), deadUpstream(t, model.ProtocolSOCKS5), deadUpstream(t, model.ProtocolHTTP))
 	for _, url := range []string{tg.http.URL + "/ok", tg.https.URL + "/ok"} {
 		resp, err := w.httpClient("pool=dead,selector=random", token, false, tg).Get(url)
 		if strings.HasPrefix(url, "https") {

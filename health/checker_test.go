@@ -169,12 +169,28 @@ func TestHealthCheckEndpoint(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, px.CheckedAt, "applied: checked_at set")
 	require.EqualValues(t, 1, fwd.forwards.Load())
+	// Recorded as the proxy's last health result (v1.1), in the same write.
+	require.NotNil(t, px.LatencyMs)
+	require.Equal(t, rep.Results[0].LatencyMs, *px.LatencyMs)
+	code, data := call(t, nc, "pharox.admin.health.last", map[string]any{"proxy_id": good.ID})
+	require.Empty(t, code, "error reply: %s", data)
+	require.NoError(t, sch.Validate("health_last.reply", data))
+	var last model.HealthLastReply
+	require.NoError(t, json.Unmarshal(data, &last))
+	require.NotNil(t, last.Result)
+	require.Equal(t, rep.Results[0].LatencyMs, last.Result.LatencyMs)
+	require.True(t, rep.Results[0].CheckedAt.Equal(last.Result.CheckedAt))
+	require.Equal(t, rep.Results[0].Attempts, last.Result.Attempts)
 
 	// A failing proxy: the result says inactive; the pool's threshold (2)
 	// makes the proxy inactive on the second failed check only.
 	rep = check(map[string]any{"proxy_id": bad.ID})
 	require.Equal(t, model.ProxyInactive, rep.Results[0].Status)
 	require.Contains(t, *rep.Results[0].ErrorMessage, "refused")
+	lastBad, err := w.mgr.LastHealth(ctx, bad.ID)
+	require.NoError(t, err)
+	require.Equal(t, model.ProxyInactive, lastBad.Status, "the last result as probed, though the threshold keeps the proxy's status")
+	require.Contains(t, *lastBad.ErrorMessage, "refused")
 	require.Equal(t, model.ProxyActive, status(bad.ID))
 	n, err := w.checker.Failures(ctx, bad.ID)
 	require.NoError(t, err)

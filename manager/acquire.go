@@ -191,8 +191,8 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 }
 
 // errNotEligible means the proxy, as the latest write left it, cannot take
-// this lease (not active, no longer matching, full, or deleted); pick
-// another one.
+// this lease (not active, cooling down, no longer matching, full, or
+// deleted); pick another one.
 var errNotEligible = errors.New("proxy not eligible")
 
 // tryAcquire makes one revision-checked attempt to add a lease for consumer
@@ -204,7 +204,7 @@ var errNotEligible = errors.New("proxy not eligible")
 func (m *Manager) tryAcquire(ctx context.Context, proxyID string, p acquireParams, consumer model.Consumer, started time.Time) (*grant, error) {
 	h := record.Holder{LeaseID: uuid.NewString(), ConsumerID: consumer.ID, ConsumerName: consumer.Name}
 	mut, err := m.tryMutateProxy(ctx, proxyID, func(rec *record.Proxy, now time.Time) ([]outbox.Event, error) {
-		if rec.Status != model.ProxyActive || !p.filters.Matches(rec.Attrs()) || !rec.HasRoom(now.Add(-m.opts.grace)) {
+		if rec.Status != model.ProxyActive || rec.Cooling(now) || !p.filters.Matches(rec.Attrs()) || !rec.HasRoom(now.Add(-m.opts.grace)) {
 			return nil, errNotEligible
 		}
 		h.AcquiredAt = now
@@ -226,7 +226,8 @@ func (m *Manager) tryAcquire(ctx context.Context, proxyID string, p acquireParam
 }
 
 // pick chooses a proxy by the selector among those the replica's indexes
-// show available, skipping proxies this worker has a write in flight on.
+// show available (cooling proxies are not there), passing over the
+// excluded ones and those this worker has a write in flight on.
 // When the only candidates are in flight it returns a channel that closes
 // when one lands.
 //
@@ -235,7 +236,8 @@ func (m *Manager) tryAcquire(ctx context.Context, proxyID string, p acquireParam
 // then spread over the next ones instead of colliding again in step.
 func (m *Manager) pick(p acquireParams, conflicts int) (string, <-chan struct{}) {
 	m.advance()
-	horizon := m.horizon()
+	now := m.now()
+	horizon := now.Add(-m.opts.grace)
 	wake := m.turns.changed() // before the pick, so no landing is missed
 	skip := 0
 	if conflicts > 0 && (p.selector == model.SelectorFirstAvailable || p.selector == model.SelectorLeastUsed) {
@@ -243,9 +245,9 @@ func (m *Manager) pick(p acquireParams, conflicts int) (string, <-chan struct{})
 	}
 	for {
 		busy, passed := false, 0
-		q := replica.Query{Pool: p.pool, Selector: p.selector, Filters: p.filters, After: m.rr.cursor(p.pool)}
+		q := replica.Query{Pool: p.pool, Selector: p.selector, Filters: p.filters, After: m.rr.cursor(p.pool), Exclude: p.exclude}
 		rec := m.replica.Pick(q, func(rec *record.Proxy) bool {
-			if rec.Status != model.ProxyActive || !rec.HasRoom(horizon) {
+			if rec.Status != model.ProxyActive || !rec.HasRoom(horizon) || rec.Cooling(now) {
 				return false
 			}
 			if m.turns.busy(rec.ID) {

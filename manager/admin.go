@@ -106,6 +106,7 @@ func (m *Manager) UpdateProxy(ctx context.Context, req model.ProxyUpdateRequest)
 			return model.Proxy{}, err
 		}
 	}
+	until, _ := cooldownUntil(req.CooldownUntil) // checked above
 	mut, err := m.mutateProxy(ctx, req.ProxyID, func(r *record.Proxy, _ time.Time) ([]outbox.Event, error) {
 		set(&r.Host, req.Host)
 		set(&r.Port, req.Port)
@@ -120,6 +121,10 @@ func (m *Manager) UpdateProxy(ctx context.Context, req model.ProxyUpdateRequest)
 		setNullable(&r.ISP, req.ISP)
 		setNullable(&r.ASN, req.ASN)
 		setNullable(&r.MaxConcurrency, req.MaxConcurrency)
+		set(&r.ConsecutiveFailures, req.ConsecutiveFailures)
+		if req.CooldownUntil.Set {
+			r.CooldownUntil = until
+		}
 		return nil, nil
 	})
 	if err != nil {
@@ -160,7 +165,7 @@ func (m *Manager) deleteProxy(ctx context.Context, id string, force bool) ([]mod
 		expired := gone.PruneExpired(horizon)
 		events := expiredEvents(gone, expired, now)
 		for _, h := range gone.Holders {
-			events = append(events, releasedEvent(gone, h, now))
+			events = append(events, releasedEvent(gone, h, now, nil, nil))
 		}
 		entry := m.owe(events, now, func() model.PoolStatsSnapshot {
 			st, _ := m.replica.StatsWithout(id, m.now())

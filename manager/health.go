@@ -25,6 +25,10 @@ type HealthDecision func(current model.ProxyStatus) model.ProxyStatus
 // package's policy needs this: a proxy banned by an admin a moment before
 // must stay banned, which a decision taken on an older read could undo.
 //
+// The result as probed (its status is what the probe found, which the
+// decision may not have applied) is kept in the record as the proxy's last
+// health result (latency_ms, admin.health.last), in the same write.
+//
 // The health callbacks fire, as for ApplyHealthResult, when the status
 // changed; their result carries the decided status. It returns the proxy as
 // written and the result as applied.
@@ -45,6 +49,7 @@ func (m *Manager) ApplyHealthDecision(ctx context.Context, res model.HealthCheck
 		r.Status = next
 		t := applied.CheckedAt
 		r.CheckedAt = &t
+		r.Health = record.HealthOf(res)
 		if previous == next {
 			return nil, nil
 		}
@@ -60,4 +65,18 @@ func (m *Manager) ApplyHealthDecision(ctx context.Context, res model.HealthCheck
 			zap.String("from", string(previous)), zap.String("to", string(applied.Status)))
 	}
 	return proxy, applied, nil
+}
+
+// LastHealth returns the last health result recorded for a proxy (by a
+// sweep, admin.health.check or admin.health.apply), or nil if none was,
+// read from the bucket's leader.
+func (m *Manager) LastHealth(ctx context.Context, proxyID string) (*model.HealthCheckResult, error) {
+	if err := checkUUID("proxy_id", proxyID); err != nil {
+		return nil, err
+	}
+	rec, _, err := m.store.GetProxy(ctx, proxyID)
+	if err != nil {
+		return nil, err
+	}
+	return rec.LastHealth(), nil
 }

@@ -16,9 +16,9 @@ import (
 )
 
 // ReleaseProxy ends a lease with one revision-checked write of its proxy's
-// record that removes its holder. Releasing an ended lease returns it
-// unchanged and fires nothing: a release is counted once, by the write that
-// removed the holder.
+// record that removes its holder and records the release's outcome.
+// Releasing an ended lease returns it unchanged, records nothing and fires
+// nothing: a release is counted once, by the write that removed the holder.
 func (m *Manager) ReleaseProxy(ctx context.Context, req model.ReleaseRequest) (model.Lease, error) {
 	lease, _, err := m.release(ctx, req)
 	return lease, err
@@ -28,6 +28,9 @@ func (m *Manager) ReleaseProxy(ctx context.Context, req model.ReleaseRequest) (m
 // lease (and counted it).
 func (m *Manager) release(ctx context.Context, req model.ReleaseRequest) (model.Lease, bool, error) {
 	if err := checkLeaseRef(req.LeaseID, req.ConsumerName); err != nil {
+		return model.Lease{}, false, err
+	}
+	if err := checkRelease(req); err != nil {
 		return model.Lease{}, false, err
 	}
 	held, ended, err := m.findLease(ctx, req.LeaseID, false)
@@ -45,6 +48,12 @@ func (m *Manager) release(ctx context.Context, req model.ReleaseRequest) (model.
 		// write of the proxy) records it, once.
 		return *held, false, nil
 	}
+	var cooldown *model.Cooldown
+	if req.Outcome != nil && *req.Outcome == model.OutcomeFailure {
+		if cooldown, err = m.poolCooldown(ctx, held.PoolName); err != nil {
+			return *held, false, err
+		}
+	}
 	var released *model.Lease
 	mut, err := m.mutateProxy(ctx, held.ProxyID, func(rec *record.Proxy, now time.Time) ([]outbox.Event, error) {
 		released = nil
@@ -52,10 +61,14 @@ func (m *Manager) release(ctx context.Context, req model.ReleaseRequest) (model.
 		if i < 0 {
 			return nil, errNoChange
 		}
-		ev := releasedEvent(rec, rec.Holders[i], now)
+		ev := releasedEvent(rec, rec.Holders[i], now, req.Outcome, req.Reason)
 		released = ev.Payload.(*model.ReleaseEvent).Lease
 		rec.Holders = append(rec.Holders[:i], rec.Holders[i+1:]...)
-		return []outbox.Event{ev}, nil
+		events := []outbox.Event{ev}
+		if fb := recordOutcome(rec, req.Outcome, cooldown, now); fb.cooled {
+			events = append(events, cooldownEvent(rec, req.Reason))
+		}
+		return events, nil
 	})
 	if err != nil && !errors.Is(err, model.ErrProxyNotFound) {
 		return *held, false, err
@@ -67,7 +80,8 @@ func (m *Manager) release(ctx context.Context, req model.ReleaseRequest) (model.
 		m.log.Debug("release: already ended", zap.String("lease_id", lease.ID), zap.String("status", string(lease.Status)))
 		return lease, false, err
 	}
-	m.log.Debug("release", zap.String("lease_id", released.ID), zap.String("proxy_id", released.ProxyID))
+	m.log.Debug("release", zap.String("lease_id", released.ID), zap.String("proxy_id", released.ProxyID),
+		zap.Stringp("outcome", (*string)(req.Outcome)), zap.Int("consecutive_failures", mut.rec.ConsecutiveFailures))
 	return *released, true, nil
 }
 

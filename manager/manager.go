@@ -40,12 +40,13 @@ type Manager struct {
 	opts      options
 	log       *zap.Logger
 
-	cbMu      sync.RWMutex
-	onAcquire []AcquireCallback
-	onRelease []ReleaseCallback
-	onExpired []ExpiredCallback
-	onHealth  []HealthCallback
-	onRenew   []RenewCallback
+	cbMu       sync.RWMutex
+	onAcquire  []AcquireCallback
+	onRelease  []ReleaseCallback
+	onExpired  []ExpiredCallback
+	onHealth   []HealthCallback
+	onRenew    []RenewCallback
+	onCooldown []CooldownCallback
 
 	// endingMissed, when set (by tests), is told each time a read looked
 	// for an ending record that is not there yet.
@@ -141,7 +142,7 @@ func New(ctx context.Context, store *kvstore.Store, opts ...Option) (*Manager, e
 	if store == nil {
 		return nil, errors.New("manager: a store is required")
 	}
-	m := &Manager{store: store, replica: replica.New(), opts: o, log: o.log, turns: newTurns(), rr: newRotation(), waiters: newWaitQueue()}
+	m := &Manager{store: store, replica: replica.New(replica.WithGrace(o.grace)), opts: o, log: o.log, turns: newTurns(), rr: newRotation(), waiters: newWaitQueue()}
 	stop, err := store.Watch(ctx, feed{m})
 	if err != nil {
 		return nil, err
@@ -215,6 +216,11 @@ func (m *Manager) RegisterHealthCallback(fn HealthCallback) {
 // WithLease acquires a lease, runs fn with it and always releases it, also
 // when fn fails or panics (the panic goes on after the release). With no
 // proxy free it returns model.ErrNoProxyAvailable without calling fn.
+//
+// The release reports fn's outcome (v1.1): success when fn returns nil,
+// failure (the error's text as reason) when it returns an error, nothing
+// when the error is marked by model.NotProxyFault, fn panicked or ctx
+// ended.
 func (m *Manager) WithLease(ctx context.Context, req model.AcquireRequest, fn func(model.Lease, model.Proxy) error) (err error) {
 	lease, proxy, err := m.AcquireProxy(ctx, req)
 	if err != nil {
@@ -223,18 +229,25 @@ func (m *Manager) WithLease(ctx context.Context, req model.AcquireRequest, fn fu
 	if lease == nil {
 		return fmt.Errorf("%w in pool %q", model.ErrNoProxyAvailable, req.PoolName)
 	}
+	returned := false
 	defer func() {
 		// Release with a context of its own: the caller's may be the reason
 		// fn returned.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if _, rerr := m.ReleaseProxy(rctx, model.ReleaseRequest{LeaseID: lease.ID}); rerr != nil {
+		rel := model.ReleaseRequest{LeaseID: lease.ID}
+		if returned && ctx.Err() == nil {
+			rel.Outcome, rel.Reason = model.OutcomeOf(err)
+		}
+		if _, rerr := m.ReleaseProxy(rctx, rel); rerr != nil {
 			m.log.Warn("release after with_lease failed; the lease lapses at its expiry",
 				zap.String("lease_id", lease.ID), zap.Error(rerr))
 			err = errors.Join(err, rerr)
 		}
 	}()
-	return fn(*lease, *proxy)
+	err = fn(*lease, *proxy)
+	returned = true
+	return err
 }
 
 // sweepTimeout bounds one sweep when the interval is shorter.

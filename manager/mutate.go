@@ -165,12 +165,13 @@ func expiredEvents(rec *record.Proxy, holders []record.Holder, now time.Time) []
 	return out
 }
 
-// releasedEvent is the event of a lease a write releases at now.
-func releasedEvent(rec *record.Proxy, h record.Holder, now time.Time) outbox.Event {
+// releasedEvent is the event of a lease a write releases at now, with the
+// outcome the release reported (nil: none).
+func releasedEvent(rec *record.Proxy, h record.Holder, now time.Time, outcome *model.Outcome, reason *string) outbox.Event {
 	l := rec.LeaseFor(h, 0, model.LeaseReleased)
 	l.ReleasedAt = endTime(model.LeaseReleased, h.ExpiresAt, now)
 	return outbox.Event{Name: model.EventReleased, Payload: &model.ReleaseEvent{Lease: &l, PoolName: l.PoolName,
-		ReleasedAt: *l.ReleasedAt, LeaseDurationMs: ms(l.ReleasedAt.Sub(l.AcquiredAt))}}
+		ReleasedAt: *l.ReleasedAt, LeaseDurationMs: ms(l.ReleasedAt.Sub(l.AcquiredAt)), Outcome: outcome, Reason: reason}}
 }
 
 // owe builds the outbox entry of a write that causes events, with the pool
@@ -254,5 +255,11 @@ func (m *Manager) fire(ev outbox.Event) {
 		for _, fn := range hooks(m, &m.onHealth) {
 			fn(*p)
 		}
+	case *model.CooldownEvent:
+		for _, fn := range hooks(m, &m.onCooldown) {
+			fn(*p)
+		}
+		m.log.Info("proxy cooling down", zap.String("proxy_id", p.ProxyID), zap.String("pool", p.PoolName),
+			zap.Int("consecutive_failures", p.ConsecutiveFailures), zap.Time("cooldown_until", p.CooldownUntil))
 	}
 }

@@ -30,7 +30,10 @@ func (m *Manager) CreatePool(ctx context.Context, req model.PoolCreateRequest) (
 	if err := model.CheckName("name", req.Name); err != nil {
 		return model.ProxyPool{}, err
 	}
-	rec := &record.Pool{ID: uuid.NewString(), Name: req.Name, Description: req.Description, NextSeq: 1, CreatedAt: m.now()}
+	if err := req.Cooldown.Validate("cooldown"); err != nil {
+		return model.ProxyPool{}, err
+	}
+	rec := &record.Pool{ID: uuid.NewString(), Name: req.Name, Description: req.Description, Cooldown: req.Cooldown, NextSeq: 1, CreatedAt: m.now()}
 	rev, err := m.store.CreatePool(ctx, rec)
 	if errors.Is(err, model.ErrConflict) {
 		var taken *record.Pool
@@ -103,12 +106,16 @@ func (m *Manager) updatePool(ctx context.Context, name string, fn func(*record.P
 	return rec, nil
 }
 
-// UpdatePool changes a pool's description and health-check settings.
+// UpdatePool changes a pool's description, health-check and cooldown
+// settings.
 func (m *Manager) UpdatePool(ctx context.Context, req model.PoolUpdateRequest) (model.ProxyPool, error) {
 	if err := model.CheckName("name", req.Name); err != nil {
 		return model.ProxyPool{}, err
 	}
 	if err := checkHealthCheck(req.HealthCheck.Value); err != nil {
+		return model.ProxyPool{}, err
+	}
+	if err := req.Cooldown.Value.Validate("cooldown"); err != nil {
 		return model.ProxyPool{}, err
 	}
 	rec, err := m.updatePool(ctx, req.Name, func(r *record.Pool) error {
@@ -117,6 +124,9 @@ func (m *Manager) UpdatePool(ctx context.Context, req model.PoolUpdateRequest) (
 		}
 		if req.HealthCheck.Set {
 			r.HealthCheck = req.HealthCheck.Value
+		}
+		if req.Cooldown.Set {
+			r.Cooldown = req.Cooldown.Value
 		}
 		return nil
 	})

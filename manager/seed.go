@@ -24,6 +24,7 @@ type SeedPool struct {
 	Name        string             `json:"name"`
 	Description *string            `json:"description,omitempty"`
 	HealthCheck *model.HealthCheck `json:"health_check,omitempty"`
+	Cooldown    *model.Cooldown    `json:"cooldown,omitempty"`
 	Proxies     []model.ProxyInput `json:"proxies"`
 }
 
@@ -62,9 +63,16 @@ func (m *Manager) Seed(ctx context.Context, f SeedFile) (SeedResult, error) {
 		case !errors.Is(err, model.ErrConflict):
 			return res, fmt.Errorf("seed pool %q: %w", p.Name, err)
 		}
-		if p.HealthCheck != nil {
-			if _, err := m.UpdatePool(ctx, model.PoolUpdateRequest{Name: p.Name, HealthCheck: model.Some(*p.HealthCheck)}); err != nil {
-				return res, fmt.Errorf("seed pool %q health check: %w", p.Name, err)
+		if p.HealthCheck != nil || p.Cooldown != nil {
+			upd := model.PoolUpdateRequest{Name: p.Name}
+			if p.HealthCheck != nil {
+				upd.HealthCheck = model.Some(*p.HealthCheck)
+			}
+			if p.Cooldown != nil {
+				upd.Cooldown = model.Some(*p.Cooldown)
+			}
+			if _, err := m.UpdatePool(ctx, upd); err != nil {
+				return res, fmt.Errorf("seed pool %q settings: %w", p.Name, err)
 			}
 		}
 		present := map[string]bool{}

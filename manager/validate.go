@@ -2,7 +2,9 @@ package manager
 
 import (
 	"fmt"
+	"github.com/google/uuid"
 	"math"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -18,6 +20,7 @@ type acquireParams struct {
 	selector  model.Selector
 	wait      time.Duration
 	requestID string
+	exclude   map[string]struct{}
 	// begun is the wall-clock start, for the wait deadline: the store's
 	// clock may be a test's.
 	begun time.Time
@@ -46,7 +49,7 @@ func (m *Manager) checkAcquire(req model.AcquireRequest) (acquireParams, error) 
 	}
 	if req.Selector != nil {
 		if !req.Selector.Valid() {
-			return p, fmt.Errorf("%w: selector must be first_available, least_used, round_robin or random, got %q", model.ErrBadRequest, *req.Selector)
+			return p, fmt.Errorf("%w: selector must be first_available, least_used, round_robin, random or lowest_latency, got %q", model.ErrBadRequest, *req.Selector)
 		}
 		p.selector = *req.Selector
 	}
@@ -64,7 +67,31 @@ func (m *Manager) checkAcquire(req model.AcquireRequest) (acquireParams, error) 
 		}
 		p.requestID = *req.RequestID
 	}
+	exclude, err := checkExclude(req.ExcludeProxyIDs)
+	if err != nil {
+		return p, err
+	}
+	p.exclude = exclude
 	return p, nil
+}
+
+// checkExclude checks exclude_proxy_ids: at most 100 UUID strings (any
+// version). An id that names no proxy is fine: it is never chosen anyway.
+func checkExclude(ids []string) (map[string]struct{}, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	if len(ids) > model.MaxExcludeProxyIDs {
+		return nil, fmt.Errorf("%w: exclude_proxy_ids must hold at most %d ids, got %d", model.ErrBadRequest, model.MaxExcludeProxyIDs, len(ids))
+	}
+	set := make(map[string]struct{}, len(ids))
+	for i, id := range ids {
+		if _, err := uuid.Parse(id); err != nil || len(id) != 36 {
+			return nil, fmt.Errorf("%w: exclude_proxy_ids[%d] must be a UUID, got %q", model.ErrBadRequest, i, id)
+		}
+		set[strings.ToLower(id)] = struct{}{}
+	}
+	return set, nil
 }
 
 // checkDuration applies the default and the bounds 1..max-duration.
@@ -113,7 +140,24 @@ func checkProxyInput(i int, in model.ProxyInput) error {
 	if in.Status != nil && !in.Status.Valid() {
 		return fmt.Errorf("%w: %s.status must be active, inactive, slow or banned, got %q", model.ErrBadRequest, at, *in.Status)
 	}
+	if err := checkCredentials(at+".credentials", in.Credentials); err != nil {
+		return err
+	}
 	return checkCommon(at, in.Latitude, in.Longitude, in.MaxConcurrency)
+}
+
+// checkCredentials refuses blank credentials, as pharox does: a proxy has
+// a user and a password, or no credentials at all.
+func checkCredentials(field string, c *model.Credentials) error {
+	switch {
+	case c == nil:
+		return nil
+	case c.User == "":
+		return fmt.Errorf("%w: %s.user must not be empty (leave credentials out for none)", model.ErrBadRequest, field)
+	case c.Password == "":
+		return fmt.Errorf("%w: %s.password must not be empty (leave credentials out for none)", model.ErrBadRequest, field)
+	}
+	return nil
 }
 
 func checkCommon(at string, lat, lon *float64, maxConc *int) error {
@@ -153,7 +197,29 @@ func checkProxyUpdate(u model.ProxyUpdateRequest) error {
 	if u.Status.Value != nil && !u.Status.Value.Valid() {
 		return fmt.Errorf("%w: status must be active, inactive, slow or banned, got %q", model.ErrBadRequest, *u.Status.Value)
 	}
+	if err := checkCredentials("credentials", u.Credentials.Value); err != nil {
+		return err
+	}
+	if u.ConsecutiveFailures.Set && (u.ConsecutiveFailures.Value == nil || *u.ConsecutiveFailures.Value < 0) {
+		return fmt.Errorf("%w: consecutive_failures must be an integer >= 0", model.ErrBadRequest)
+	}
+	if _, err := cooldownUntil(u.CooldownUntil); err != nil {
+		return err
+	}
 	return checkCommon("proxy", u.Latitude.Value, u.Longitude.Value, u.MaxConcurrency.Value)
+}
+
+// cooldownUntil reads an update's cooldown_until: an RFC 3339 time, or null.
+func cooldownUntil(o model.Optional[string]) (*time.Time, error) {
+	if o.Value == nil {
+		return nil, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, *o.Value)
+	if err != nil {
+		return nil, fmt.Errorf("%w: cooldown_until must be an RFC 3339 time or null, got %q", model.ErrBadRequest, *o.Value)
+	}
+	t = t.UTC()
+	return &t, nil
 }
 
 // checkHealthCheck validates a pool's health-check settings.
@@ -184,6 +250,24 @@ func checkHealthCheck(hc *model.HealthCheck) error {
 		}
 		if o.SlowThresholdMs < 0 {
 			return fmt.Errorf("%w: health_check.options.slow_threshold_ms must be >= 0", model.ErrBadRequest)
+		}
+	}
+	return nil
+}
+
+// checkRelease checks a release's outcome and reason (v1.1): a known
+// outcome, a reason of at most 1024 code points, and no reason without an
+// outcome.
+func checkRelease(req model.ReleaseRequest) error {
+	if req.Outcome != nil && !req.Outcome.Valid() {
+		return fmt.Errorf("%w: outcome must be success or failure, got %q", model.ErrBadRequest, *req.Outcome)
+	}
+	if req.Reason != nil {
+		if req.Outcome == nil {
+			return fmt.Errorf("%w: reason needs an outcome", model.ErrBadRequest)
+		}
+		if n := utf8.RuneCountInString(*req.Reason); n > model.MaxReasonLen {
+			return fmt.Errorf("%w: reason must be at most %d characters, got %d", model.ErrBadRequest, model.MaxReasonLen, n)
 		}
 	}
 	return nil

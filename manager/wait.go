@@ -72,7 +72,8 @@ func (q *waitQueue) add(p acquireParams) (*waiter, func()) {
 
 // offer wakes, first come first served, as many waiting acquires whose
 // filters the proxy matches as it has free slots. It is told of every proxy
-// version the replica installs and of every proxy whose leases ran out.
+// version the replica installs and of every proxy whose leases ran out or
+// whose cooldown ended.
 func (m *Manager) offer(rec *record.Proxy) {
 	if rec.Status != model.ProxyActive {
 		return
@@ -84,26 +85,41 @@ func (m *Manager) offer(rec *record.Proxy) {
 	if l == nil {
 		return
 	}
-	horizon := m.horizon()
+	now := m.now()
+	horizon := now.Add(-m.opts.grace)
 	attrs := rec.Attrs()
-	// A lease of this version that runs out before a waiter's alarm will
-	// free its slot with no write: that waiter sets its alarm again.
+	serves := func(w *waiter) bool {
+		_, out := w.p.exclude[rec.ID]
+		return !out && w.p.filters.Matches(attrs)
+	}
+	// A lease of this version that runs out, or a cooldown that ends,
+	// before a waiter's alarm frees a slot with no write: that waiter sets
+	// its alarm again. Alarms are on the horizon's axis.
 	var next time.Time
 	for _, h := range rec.Holders {
 		if h.ExpiresAt.After(horizon) && (next.IsZero() || h.ExpiresAt.Before(next)) {
 			next = h.ExpiresAt
 		}
 	}
+	cooling := rec.Cooling(now)
+	if cooling {
+		if end := rec.CooldownUntil.Add(-m.opts.grace); next.IsZero() || end.Before(next) {
+			next = end
+		}
+	}
 	if !next.IsZero() {
 		for el := l.Front(); el != nil; el = el.Next() {
 			w := el.Value.(*waiter)
-			if (w.alarm.IsZero() || next.Before(w.alarm)) && w.p.filters.Matches(attrs) {
+			if (w.alarm.IsZero() || next.Before(w.alarm)) && serves(w) {
 				select {
 				case w.rearm <- struct{}{}:
 				default:
 				}
 			}
 		}
+	}
+	if cooling {
+		return
 	}
 	free := -1 // unlimited
 	if rec.MaxConcurrency != nil {
@@ -114,7 +130,7 @@ func (m *Manager) offer(rec *record.Proxy) {
 	}
 	for el := l.Front(); el != nil && free != 0; el = el.Next() {
 		w := el.Value.(*waiter)
-		if !w.p.filters.Matches(attrs) {
+		if !serves(w) {
 			continue
 		}
 		select {
@@ -237,8 +253,9 @@ func (m *Manager) sleep(ctx context.Context, w *waiter, timer *time.Timer, p acq
 }
 
 // nextFreeing is when the earliest lease the replica counts stops counting
-// (its expiry plus the grace), as a duration from now: slots free up then
-// without any write. ok is false when no lease is counted.
+// (its expiry plus the grace) or the earliest cooldown ends, as a duration
+// from now: slots free up then without any write. ok is false when there
+// is neither.
 func (m *Manager) nextFreeing() (time.Duration, bool) {
 	at, ok := m.replica.NextExpiry()
 	if !ok {

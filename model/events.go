@@ -10,6 +10,7 @@ const (
 	EventExpired       = "expired"
 	EventRenewed       = "renewed"
 	EventHealth        = "health"
+	EventCooldown      = "cooldown"
 )
 
 // AcquireEvent is the payload of acquired and acquire_failed (lease null).
@@ -32,6 +33,9 @@ type ReleaseEvent struct {
 	ReleasedAt      time.Time          `json:"released_at"`
 	LeaseDurationMs float64            `json:"lease_duration_ms"`
 	PoolStats       *PoolStatsSnapshot `json:"pool_stats"`
+	// Outcome and Reason are the release's (v1.1), null when not given.
+	Outcome *Outcome `json:"outcome"`
+	Reason  *string  `json:"reason"`
 }
 
 // ExpiredEvent is the payload of expired.
@@ -55,4 +59,14 @@ type HealthEvent struct {
 	PoolName       string            `json:"pool_name"`
 	PreviousStatus ProxyStatus       `json:"previous_status"`
 	Result         HealthCheckResult `json:"result"`
+}
+
+// CooldownEvent is the payload of cooldown (v1.1): a release reporting a
+// failure set or moved the proxy's cooldown_until.
+type CooldownEvent struct {
+	ProxyID             string    `json:"proxy_id"`
+	PoolName            string    `json:"pool_name"`
+	ConsecutiveFailures int       `json:"consecutive_failures"`
+	CooldownUntil       time.Time `json:"cooldown_until"`
+	Reason              *string   `json:"reason"`
 }

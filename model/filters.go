@@ -1,7 +1,11 @@
 package model
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"math"
+	"slices"
 )
 
 // Filter bounds keep a hostile request from costing unbounded work.
@@ -14,6 +18,8 @@ const (
 
 // ProxyFilters is the contract's filter tree; every given condition must hold.
 type ProxyFilters struct {
+	// Protocol (v1.1): the proxy's protocol is one of these.
+	Protocol  Protocols      `json:"protocol"`
 	Source    *string        `json:"source"`
 	Country   *string        `json:"country"`
 	City      *string        `json:"city"`
@@ -44,6 +50,16 @@ func (f *ProxyFilters) validate(depth int, clauses *int) error {
 	if *clauses > MaxFilterClauses {
 		return Errorf(ErrBadRequest, "filters have more than %d clauses", MaxFilterClauses)
 	}
+	if f.Protocol != nil {
+		if len(f.Protocol) == 0 {
+			return fmt.Errorf("%w: filters protocol must be a protocol or a non-empty list of them, got []", ErrBadRequest)
+		}
+		for _, p := range f.Protocol {
+			if !p.Valid() {
+				return fmt.Errorf("%w: filters protocol must be http, https, socks4 or socks5, got %q", ErrBadRequest, p)
+			}
+		}
+	}
 	if (f.Latitude == nil) != (f.Longitude == nil) {
 		return Errorf(ErrBadRequest, "filters latitude and longitude must be given together")
 	}
@@ -73,6 +89,7 @@ func (f *ProxyFilters) validate(depth int, clauses *int) error {
 
 // Attrs are the proxy attributes filters look at.
 type Attrs struct {
+	Protocol                   Protocol
 	Source, Country, City, ISP *string
 	ASN                        *int64
 	Latitude, Longitude        *float64
@@ -80,7 +97,7 @@ type Attrs struct {
 
 // Attrs returns the attributes of p that filters look at.
 func (p *Proxy) Attrs() Attrs {
-	return Attrs{Source: p.Source, Country: p.Country, City: p.City, ISP: p.ISP, ASN: p.ASN, Latitude: p.Latitude, Longitude: p.Longitude}
+	return Attrs{Protocol: p.Protocol, Source: p.Source, Country: p.Country, City: p.City, ISP: p.ISP, ASN: p.ASN, Latitude: p.Latitude, Longitude: p.Longitude}
 }
 
 // Matches reports whether a proxy with attributes p satisfies every
@@ -88,6 +105,9 @@ func (p *Proxy) Attrs() Attrs {
 func (f *ProxyFilters) Matches(p Attrs) bool {
 	if f == nil {
 		return true
+	}
+	if f.Protocol != nil && !slices.Contains(f.Protocol, p.Protocol) {
+		return false
 	}
 	if !strEq(f.Source, p.Source) || !strEq(f.Country, p.Country) ||
 		!strEq(f.City, p.City) || !strEq(f.ISP, p.ISP) {
@@ -145,4 +165,44 @@ func HaversineKm(lat1, lon1, lat2, lon2 float64) float64 {
 
 func strEq(want, have *string) bool {
 	return want == nil || (have != nil && *have == *want)
+}
+
+// Protocols is the protocol filter: one protocol or a list of them. It
+// decodes from a string or an array (an empty array stays non-nil, so that
+// validation refuses it) and encodes as an array; nil is no condition.
+type Protocols []Protocol
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (p *Protocols) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case bytes.Equal(b, []byte("null")):
+		*p = nil
+		return nil
+	case len(b) > 0 && b[0] == '"':
+		var one Protocol
+		if err := json.Unmarshal(b, &one); err != nil {
+			return err
+		}
+		*p = Protocols{one}
+		return nil
+	}
+	var list []Protocol
+	if err := json.Unmarshal(b, &list); err != nil {
+		// Not wrapped: the decoder's own words would name no field.
+		return fmt.Errorf("filters protocol must be a protocol or a list of them, got JSON %.40s", b)
+	}
+	if list == nil {
+		list = Protocols{}
+	}
+	*p = list
+	return nil
+}
+
+// MarshalJSON implements json.Marshaler.
+func (p Protocols) MarshalJSON() ([]byte, error) {
+	if p == nil {
+		return []byte("null"), nil
+	}
+	return json.Marshal([]Protocol(p))
 }

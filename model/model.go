@@ -67,12 +67,15 @@ const (
 	SelectorLeastUsed      Selector = "least_used"
 	SelectorRoundRobin     Selector = "round_robin"
 	SelectorRandom         Selector = "random"
+	// SelectorLowestLatency (v1.1) picks the eligible proxy with the smallest
+	// latency_ms; proxies never measured come last, in added order.
+	SelectorLowestLatency Selector = "lowest_latency"
 )
 
 // Valid reports whether s is one of the contract's selectors.
 func (s Selector) Valid() bool {
 	switch s {
-	case SelectorFirstAvailable, SelectorLeastUsed, SelectorRoundRobin, SelectorRandom:
+	case SelectorFirstAvailable, SelectorLeastUsed, SelectorRoundRobin, SelectorRandom, SelectorLowestLatency:
 		return true
 	}
 	return false
@@ -105,6 +108,15 @@ type Proxy struct {
 	MaxConcurrency *int         `json:"max_concurrency"`
 	CurrentLeases  int          `json:"current_leases"`
 	URL            string       `json:"url"`
+	// LatencyMs is the latency of the last health result recorded for the
+	// proxy (v1.1); null if none was.
+	LatencyMs *float64 `json:"latency_ms"`
+	// ConsecutiveFailures counts the failures reported on release since the
+	// last success (v1.1).
+	ConsecutiveFailures int `json:"consecutive_failures"`
+	// CooldownUntil is when the proxy's last cooldown ends (v1.1); while it
+	// is in the future the proxy is not leased.
+	CooldownUntil *time.Time `json:"cooldown_until"`
 }
 
 // ProxyURL renders scheme://user:pass@host:port with the credentials
@@ -134,13 +146,16 @@ type Lease struct {
 
 // PoolStatsSnapshot is the contract's pool statistics.
 type PoolStatsSnapshot struct {
-	PoolName         string    `json:"pool_name"`
-	TotalProxies     int       `json:"total_proxies"`
-	ActiveProxies    int       `json:"active_proxies"`
-	AvailableProxies int       `json:"available_proxies"`
-	LeasedProxies    int       `json:"leased_proxies"`
-	TotalLeases      int       `json:"total_leases"`
-	CollectedAt      time.Time `json:"collected_at"`
+	PoolName         string `json:"pool_name"`
+	TotalProxies     int    `json:"total_proxies"`
+	ActiveProxies    int    `json:"active_proxies"`
+	AvailableProxies int    `json:"available_proxies"`
+	LeasedProxies    int    `json:"leased_proxies"`
+	TotalLeases      int    `json:"total_leases"`
+	// CoolingProxies are the active proxies in cooldown (v1.1): counted in
+	// ActiveProxies, not in AvailableProxies.
+	CoolingProxies int       `json:"cooling_proxies"`
+	CollectedAt    time.Time `json:"collected_at"`
 }
 
 // Consumer is a named holder of leases.
@@ -155,6 +170,9 @@ type ProxyPool struct {
 	Name        string       `json:"name"`
 	Description *string      `json:"description"`
 	HealthCheck *HealthCheck `json:"health_check"`
+	// Cooldown (v1.1) takes a proxy out of rotation after failures reported
+	// on release; nil is off.
+	Cooldown *Cooldown `json:"cooldown"`
 }
 
 // HealthCheck is a pool's health-check schedule.

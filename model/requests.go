@@ -79,12 +79,19 @@ type AcquireRequest struct {
 	Selector        *Selector     `json:"selector,omitempty"`
 	WaitSeconds     *float64      `json:"wait_seconds,omitempty"`
 	RequestID       *string       `json:"request_id,omitempty"`
+	// ExcludeProxyIDs (v1.1) are never chosen, whatever the selector and
+	// filters: at most 100 UUID strings.
+	ExcludeProxyIDs []string `json:"exclude_proxy_ids,omitempty"`
 }
 
 // ReleaseRequest is the body of pharox.release.
 type ReleaseRequest struct {
 	LeaseID      string  `json:"lease_id"`
 	ConsumerName *string `json:"consumer_name,omitempty"`
+	// Outcome and Reason (v1.1) report how the proxy did; a Reason needs an
+	// Outcome. See ReleaseSuccess and ReleaseFailure.
+	Outcome *Outcome `json:"outcome,omitempty"`
+	Reason  *string  `json:"reason,omitempty"`
 }
 
 // RenewRequest is the body of pharox.renew.
@@ -109,8 +116,9 @@ type StatsRequest struct {
 
 // PoolCreateRequest is the body of pharox.admin.pools.create.
 type PoolCreateRequest struct {
-	Name        string  `json:"name"`
-	Description *string `json:"description,omitempty"`
+	Name        string    `json:"name"`
+	Description *string   `json:"description,omitempty"`
+	Cooldown    *Cooldown `json:"cooldown,omitempty"`
 }
 
 // PoolUpdateRequest is the body of pharox.admin.pools.update.
@@ -118,6 +126,7 @@ type PoolUpdateRequest struct {
 	Name        string                `json:"name"`
 	Description Optional[string]      `json:"description,omitzero"`
 	HealthCheck Optional[HealthCheck] `json:"health_check,omitzero"`
+	Cooldown    Optional[Cooldown]    `json:"cooldown,omitzero"`
 }
 
 // PoolDeleteRequest is the body of pharox.admin.pools.delete.
@@ -179,6 +188,10 @@ type ProxyUpdateRequest struct {
 	ISP            Optional[string]      `json:"isp,omitzero"`
 	ASN            Optional[int64]       `json:"asn,omitzero"`
 	MaxConcurrency Optional[int]         `json:"max_concurrency,omitzero"`
+	// ConsecutiveFailures (>= 0, not null) and CooldownUntil (an RFC 3339
+	// time, or null to end a cooldown) are v1.1's feedback state.
+	ConsecutiveFailures Optional[int]    `json:"consecutive_failures,omitzero"`
+	CooldownUntil       Optional[string] `json:"cooldown_until,omitzero"`
 }
 
 // ProxyDeleteRequest is the body of pharox.admin.proxies.delete.
@@ -265,6 +278,17 @@ type HealthCheckRequest struct {
 	PoolName *string             `json:"pool_name,omitempty"`
 	Limit    *int                `json:"limit,omitempty"`
 	Options  *HealthCheckOptions `json:"options,omitempty"`
+}
+
+// HealthLastRequest is the body of pharox.admin.health.last (v1.1).
+type HealthLastRequest struct {
+	ProxyID string `json:"proxy_id"`
+}
+
+// HealthLastReply is the reply of pharox.admin.health.last: the last result
+// recorded for the proxy, or null.
+type HealthLastReply struct {
+	Result *HealthCheckResult `json:"result"`
 }
 
 // HealthCheckReply is the reply of pharox.admin.health.check.

@@ -73,6 +73,8 @@ func (e *Event) UnmarshalJSON(data []byte) error {
 		p = new(model.RenewedEvent)
 	case model.EventHealth:
 		p = new(model.HealthEvent)
+	case model.EventCooldown:
+		p = new(model.CooldownEvent)
 	default:
 		var raw json.RawMessage
 		p = &raw // a newer worker's event: passed on as it is

@@ -21,6 +21,7 @@ type Pool struct {
 	Name        string             `json:"name"`
 	Description *string            `json:"description"`
 	HealthCheck *model.HealthCheck `json:"health_check"`
+	Cooldown    *model.Cooldown    `json:"cooldown,omitempty"`
 	// NextSeq hands out the added order of proxies: an add reserves a range
 	// with one CAS on this record.
 	NextSeq   uint64    `json:"next_seq"`
@@ -34,7 +35,7 @@ type Pool struct {
 
 // Model returns the contract's view of the pool.
 func (r *Pool) Model() model.ProxyPool {
-	return model.ProxyPool{ID: r.ID, Name: r.Name, Description: r.Description, HealthCheck: r.HealthCheck}
+	return model.ProxyPool{ID: r.ID, Name: r.Name, Description: r.Description, HealthCheck: r.HealthCheck, Cooldown: r.Cooldown}
 }
 
 // Holder is one lease counted against a proxy. The holders of a proxy live in
@@ -84,6 +85,53 @@ type Proxy struct {
 	ASN            *int64             `json:"asn"`
 	MaxConcurrency *int               `json:"max_concurrency"`
 	Holders        []Holder           `json:"holders"`
+	// The v1.1 feedback state lives in the record, so every worker sees it
+	// through its replica and the write that frees a slot records it. A
+	// record written before v1.1 has none of these keys: zero and nil.
+	Health              *Health    `json:"health,omitempty"`
+	ConsecutiveFailures int        `json:"consecutive_failures,omitempty"`
+	CooldownUntil       *time.Time `json:"cooldown_until,omitempty"`
+}
+
+// Health is the last health result recorded for a proxy (its proxy_id is
+// the record's).
+type Health struct {
+	Status       model.ProxyStatus `json:"status"`
+	LatencyMs    float64           `json:"latency_ms"`
+	Protocol     model.Protocol    `json:"protocol"`
+	Attempts     int               `json:"attempts"`
+	StatusCode   *int              `json:"status_code,omitempty"`
+	CheckedAt    time.Time         `json:"checked_at"`
+	ErrorMessage *string           `json:"error_message,omitempty"`
+}
+
+// HealthOf keeps res as a record's last health result.
+func HealthOf(res model.HealthCheckResult) *Health {
+	return &Health{Status: res.Status, LatencyMs: res.LatencyMs, Protocol: res.Protocol, Attempts: res.Attempts,
+		StatusCode: res.StatusCode, CheckedAt: res.CheckedAt.UTC(), ErrorMessage: res.ErrorMessage}
+}
+
+// LastHealth is the proxy's last health result, or nil.
+func (r *Proxy) LastHealth() *model.HealthCheckResult {
+	if r.Health == nil {
+		return nil
+	}
+	h := r.Health
+	return &model.HealthCheckResult{ProxyID: r.ID, Status: h.Status, LatencyMs: h.LatencyMs, Protocol: h.Protocol,
+		Attempts: max(h.Attempts, 1), StatusCode: h.StatusCode, CheckedAt: h.CheckedAt, ErrorMessage: h.ErrorMessage}
+}
+
+// Latency is the latency of the last health result, if there is one.
+func (r *Proxy) Latency() (float64, bool) {
+	if r.Health == nil {
+		return 0, false
+	}
+	return r.Health.LatencyMs, true
+}
+
+// Cooling reports whether the proxy is in cooldown at t.
+func (r *Proxy) Cooling(t time.Time) bool {
+	return r.CooldownUntil != nil && r.CooldownUntil.After(t)
 }
 
 // NewProxy is a new proxy of pool at added-order position seq.
@@ -152,7 +200,7 @@ func (r *Proxy) HasRoom(t time.Time) bool {
 
 // Model returns the contract's view of the proxy, leases judged at t.
 func (r *Proxy) Model(t time.Time) model.Proxy {
-	return model.Proxy{
+	p := model.Proxy{
 		ID: r.ID, PoolID: r.PoolID, PoolName: r.PoolName,
 		Host: r.Host, Port: r.Port, Protocol: r.Protocol, Status: r.Status,
 		CheckedAt: r.CheckedAt, Credentials: r.Credentials,
@@ -161,12 +209,22 @@ func (r *Proxy) Model(t time.Time) model.Proxy {
 		MaxConcurrency: r.MaxConcurrency,
 		CurrentLeases:  r.LiveHolders(t),
 		URL:            model.ProxyURL(r.Protocol, r.Host, r.Port, r.Credentials),
+
+		ConsecutiveFailures: r.ConsecutiveFailures,
 	}
+	if r.CooldownUntil != nil {
+		t := *r.CooldownUntil
+		p.CooldownUntil = &t
+	}
+	if lat, ok := r.Latency(); ok {
+		p.LatencyMs = &lat
+	}
+	return p
 }
 
 // Attrs returns what filters look at.
 func (r *Proxy) Attrs() model.Attrs {
-	return model.Attrs{Source: r.Source, Country: r.Country, City: r.City, ISP: r.ISP, ASN: r.ASN, Latitude: r.Latitude, Longitude: r.Longitude}
+	return model.Attrs{Protocol: r.Protocol, Source: r.Source, Country: r.Country, City: r.City, ISP: r.ISP, ASN: r.ASN, Latitude: r.Latitude, Longitude: r.Longitude}
 }
 
 // Clone copies r deeply enough that a change of the copy's holders leaves r

@@ -12,23 +12,26 @@ import (
 // replica applies, so a stats read or an event's pool_stats costs the same
 // for 10 proxies as for 100,000.
 type poolCounts struct {
-	total, active, available, leased, leases int
+	total, active, available, leased, leases, cooling int
 }
 
 // entryCounts is what one proxy adds to its pool's counts, packed small
 // because one is kept per proxy.
 type entryCounts struct {
-	leases            int32
-	active, available bool
+	leases                     int32
+	active, available, cooling bool
 }
 
-// contribution is what one proxy adds to its pool's counts at time t.
-func contribution(rec *record.Proxy, t time.Time) entryCounts {
+// contribution is what one proxy adds to its pool's counts at horizon t:
+// leases count until t passes their expiry, and a cooldown lasts until the
+// clock (t plus the grace) passes its end.
+func (r *Replica) contribution(rec *record.Proxy, t time.Time) entryCounts {
 	live := rec.LiveHolders(t)
 	c := entryCounts{leases: int32(live)}
 	if rec.Status == model.ProxyActive {
 		c.active = true
-		c.available = rec.MaxConcurrency == nil || live < *rec.MaxConcurrency
+		c.cooling = rec.Cooling(t.Add(r.grace))
+		c.available = !c.cooling && (rec.MaxConcurrency == nil || live < *rec.MaxConcurrency)
 	}
 	return c
 }
@@ -39,6 +42,7 @@ func (p *poolCounts) add(c entryCounts, sign int) {
 	p.available += sign * b2i(c.available)
 	p.leased += sign * b2i(c.leases > 0)
 	p.leases += sign * int(c.leases)
+	p.cooling += sign * b2i(c.cooling)
 }
 
 func b2i(b bool) int {
@@ -48,8 +52,10 @@ func b2i(b bool) int {
 	return 0
 }
 
-// expiry is the moment a holder stops counting. Leases expire without any
-// write, so the counts are advanced through these in time order.
+// expiry is the moment a holder stops counting, or a cooldown ends (no
+// lease id). Both happen without any write, so the counts are advanced
+// through these in time order. at is on the horizon's axis: a cooldown
+// that ends at the clock's u is due at u minus the grace.
 type expiry struct {
 	at      time.Time
 	proxyID string
@@ -82,10 +88,13 @@ func (r *Replica) countChange(old, new *proxyEntry) {
 	if new == nil {
 		return
 	}
-	new.counted = contribution(new.rec, r.countsAt)
+	new.counted = r.contribution(new.rec, r.countsAt)
 	r.countsFor(new.rec.PoolID).add(new.counted, +1)
 	if new.counted.available {
 		r.indexFor(new.rec.PoolID).insert(new)
+	}
+	if new.counted.cooling && (old == nil || !old.counted.cooling || !sameTime(old.rec.CooldownUntil, new.rec.CooldownUntil)) {
+		heap.Push(&r.expiries, expiry{at: new.rec.CooldownUntil.Add(-r.grace), proxyID: new.rec.ID})
 	}
 	for _, h := range new.rec.Holders {
 		if !h.ExpiresAt.After(r.countsAt) {
@@ -101,10 +110,11 @@ func (r *Replica) countChange(old, new *proxyEntry) {
 }
 
 // Advance brings the counts and indexes to horizon by applying, in order,
-// every lease expiry up to it, and returns the proxies whose slots those
-// expiries freed, once each. No write tells of a lease that runs out, so
-// the caller tells whoever waits for a slot (as it does for an installed
-// version). Picks and stats read the counts as they are: advance first.
+// every lease expiry and cooldown end up to it, and returns the proxies
+// whose slots those freed, once each. No write tells of a lease that runs
+// out or a cooldown that ends, so the caller tells whoever waits for a
+// slot (as it does for an installed version). Picks and stats read the
+// counts as they are: advance first.
 func (r *Replica) Advance(horizon time.Time) []*record.Proxy {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -116,7 +126,15 @@ func (r *Replica) Advance(horizon time.Time) []*record.Proxy {
 	for len(r.expiries) > 0 && !r.expiries[0].at.After(horizon) {
 		x := heap.Pop(&r.expiries).(expiry)
 		e := r.proxies[x.proxyID]
-		if e == nil || e.rec.Holder(x.leaseID) < 0 {
+		if e == nil {
+			continue
+		}
+		if x.leaseID == "" {
+			// A cooldown's end: only the version that set it still counts it.
+			if !e.counted.cooling || !e.rec.CooldownUntil.Add(-r.grace).Equal(x.at) {
+				continue
+			}
+		} else if e.rec.Holder(x.leaseID) < 0 {
 			continue
 		}
 		c := r.countsFor(e.rec.PoolID)
@@ -124,7 +142,7 @@ func (r *Replica) Advance(horizon time.Time) []*record.Proxy {
 		if e.counted.available {
 			r.indexFor(e.rec.PoolID).remove(e)
 		}
-		e.counted = contribution(e.rec, x.at)
+		e.counted = r.contribution(e.rec, x.at)
 		c.add(e.counted, +1)
 		if e.counted.available {
 			r.indexFor(e.rec.PoolID).insert(e)
@@ -158,6 +176,9 @@ type Query struct {
 	// After is the round-robin position: the added order of the proxy this
 	// worker handed out last.
 	After uint64
+	// Exclude are proxy ids never to pick; they are passed over as the
+	// pick meets them, so they cost what they are, not the pool's size.
+	Exclude map[string]struct{}
 }
 
 // Pick chooses one of the pool's available proxies (active and below their
@@ -168,12 +189,13 @@ func (r *Replica) Pick(q Query, ok func(*record.Proxy) bool) *record.Proxy {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if ix := r.index[r.poolID(q.Pool)]; ix != nil {
-		return ix.pick(q.Selector, q.Filters, q.After, ok)
+		return ix.pick(q.Selector, q.Filters, q.After, q.Exclude, ok)
 	}
 	return nil
 }
 
-// NextExpiry is the earliest moment a counted lease expires, if any.
+// NextExpiry is the earliest moment a counted lease expires or a cooldown
+// ends (on the horizon's axis: a cooldown's end minus the grace), if any.
 func (r *Replica) NextExpiry() (time.Time, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -203,7 +225,7 @@ func (r *Replica) StatsWith(rec *record.Proxy, now time.Time) model.PoolStatsSna
 	if old := r.proxies[rec.ID]; old != nil && old.rec.PoolID == rec.PoolID {
 		c.add(old.counted, -1)
 	}
-	c.add(contribution(rec, r.countsAt), +1)
+	c.add(r.contribution(rec, r.countsAt), +1)
 	return c.snapshot(rec.PoolName, now)
 }
 
@@ -230,7 +252,7 @@ func (r *Replica) poolCounts(poolID string) poolCounts {
 
 func (c poolCounts) snapshot(pool string, now time.Time) model.PoolStatsSnapshot {
 	return model.PoolStatsSnapshot{PoolName: pool, CollectedAt: now, TotalProxies: c.total, ActiveProxies: c.active,
-		AvailableProxies: c.available, LeasedProxies: c.leased, TotalLeases: c.leases}
+		AvailableProxies: c.available, LeasedProxies: c.leased, TotalLeases: c.leases, CoolingProxies: c.cooling}
 }
 
 // Stats returns a pool's statistics as of the last Advance, collected at
@@ -240,4 +262,8 @@ func (r *Replica) Stats(pool string, now time.Time) model.PoolStatsSnapshot {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.poolCounts(r.poolID(pool)).snapshot(pool, now)
+}
+
+func sameTime(a, b *time.Time) bool {
+	return a == b || (a != nil && b != nil && a.Equal(*b))
 }

@@ -12,14 +12,16 @@ import (
 	"github.com/pharox/pharox-nats/record"
 )
 
-// TestCountsMatchBruteForce drives the replica with random proxy versions,
-// deletions and the passing of time, and checks after every step that the
-// incremental pool counts equal a full scan of the pool.
+// TestCountsMatchBruteForce drives the replica with random proxy versions
+// (leases, limits, cooldowns), deletions and the passing of time, and
+// checks after every step that the incremental pool counts equal a full
+// scan of the pool.
 func TestCountsMatchBruteForce(t *testing.T) {
 	for seed := uint64(1); seed <= 20; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, seed))
-			r := withPools(New(), "a", "b")
+			grace := time.Duration(seed%2) * 500 * time.Millisecond
+			r := withPools(New(WithGrace(grace)), "a", "b")
 			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 			rev := uint64(0)
 			pools := []string{"a", "b"}
@@ -46,6 +48,13 @@ func TestCountsMatchBruteForce(t *testing.T) {
 					if len(rec.Holders) > 0 && rng.IntN(3) == 0 {
 						rec.Holders = rec.Holders[1:]
 					}
+					if old, _, ok := r.Proxy(id); ok && rng.IntN(2) == 0 {
+						rec.CooldownUntil = old.CooldownUntil // kept, as most writes do
+					}
+					if rng.IntN(4) == 0 {
+						until := now.Add(time.Duration(rng.IntN(12000)-2000) * time.Millisecond)
+						rec.CooldownUntil = &until
+					}
 					if len(rec.Holders) > 0 && rng.IntN(4) == 0 { // a renew
 						rec.Holders[0].ExpiresAt = now.Add(time.Duration(rng.IntN(30)) * time.Second)
 					}
@@ -56,10 +65,11 @@ func TestCountsMatchBruteForce(t *testing.T) {
 					now = now.Add(time.Duration(rng.IntN(4000)) * time.Millisecond)
 				}
 				for _, pool := range pools {
-					got := stats(r, pool, now)
+					got := stats(r, pool, now.Add(-grace))
+					got.CollectedAt = now
 					want := model.PoolStatsSnapshot{PoolName: pool, CollectedAt: now}
 					r.Members(pool, 0, func(rec *record.Proxy) bool {
-						live := rec.LiveHolders(now)
+						live := rec.LiveHolders(now.Add(-grace))
 						want.TotalProxies++
 						want.TotalLeases += live
 						if live > 0 {
@@ -67,7 +77,11 @@ func TestCountsMatchBruteForce(t *testing.T) {
 						}
 						if rec.Status == model.ProxyActive {
 							want.ActiveProxies++
-							if rec.MaxConcurrency == nil || live < *rec.MaxConcurrency {
+							cooling := rec.Cooling(now)
+							if cooling {
+								want.CoolingProxies++
+							}
+							if !cooling && (rec.MaxConcurrency == nil || live < *rec.MaxConcurrency) {
 								want.AvailableProxies++
 							}
 						}

@@ -11,13 +11,16 @@ import (
 	"github.com/pharox/pharox-nats/record"
 )
 
-// poolIndex holds a pool's available proxies (active, below their limit as
-// of the replica's counts time) in the orders selectors need, so that a
-// pick looks at candidates, not at the whole pool:
+// poolIndex holds a pool's available proxies (active, below their limit and
+// not cooling down as of the replica's counts time) in the orders selectors
+// need, so that a pick looks at candidates, not at the whole pool:
 //   - bySeq: added order (first_available, round_robin, filtered scans);
 //   - byUse: fewest active leases, then added order (least_used);
-//   - byAttr: per exact-match attribute value (source, country, city, isp,
-//     asn), in added order;
+//   - byLat: the measured proxies by lowest latency_ms, then added order
+//     (lowest_latency; the never measured come after them in added order,
+//     which is bySeq's);
+//   - byAttr: per exact-match attribute value (protocol, source, country,
+//     city, isp, asn), in added order;
 //   - byCell: by 1° latitude/longitude cell, then added order, for
 //     coordinate filters (one tree: most cells hold a proxy or two, and a
 //     tree per cell would cost more than its proxies);
@@ -26,6 +29,7 @@ import (
 type poolIndex struct {
 	bySeq  *sortedList[seqItem]
 	byUse  *sortedList[useItem]
+	byLat  *sortedList[latItem]
 	byAttr map[string]*sortedList[seqItem]
 	byCell *sortedList[cellItem]
 	list   []*proxyEntry
@@ -40,6 +44,13 @@ type useItem struct {
 	leases int32
 	seq    uint64
 	e      *proxyEntry
+}
+
+// latItem orders by latency; the added order comes from the entry, which
+// keeps the item small (one per measured proxy).
+type latItem struct {
+	ms float64
+	e  *proxyEntry
 }
 
 type cell struct{ lat, lon int16 }
@@ -59,6 +70,19 @@ func lessUse(a, b useItem) bool {
 	return a.seq < b.seq
 }
 
+func lessLat(a, b latItem) bool {
+	if a.ms != b.ms {
+		return a.ms < b.ms
+	}
+	return a.e.rec.Seq < b.e.rec.Seq
+}
+
+// latOf is e's place in byLat; ok is false for a proxy never measured.
+func latOf(e *proxyEntry) (latItem, bool) {
+	ms, ok := e.rec.Latency()
+	return latItem{ms, e}, ok
+}
+
 func lessCell(a, b cellItem) bool {
 	if a.c != b.c {
 		return a.c.lat < b.c.lat || (a.c.lat == b.c.lat && a.c.lon < b.c.lon)
@@ -70,6 +94,7 @@ func newPoolIndex() *poolIndex {
 	return &poolIndex{
 		bySeq:  newSortedList(lessSeq),
 		byUse:  newSortedList(lessUse),
+		byLat:  newSortedList(lessLat),
 		byAttr: map[string]*sortedList[seqItem]{},
 		byCell: newSortedList(lessCell),
 	}
@@ -77,6 +102,7 @@ func newPoolIndex() *poolIndex {
 
 // attrKeys are the exact-match keys a record is indexed under.
 func attrKeys(r *record.Proxy, fn func(string)) {
+	fn(protocolKey(r.Protocol))
 	if r.Source != nil {
 		fn("s\x00" + *r.Source)
 	}
@@ -94,6 +120,22 @@ func attrKeys(r *record.Proxy, fn func(string)) {
 	}
 }
 
+// protocolKey is the attribute key of a protocol; the four of the contract
+// are constants, so that indexing a proxy allocates nothing for it.
+func protocolKey(p model.Protocol) string {
+	switch p {
+	case model.ProtocolHTTP:
+		return "p\x00http"
+	case model.ProtocolHTTPS:
+		return "p\x00https"
+	case model.ProtocolSOCKS4:
+		return "p\x00socks4"
+	case model.ProtocolSOCKS5:
+		return "p\x00socks5"
+	}
+	return "p\x00" + string(p)
+}
+
 func cellOf(lat, lon float64) cell {
 	a, o := math.Floor(lat), math.Floor(lon)
 	if a >= 90 {
@@ -109,6 +151,9 @@ func (ix *poolIndex) insert(e *proxyEntry) {
 	it := seqItem{e.rec.Seq, e}
 	ix.bySeq.ReplaceOrInsert(it)
 	ix.byUse.ReplaceOrInsert(useItem{e.counted.leases, e.rec.Seq, e})
+	if it, ok := latOf(e); ok {
+		ix.byLat.ReplaceOrInsert(it)
+	}
 	attrKeys(e.rec, func(k string) {
 		t := ix.byAttr[k]
 		if t == nil {
@@ -131,6 +176,9 @@ func (ix *poolIndex) remove(e *proxyEntry) {
 		return
 	}
 	ix.byUse.Delete(useItem{leases: e.counted.leases, seq: e.rec.Seq})
+	if it, ok := latOf(e); ok {
+		ix.byLat.Delete(it)
+	}
 	attrKeys(e.rec, func(k string) {
 		if t := ix.byAttr[k]; t != nil {
 			t.Delete(it)
@@ -150,11 +198,38 @@ func (ix *poolIndex) remove(e *proxyEntry) {
 }
 
 // Pick chooses among the pool's available proxies by the selector. ok
-// reports whether a candidate passes; after is the round-robin position.
-// It is called under the replica's read lock.
-func (ix *poolIndex) pick(sel model.Selector, f *model.ProxyFilters, after uint64, ok func(*record.Proxy) bool) *record.Proxy {
-	match := func(e *proxyEntry) bool { return f.Matches(e.rec.Attrs()) && ok(e.rec) }
+// reports whether a candidate passes; after is the round-robin position;
+// excluded proxies are passed over. It is called under the replica's read
+// lock.
+func (ix *poolIndex) pick(sel model.Selector, f *model.ProxyFilters, after uint64, exclude map[string]struct{}, ok func(*record.Proxy) bool) *record.Proxy {
+	match := func(e *proxyEntry) bool {
+		if _, out := exclude[e.rec.ID]; out {
+			return false
+		}
+		return f.Matches(e.rec.Attrs()) && ok(e.rec)
+	}
 	switch sel {
+	case model.SelectorLowestLatency:
+		var found *record.Proxy
+		ix.byLat.Ascend(func(it latItem) bool {
+			if match(it.e) {
+				found = it.e.rec
+				return false
+			}
+			return true
+		})
+		if found != nil {
+			return found
+		}
+		// No measured proxy passes: the never measured, in added order.
+		ix.scan(f, 0, func(e *proxyEntry) bool {
+			if _, measured := e.rec.Latency(); !measured && match(e) {
+				found = e.rec
+				return false
+			}
+			return true
+		})
+		return found
 	case model.SelectorLeastUsed:
 		var found *record.Proxy
 		ix.byUse.Ascend(func(it useItem) bool {
@@ -222,12 +297,12 @@ func (ix *poolIndex) pick(sel model.Selector, f *model.ProxyFilters, after uint6
 
 // scan visits, in added order from seq from, a superset of the available
 // proxies that can match f: the narrowest index the filter's top level
-// allows.
+// allows. A protocol list is the union of its protocols' lists, merged in
+// added order as it goes.
 func (ix *poolIndex) scan(f *model.ProxyFilters, from uint64, fn func(*proxyEntry) bool) {
-	visit := func(it seqItem) bool { return fn(it.e) }
 	start := seqItem{seq: from}
 	if f != nil {
-		var best *sortedList[seqItem]
+		var best []*sortedList[seqItem]
 		narrowest := ix.bySeq.Len() + 1
 		for _, k := range filterKeys(f) {
 			t := ix.byAttr[k]
@@ -235,7 +310,22 @@ func (ix *poolIndex) scan(f *model.ProxyFilters, from uint64, fn func(*proxyEntr
 				return // nothing available has that value
 			}
 			if t.Len() < narrowest {
-				best, narrowest = t, t.Len()
+				best, narrowest = []*sortedList[seqItem]{t}, t.Len()
+			}
+		}
+		if f.Protocol != nil {
+			var lists []*sortedList[seqItem]
+			n := 0
+			for _, p := range f.Protocol {
+				if t := ix.byAttr[protocolKey(p)]; t != nil && !slices.Contains(lists, t) {
+					lists, n = append(lists, t), n+t.Len()
+				}
+			}
+			if len(lists) == 0 {
+				return // nothing available speaks those protocols
+			}
+			if n < narrowest {
+				best, narrowest = lists, n
 			}
 		}
 		if cells, ok := filterCells(f); ok && len(cells) < narrowest {
@@ -243,11 +333,40 @@ func (ix *poolIndex) scan(f *model.ProxyFilters, from uint64, fn func(*proxyEntr
 			return
 		}
 		if best != nil {
-			best.AscendGreaterOrEqual(start, visit)
+			ascendUnion(best, start, fn)
 			return
 		}
 	}
-	ix.bySeq.AscendGreaterOrEqual(start, visit)
+	ix.bySeq.AscendGreaterOrEqual(start, func(it seqItem) bool { return fn(it.e) })
+}
+
+// ascendUnion visits the items of several lists of disjoint proxies from
+// start, in added order.
+func ascendUnion(lists []*sortedList[seqItem], start seqItem, fn func(*proxyEntry) bool) {
+	if len(lists) == 1 {
+		lists[0].AscendGreaterOrEqual(start, func(it seqItem) bool { return fn(it.e) })
+		return
+	}
+	curs := make([]cursor[seqItem], len(lists))
+	for i, l := range lists {
+		curs[i] = l.seek(start)
+	}
+	for {
+		min := -1
+		for i := range curs {
+			if curs[i].valid() && (min < 0 || curs[i].item().seq < curs[min].item().seq) {
+				min = i
+			}
+		}
+		if min < 0 {
+			return
+		}
+		it := curs[min].item()
+		curs[min].next()
+		if !fn(it.e) {
+			return
+		}
+	}
 }
 
 // scanCells visits the proxies of the given cells in added order.

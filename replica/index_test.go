@@ -2,6 +2,7 @@ package replica
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -15,15 +16,26 @@ import (
 var (
 	testCountries = []string{"AR", "BR", "CL", "US", "DE"}
 	testCities    = []string{"a", "b", "c"}
+	testProtocols = []model.Protocol{model.ProtocolHTTP, model.ProtocolHTTP, model.ProtocolHTTPS, model.ProtocolSOCKS4, model.ProtocolSOCKS5}
+	testLatencies = []float64{0, 12.5, 40, 40, 250, 3000}
 )
 
 func ptr[T any](v T) *T { return &v }
 
 // randomRecord makes a proxy of pool "p" with random attributes, status,
-// limit and holders around t0.
+// limit, holders, latency and cooldown around t0.
 func randomRecord(rng *rand.Rand, seq uint64, t0 time.Time) *record.Proxy {
 	statuses := []model.ProxyStatus{model.ProxyActive, model.ProxyActive, model.ProxyActive, model.ProxyInactive, model.ProxySlow, model.ProxyBanned}
-	r := &record.Proxy{ID: fmt.Sprintf("x%d", seq), PoolID: "p", PoolName: "p", Seq: seq, Status: statuses[rng.IntN(len(statuses))]}
+	r := &record.Proxy{ID: fmt.Sprintf("x%d", seq), PoolID: "p", PoolName: "p", Seq: seq, Status: statuses[rng.IntN(len(statuses))],
+		Protocol: testProtocols[rng.IntN(len(testProtocols))]}
+	if rng.IntN(3) > 0 {
+		r.Health = &record.Health{LatencyMs: testLatencies[rng.IntN(len(testLatencies))] + float64(rng.IntN(2))/8}
+	}
+	if rng.IntN(4) == 0 {
+		until := t0.Add(time.Duration(rng.IntN(20)-5) * time.Second)
+		r.CooldownUntil = &until
+		r.ConsecutiveFailures = 1 + rng.IntN(5)
+	}
 	if rng.IntN(5) > 0 {
 		r.Country = ptr(testCountries[rng.IntN(len(testCountries))])
 	}
@@ -58,6 +70,11 @@ func randomRecord(rng *rand.Rand, seq uint64, t0 time.Time) *record.Proxy {
 // randomFilter makes a filter tree of bounded depth from the same values.
 func randomFilter(rng *rand.Rand, depth int) *model.ProxyFilters {
 	f := &model.ProxyFilters{}
+	if rng.IntN(4) == 0 {
+		for k := 1 + rng.IntN(3); k > 0; k-- {
+			f.Protocol = append(f.Protocol, testProtocols[rng.IntN(len(testProtocols))])
+		}
+	}
 	if rng.IntN(3) == 0 {
 		f.Country = ptr(testCountries[rng.IntN(len(testCountries))])
 	}
@@ -88,12 +105,14 @@ func randomFilter(rng *rand.Rand, depth int) *model.ProxyFilters {
 }
 
 // TestPickMatchesBruteForce checks every selector on the indexes against a
-// scan of the whole pool, over random pools and random filter trees.
+// scan of the whole pool, over random pools (with latencies, protocols and
+// cooldowns), random filter trees and random exclusions.
 func TestPickMatchesBruteForce(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for seed := uint64(1); seed <= 30; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 7))
-		r := withPools(New(), "p")
+		grace := time.Duration(rng.IntN(2)) * time.Second
+		r := withPools(New(WithGrace(grace)), "p")
 		n := 20 + rng.IntN(300)
 		for i := 1; i <= n; i++ {
 			rec := randomRecord(rng, uint64(i), t0)
@@ -110,8 +129,17 @@ func TestPickMatchesBruteForce(t *testing.T) {
 			if f != nil {
 				require.NoError(t, f.Validate())
 			}
+			var exclude map[string]struct{}
+			if q%3 == 0 {
+				exclude = map[string]struct{}{"unknown": {}}
+				for k := rng.IntN(20); k > 0; k-- {
+					exclude[members[rng.IntN(len(members))].ID] = struct{}{}
+				}
+			}
 			eligible := func(rec *record.Proxy) bool {
-				return rec.Status == model.ProxyActive && rec.HasRoom(horizon) && f.Matches(rec.Attrs())
+				_, out := exclude[rec.ID]
+				return !out && rec.Status == model.ProxyActive && rec.HasRoom(horizon) &&
+					!rec.Cooling(horizon.Add(grace)) && f.Matches(rec.Attrs())
 			}
 			var want []*record.Proxy
 			for _, rec := range members {
@@ -120,12 +148,17 @@ func TestPickMatchesBruteForce(t *testing.T) {
 				}
 			}
 			ok := func(rec *record.Proxy) bool { return rec.HasRoom(horizon) }
-			desc := fmt.Sprintf("seed %d query %d filters %+v", seed, q, f)
+			desc := fmt.Sprintf("seed %d query %d filters %+v exclude %d", seed, q, f, len(exclude))
+			pick := func(sel model.Selector, after uint64) *record.Proxy {
+				r.Advance(horizon)
+				return r.Pick(Query{Pool: "p", Selector: sel, Filters: f, After: after, Exclude: exclude}, ok)
+			}
 
-			got := pick(r, "p", model.SelectorFirstAvailable, f, 0, horizon, ok)
+			got := pick(model.SelectorFirstAvailable, 0)
 			if len(want) == 0 {
 				require.Nil(t, got, desc)
-				require.Nil(t, pick(r, "p", model.SelectorRandom, f, 0, horizon, ok), desc)
+				require.Nil(t, pick(model.SelectorRandom, 0), desc)
+				require.Nil(t, pick(model.SelectorLowestLatency, 0), desc)
 				continue
 			}
 			require.NotNil(t, got, desc)
@@ -137,8 +170,23 @@ func TestPickMatchesBruteForce(t *testing.T) {
 					least = w
 				}
 			}
-			got = pick(r, "p", model.SelectorLeastUsed, f, 0, horizon, ok)
+			got = pick(model.SelectorLeastUsed, 0)
 			require.Equal(t, least.ID, got.ID, "least_used "+desc)
+
+			fastest := want[0]
+			latency := func(rec *record.Proxy) float64 {
+				if ms, ok := rec.Latency(); ok {
+					return ms
+				}
+				return math.Inf(1)
+			}
+			for _, w := range want {
+				if latency(w) < latency(fastest) {
+					fastest = w
+				}
+			}
+			got = pick(model.SelectorLowestLatency, 0)
+			require.Equal(t, fastest.ID, got.ID, "lowest_latency "+desc)
 
 			after := want[rng.IntN(len(want))].Seq
 			next := want[0]
@@ -148,10 +196,10 @@ func TestPickMatchesBruteForce(t *testing.T) {
 					break
 				}
 			}
-			got = pick(r, "p", model.SelectorRoundRobin, f, after, horizon, ok)
+			got = pick(model.SelectorRoundRobin, after)
 			require.Equal(t, next.ID, got.ID, "round_robin after %d %s", after, desc)
 
-			got = pick(r, "p", model.SelectorRandom, f, 0, horizon, ok)
+			got = pick(model.SelectorRandom, 0)
 			require.NotNil(t, got, desc)
 			require.True(t, eligible(got), "random "+desc)
 		}
@@ -164,6 +212,52 @@ func withPools(r *Replica, names ...string) *Replica {
 		r.InstallPool(name, &record.Pool{ID: name, Name: name}, uint64(i+1))
 	}
 	return r
+}
+
+// TestCooldownEndsWithoutWrite: a cooling proxy is out of every index until
+// its cooldown_until passes on the clock (the horizon plus the grace), then
+// Advance returns it among the freed, with no new version installed.
+func TestCooldownEndsWithoutWrite(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const grace = time.Second
+	r := withPools(New(WithGrace(grace)), "p")
+	until := t0.Add(10 * time.Second)
+	rec := &record.Proxy{ID: "x1", PoolID: "p", PoolName: "p", Seq: 1, Status: model.ProxyActive, CooldownUntil: &until, ConsecutiveFailures: 3}
+	r.InstallProxy(rec.ID, rec, 1)
+	other := &record.Proxy{ID: "x2", PoolID: "p", PoolName: "p", Seq: 2, Status: model.ProxyInactive, CooldownUntil: &until}
+	r.InstallProxy(other.ID, other, 2)
+	all := func(*record.Proxy) bool { return true }
+
+	require.Empty(t, r.Advance(t0.Add(-grace)))
+	st := r.Stats("p", t0)
+	require.Equal(t, 1, st.CoolingProxies, "only active proxies count as cooling")
+	require.Equal(t, 1, st.ActiveProxies)
+	require.Zero(t, st.AvailableProxies)
+	for _, sel := range []model.Selector{model.SelectorFirstAvailable, model.SelectorLeastUsed, model.SelectorLowestLatency, model.SelectorRoundRobin, model.SelectorRandom} {
+		require.Nil(t, r.Pick(Query{Pool: "p", Selector: sel}, all), sel)
+	}
+	next, ok := r.NextExpiry()
+	require.True(t, ok)
+	require.Equal(t, until.Add(-grace), next, "due on the horizon's axis")
+
+	require.Empty(t, r.Advance(until.Add(-grace-time.Millisecond)), "still cooling a millisecond before")
+	require.Nil(t, r.Pick(Query{Pool: "p"}, all))
+	freed := r.Advance(until.Add(-grace))
+	require.Len(t, freed, 1)
+	require.Equal(t, "x1", freed[0].ID)
+	st = r.Stats("p", until)
+	require.Zero(t, st.CoolingProxies)
+	require.Equal(t, 1, st.AvailableProxies)
+	require.Equal(t, "x1", r.Pick(Query{Pool: "p", Selector: model.SelectorLowestLatency}, all).ID)
+
+	// A later version that moves the cooldown: the old end no longer counts.
+	later := until.Add(5 * time.Second)
+	moved := *rec
+	moved.CooldownUntil = &later
+	r.InstallProxy(moved.ID, &moved, 3)
+	require.Nil(t, r.Pick(Query{Pool: "p"}, all))
+	require.Empty(t, r.Advance(later.Add(-grace-time.Millisecond)))
+	require.Len(t, r.Advance(later.Add(-grace)), 1)
 }
 
 // pick advances r to horizon and picks as an acquire would.
@@ -198,40 +292,59 @@ func TestRandomPickIsUniform(t *testing.T) {
 }
 
 // BenchmarkPick measures a pick on a 100,000-proxy pool whose first 99% of
-// proxies are full, the case a scan of the pool would pay for.
+// proxies are full, the case a scan of the pool would pay for; "cooling/"
+// is the same pool with every tenth proxy cooling down besides.
 func BenchmarkPick(b *testing.B) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	r := withPools(New(), "p")
 	const n = 100000
-	for i := 1; i <= n; i++ {
-		one := 1
-		lat, lon := float64(i%180)-89.5, float64((i/180)%360)-179.5
-		rec := &record.Proxy{ID: fmt.Sprintf("x%d", i), PoolID: "p", PoolName: "p", Seq: uint64(i), Status: model.ProxyActive,
-			MaxConcurrency: &one, Country: ptr(fmt.Sprintf("C%02d", i%50)), Latitude: &lat, Longitude: &lon}
-		if i < n*99/100 {
-			rec.Holders = []record.Holder{{LeaseID: "h", ExpiresAt: t0.Add(time.Hour)}}
+	coolUntil := t0.Add(time.Hour)
+	for _, pool := range []string{"p", "cooling"} {
+		for i := 1; i <= n; i++ {
+			one := 1
+			lat, lon := float64(i%180)-89.5, float64((i/180)%360)-179.5
+			rec := &record.Proxy{ID: fmt.Sprintf("%s%d", pool, i), PoolName: pool, Seq: uint64(i), Status: model.ProxyActive,
+				Protocol: testProtocols[i%len(testProtocols)], MaxConcurrency: &one, Country: ptr(fmt.Sprintf("C%02d", i%50)),
+				Latitude: &lat, Longitude: &lon, Health: &record.Health{LatencyMs: float64(i % 997)}}
+			if i < n*99/100 {
+				rec.Holders = []record.Holder{{LeaseID: "h", ExpiresAt: t0.Add(time.Hour)}}
+			}
+			if pool == "cooling" && i%10 == 0 {
+				rec.CooldownUntil, rec.ConsecutiveFailures = &coolUntil, 3
+			}
+			r.InstallProxy(rec.ID, rec, uint64(i))
 		}
-		r.InstallProxy(rec.ID, rec, uint64(i))
 	}
 	ok := func(*record.Proxy) bool { return true }
 	country := &model.ProxyFilters{Country: ptr("C07")}
 	geo := &model.ProxyFilters{Latitude: ptr(10.0), Longitude: ptr(20.0), RadiusKm: ptr(500.0)}
-	for _, bc := range []struct {
-		name string
-		sel  model.Selector
-		f    *model.ProxyFilters
-	}{
-		{"first_available", model.SelectorFirstAvailable, nil},
-		{"least_used", model.SelectorLeastUsed, nil},
-		{"round_robin", model.SelectorRoundRobin, nil},
-		{"random", model.SelectorRandom, nil},
-		{"country", model.SelectorFirstAvailable, country},
-		{"geo_500km", model.SelectorFirstAvailable, geo},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				pick(r, "p", bc.sel, bc.f, uint64(i%n), t0, ok)
+	socks := &model.ProxyFilters{Protocol: model.Protocols{model.ProtocolSOCKS4, model.ProtocolSOCKS5}}
+	for _, pool := range []string{"p", "cooling"} {
+		for _, bc := range []struct {
+			name string
+			sel  model.Selector
+			f    *model.ProxyFilters
+		}{
+			{"first_available", model.SelectorFirstAvailable, nil},
+			{"least_used", model.SelectorLeastUsed, nil},
+			{"lowest_latency", model.SelectorLowestLatency, nil},
+			{"round_robin", model.SelectorRoundRobin, nil},
+			{"random", model.SelectorRandom, nil},
+			{"country", model.SelectorFirstAvailable, country},
+			{"geo_500km", model.SelectorFirstAvailable, geo},
+			{"protocol_socks", model.SelectorFirstAvailable, socks},
+		} {
+			name := bc.name
+			if pool != "p" {
+				name = pool + "/" + name
 			}
-		})
+			b.Run(name, func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					if pick(r, pool, bc.sel, bc.f, uint64(i%n), t0, ok) == nil {
+						b.Fatal("nothing picked")
+					}
+				}
+			})
+		}
 	}
 }

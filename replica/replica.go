@@ -34,6 +34,9 @@ type Replica struct {
 	index    map[string]*poolIndex  // by pool id, as of countsAt
 	countsAt time.Time
 	expiries expiryHeap
+	// grace is how far the counts' horizon runs behind the clock: leases
+	// are judged at the horizon, cooldowns at the clock.
+	grace time.Duration
 
 	leases *leaseIndex
 
@@ -66,9 +69,17 @@ type poolEntry struct {
 	rev uint64
 }
 
+// Option configures New.
+type Option func(*Replica)
+
+// WithGrace says how far behind the clock the horizons given to Advance
+// run (the workers' expiry grace): a cooldown is judged at the clock, so it
+// ends at its cooldown_until, not grace later.
+func WithGrace(d time.Duration) Option { return func(r *Replica) { r.grace = d } }
+
 // New returns an empty replica.
-func New() *Replica {
-	return &Replica{
+func New(opts ...Option) *Replica {
+	r := &Replica{
 		proxies:  map[string]*proxyEntry{},
 		members:  map[string][]*proxyEntry{},
 		pools:    map[string]*poolEntry{},
@@ -83,6 +94,10 @@ func New() *Replica {
 		maxes:    map[int]*int{},
 		leases:   newLeaseIndex(1 << 14),
 	}
+	for _, opt := range opts {
+		opt(r)
+	}
+	return r
 }
 
 // InstallProxy installs the proxy version the bucket's watch delivered (rec

@@ -128,3 +128,25 @@ func (l *sortedList[T]) search(x T) (int, int) {
 	c := l.chunks[ci]
 	return ci, sort.Search(len(c), func(k int) bool { return !l.less(c[k], x) })
 }
+
+// cursor walks a sortedList in order, for merging several lists lazily.
+type cursor[T any] struct {
+	l     *sortedList[T]
+	ci, i int
+}
+
+// seek returns a cursor at the first item not less than x.
+func (l *sortedList[T]) seek(x T) cursor[T] {
+	ci, i := l.search(x)
+	return cursor[T]{l: l, ci: ci, i: i}
+}
+
+func (c *cursor[T]) valid() bool { return c.ci < len(c.l.chunks) }
+
+func (c *cursor[T]) item() T { return c.l.chunks[c.ci][c.i] }
+
+func (c *cursor[T]) next() {
+	if c.i++; c.i == len(c.l.chunks[c.ci]) {
+		c.ci, c.i = c.ci+1, 0
+	}
+}

@@ -6,23 +6,28 @@
 //
 //   - models: proxy, lease, pool_stats, consumer, proxy_pool, health_check,
 //     health_check_options, health_check_result, proxy_filters, credentials,
-//     error;
+//     cooldown, error;
 //   - requests: <operation>.request (acquire, release, renew, leases_get,
 //     cleanup, stats, pools_create, pools_list, pools_update, pools_delete,
 //     proxies_add, proxies_list, proxies_get, proxies_update, proxies_delete,
-//     consumers_ensure, consumers_list, health_check, health_apply), and the
-//     request-side forms of nested objects: proxy.input, proxy_filters.input,
-//     health_check.input, health_check_options.input;
+//     consumers_ensure, consumers_list, health_check, health_apply,
+//     health_last), and the request-side forms of nested objects:
+//     proxy.input, proxy_filters.input, health_check.input,
+//     health_check_options.input, credentials.input;
 //   - replies: acquire.reply, lease.reply, cleanup.reply, pools_list.reply,
 //     proxies_add.reply, proxies_list.reply, deleted.reply,
-//     consumers_list.reply, health_check.reply; the other operations reply
-//     with a model (see Operation);
+//     consumers_list.reply, health_check.reply, health_last.reply; the other
+//     operations reply with a model (see Operation);
 //   - events: event.acquired, event.acquire_failed, event.released,
-//     event.expired, event.renewed, event.health (and event.acquire, which
-//     accepts either acquire event);
-//   - scalars shared by $ref: uuid, timestamp, timestamp_rfc3339, name,
-//     protocol, proxy_status, lease_status, selector, latitude, longitude,
-//     port.
+//     event.expired, event.renewed, event.health, event.cooldown (and
+//     event.acquire, which accepts either acquire event);
+//   - scalars shared by $ref: uuid, uuid_any, timestamp, timestamp_rfc3339,
+//     name, protocol, proxy_status, lease_status, selector, outcome,
+//     latitude, longitude, port.
+//
+// The v1.1 additions of the contract (feedback on release, cooldowns,
+// lowest_latency, the protocol filter, exclude_proxy_ids, health.last) are
+// in these files; their descriptions say "v1.1".
 //
 // Every $id is https://pharox.dev/schemas/<name>.json and files refer to one
 // another by $id; nothing is fetched from the network.
@@ -195,6 +200,8 @@ func Operation(op string) (request, reply string, ok bool) {
 		return "health_check.request", "health_check.reply", true
 	case "admin.health.apply":
 		return "health_apply.request", "proxy", true
+	case "admin.health.last":
+		return "health_last.request", "health_last.reply", true
 	}
 	return "", "", false
 }
@@ -206,16 +213,16 @@ func Operations() []string {
 		"admin.pools.create", "admin.pools.list", "admin.pools.update", "admin.pools.delete",
 		"admin.proxies.add", "admin.proxies.list", "admin.proxies.get", "admin.proxies.update",
 		"admin.proxies.delete", "admin.consumers.ensure", "admin.consumers.list",
-		"admin.health.check", "admin.health.apply",
+		"admin.health.check", "admin.health.apply", "admin.health.last",
 	}
 }
 
 // Event returns the schema name of an event's payload, given the last token
 // of its subject ("acquired", "acquire_failed", "released", "expired",
-// "renewed", "health"). ok is false for an unknown event.
+// "renewed", "health", "cooldown"). ok is false for an unknown event.
 func Event(event string) (name string, ok bool) {
 	switch event {
-	case "acquired", "acquire_failed", "released", "expired", "renewed", "health":
+	case "acquired", "acquire_failed", "released", "expired", "renewed", "health", "cooldown":
 		return "event." + event, true
 	}
 	return "", false

@@ -99,6 +99,7 @@ func proxyNulls() obj {
 		"checked_at": nil, "credentials": nil, "source": nil, "country": nil, "city": nil,
 		"latitude": nil, "longitude": nil, "isp": nil, "asn": nil,
 		"max_concurrency": nil, "current_leases": 0, "url": "http://10.0.0.1:8080",
+		"latency_ms": nil, "consecutive_failures": 0, "cooldown_until": nil,
 	}
 }
 
@@ -110,6 +111,7 @@ func proxyFull() obj {
 		"source": "vendor-a", "country": "AR", "city": "Buenos Aires",
 		"latitude": -34.6, "longitude": -58.38, "isp": "Telecom", "asn": 7303,
 		"max_concurrency": 2, "current_leases": 1, "url": "socks5://u:p%40ss@[2001:db8::1]:1080",
+		"latency_ms": 12.5, "consecutive_failures": 3, "cooldown_until": ts2,
 	}
 }
 
@@ -130,7 +132,7 @@ func leaseExpired() obj { return mut(leaseActive(), "status", "expired") }
 func poolStats() obj {
 	return obj{
 		"pool_name": "latam", "total_proxies": 3, "active_proxies": 2,
-		"available_proxies": 1, "leased_proxies": 1, "total_leases": 2, "collected_at": ts2,
+		"available_proxies": 1, "leased_proxies": 1, "total_leases": 2, "cooling_proxies": 0, "collected_at": ts2,
 	}
 }
 
@@ -147,7 +149,7 @@ func healthCheck() obj {
 }
 
 func pool() obj {
-	return obj{"id": idPool, "name": "latam", "description": nil, "health_check": nil}
+	return obj{"id": idPool, "name": "latam", "description": nil, "health_check": nil, "cooldown": nil}
 }
 
 func hcResult() obj {
@@ -159,7 +161,7 @@ func hcResult() obj {
 
 func filtersNull() obj {
 	return obj{
-		"source": nil, "country": nil, "city": nil, "isp": nil, "asn": nil,
+		"protocol": nil, "source": nil, "country": nil, "city": nil, "isp": nil, "asn": nil,
 		"latitude": nil, "longitude": nil, "radius_km": nil,
 		"all_of": nil, "any_of": nil, "none_of": nil,
 	}
@@ -253,7 +255,7 @@ func TestExpectedSchemasExist(t *testing.T) {
 		"proxy", "lease", "pool_stats", "consumer", "proxy_pool", "health_check",
 		"health_check_options", "health_check_result", "proxy_filters", "error", "credentials",
 		"event.acquired", "event.acquire_failed", "event.released", "event.expired",
-		"event.renewed", "event.health",
+		"event.renewed", "event.health", "event.cooldown", "cooldown", "outcome", "uuid_any", "credentials.input",
 	} {
 		require.True(t, s.Has(name), name)
 	}
@@ -267,7 +269,7 @@ func TestExpectedSchemasExist(t *testing.T) {
 	require.False(t, found)
 	for _, ev := range []string{
 		model.EventAcquired, model.EventAcquireFailed, model.EventReleased,
-		model.EventExpired, model.EventRenewed, model.EventHealth,
+		model.EventExpired, model.EventRenewed, model.EventHealth, model.EventCooldown,
 	} {
 		name, found := Event(ev)
 		require.True(t, found, ev)
@@ -392,6 +394,11 @@ func TestSchemasMatchGoTypes(t *testing.T) {
 		"proxy_filters":              model.ProxyFilters{},
 		"proxy_filters.input":        model.ProxyFilters{},
 		"credentials":                model.Credentials{},
+		"credentials.input":          model.Credentials{},
+		"cooldown":                   model.Cooldown{},
+		"health_last.request":        model.HealthLastRequest{},
+		"health_last.reply":          model.HealthLastReply{},
+		"event.cooldown":             model.CooldownEvent{},
 		"error":                      model.ErrorBody{},
 		"acquire.request":            model.AcquireRequest{},
 		"release.request":            model.ReleaseRequest{},
@@ -640,7 +647,7 @@ func TestScalars(t *testing.T) {
 	})
 	run(t, s, "selector", []tcase{
 		ok("first_available", `"first_available"`), ok("least_used", `"least_used"`),
-		ok("round_robin", `"round_robin"`), ok("random", `"random"`),
+		ok("round_robin", `"round_robin"`), ok("random", `"random"`), ok("lowest_latency", `"lowest_latency"`),
 		bad("unknown", `"fastest"`, "must be one of"), bad("case", `"Random"`, "must be one of"),
 	})
 	run(t, s, "protocol", []tcase{
@@ -1199,7 +1206,7 @@ func TestEvents(t *testing.T) {
 		bad("omitted selector", mut(acq, "selector", del), "missing property 'selector'"),
 	})
 	rel := obj{"lease": leaseReleased(), "pool_name": "latam", "released_at": ts2,
-		"lease_duration_ms": 300000, "pool_stats": poolStats()}
+		"lease_duration_ms": 300000, "pool_stats": poolStats(), "outcome": nil, "reason": nil}
 	run(t, s, "event.released", []tcase{
 		ok("full", rel),
 		bad("lease active", mut(rel, "lease", leaseActive()), "/lease/status"),

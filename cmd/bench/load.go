@@ -84,6 +84,8 @@ type pairSpec struct {
 	hold     time.Duration
 	limit    int // max_concurrency of the pool's proxies, for the over-lease check (0: none)
 	acquire  func(i int) model.AcquireRequest
+	// release builds the release of a lease (nil: a plain one).
+	release  func(leaseID string) model.ReleaseRequest
 	timeline bool
 	conns    []*nats.Conn
 	prefix   string
@@ -132,7 +134,11 @@ func runPairs(ctx context.Context, spec pairSpec) pairRun {
 					time.Sleep(spec.hold)
 				}
 				v.(*atomic.Int64).Add(-1)
-				if err := c.call("release", model.ReleaseRequest{LeaseID: ar.Lease.ID}, nil); err != nil {
+				rel := model.ReleaseRequest{LeaseID: ar.Lease.ID}
+				if spec.release != nil {
+					rel = spec.release(ar.Lease.ID)
+				}
+				if err := c.call("release", rel, nil); err != nil {
 					errs.Add(1)
 					continue
 				}

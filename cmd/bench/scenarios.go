@@ -368,6 +368,14 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 		rep.Targets = append(rep.Targets, target{Name: "worker memory per proxy (RSS growth right after loading, bytes/1024)", Measured: perProxy / 1024, Needed: 1, Met: perProxy <= 1024})
 	}
 
+	if cfg.scenarios[feedbackScenarioN] {
+		targets, err := feedbackScenario(ctx, cfg, main, add, pairRow, cas[32])
+		if err != nil {
+			return rep, fmt.Errorf("scenario 9: %w", err)
+		}
+		rep.Targets = append(rep.Targets, targets...)
+	}
+
 	for i := range rep.Targets {
 		if !strings.HasPrefix(rep.Targets[i].Name, "worker memory") {
 			rep.Targets[i].Met = rep.Targets[i].Measured >= rep.Targets[i].Needed

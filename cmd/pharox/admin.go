@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -14,9 +15,10 @@ import (
 )
 
 func (a *app) poolsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "pools", Short: "Create, list and delete pools", Args: cobra.ArbitraryArgs, RunE: groupRun}
+	cmd := &cobra.Command{Use: "pools", Short: "Create, list, update and delete pools", Args: cobra.ArbitraryArgs, RunE: groupRun}
 
 	var description string
+	var createCooldown cooldownFlags
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a pool",
@@ -30,6 +32,11 @@ func (a *app) poolsCmd() *cobra.Command {
 			if cmd.Flags().Changed("description") {
 				req.Description = &description
 			}
+			cd, err := createCooldown.build(nil)
+			if err != nil {
+				return err
+			}
+			req.Cooldown = cd
 			p, err := c.CreatePool(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -38,6 +45,7 @@ func (a *app) poolsCmd() *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&description, "description", "", "what the pool is for")
+	createCooldown.register(create.Flags())
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -80,7 +88,7 @@ func (a *app) poolsCmd() *cobra.Command {
 	}
 	del.Flags().BoolVar(&force, "force", false, "release the pool's active leases and delete anyway")
 
-	cmd.AddCommand(create, list, del)
+	cmd.AddCommand(create, list, a.poolsUpdateCmd(), del)
 	return cmd
 }
 
@@ -97,7 +105,7 @@ func (a *app) printPools(pools ...model.ProxyPool) error {
 		return a.printJSON(pools[0])
 	}
 	w := a.table()
-	fmt.Fprintln(w, "NAME\tID\tHEALTH CHECK\tDESCRIPTION")
+	fmt.Fprintln(w, "NAME\tID\tHEALTH CHECK\tCOOLDOWN\tDESCRIPTION")
 	for _, p := range pools {
 		hc := "-"
 		if p.HealthCheck != nil {
@@ -106,7 +114,7 @@ func (a *app) printPools(pools ...model.ProxyPool) error {
 				hc = fmt.Sprintf("every %gs", p.HealthCheck.IntervalSeconds)
 			}
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.Name, p.ID, hc, orDash(p.Description))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.Name, p.ID, hc, fmtCooldown(p.Cooldown), orDash(p.Description))
 	}
 	return w.Flush()
 }
@@ -278,6 +286,8 @@ func validateInput(in model.ProxyInput) error {
 		return fmt.Errorf("longitude must be in [-180, 180], got %v", *in.Longitude)
 	case in.MaxConcurrency != nil && *in.MaxConcurrency < 1:
 		return fmt.Errorf("max_concurrency must be a positive integer (leave it out for unlimited), got %d", *in.MaxConcurrency)
+	case in.Credentials != nil && (in.Credentials.User == "" || in.Credentials.Password == ""):
+		return fmt.Errorf("credentials need both a user and a password (leave them out for none)")
 	}
 	return nil
 }
@@ -306,7 +316,10 @@ func (a *app) printProxy(p model.Proxy) error {
 		}
 		return strconv.FormatFloat(*v, 'f', -1, 64)
 	}
-	limit, asn, user := "unlimited", "-", "-"
+	limit, asn, user, latency := "unlimited", "-", "-", "-"
+	if p.LatencyMs != nil {
+		latency = fmtMs(*p.LatencyMs)
+	}
 	if p.MaxConcurrency != nil {
 		limit = strconv.Itoa(*p.MaxConcurrency)
 	}
@@ -332,6 +345,9 @@ func (a *app) printProxy(p model.Proxy) error {
 		[2]string{"longitude", f(p.Longitude)},
 		[2]string{"max_concurrency", limit},
 		[2]string{"current_leases", strconv.Itoa(p.CurrentLeases)},
+		[2]string{"latency", latency},
+		[2]string{"consecutive_failures", strconv.Itoa(p.ConsecutiveFailures)},
+		[2]string{"cooldown_until", fmtTimePtr(p.CooldownUntil)},
 	)
 }
 
@@ -410,13 +426,15 @@ func (a *app) proxiesGetCmd() *cobra.Command {
 func (a *app) proxiesUpdateCmd() *cobra.Command {
 	var attrs proxyAttrs
 	var host, protocol, user, password string
-	var port int
+	var port, failures int
 	var clear []string
+	var cooldownUntil string
 	cmd := &cobra.Command{
 		Use:   "update PROXY_ID [flags]",
 		Short: "Change a proxy's fields; --clear sets nullable ones to null",
 		Example: `  pharox proxies update 9b2f... --status banned
-  pharox proxies update 9b2f... --max-concurrency 4 --clear city,isp`,
+  pharox proxies update 9b2f... --max-concurrency 4 --clear city,isp
+  pharox proxies update 9b2f... --consecutive-failures 0 --clear cooldown_until   # back in rotation`,
 		Args: exactArgs(1, "one PROXY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fs := cmd.Flags()
@@ -446,7 +464,23 @@ func (a *app) proxiesUpdateCmd() *cobra.Command {
 			setOpt(&req.Longitude, in.Longitude)
 			setOpt(&req.MaxConcurrency, in.MaxConcurrency)
 			if fs.Changed("user") || fs.Changed("password") {
+				if user == "" || password == "" {
+					return usageErrorf("credentials need both --user and --password (or --clear credentials)")
+				}
 				req.Credentials = model.Some(model.Credentials{User: user, Password: password})
+			}
+			if fs.Changed("consecutive-failures") {
+				if failures < 0 {
+					return usageErrorf("--consecutive-failures must be >= 0, got %d", failures)
+				}
+				req.ConsecutiveFailures = model.Some(failures)
+			}
+			if fs.Changed("cooldown-until") {
+				t, err := parseWhen(cooldownUntil, time.Now())
+				if err != nil {
+					return usageErrorf("--cooldown-until: %v", err)
+				}
+				req.CooldownUntil = model.Some(t.UTC().Format(time.RFC3339Nano))
 			}
 			for _, field := range clear {
 				switch strings.ReplaceAll(strings.TrimSpace(field), "-", "_") {
@@ -468,8 +502,10 @@ func (a *app) proxiesUpdateCmd() *cobra.Command {
 					req.MaxConcurrency = model.Null[int]()
 				case "credentials":
 					req.Credentials = model.Null[model.Credentials]()
+				case "cooldown_until":
+					req.CooldownUntil = model.Null[string]()
 				default:
-					return usageErrorf("--clear %q: only source, country, city, isp, asn, latitude, longitude, max_concurrency and credentials can be cleared", field)
+					return usageErrorf("--clear %q: only source, country, city, isp, asn, latitude, longitude, max_concurrency, credentials and cooldown_until can be cleared", field)
 				}
 			}
 			c, err := a.client()
@@ -489,7 +525,9 @@ func (a *app) proxiesUpdateCmd() *cobra.Command {
 	fs.StringVar(&protocol, "protocol", "", "http, https, socks4 or socks5")
 	fs.StringVar(&user, "user", "", "credentials: user name")
 	fs.StringVar(&password, "password", "", "credentials: password")
-	fs.StringSliceVar(&clear, "clear", nil, "comma-separated fields to set to null (e.g. city,max_concurrency)")
+	fs.StringSliceVar(&clear, "clear", nil, "comma-separated fields to set to null (e.g. city,max_concurrency,cooldown_until)")
+	fs.IntVar(&failures, "consecutive-failures", 0, "set the failures counted since the last success")
+	fs.StringVar(&cooldownUntil, "cooldown-until", "", "keep the proxy out of rotation until this time (RFC 3339, or a duration from now such as 10m)")
 	attrs.register(fs)
 	return cmd
 }

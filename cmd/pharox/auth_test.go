@@ -330,7 +330,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 		cliOK(leaser, "release", acq.Lease.ID)
 		cliOK(leaser, "events", "--since", "1h", "--count", "3")
 		cliOK(admin, "cleanup")
-		cliOK(admin, "proxies", "update", proxyID, "--password", proxyPassword+"-2")
+		cliOK(admin, "proxies", "update", proxyID, "--user", "bot", "--password", proxyPassword+"-2")
 	}
 	check := func(what, text string, secrets ...string) {
 		t.Helper()

@@ -128,7 +128,7 @@ func TestHelpExitsZero(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	out := h.ok("--help")
-	for _, cmd := range []string{"acquire", "release", "renew", "lease", "stats", "cleanup", "run", "pools", "proxies", "consumers", "events"} {
+	for _, cmd := range []string{"acquire", "release", "renew", "lease", "stats", "cleanup", "run", "pools", "proxies", "consumers", "health", "events"} {
 		require.Regexp(t, `(?m)^\s+`+cmd+`\s`, out)
 	}
 	require.Contains(t, out, "Exit codes")
@@ -184,9 +184,9 @@ func TestPoolsProxiesConsumers(t *testing.T) {
 	pool := okJSON[model.ProxyPool](h, "pools", "create", "adm", "--description", "for tests")
 	require.Equal(t, "adm", pool.Name)
 	out := h.ok("pools", "create", "adm2")
-	require.Regexp(t, `(?m)^NAME\s+ID\s+HEALTH CHECK\s+DESCRIPTION$`, out)
+	require.Regexp(t, `(?m)^NAME\s+ID\s+HEALTH CHECK\s+COOLDOWN\s+DESCRIPTION$`, out)
 	out = h.ok("pools", "list")
-	require.Regexp(t, `(?m)^adm\s+[0-9a-f-]{36}\s+-\s+for tests$`, out)
+	require.Regexp(t, `(?m)^adm\s+[0-9a-f-]{36}\s+-\s+-\s+for tests$`, out)
 	require.Regexp(t, `(?m)^adm2\s`, out)
 	pools := okJSON[model.PoolsReply](h, "pools", "list")
 	require.Len(t, pools.Pools, 2)

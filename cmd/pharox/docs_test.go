@@ -126,10 +126,16 @@ exit status 1
 		"deleted pool scrapers\n",
 		// the gateway: two requests through it, then a wrong token
 		"hello from the stand-in proxy\nhello from the stand-in proxy\n407\n",
+		// Feedback and cooldowns.
+		"exit status 1\nexit status 3\n",
+		"cooling_proxies    1\n",
+		"deleted pool crawl\n",
 	} {
 		require.Contains(t, out, want)
 	}
-	require.Equal(t, 4, strings.Count(out, "hello from the stand-in proxy"), "curl directly, through pharox run and twice through the gateway")
+	require.Equal(t, 5, strings.Count(out, "hello from the stand-in proxy"), "curl directly, through pharox run twice, and twice through the gateway")
+	require.Regexp(t, `(?m)^\S+Z  cooldown        pool=crawl  proxy=\S+  failures=2  until=\S+Z  reason="sh exited with status 1"$`, out)
+	require.Regexp(t, `(?m)^cooldown_until\s+-$`, out)
 	require.Regexp(t, `(?m)^\S+Z  acquired        pool=scrapers  consumer=crawler-1  proxy=\S+  lease=\S+  took=\S+\n\S+Z  acquire_failed  pool=scrapers  consumer=default  proxy=-  took=\S+\n\S+Z  renewed         pool=scrapers  consumer=crawler-1 `, out)
 	require.Regexp(t, `(?m)^\{"event":"released","subject":"pharox.events.released",.*"payload":\{"lease":\{`, out)
 	require.Contains(t, stderr.String(), "importing into scrapers", "the progress bar")

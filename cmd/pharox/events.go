@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 	"github.com/pharox/pharox-nats/model"
 )
 
-var eventNames = []string{model.EventAcquired, model.EventAcquireFailed, model.EventReleased, model.EventExpired, model.EventRenewed, model.EventHealth}
+var eventNames = []string{model.EventAcquired, model.EventAcquireFailed, model.EventReleased, model.EventExpired, model.EventRenewed, model.EventHealth, model.EventCooldown}
 
 func (a *app) eventsCmd() *cobra.Command {
 	var since, pool string
@@ -185,6 +186,9 @@ func eventLine(ev client.Event) string {
 		add("pool", ev.Release.PoolName)
 		leaseFields(ev.Release.Lease, "")
 		add("held", fmtMs(ev.Release.LeaseDurationMs))
+		if o := ev.Release.Outcome; o != nil {
+			add("outcome", string(*o))
+		}
 	case ev.Expired != nil:
 		add("pool", ev.Expired.PoolName)
 		leaseFields(ev.Expired.Lease, "")
@@ -202,6 +206,14 @@ func eventLine(ev client.Event) string {
 		add("proxy", ev.Health.ProxyID)
 		add("status", fmt.Sprintf("%s->%s", ev.Health.PreviousStatus, ev.Health.Result.Status))
 		add("latency", fmtMs(ev.Health.Result.LatencyMs))
+	case ev.Cooldown != nil:
+		add("pool", ev.Cooldown.PoolName)
+		add("proxy", ev.Cooldown.ProxyID)
+		add("failures", strconv.Itoa(ev.Cooldown.ConsecutiveFailures))
+		add("until", fmtTime(ev.Cooldown.CooldownUntil))
+		if r := ev.Cooldown.Reason; r != nil {
+			add("reason", strconv.Quote(*r))
+		}
 	default:
 		add("subject", ev.Subject)
 		if ev.DecodeErr != nil {

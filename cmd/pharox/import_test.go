@@ -133,18 +133,18 @@ func TestImportJSONLines(t *testing.T) {
 	require.NoError(t, os.WriteFile(file, []byte(lines), 0o600))
 	r := h.run("proxies", "import", "--pool", "jl", file, "--no-progress")
 	require.Equal(t, exitError, r.code, r)
-	require.Equal(t, `added 4 proxies to pool "jl" in 1 batch(es) from 8 line(s); skipped 1, refused 3
+	require.Equal(t, `added 3 proxies to pool "jl" in 1 batch(es) from 8 line(s); skipped 1, refused 4
 line 9: skipped: duplicate of line 4
 line 6: refused: malformed JSON: unknown field "pool"
 line 7: refused: malformed JSON: unexpected EOF
+line 8: refused: credentials need both a user and a password (leave them out for none)
 line 10: refused: status must be active, inactive, slow or banned, got "dead"
 `, r.stdout)
 	list, err := h.c.ListProxies(h.ctx(), model.ProxiesListRequest{PoolName: "jl"})
 	require.NoError(t, err)
-	require.Len(t, list.Proxies, 4)
+	require.Len(t, list.Proxies, 3)
 	require.Equal(t, "socks5://bot:s3cret@127.0.0.1:1080", list.Proxies[1].URL)
 	require.Equal(t, model.ProxyInactive, list.Proxies[2].Status)
-	require.Equal(t, "socks5://other:@127.0.0.1:1080", list.Proxies[3].URL) // user, empty password
 
 	// From stdin, CSV with a url column, all good: exit 0.
 	var stdout, stderr strings.Builder

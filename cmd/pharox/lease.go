@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -23,6 +24,8 @@ type acquireFlags struct {
 	selector                   string
 	wait                       float64
 	requestID                  string
+	protocols                  []string
+	exclude                    []string
 	fs                         *pflag.FlagSet
 }
 
@@ -38,7 +41,9 @@ func (f *acquireFlags) register(fs *pflag.FlagSet) {
 	fs.Int64Var(&f.asn, "asn", 0, "only proxies of this ASN")
 	fs.StringVar(&f.near, "near", "", "LAT,LON: only proxies at these coordinates, or within --radius km of them")
 	fs.Float64Var(&f.radius, "radius", 0, "with --near: distance in km")
-	fs.StringVar(&f.selector, "selector", "", "first_available (default), least_used, round_robin or random")
+	fs.StringVar(&f.selector, "selector", "", "first_available (default), least_used, round_robin, random or lowest_latency")
+	fs.StringSliceVar(&f.protocols, "protocol", nil, "only proxies speaking one of these protocols (http,https,socks4,socks5)")
+	fs.StringArrayVar(&f.exclude, "exclude", nil, "never this proxy id (repeat the flag for more, at most 100)")
 	fs.Float64Var(&f.wait, "wait", 0, "if none is free, wait up to this many seconds (0..60) for one")
 	fs.StringVar(&f.requestID, "request-id", "", "idempotency key: a retry with the same key and consumer gets the same lease")
 }
@@ -79,6 +84,16 @@ func (f *acquireFlags) request() (model.AcquireRequest, error) {
 		filt.Latitude, filt.Longitude = &lat, &lon
 		any = true
 	}
+	if len(f.protocols) > 0 {
+		for _, p := range f.protocols {
+			proto := model.Protocol(strings.ToLower(strings.TrimSpace(p)))
+			if !proto.Valid() {
+				return req, usageErrorf("--protocol must be http, https, socks4 or socks5, got %q", p)
+			}
+			filt.Protocol = append(filt.Protocol, proto)
+		}
+		any = true
+	}
 	if f.fs.Changed("radius") {
 		if f.near == "" {
 			return req, usageErrorf("--radius needs --near LAT,LON")
@@ -94,7 +109,7 @@ func (f *acquireFlags) request() (model.AcquireRequest, error) {
 	if f.selector != "" {
 		s := model.Selector(f.selector)
 		if !s.Valid() {
-			return req, usageErrorf("--selector must be first_available, least_used, round_robin or random, got %q", f.selector)
+			return req, usageErrorf("--selector must be first_available, least_used, round_robin, random or lowest_latency, got %q", f.selector)
 		}
 		req.Selector = &s
 	}
@@ -107,6 +122,10 @@ func (f *acquireFlags) request() (model.AcquireRequest, error) {
 	if f.requestID != "" {
 		req.RequestID = &f.requestID
 	}
+	if len(f.exclude) > model.MaxExcludeProxyIDs {
+		return req, usageErrorf("--exclude: at most %d proxy ids, got %d", model.MaxExcludeProxyIDs, len(f.exclude))
+	}
+	req.ExcludeProxyIDs = f.exclude
 	return req, nil
 }
 
@@ -215,19 +234,29 @@ func (a *app) printLease(l model.Lease) error {
 }
 
 func (a *app) releaseCmd() *cobra.Command {
-	var consumer string
+	var consumer, outcome, reason string
 	cmd := &cobra.Command{
 		Use:   "release LEASE_ID",
 		Short: "End a lease (releasing an ended lease changes nothing)",
-		Args:  exactArgs(1, "one LEASE_ID"),
+		Long: `End a lease. Releasing an ended lease changes nothing.
+
+--outcome tells the pool how the proxy did: success resets its consecutive
+failures, failure adds one (and, with the pool's cooldown, may take the proxy
+out of rotation for a while). --reason says why, for the events.`,
+		Example: `  pharox release "$PHAROX_LEASE_ID"
+  pharox release "$PHAROX_LEASE_ID" --outcome failure --reason "HTTP 403 from target"`,
+		Args: exactArgs(1, "one LEASE_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
 			req := model.ReleaseRequest{LeaseID: args[0]}
 			if consumer != "" {
 				req.ConsumerName = &consumer
+			}
+			if err := releaseOutcome(&req, cmd.Flags().Changed("outcome"), outcome, cmd.Flags().Changed("reason"), reason); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
 			}
 			l, err := c.Release(cmd.Context(), req)
 			if err != nil {
@@ -237,7 +266,30 @@ func (a *app) releaseCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&consumer, "consumer", "c", "", "refuse unless the lease is this consumer's")
+	cmd.Flags().StringVar(&outcome, "outcome", "", "how the proxy did: success or failure")
+	cmd.Flags().StringVar(&reason, "reason", "", "why (with --outcome; at most 1024 characters)")
 	return cmd
+}
+
+// releaseOutcome sets a release's outcome and reason from the flags.
+func releaseOutcome(req *model.ReleaseRequest, hasOutcome bool, outcome string, hasReason bool, reason string) error {
+	if hasOutcome {
+		o := model.Outcome(outcome)
+		if !o.Valid() {
+			return usageErrorf("--outcome must be success or failure, got %q", outcome)
+		}
+		req.Outcome = &o
+	}
+	if hasReason {
+		if !hasOutcome {
+			return usageErrorf("--reason needs --outcome")
+		}
+		if n := utf8.RuneCountInString(reason); n > model.MaxReasonLen {
+			return usageErrorf("--reason must be at most %d characters, got %d", model.MaxReasonLen, n)
+		}
+		req.Reason = &reason
+	}
+	return nil
 }
 
 func (a *app) renewCmd() *cobra.Command {
@@ -315,6 +367,7 @@ func (a *app) statsCmd() *cobra.Command {
 				[2]string{"available_proxies", strconv.Itoa(s.AvailableProxies)},
 				[2]string{"leased_proxies", strconv.Itoa(s.LeasedProxies)},
 				[2]string{"total_leases", strconv.Itoa(s.TotalLeases)},
+				[2]string{"cooling_proxies", strconv.Itoa(s.CoolingProxies)},
 				[2]string{"collected_at", fmtTime(s.CollectedAt)},
 			)
 		},

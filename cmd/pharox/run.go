@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,7 +22,7 @@ var proxyEnv = []string{"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", 
 
 func (a *app) runCmd() *cobra.Command {
 	var f acquireFlags
-	var verbose bool
+	var verbose, noOutcome bool
 	cmd := &cobra.Command{
 		Use:   "run --pool POOL [filters] -- COMMAND [ARGS...]",
 		Short: "Run a command through a leased proxy",
@@ -33,6 +34,11 @@ with the command's status (128+N when a signal N ended it).
 The command also gets PHAROX_LEASE_ID, PHAROX_PROXY_ID and PHAROX_PROXY_URL.
 SIGINT and SIGTERM are forwarded to it. If a renewal fails (the lease was
 lost), the command gets SIGTERM and, 10 s later, SIGKILL.
+
+The release reports how the proxy did: success when the command exits with
+status 0, failure (reason "COMMAND exited with status N") otherwise, so a
+pool with a cooldown rests proxies that keep failing. --no-outcome reports
+nothing, for commands whose status says nothing about the proxy.
 
 Exits 3 without running the command when no eligible proxy is free, 127 when
 the command cannot be found.`,
@@ -66,11 +72,22 @@ the command cannot be found.`,
 				}
 				var rerr error
 				status, rerr = a.runChild(ctx, cmd.Context(), sigs, args, lease, proxy)
-				return rerr
+				if rerr != nil {
+					return model.NotProxyFault(rerr) // it never ran: the proxy is not to blame
+				}
+				var res error
+				if status != 0 {
+					res = childExit{cmd: args[0], status: status}
+				}
+				if noOutcome {
+					return model.NotProxyFault(cmp.Or(res, error(childExit{cmd: args[0]})))
+				}
+				return res // nil: success, else a failure with the status as reason
 			})
 			if err != nil && !ran {
 				return err // no lease: nothing was run
 			}
+			err = withoutChildExit(err)
 			if err != nil {
 				// The child ran; its status wins, but say what went wrong.
 				fmt.Fprintf(a.stderr, "pharox: %v\n", err)
@@ -89,9 +106,41 @@ the command cannot be found.`,
 	}
 	f.register(cmd.Flags())
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "say on stderr which lease and proxy the command runs with")
+	cmd.Flags().BoolVar(&noOutcome, "no-outcome", false, "release without reporting success or failure")
 	// Everything after COMMAND belongs to COMMAND, even without "--".
 	cmd.Flags().SetInterspersed(false)
 	return cmd
+}
+
+// childExit is how the command ended, reported as the release's outcome;
+// the command's status is passed on, so it is not an error of pharox's.
+type childExit struct {
+	cmd    string
+	status int
+}
+
+func (e childExit) Error() string { return fmt.Sprintf("%s exited with status %d", e.cmd, e.status) }
+
+// withoutChildExit drops the childExit parts of err, keeping what really
+// went wrong (a renewal or the release).
+func withoutChildExit(err error) error {
+	if err == nil {
+		return nil
+	}
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	var kept []error
+	for _, e := range errs {
+		var ce childExit
+		if !errors.As(e, &ce) {
+			kept = append(kept, e)
+		}
+	}
+	return errors.Join(kept...)
 }
 
 // runChild runs the command until it exits. leaseCtx ends when the lease
