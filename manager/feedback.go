@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-
 	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/outbox"
 	"github.com/pharox/pharox-nats/record"
