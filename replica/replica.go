@@ -36,6 +36,9 @@ type Replica struct {
 	expiries expiryHeap
 
 	leases *leaseIndex
+	// consumers counts each consumer's active leases, over every pool, as
+	// of countsAt, for the per-consumer limit.
+	consumers consumerCounts
 
 	// strs, floats and ints share the few distinct values that most proxies
 	// repeat (pool, country, city, source, isp, consumer, coordinates of a
@@ -69,19 +72,20 @@ type poolEntry struct {
 // New returns an empty replica.
 func New() *Replica {
 	return &Replica{
-		proxies:  map[string]*proxyEntry{},
-		members:  map[string][]*proxyEntry{},
-		pools:    map[string]*poolEntry{},
-		poolIDs:  map[string]string{},
-		seen:     map[string]uint64{},
-		advanced: make(chan struct{}),
-		counts:   map[string]*poolCounts{},
-		index:    map[string]*poolIndex{},
-		strs:     map[string]*string{},
-		floats:   map[float64]*float64{},
-		ints:     map[int64]*int64{},
-		maxes:    map[int]*int{},
-		leases:   newLeaseIndex(1 << 14),
+		proxies:   map[string]*proxyEntry{},
+		members:   map[string][]*proxyEntry{},
+		pools:     map[string]*poolEntry{},
+		poolIDs:   map[string]string{},
+		seen:      map[string]uint64{},
+		advanced:  make(chan struct{}),
+		counts:    map[string]*poolCounts{},
+		index:     map[string]*poolIndex{},
+		strs:      map[string]*string{},
+		floats:    map[float64]*float64{},
+		ints:      map[int64]*int64{},
+		maxes:     map[int]*int{},
+		leases:    newLeaseIndex(1 << 14),
+		consumers: consumerCounts{},
 	}
 }
 
