@@ -327,6 +327,17 @@ func (r *Replica) WithExpiredHolders(horizon time.Time) []string {
 	return ids
 }
 
+// ProxyIDs returns the ids of every proxy the replica holds.
+func (r *Replica) ProxyIDs() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.proxies))
+	for id := range r.proxies {
+		out = append(out, id)
+	}
+	return out
+}
+
 // MembersOf returns the ids of the proxies that carry pool id poolID.
 func (r *Replica) MembersOf(poolID string) []string {
 	r.mu.RLock()
