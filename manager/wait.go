@@ -49,7 +49,9 @@ type waiter struct {
 	alarm time.Time
 }
 
-func newWaitQueue(limit int) *waitQueue { return &waitQueue{byPool: map[string]*list.List{}, max: limit} }
+func newWaitQueue(limit int) *waitQueue {
+	return &waitQueue{byPool: map[string]*list.List{}, max: limit}
+}
 
 // add queues a waiter; with max waiters queued already it refuses (503).
 func (q *waitQueue) add(p acquireParams) (*waiter, func(), error) {
