@@ -60,3 +60,11 @@ func waitersFull(limit int) error {
 	return model.Errorf(model.ErrUnavailable, "%d acquires are already waiting for a proxy on this worker, its limit (--max-waiters %d); nothing was changed: retry, or ask without wait_seconds",
 		limit, limit)
 }
+
+// Waiting is how many acquires are waiting for a proxy (wait_seconds) on
+// this manager now.
+func (m *Manager) Waiting() int {
+	m.waiters.mu.Lock()
+	defer m.waiters.mu.Unlock()
+	return m.waiters.n
+}
