@@ -78,13 +78,19 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxLeasesPerConsumer, "max-leases-per-consumer", 0, "active leases one consumer may hold over every pool; an acquire over it gets 429 limit_reached (0: no limit)")
 	fs.IntVar(&cfg.MaxWaiters, "max-waiters", 10000, "acquires waiting for a proxy (wait_seconds) on this worker at once; one more gets 503 unavailable at once")
 	fs.Usage = func() {
-		out := fs.Output()
-		fmt.Fprintf(out, "Usage: worker [flags]\n\nServes the pharox leasing contract over NATS. With no flags it starts an embedded\nNATS server with JetStream on 127.0.0.1:4222 and keeps state under ./data.\n\nEvery flag can also be set by the environment variable shown; a flag wins over it.\n\n")
-		fs.VisitAll(func(f *flag.Flag) {
-			fmt.Fprintf(out, "  --%s (env %s, default %q)\n      %s\n", f.Name, envName(f.Name), f.DefValue, f.Usage)
-		})
+		fmt.Fprintf(fs.Output(), "Usage: worker [flags]\n       worker rekey [flags]   (re-encrypt proxy credentials with the first key: worker rekey --help)\n\nServes the pharox leasing contract over NATS. With no flags it starts an embedded\nNATS server with JetStream on 127.0.0.1:4222 and keeps state under ./data.\n\n")
+		printFlags(fs)
 	}
 	return fs
+}
+
+// printFlags lists the flags with their PHAROX_* twins.
+func printFlags(fs *flag.FlagSet) {
+	out := fs.Output()
+	fmt.Fprintf(out, "Every flag can also be set by the environment variable shown; a flag wins over it.\n\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		fmt.Fprintf(out, "  --%s (env %s, default %q)\n      %s\n", f.Name, envName(f.Name), f.DefValue, f.Usage)
+	})
 }
 
 // parseConfig reads the environment first and the arguments second, so that

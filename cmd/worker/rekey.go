@@ -33,10 +33,9 @@ import (
 func newRekeyFlagSet(cfg *config) *flag.FlagSet {
 	fs := newFlagSet(cfg)
 	fs.IntVar(&cfg.RekeyConcurrency, "rekey-concurrency", 32, "proxies rewritten at once")
-	usage := fs.Usage
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: worker rekey [flags]\n\nRewrites every proxy whose credentials are not encrypted with the first credentials key\n(--credentials-key-file or PHAROX_CREDENTIALS_KEY), proxies stored in clear included, through\nthe revision-checked write every proxy change goes through: leases are never lost, acquires\ngo on. Give it the flags and variables of your workers; with --nats-url it runs while they\nserve. Exit status 0: every proxy is sealed with the first key; 1: some could not be\n(their key is missing, or the store failed).\n\n")
-		usage()
+		printFlags(fs)
 	}
 	return fs
 }
