@@ -2,13 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zapcore"
 
@@ -146,5 +149,69 @@ func TestRekeyCommand(t *testing.T) {
 	require.Contains(t, all, "(encrypts)", "the key ids are logged")
 	for _, k := range keys {
 		require.NotContains(t, all, k, "a key was logged")
+	}
+}
+
+// TestJetStreamEncryptionFromConfig: a --nats-config with a jetstream
+// block holding a key makes the embedded server encrypt everything it
+// stores, so even a worker without a credentials key leaves no password
+// (nor any other field) readable in its data directory. Without the block
+// the same password is there in clear, which shows the search works.
+func TestJetStreamEncryptionFromConfig(t *testing.T) {
+	for _, encrypted := range []bool{true, false} {
+		t.Run(fmt.Sprintf("encrypted=%v", encrypted), func(t *testing.T) {
+			conf := filepath.Join(t.TempDir(), "nats.conf")
+			text := "jetstream {\n  max_memory_store: 64MB\n}\n"
+			if encrypted {
+				text = "jetstream {\n  cipher: aes\n  key: \"" + genKey(t) + "\"\n}\n"
+			}
+			require.NoError(t, os.WriteFile(conf, []byte(text), 0o600))
+			port := freePort(t)
+			dataDir := t.TempDir()
+			cfg, err := parseConfig([]string{"--nats-config", conf, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", dataDir}, envMap(nil))
+			require.NoError(t, err)
+			log, sink := newLogSink(zapcore.InfoLevel)
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- run(ctx, cfg, log) }()
+			select {
+			case <-sink.serving:
+			case err := <-done:
+				t.Fatalf("worker stopped: %v\n%s", err, sink)
+			}
+
+			nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port))
+			require.NoError(t, err)
+			c := client.New(nc, client.WithTimeout(10*time.Second))
+			const pw, host = "js-pw-3Hq8", "198.51.100.23"
+			_, err = c.CreatePool(ctx, model.PoolCreateRequest{Name: "p"})
+			require.NoError(t, err)
+			_, err = c.AddProxies(ctx, model.ProxiesAddRequest{PoolName: "p", Proxies: []model.ProxyInput{{Host: host, Port: 1, Credentials: &model.Credentials{User: "u", Password: pw}}}})
+			require.NoError(t, err)
+			got, _, err := c.Acquire(ctx, model.AcquireRequest{PoolName: "p"})
+			require.NoError(t, err)
+			require.NotNil(t, got)
+			nc.Close()
+			cancel() // the embedded server stops, with everything on disk
+			require.NoError(t, <-done)
+
+			var stored bytes.Buffer
+			require.NoError(t, filepath.WalkDir(dataDir, func(path string, d fs.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
+					return err
+				}
+				data, err := os.ReadFile(path)
+				stored.Write(data)
+				return err
+			}))
+			require.Positive(t, stored.Len())
+			for _, s := range []string{pw, host} {
+				if encrypted {
+					require.NotContains(t, stored.String(), s)
+				} else {
+					require.Contains(t, stored.String(), s)
+				}
+			}
+		})
 	}
 }
