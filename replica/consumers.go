@@ -10,11 +10,13 @@ import (
 // every pool, kept up to date like the pool counts: on every version
 // installed (its holders live at the counts' time replace the old
 // version's) and on every lease expiry the counts are advanced past. A
-// consumer with none has no entry.
-type consumerCounts map[string]int32
+// consumer with none has no entry. The zero value is ready to use.
+type consumerCounts struct {
+	m map[string]int32
+}
 
 // count adds sign for each holder of rec live at t. Callers hold r.mu.
-func (c consumerCounts) count(rec *record.Proxy, t time.Time, sign int) {
+func (c *consumerCounts) count(rec *record.Proxy, t time.Time, sign int) {
 	for i := range rec.Holders {
 		if rec.Holders[i].ExpiresAt.After(t) {
 			c.add(rec.Holders[i].ConsumerName, sign)
@@ -22,13 +24,16 @@ func (c consumerCounts) count(rec *record.Proxy, t time.Time, sign int) {
 	}
 }
 
-func (c consumerCounts) add(consumer string, sign int) {
-	n := c[consumer] + int32(sign)
+func (c *consumerCounts) add(consumer string, sign int) {
+	if c.m == nil {
+		c.m = map[string]int32{}
+	}
+	n := c.m[consumer] + int32(sign)
 	if n == 0 {
-		delete(c, consumer)
+		delete(c.m, consumer)
 		return
 	}
-	c[consumer] = n
+	c.m[consumer] = n
 }
 
 // ConsumerLeases is the number of active leases consumer holds over every
@@ -37,5 +42,5 @@ func (c consumerCounts) add(consumer string, sign int) {
 func (r *Replica) ConsumerLeases(consumer string) int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return int(r.consumers[consumer])
+	return int(r.consumers.m[consumer])
 }

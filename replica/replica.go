@@ -72,20 +72,19 @@ type poolEntry struct {
 // New returns an empty replica.
 func New() *Replica {
 	return &Replica{
-		proxies:   map[string]*proxyEntry{},
-		members:   map[string][]*proxyEntry{},
-		pools:     map[string]*poolEntry{},
-		poolIDs:   map[string]string{},
-		seen:      map[string]uint64{},
-		advanced:  make(chan struct{}),
-		counts:    map[string]*poolCounts{},
-		index:     map[string]*poolIndex{},
-		strs:      map[string]*string{},
-		floats:    map[float64]*float64{},
-		ints:      map[int64]*int64{},
-		maxes:     map[int]*int{},
-		leases:    newLeaseIndex(1 << 14),
-		consumers: consumerCounts{},
+		proxies:  map[string]*proxyEntry{},
+		members:  map[string][]*proxyEntry{},
+		pools:    map[string]*poolEntry{},
+		poolIDs:  map[string]string{},
+		seen:     map[string]uint64{},
+		advanced: make(chan struct{}),
+		counts:   map[string]*poolCounts{},
+		index:    map[string]*poolIndex{},
+		strs:     map[string]*string{},
+		floats:   map[float64]*float64{},
+		ints:     map[int64]*int64{},
+		maxes:    map[int]*int{},
+		leases:   newLeaseIndex(1 << 14),
 	}
 }
 
