@@ -43,9 +43,18 @@ func newKey(t *testing.T) string {
 
 func ptr[T any](v T) *T { return &v }
 
-// streamMessages returns every message a stream holds, data and headers
-// as one text each.
+// streamMessages returns every message a stream holds, subject, headers
+// and data as one text each.
 func streamMessages(t *testing.T, nc *nats.Conn, stream string) []string {
+	return streamParts(t, nc, stream, true)
+}
+
+// streamHeaders returns the headers of every message a stream holds.
+func streamHeaders(t *testing.T, nc *nats.Conn, stream string) []string {
+	return streamParts(t, nc, stream, false)
+}
+
+func streamParts(t *testing.T, nc *nats.Conn, stream string, withData bool) []string {
 	t.Helper()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
@@ -64,7 +73,9 @@ func streamMessages(t *testing.T, nc *nats.Conn, stream string) []string {
 		for k, vs := range m.Header {
 			b.WriteString(k + ": " + strings.Join(vs, ",") + "\n")
 		}
-		b.Write(m.Data)
+		if withData {
+			b.Write(m.Data)
+		}
 		out = append(out, b.String())
 	}
 	require.NotEmpty(t, out, stream)
@@ -150,6 +161,9 @@ func TestCredentialsAtRest(t *testing.T) {
 			require.NoError(t, err)
 
 			raw := strings.Join(streamMessages(t, nc, kvstore.ProxiesStream), "\n")
+			headers := strings.Join(streamHeaders(t, nc, kvstore.ProxiesStream), "\n")
+			require.Contains(t, headers, "Pharox-Outbox", "the writes' outbox headers are there")
+			require.NotContains(t, headers, pw, "the outbox headers carry events, never a proxy's credentials")
 			events := strings.Join(streamMessages(t, nc, "PHAROX_EVENTS"), "\n")
 			require.Contains(t, events, lease.ID, "the events are there")
 			require.NotContains(t, events, pw, "events carry leases, never a proxy's credentials")
