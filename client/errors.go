@@ -24,6 +24,7 @@ var (
 	ErrConflict         = model.ErrConflict
 	ErrLeaseNotActive   = model.ErrLeaseNotActive
 	ErrPayloadTooLarge  = model.ErrPayloadTooLarge
+	ErrLimitReached     = model.ErrLimitReached
 	ErrUnavailable      = model.ErrUnavailable
 	ErrNoProxyAvailable = model.ErrNoProxyAvailable
 )
@@ -36,7 +37,7 @@ var ErrInternal = model.ErrInternal
 // (Status) and the {"error": {"code", "message"}} body. It unwraps to the
 // sentinel of its code, so errors.Is(err, model.ErrPoolNotFound) works.
 type Error struct {
-	Status  int    // header Nats-Service-Error-Code: 400, 403, 404, 409, 413, 503 or 500
+	Status  int    // header Nats-Service-Error-Code: 400, 403, 404, 409, 413, 429, 503 or 500
 	Code    string // error.code: bad_request, pool_not_found, ...
 	Message string // error.message, the worker's words
 	Subject string // the subject the request was sent to

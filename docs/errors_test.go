@@ -123,6 +123,11 @@ func TestProtocolErrorCodesAreTheWorkers(t *testing.T) {
 	stalled, err := workertest.New(t.Context(), w.nc, workertest.Config{Prefix: "stalled", RequestTimeout: time.Nanosecond})
 	require.NoError(t, err)
 	t.Cleanup(stalled.Stop)
+	// A third worker with a per-consumer limit of 1, started after c1's
+	// lease, so its view counts it.
+	limited, err := workertest.New(t.Context(), w.nc, workertest.Config{Prefix: "limited", MaxLeasesPerConsumer: 1})
+	require.NoError(t, err)
+	t.Cleanup(limited.Stop)
 
 	// One request per code, in order (the lease is released on the way).
 	provoke := []struct {
@@ -138,6 +143,7 @@ func TestProtocolErrorCodesAreTheWorkers(t *testing.T) {
 		{"conflict", "pharox.admin.pools.create", map[string]any{"name": "docs"}},
 		{"payload_too_large", "pharox.acquire", append([]byte(`{"pool_name":"docs"}`), bytes.Repeat([]byte(" "), broker.MaxBody)...)},
 		{"unavailable", "stalled.admin.pools.list", []byte(`{}`)},
+		{"limit_reached", "limited.acquire", map[string]any{"pool_name": "docs", "consumer_name": "c1"}},
 		{"", "pharox.release", map[string]any{"lease_id": lease.ID, "consumer_name": "c1"}},
 		{"lease_not_active", "pharox.renew", map[string]any{"lease_id": lease.ID, "duration_seconds": 60}},
 	}

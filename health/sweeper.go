@@ -225,7 +225,8 @@ func (c *Checker) inventory(ctx context.Context, warned map[string]string) ([]ta
 		interval := time.Duration(hc.IntervalSeconds * float64(time.Second))
 		var cursor *string
 		for {
-			page, err := c.m.ListProxies(lctx, model.ProxiesListRequest{PoolName: p.Name, Limit: ptr(model.MaxListLimit), Cursor: cursor})
+			// Proxies this worker cannot decrypt are probed by workers that can.
+			page, err := c.m.ListReadableProxies(lctx, model.ProxiesListRequest{PoolName: p.Name, Limit: ptr(model.MaxListLimit), Cursor: cursor})
 			if errors.Is(err, model.ErrPoolNotFound) {
 				break
 			}

@@ -35,7 +35,7 @@ func (s *Store) CreateProxies(ctx context.Context, recs []*record.Proxy) (uint64
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			data := record.Encode(rec)
+			data := s.codec.Encode(rec)
 			s.own.start(rec.ID, data, rec.Clone())
 			revs[i], errs[i] = s.proxies.Create(ctx, rec.ID, data)
 		}()
@@ -74,7 +74,7 @@ func (s *Store) GetProxy(ctx context.Context, id string) (*record.Proxy, uint64,
 	if err != nil {
 		return nil, 0, err
 	}
-	rec, err := record.DecodeProxy(data)
+	rec, err := s.codec.Decode(data)
 	if err != nil {
 		return nil, 0, fmt.Errorf("decode %s/%s: %w", ProxiesBucket, id, err)
 	}
@@ -103,7 +103,7 @@ func (o Owed) set(h nats.Header) {
 // and a failed request must leave nothing behind, so that case is settled
 // on the leader before returning.
 func (s *Store) UpdateProxy(ctx context.Context, rec *record.Proxy, base uint64, owed Owed) (uint64, error) {
-	data := record.Encode(rec)
+	data := s.codec.Encode(rec)
 	s.own.start(rec.ID, data, rec.Clone())
 	defer s.own.done(rec.ID)
 	msg := &nats.Msg{Subject: s.proxySubject(rec.ID), Data: data, Header: nats.Header{}}

@@ -12,14 +12,17 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/pharox/pharox-nats/credkey"
 	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/record"
 )
 
 // Bucket names. They do not move with the subject prefix: one NATS account
@@ -46,7 +49,13 @@ type Store struct {
 	opts      options
 	log       *zap.Logger
 
-	own *ownWrites
+	own   *ownWrites
+	codec *record.Codec
+	// unreadable counts proxy versions the watch delivered whose
+	// credentials this worker could not decrypt; warned rate-limits the
+	// warning about them.
+	unreadable atomic.Uint64
+	warned     atomic.Int64
 
 	consumerMu    sync.RWMutex
 	consumerCache map[string]model.Consumer
@@ -58,6 +67,7 @@ type options struct {
 	log           *zap.Logger
 	leaseHistory  time.Duration
 	maxCASRetries int
+	keys          *credkey.Ring
 }
 
 // Option configures Open.
@@ -74,6 +84,12 @@ func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
 
 // WithLeaseHistory sets how long ended lease records stay readable.
 func WithLeaseHistory(d time.Duration) Option { return func(o *options) { o.leaseHistory = d } }
+
+// WithCredentialsKeys seals proxy credentials in the proxies bucket with
+// ring's first key and opens them with any of its keys (see record.Codec).
+// Without it credentials are written in clear, and sealed ones cannot be
+// read.
+func WithCredentialsKeys(ring *credkey.Ring) Option { return func(o *options) { o.keys = ring } }
 
 // validate refuses option values that cannot work, naming the option.
 func (o options) validate() error {
@@ -109,7 +125,8 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	s := &Store{nc: nc, js: js, opts: o, log: o.log, consumerCache: map[string]model.Consumer{}, own: newOwnWrites()}
+	s := &Store{nc: nc, js: js, opts: o, log: o.log, consumerCache: map[string]model.Consumer{}, own: newOwnWrites(),
+		codec: record.NewCodec(o.keys)}
 	buckets := []struct {
 		kv  *jetstream.KeyValue
 		cfg jetstream.KeyValueConfig

@@ -168,7 +168,10 @@ func (s *Store) deliverProxy(sink Sink, id string, rev uint64, at time.Time, m *
 		var err error
 		if !deleted {
 			if rec = s.own.match(id, m.Data); rec == nil {
-				rec, err = record.DecodeProxy(m.Data)
+				rec, err = s.codec.Decode(m.Data)
+				if err == nil && rec.CredentialsUnreadable() {
+					s.noteUnreadable(rec)
+				}
 			}
 		}
 		if err != nil {

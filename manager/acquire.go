@@ -135,6 +135,9 @@ type grant struct {
 // first try): "none free" is then answered from the replica until a write
 // is lost.
 func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Consumer, started time.Time, fresh bool) (*grant, int, error) {
+	if err := m.checkConsumerLimit(p.consumer); err != nil {
+		return nil, 0, err
+	}
 	synced := fresh
 	conflicts := 0
 	for attempt := 0; attempt < m.opts.maxAttempts; attempt++ {
@@ -204,7 +207,8 @@ var errNotEligible = errors.New("proxy not eligible")
 func (m *Manager) tryAcquire(ctx context.Context, proxyID string, p acquireParams, consumer model.Consumer, started time.Time) (*grant, error) {
 	h := record.Holder{LeaseID: uuid.NewString(), ConsumerID: consumer.ID, ConsumerName: consumer.Name}
 	mut, err := m.tryMutateProxy(ctx, proxyID, func(rec *record.Proxy, now time.Time) ([]outbox.Event, error) {
-		if rec.Status != model.ProxyActive || rec.Cooling(now) || !p.filters.Matches(rec.Attrs()) || !rec.HasRoom(now.Add(-m.opts.grace)) {
+		if rec.Status != model.ProxyActive || rec.Cooling(now) || !p.filters.Matches(rec.Attrs()) || !rec.HasRoom(now.Add(-m.opts.grace)) ||
+			rec.CredentialsUnreadable() {
 			return nil, errNotEligible
 		}
 		h.AcquiredAt = now

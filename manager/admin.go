@@ -14,8 +14,21 @@ import (
 	"github.com/pharox/pharox-nats/record"
 )
 
-// ListProxies pages through a pool's proxies in added order.
+// ListProxies pages through a pool's proxies in added order. A page that
+// would hold a proxy whose credentials this worker cannot decrypt is a 503
+// (model.ErrUnavailable): a worker with the key can answer it.
 func (m *Manager) ListProxies(ctx context.Context, req model.ProxiesListRequest) (model.ProxiesPage, error) {
+	return m.listProxies(ctx, req, false)
+}
+
+// ListReadableProxies pages through a pool's proxies as ListProxies does,
+// leaving out those whose credentials this worker cannot decrypt (a
+// health sweep skips them: a worker with the key probes them).
+func (m *Manager) ListReadableProxies(ctx context.Context, req model.ProxiesListRequest) (model.ProxiesPage, error) {
+	return m.listProxies(ctx, req, true)
+}
+
+func (m *Manager) listProxies(ctx context.Context, req model.ProxiesListRequest, skipUnreadable bool) (model.ProxiesPage, error) {
 	if err := model.CheckName("pool_name", req.PoolName); err != nil {
 		return model.ProxiesPage{}, err
 	}
@@ -46,6 +59,7 @@ func (m *Manager) ListProxies(ctx context.Context, req model.ProxiesListRequest)
 	horizon := m.horizon()
 	more := false
 	var lastSeq uint64
+	var cannot *record.Proxy
 	m.replica.Members(req.PoolName, after, func(rec *record.Proxy) bool {
 		if req.Status != nil && rec.Status != *req.Status {
 			return true
@@ -54,10 +68,20 @@ func (m *Manager) ListProxies(ctx context.Context, req model.ProxiesListRequest)
 			more = true
 			return false
 		}
+		if rec.CredentialsUnreadable() {
+			if skipUnreadable {
+				return true
+			}
+			cannot = rec
+			return false
+		}
 		page.Proxies = append(page.Proxies, rec.Model(horizon))
 		lastSeq = rec.Seq
 		return true
 	})
+	if cannot != nil {
+		return model.ProxiesPage{Proxies: []model.Proxy{}}, unreadable(cannot)
+	}
 	if more {
 		c := strconv.FormatUint(lastSeq, 10)
 		page.NextCursor = &c
@@ -76,6 +100,9 @@ func (m *Manager) GetProxy(ctx context.Context, id string) (model.Proxy, error) 
 	}
 	if err := m.checkInPool(ctx, rec); err != nil {
 		return model.Proxy{}, err
+	}
+	if rec.CredentialsUnreadable() {
+		return model.Proxy{}, unreadable(rec)
 	}
 	return rec.Model(m.horizon()), nil
 }
@@ -108,11 +135,16 @@ func (m *Manager) UpdateProxy(ctx context.Context, req model.ProxyUpdateRequest)
 	}
 	until, _ := cooldownUntil(req.CooldownUntil) // checked above
 	mut, err := m.mutateProxy(ctx, req.ProxyID, func(r *record.Proxy, _ time.Time) ([]outbox.Event, error) {
+		if r.CredentialsUnreadable() && !req.Credentials.Set {
+			return nil, unreadable(r) // the reply would show the proxy without them
+		}
 		set(&r.Host, req.Host)
 		set(&r.Port, req.Port)
 		set(&r.Protocol, req.Protocol)
 		set(&r.Status, req.Status)
-		setNullable(&r.Credentials, req.Credentials)
+		if req.Credentials.Set {
+			r.ReplaceCredentials(req.Credentials.Value)
+		}
 		setNullable(&r.Source, req.Source)
 		setNullable(&r.Country, req.Country)
 		setNullable(&r.City, req.City)

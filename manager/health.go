@@ -40,6 +40,9 @@ func (m *Manager) ApplyHealthDecision(ctx context.Context, res model.HealthCheck
 	}
 	var previous model.ProxyStatus
 	mut, err := m.mutateProxy(ctx, res.ProxyID, func(r *record.Proxy, _ time.Time) ([]outbox.Event, error) {
+		if r.CredentialsUnreadable() {
+			return nil, unreadable(r) // the reply would show the proxy without them
+		}
 		next := decide(r.Status)
 		if !next.Valid() {
 			return nil, fmt.Errorf("health decision gave status %q", next)

@@ -84,6 +84,9 @@ type options struct {
 	maxAttempts   int
 	maxCASRetries int
 	claimStale    time.Duration
+
+	maxPerConsumer int // 0: no limit
+	maxWaiters     int
 }
 
 // Option configures New.
@@ -132,7 +135,8 @@ func WithOutbox(o Outbox) Option { return func(o2 *options) { o2.outbox = o } }
 // proxies from the buckets' watches and returns once the replica holds
 // everything the buckets held when it started. Close stops the watches.
 func New(ctx context.Context, store *kvstore.Store, opts ...Option) (*Manager, error) {
-	o := options{maxDuration: 24 * time.Hour, log: zap.NewNop(), maxAttempts: 256, maxCASRetries: 64, claimStale: 2 * time.Minute}
+	o := options{maxDuration: 24 * time.Hour, log: zap.NewNop(), maxAttempts: 256, maxCASRetries: 64, claimStale: 2 * time.Minute,
+		maxWaiters: DefaultMaxWaiters}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -142,7 +146,7 @@ func New(ctx context.Context, store *kvstore.Store, opts ...Option) (*Manager, e
 	if store == nil {
 		return nil, errors.New("manager: a store is required")
 	}
-	m := &Manager{store: store, replica: replica.New(replica.WithGrace(o.grace)), opts: o, log: o.log, turns: newTurns(), rr: newRotation(), waiters: newWaitQueue()}
+	m := &Manager{store: store, replica: replica.New(replica.WithGrace(o.grace)), opts: o, log: o.log, turns: newTurns(), rr: newRotation(), waiters: newWaitQueue(o.maxWaiters)}
 	stop, err := store.Watch(ctx, feed{m})
 	if err != nil {
 		return nil, err
@@ -165,6 +169,7 @@ func (o options) validate() error {
 	if o.log == nil {
 		errs = append(errs, errors.New("WithLogger must not be nil (use zap.NewNop())"))
 	}
+	errs = append(errs, o.validateLimits()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}

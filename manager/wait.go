@@ -36,6 +36,7 @@ func ParkWith(p Parker) AcquireOption { return func(o *acquireOptions) { o.parke
 type waitQueue struct {
 	mu     sync.Mutex
 	byPool map[string]*list.List
+	n, max int // waiters now, and at most (WithMaxWaiters)
 }
 
 type waiter struct {
@@ -48,11 +49,19 @@ type waiter struct {
 	alarm time.Time
 }
 
-func newWaitQueue() *waitQueue { return &waitQueue{byPool: map[string]*list.List{}} }
+func newWaitQueue(limit int) *waitQueue {
+	return &waitQueue{byPool: map[string]*list.List{}, max: limit}
+}
 
-func (q *waitQueue) add(p acquireParams) (*waiter, func()) {
+// add queues a waiter; with max waiters queued already it refuses (503).
+func (q *waitQueue) add(p acquireParams) (*waiter, func(), error) {
 	w := &waiter{p: p, wake: make(chan struct{}, 1), rearm: make(chan struct{}, 1)}
 	q.mu.Lock()
+	if q.n >= q.max {
+		q.mu.Unlock()
+		return nil, nil, waitersFull(q.max)
+	}
+	q.n++
 	l := q.byPool[p.pool]
 	if l == nil {
 		l = list.New()
@@ -62,12 +71,13 @@ func (q *waitQueue) add(p acquireParams) (*waiter, func()) {
 	q.mu.Unlock()
 	return w, func() {
 		q.mu.Lock()
+		q.n--
 		l.Remove(el)
 		if l.Len() == 0 && q.byPool[p.pool] == l {
 			delete(q.byPool, p.pool)
 		}
 		q.mu.Unlock()
-	}
+	}, nil
 }
 
 // offer wakes, first come first served, as many waiting acquires whose
@@ -75,7 +85,7 @@ func (q *waitQueue) add(p acquireParams) (*waiter, func()) {
 // version the replica installs and of every proxy whose leases ran out or
 // whose cooldown ended.
 func (m *Manager) offer(rec *record.Proxy) {
-	if rec.Status != model.ProxyActive {
+	if rec.Status != model.ProxyActive || rec.CredentialsUnreadable() {
 		return
 	}
 	q := m.waiters
@@ -157,7 +167,10 @@ func (m *Manager) rewake(pool string) {
 // until p.wait has passed since started. While asleep it holds no in-flight
 // slot of the caller's (see Parker) and costs no CPU.
 func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Consumer, started time.Time, parker Parker) (*grant, int, error) {
-	w, remove := m.waiters.add(p)
+	w, remove, err := m.waiters.add(p)
+	if err != nil {
+		return nil, 0, err
+	}
 	defer func() {
 		remove()
 		// A wake-up this waiter got and did not use (it was already taking

@@ -30,6 +30,7 @@ func ErrorCodes() []ErrorCode {
 		{Err: ErrLeaseNotActive, Status: 409, Code: "lease_not_active"},
 		{Err: ErrConflict, Status: 409, Code: "conflict", Generic: true},
 		{Err: ErrPayloadTooLarge, Status: 413, Code: "payload_too_large", Generic: true},
+		{Err: ErrLimitReached, Status: 429, Code: "limit_reached", Generic: true},
 		{Err: ErrUnavailable, Status: 503, Code: "unavailable", Generic: true},
 		// A deadline that passed before the store answered: nothing changed.
 		{Err: context.DeadlineExceeded, Status: 503, Code: "unavailable"},

@@ -17,6 +17,9 @@ var (
 	ErrConflict        = errors.New("conflict")
 	ErrLeaseNotActive  = errors.New("lease not active")
 	ErrPayloadTooLarge = errors.New("payload too large")
+	// ErrLimitReached is a request refused by a workers' limit on what one
+	// consumer may hold (contract v1.1: 429); nothing changed.
+	ErrLimitReached = errors.New("limit reached")
 	// ErrUnavailable means the store did not answer in time; nothing changed.
 	ErrUnavailable = errors.New("store unavailable")
 	// ErrInternal is the contract's "internal" (500): no layer returns it on

@@ -7,7 +7,6 @@ package record
 
 import (
 	"encoding/json"
-	"math/rand/v2"
 	"time"
 
 	"github.com/google/uuid"
@@ -91,6 +90,10 @@ type Proxy struct {
 	Health              *Health    `json:"health,omitempty"`
 	ConsecutiveFailures int        `json:"consecutive_failures,omitempty"`
 	CooldownUntil       *time.Time `json:"cooldown_until,omitempty"`
+
+	// sealed says how the stored version keeps Credentials: nil in clear
+	// (or none), else sealed under a key (see Codec).
+	sealed *sealState
 }
 
 // Health is the last health result recorded for a proxy (its proxy_id is
@@ -152,26 +155,13 @@ func NewProxy(pool *Pool, seq uint64, in model.ProxyInput) *Proxy {
 	return rec
 }
 
-// Encode is rec as written to the bucket, with a nonce new in every write, so
-// that a write whose answer was lost (or that the watch delivers back) can
-// be told from another worker's identical one. The nonce is not kept in
-// memory.
-func Encode(rec *Proxy) []byte {
-	data, _ := json.Marshal(struct {
-		*Proxy
-		Nonce uint64 `json:"nonce"`
-	}{rec, rand.Uint64()})
-	return data
-}
+// Encode is rec as written to the bucket by a worker without credentials
+// keys (Codec.Encode with no key).
+func Encode(rec *Proxy) []byte { return (&Codec{}).Encode(rec) }
 
-// DecodeProxy reads a proxy record as Encode wrote it.
-func DecodeProxy(data []byte) (*Proxy, error) {
-	rec := new(Proxy)
-	if err := json.Unmarshal(data, rec); err != nil {
-		return nil, err
-	}
-	return rec, nil
-}
+// DecodeProxy reads a proxy record as a worker without credentials keys
+// does (Codec.Decode with no key).
+func DecodeProxy(data []byte) (*Proxy, error) { return (&Codec{}).Decode(data) }
 
 // DecodePool reads a pool record.
 func DecodePool(data []byte) (*Pool, error) {

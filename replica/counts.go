@@ -20,6 +20,11 @@ type poolCounts struct {
 type entryCounts struct {
 	leases                     int32
 	active, available, cooling bool
+	// pickable is available and readable by this worker: only these are in
+	// the pool's index (a proxy whose credentials this worker cannot
+	// decrypt counts as available in the pool's statistics, which are the
+	// same on every worker, but is never proposed here).
+	pickable bool
 }
 
 // contribution is what one proxy adds to its pool's counts at horizon t:
@@ -32,6 +37,7 @@ func (r *Replica) contribution(rec *record.Proxy, t time.Time) entryCounts {
 		c.active = true
 		c.cooling = rec.Cooling(t.Add(r.grace))
 		c.available = !c.cooling && (rec.MaxConcurrency == nil || live < *rec.MaxConcurrency)
+		c.pickable = c.available && !rec.CredentialsUnreadable()
 	}
 	return c
 }
@@ -81,16 +87,18 @@ func (h *expiryHeap) Pop() any {
 func (r *Replica) countChange(old, new *proxyEntry) {
 	if old != nil {
 		r.countsFor(old.rec.PoolID).add(old.counted, -1)
-		if old.counted.available {
+		if old.counted.pickable {
 			r.indexFor(old.rec.PoolID).remove(old)
 		}
+		r.consumers.count(old.rec, r.countsAt, -1)
 	}
 	if new == nil {
 		return
 	}
 	new.counted = r.contribution(new.rec, r.countsAt)
 	r.countsFor(new.rec.PoolID).add(new.counted, +1)
-	if new.counted.available {
+	r.consumers.count(new.rec, r.countsAt, +1)
+	if new.counted.pickable {
 		r.indexFor(new.rec.PoolID).insert(new)
 	}
 	if new.counted.cooling && (old == nil || !old.counted.cooling || !sameTime(old.rec.CooldownUntil, new.rec.CooldownUntil)) {
@@ -123,6 +131,7 @@ func (r *Replica) Advance(horizon time.Time) []*record.Proxy {
 	}
 	var freed []*record.Proxy
 	var seen map[string]bool
+	var ended map[string]bool // leases whose expiry the consumer counts took, against a repeated heap entry
 	for len(r.expiries) > 0 && !r.expiries[0].at.After(horizon) {
 		x := heap.Pop(&r.expiries).(expiry)
 		e := r.proxies[x.proxyID]
@@ -134,17 +143,28 @@ func (r *Replica) Advance(horizon time.Time) []*record.Proxy {
 			if !e.counted.cooling || !e.rec.CooldownUntil.Add(-r.grace).Equal(x.at) {
 				continue
 			}
-		} else if e.rec.Holder(x.leaseID) < 0 {
-			continue
+		} else {
+			i := e.rec.Holder(x.leaseID)
+			if i < 0 {
+				continue
+			}
+			if h := &e.rec.Holders[i]; h.ExpiresAt.Equal(x.at) && !ended[h.LeaseID] {
+				// The holder's own expiry (not one it had before a renew).
+				if ended == nil {
+					ended = map[string]bool{}
+				}
+				ended[h.LeaseID] = true
+				r.consumers.add(h.ConsumerName, -1)
+			}
 		}
 		c := r.countsFor(e.rec.PoolID)
 		c.add(e.counted, -1)
-		if e.counted.available {
+		if e.counted.pickable {
 			r.indexFor(e.rec.PoolID).remove(e)
 		}
 		e.counted = r.contribution(e.rec, x.at)
 		c.add(e.counted, +1)
-		if e.counted.available {
+		if e.counted.pickable {
 			r.indexFor(e.rec.PoolID).insert(e)
 		}
 		if seen == nil {

@@ -39,6 +39,9 @@ type Replica struct {
 	grace time.Duration
 
 	leases *leaseIndex
+	// consumers counts each consumer's active leases, over every pool, as
+	// of countsAt, for the per-consumer limit.
+	consumers consumerCounts
 
 	// strs, floats and ints share the few distinct values that most proxies
 	// repeat (pool, country, city, source, isp, consumer, coordinates of a
@@ -336,6 +339,17 @@ func (r *Replica) WithExpiredHolders(horizon time.Time) []string {
 		}
 	}
 	return ids
+}
+
+// ProxyIDs returns the ids of every proxy the replica holds.
+func (r *Replica) ProxyIDs() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.proxies))
+	for id := range r.proxies {
+		out = append(out, id)
+	}
+	return out
 }
 
 // MembersOf returns the ids of the proxies that carry pool id poolID.

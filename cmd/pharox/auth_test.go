@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pharox/pharox-nats/credkey"
 	"github.com/pharox/pharox-nats/internal/authtest"
 	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/natsconn"
@@ -273,10 +274,14 @@ func TestAuthMethods(t *testing.T) {
 // TestSecretsNeverLogged runs the worker at debug level and the CLI
 // through a sequence of operations, logged in with passwords and a token,
 // and checks that no NATS secret appears in any log, any output or any
-// event, and that the proxy's password appears in no log and no event.
+// event, that the proxy's password appears in no log and no event, and
+// (in the first set-up, whose worker encrypts proxy credentials) that the
+// credentials key appears nowhere either.
 func TestSecretsNeverLogged(t *testing.T) {
 	workerBinary(t)
 	const proxyPassword = "proxy-pw-Zr5"
+	credentialsKey, err := credkey.Generate()
+	require.NoError(t, err)
 	var outputs []string // every CLI stdout and stderr
 	cliOK := func(env map[string]string, args ...string) string {
 		t.Helper()
@@ -344,6 +349,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 		w := startWorker(t, map[string]string{
 			"NATS_WORKER_PASSWORD": authtest.WorkerPassword, "NATS_ADMIN_PASSWORD": authtest.AdminPassword, "NATS_LEASER_PASSWORD": authtest.LeaserPassword,
 			"PHAROX_NATS_USER": "worker", natsconn.EnvPassword: authtest.WorkerPassword,
+			"PHAROX_CREDENTIALS_KEY": credentialsKey,
 		}, "--nats-config", "../../deploy/nats-server.conf", "--listen", "0.0.0.0:"+port, "--data-dir", t.TempDir(), "--log-level", "debug")
 		url := "nats://127.0.0.1:" + port
 		admin := map[string]string{"PHAROX_NATS_URL": url, "PHAROX_NATS_USER": "admin", natsconn.EnvPassword: authtest.AdminPassword, "PHAROX_INBOX_PREFIX": "_INBOX_admin"}
@@ -369,7 +375,8 @@ func TestSecretsNeverLogged(t *testing.T) {
 		log := w.Log()
 		require.Contains(t, log, `"level":"debug"`, "debug logging was on")
 		require.Contains(t, log, `"msg":"acquire"`)
-		all := []string{authtest.WorkerPassword, authtest.AdminPassword, authtest.LeaserPassword}
+		require.Contains(t, log, `(encrypts)"`, "the worker logs its credentials key by id")
+		all := []string{authtest.WorkerPassword, authtest.AdminPassword, authtest.LeaserPassword, credentialsKey}
 		check("the worker's log", log, append(all, proxyPassword)...)
 		check("the events", strings.Join(evs, "\n"), append(all, proxyPassword)...)
 		check("the CLI's output", strings.Join(outputs, "\n"), all...)

@@ -145,7 +145,7 @@ with its command's status.`,
 
 	root.AddCommand(
 		a.acquireCmd(), a.releaseCmd(), a.renewCmd(), a.leaseCmd(), a.statsCmd(), a.cleanupCmd(),
-		a.runCmd(), a.poolsCmd(), a.proxiesCmd(), a.consumersCmd(), a.healthCmd(), a.eventsCmd(), a.gatewayCmd(),
+		a.runCmd(), a.poolsCmd(), a.proxiesCmd(), a.consumersCmd(), a.healthCmd(), a.eventsCmd(), a.gatewayCmd(), a.keygenCmd(),
 	)
 	return root, a
 }

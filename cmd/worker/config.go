@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pharox/pharox-nats/credkey"
 	"github.com/pharox/pharox-nats/natsconn"
 )
 
@@ -34,6 +35,19 @@ type config struct {
 	HealthConcurrency int
 	HealthSweeps      bool
 
+	// CredentialsKeyFile (--credentials-key-file) or CredentialsKey
+	// (PHAROX_CREDENTIALS_KEY, no flag: a key is never a flag value) hold
+	// the keys that seal proxy credentials; keys is what they hold, loaded
+	// by run.
+	CredentialsKeyFile string
+	CredentialsKey     natsconn.Secret
+	keys               *credkey.Ring
+
+	MaxLeasesPerConsumer int
+	MaxWaiters           int
+	// RekeyConcurrency is worker rekey's writes at once.
+	RekeyConcurrency int
+
 	// set holds the flags given on the command line or by PHAROX_*, so that
 	// --listen and --data-dir win over --nats-config only when given.
 	set map[string]bool
@@ -60,21 +74,34 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error; debug logs one line per operation")
 	fs.IntVar(&cfg.HealthConcurrency, "health-concurrency", 32, "health-check probes this worker runs at once (sweeps and admin.health.check together)")
 	fs.BoolVar(&cfg.HealthSweeps, "health-sweeps", true, "take part in the health-check sweeps of pools whose health_check is enabled (false: only admin.health.check)")
+	fs.StringVar(&cfg.CredentialsKeyFile, "credentials-key-file", "", "file of keys that encrypt proxy credentials in the proxies bucket, one per line (pharox keygen prints one): the first encrypts, all decrypt; the key itself may instead be in PHAROX_CREDENTIALS_KEY")
+	fs.IntVar(&cfg.MaxLeasesPerConsumer, "max-leases-per-consumer", 0, "active leases one consumer may hold over every pool; an acquire over it gets 429 limit_reached (0: no limit)")
+	fs.IntVar(&cfg.MaxWaiters, "max-waiters", 10000, "acquires waiting for a proxy (wait_seconds) on this worker at once; one more gets 503 unavailable at once")
 	fs.Usage = func() {
-		out := fs.Output()
-		fmt.Fprintf(out, "Usage: worker [flags]\n\nServes the pharox leasing contract over NATS. With no flags it starts an embedded\nNATS server with JetStream on 127.0.0.1:4222 and keeps state under ./data.\n\nEvery flag can also be set by the environment variable shown; a flag wins over it.\n\n")
-		fs.VisitAll(func(f *flag.Flag) {
-			fmt.Fprintf(out, "  --%s (env %s, default %q)\n      %s\n", f.Name, envName(f.Name), f.DefValue, f.Usage)
-		})
+		fmt.Fprintf(fs.Output(), "Usage: worker [flags]\n       worker rekey [flags]   (re-encrypt proxy credentials with the first key: worker rekey --help)\n\nServes the pharox leasing contract over NATS. With no flags it starts an embedded\nNATS server with JetStream on 127.0.0.1:4222 and keeps state under ./data.\n\n")
+		printFlags(fs)
 	}
 	return fs
+}
+
+// printFlags lists the flags with their PHAROX_* twins.
+func printFlags(fs *flag.FlagSet) {
+	out := fs.Output()
+	fmt.Fprintf(out, "Every flag can also be set by the environment variable shown; a flag wins over it.\n\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		fmt.Fprintf(out, "  --%s (env %s, default %q)\n      %s\n", f.Name, envName(f.Name), f.DefValue, f.Usage)
+	})
 }
 
 // parseConfig reads the environment first and the arguments second, so that
 // a flag given on the command line overrides its PHAROX_* variable.
 func parseConfig(args []string, getenv func(string) string) (config, error) {
+	return parseWith(newFlagSet, args, getenv)
+}
+
+func parseWith(flags func(*config) *flag.FlagSet, args []string, getenv func(string) string) (config, error) {
 	var cfg config
-	fs := newFlagSet(&cfg)
+	fs := flags(&cfg)
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		if v := getenv(envName(f.Name)); v != "" && envErr == nil {
@@ -95,6 +122,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	cfg.set = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { cfg.set[f.Name] = true })
 	cfg.NATS.LoadEnv(getenv)
+	cfg.CredentialsKey = natsconn.Secret(getenv(EnvCredentialsKey))
 	return cfg, cfg.validate()
 }
 
@@ -116,6 +144,12 @@ func (c config) validate() error {
 		return fmt.Errorf("--sweep-interval must not be negative, got %s", c.SweepInterval)
 	case c.HealthConcurrency < 1 || c.HealthConcurrency > 4096:
 		return fmt.Errorf("--health-concurrency must be 1..4096, got %d", c.HealthConcurrency)
+	case c.MaxLeasesPerConsumer < 0:
+		return fmt.Errorf("--max-leases-per-consumer must be 0 (no limit) or positive, got %d", c.MaxLeasesPerConsumer)
+	case c.MaxWaiters < 1:
+		return fmt.Errorf("--max-waiters must be positive, got %d", c.MaxWaiters)
+	case c.CredentialsKeyFile != "" && c.CredentialsKey != "":
+		return fmt.Errorf("the credentials keys come from --credentials-key-file or %s, not both: drop one", EnvCredentialsKey)
 	case c.SubjectPrefix == "" || strings.ContainsAny(c.SubjectPrefix, " *>\t"):
 		return fmt.Errorf("--subject-prefix %q is not a valid subject token", c.SubjectPrefix)
 	}

@@ -25,6 +25,9 @@ import (
 const startTimeout = 30 * time.Second
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "rekey" {
+		os.Exit(rekeyMain(os.Args[2:]))
+	}
 	cfg, err := parseConfig(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -55,6 +58,9 @@ func main() {
 func run(ctx context.Context, cfg config, log *zap.Logger) error {
 	natsSettings, err := cfg.NATS.Resolve()
 	if err != nil {
+		return err
+	}
+	if cfg.keys, err = credentialsKeys(cfg); err != nil {
 		return err
 	}
 	if natsSettings.URLCredentials {
@@ -92,7 +98,10 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 		zap.Int("max_inflight", cfg.MaxInflight),
 		zap.Bool("health_sweeps", cfg.HealthSweeps),
 		zap.Int("health_concurrency", cfg.HealthConcurrency),
-		zap.String("request_timeout", cfg.RequestTimeout.String()))
+		zap.String("request_timeout", cfg.RequestTimeout.String()),
+		zap.String("credentials_keys", keysLog(cfg.keys)),
+		zap.Int("max_leases_per_consumer", cfg.MaxLeasesPerConsumer),
+		zap.Int("max_waiters", cfg.MaxWaiters))
 
 	<-ctx.Done()
 	log.Info("shutting down: draining requests")

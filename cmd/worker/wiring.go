@@ -24,6 +24,10 @@ func workerConfig(cfg config, nc *nats.Conn, log *zap.Logger) worker.Config {
 		HealthSweeps:      cfg.HealthSweeps,
 		SeedPath:          cfg.Seed,
 		Log:               log,
+
+		CredentialsKeys:      cfg.keys,
+		MaxLeasesPerConsumer: cfg.MaxLeasesPerConsumer,
+		MaxWaiters:           cfg.MaxWaiters,
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/pharox/pharox-nats/credkey"
 	"github.com/pharox/pharox-nats/manager"
 	"github.com/pharox/pharox-nats/model"
 )
@@ -32,6 +33,20 @@ type Config struct {
 	// ExpiryGrace is how long after expires_at a lease counts as expired;
 	// 0 is none (the worker flag's default is 1 s).
 	ExpiryGrace time.Duration
+
+	// CredentialsKeys seal proxy credentials in the proxies bucket (the
+	// first key) and open them (every key); nil writes them in clear.
+	CredentialsKeys *credkey.Ring
+	// MaxLeasesPerConsumer refuses an acquire by a consumer holding that
+	// many active leases (429 limit_reached); 0 is no limit.
+	MaxLeasesPerConsumer int
+	// MaxWaiters bounds the acquires waiting (wait_seconds) at once
+	// (default manager.DefaultMaxWaiters).
+	MaxWaiters int
+	// Maintenance assembles the store, the events publisher and the
+	// manager only: no seed, health checks, broker or sweeps. worker rekey
+	// runs on it (its writes owe events like any worker's).
+	Maintenance bool
 
 	HealthConcurrency int  // health probes at once (default 32)
 	HealthSweeps      bool // take part in the pools' health sweeps (default off here; the flag's is on)
@@ -74,6 +89,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HealthConcurrency == 0 {
 		c.HealthConcurrency = 32
+	}
+	if c.MaxWaiters == 0 {
+		c.MaxWaiters = manager.DefaultMaxWaiters
 	}
 	if c.Log == nil {
 		c.Log = zap.NewNop()

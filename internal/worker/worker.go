@@ -88,7 +88,7 @@ func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 	}()
 
 	sopts := []kvstore.Option{kvstore.WithReplicas(cfg.Replicas), kvstore.WithLogger(log.Named("kvstore")),
-		kvstore.WithLeaseHistory(cfg.MaxDuration + cfg.LeaseRetention)}
+		kvstore.WithLeaseHistory(cfg.MaxDuration + cfg.LeaseRetention), kvstore.WithCredentialsKeys(cfg.CredentialsKeys)}
 	if cfg.Clock != nil {
 		sopts = append(sopts, kvstore.WithClock(cfg.Clock))
 	}
@@ -106,8 +106,12 @@ func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		return nil, fmt.Errorf("worker: events: %w", err)
 	}
 	if w.Manager, err = manager.New(ctx, w.Store, manager.WithMaxDuration(cfg.MaxDuration), manager.WithLogger(log.Named("manager")),
-		manager.WithExpiryGrace(cfg.ExpiryGrace), manager.WithOutbox(w.Events)); err != nil {
+		manager.WithExpiryGrace(cfg.ExpiryGrace), manager.WithOutbox(w.Events),
+		manager.WithMaxLeasesPerConsumer(cfg.MaxLeasesPerConsumer), manager.WithMaxWaiters(cfg.MaxWaiters)); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
+	}
+	if cfg.Maintenance {
+		return w, nil
 	}
 
 	if seed != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/pharox/pharox-nats/credkey"
 	"github.com/pharox/pharox-nats/internal/testclock"
 	"github.com/pharox/pharox-nats/internal/worker"
 )
@@ -39,6 +40,12 @@ type Config struct {
 	// Heartbeat and DeadAfter are the outbox heartbeat period and after how
 	// long without one a worker counts as dead (see events.WithHeartbeat).
 	Heartbeat, DeadAfter time.Duration
+	// CredentialsKeys, MaxLeasesPerConsumer and MaxWaiters are
+	// internal/worker's (the flags --credentials-key-file,
+	// --max-leases-per-consumer, --max-waiters).
+	CredentialsKeys      *credkey.Ring
+	MaxLeasesPerConsumer int
+	MaxWaiters           int
 }
 
 // Start assembles a worker on nc and stops it when the test ends.
@@ -68,6 +75,10 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
 		Clock:          cfg.Clock,
 		Heartbeat:      cfg.Heartbeat,
 		DeadAfter:      cfg.DeadAfter,
+
+		CredentialsKeys:      cfg.CredentialsKeys,
+		MaxLeasesPerConsumer: cfg.MaxLeasesPerConsumer,
+		MaxWaiters:           cfg.MaxWaiters,
 	})
 	if err != nil {
 		return nil, err

@@ -1,0 +1,151 @@
+package record
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+
+	"github.com/pharox/pharox-nats/credkey"
+	"github.com/pharox/pharox-nats/model"
+)
+
+// Codec writes and reads proxy records in the proxies bucket. With a key
+// ring it seals a proxy's credentials with the ring's first key
+// (AES-256-GCM, bound to the proxy's id) in the record's
+// "sealed_credentials", leaving "credentials" null; without one it writes
+// them in clear. It reads both forms.
+//
+// A record read into memory holds its credentials in clear: a worker
+// decrypts once per version it installs, not once per acquire reply (see
+// the README's "Security"). A record whose sealed credentials this worker
+// cannot open keeps the sealed value as it is, with Credentials nil and
+// CredentialsUnreadable true, so that the worker's own writes of it (a
+// release, an expiry) carry the value on unchanged.
+type Codec struct {
+	ring *credkey.Ring
+	// states holds one shared sealState per key of the ring, so that a
+	// record sealed under a known key costs one pointer in memory.
+	states map[string]*sealState
+}
+
+// sealState is how a stored version keeps its credentials: sealed under
+// keyID; blob is the sealed value itself, kept only when this worker could
+// not open it.
+type sealState struct {
+	keyID string
+	blob  string
+}
+
+// NewCodec returns a codec that seals with ring's first key and opens with
+// any of its keys; a nil ring writes credentials in clear and cannot open
+// sealed ones.
+func NewCodec(ring *credkey.Ring) *Codec {
+	c := &Codec{ring: ring, states: map[string]*sealState{}}
+	for _, id := range ring.IDs() {
+		c.states[id] = &sealState{keyID: id}
+	}
+	return c
+}
+
+// Ring is the codec's key ring (nil without keys).
+func (c *Codec) Ring() *credkey.Ring { return c.ring }
+
+// aad binds a sealed value to its proxy.
+func aad(proxyID string) []byte { return []byte("pharox proxy credentials\x00" + proxyID) }
+
+// Encode is rec as written to the bucket, with a nonce new in every write, so
+// that a write whose answer was lost (or that the watch delivers back) can
+// be told from another worker's identical one. The nonce is not kept in
+// memory. With a key, the credentials are sealed afresh (a new GCM nonce)
+// in every write; Encode records on rec how they are now stored, so the
+// record the writer installs knows its key. rec must be the writer's own
+// copy (not one installed in a replica).
+func (c *Codec) Encode(rec *Proxy) []byte {
+	creds, sealed := rec.Credentials, ""
+	switch {
+	case rec.CredentialsUnreadable():
+		// Unreadable here and not replaced: carried on as it is.
+		creds, sealed = nil, rec.sealed.blob
+	case creds != nil && c.ring != nil:
+		plain, _ := json.Marshal(creds)
+		creds, sealed = nil, c.ring.Seal(plain, aad(rec.ID))
+		rec.sealed = c.states[c.ring.Primary()]
+	default:
+		rec.sealed = nil
+	}
+	data, _ := json.Marshal(struct {
+		*Proxy
+		// Shallower than Proxy's own field of the same name, so it wins.
+		Credentials *model.Credentials `json:"credentials"`
+		Sealed      string             `json:"sealed_credentials,omitempty"`
+		Nonce       uint64             `json:"nonce"`
+	}{rec, creds, sealed, rand.Uint64()})
+	return data
+}
+
+// Decode reads a proxy record as Encode wrote it, with or without a key.
+// Sealed credentials that no key of the codec opens are no error: the
+// record comes back with CredentialsUnreadable set.
+func (c *Codec) Decode(data []byte) (*Proxy, error) {
+	rec := new(Proxy)
+	w := struct {
+		*Proxy
+		Sealed string `json:"sealed_credentials"`
+	}{Proxy: rec}
+	if err := json.Unmarshal(data, &w); err != nil {
+		return nil, err
+	}
+	if w.Sealed == "" {
+		return rec, nil
+	}
+	rec.Credentials = nil
+	plain, err := c.ring.Open(w.Sealed, aad(rec.ID))
+	if err == nil {
+		var creds model.Credentials
+		if err = json.Unmarshal(plain, &creds); err == nil {
+			rec.Credentials = &creds
+			rec.sealed = c.states[credkey.KeyID(w.Sealed)]
+			return rec, nil
+		}
+	}
+	rec.sealed = &sealState{keyID: credkey.KeyID(w.Sealed), blob: w.Sealed}
+	return rec, nil
+}
+
+// Current reports whether rec is stored as the codec would write it now:
+// credentials (if any) sealed under the first key, or in clear for a codec
+// without keys. An unreadable record is not current.
+func (c *Codec) Current(rec *Proxy) bool {
+	switch {
+	case rec.CredentialsUnreadable():
+		return false
+	case rec.Credentials == nil:
+		return true
+	case c.ring == nil:
+		return rec.sealed == nil
+	}
+	return rec.sealed != nil && rec.sealed.keyID == c.ring.Primary()
+}
+
+// CredentialsUnreadable reports whether rec's credentials are sealed under
+// a key this worker does not have (or were damaged): Credentials is then
+// nil, which is not what the proxy has, so rec must not be leased or shown.
+// Credentials set on such a record replace what could not be read.
+func (r *Proxy) CredentialsUnreadable() bool {
+	return r.sealed != nil && r.sealed.blob != "" && r.Credentials == nil
+}
+
+// CredentialsKeyID is the id of the key rec's stored credentials are
+// sealed under, "" when they are in clear or there are none.
+func (r *Proxy) CredentialsKeyID() string {
+	if r.sealed == nil {
+		return ""
+	}
+	return r.sealed.keyID
+}
+
+// ReplaceCredentials sets rec's credentials (nil: none), forgetting how
+// the stored version kept them: the next write stores the new ones.
+func (r *Proxy) ReplaceCredentials(c *model.Credentials) {
+	r.Credentials = c
+	r.sealed = nil
+}
