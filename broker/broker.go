@@ -35,6 +35,10 @@ type Broker struct {
 	svc  *service
 	sem  chan struct{}
 	wg   sync.WaitGroup // requests handed to the pool and not answered yet
+	// stopping closes when Stop begins: requests still delivered are
+	// refused with 503 and waiting acquires are cut short.
+	stopping     chan struct{}
+	stopStarting sync.Once
 
 	endpointSubs []*nats.Subscription
 	controlSubs  []*nats.Subscription
@@ -68,7 +72,7 @@ func Start(nc *nats.Conn, m *manager.Manager, opts ...Option) (*Broker, error) {
 			return context.WithTimeout(context.Background(), timeout)
 		}
 	}
-	b := &Broker{nc: nc, m: m, opts: o, log: o.log, sem: make(chan struct{}, o.maxInflight)}
+	b := &Broker{nc: nc, m: m, opts: o, log: o.log, sem: make(chan struct{}, o.maxInflight), stopping: make(chan struct{})}
 	eps := b.endpoints()
 	b.svc = newService(o.prefix, eps)
 	for _, ep := range eps {
@@ -119,12 +123,19 @@ func (b *Broker) Info() micro.Info { return b.svc.Info() }
 // Stats is what $SRV.STATS answers for this worker.
 func (b *Broker) Stats() micro.Stats { return b.svc.Stats() }
 
-// Stop stops taking requests (draining the endpoints' subscriptions: what
-// NATS already delivered is still served) and waits, until ctx ends, for the
-// requests in flight to be answered; then it stops answering $SRV. When ctx
-// ends first it returns why; Stop may be called again to wait longer.
+// Stop stops taking requests and waits, until ctx ends, for the requests in
+// flight to be answered; then it stops answering $SRV. When ctx ends first
+// it returns why; Stop may be called again to wait longer.
+//
+// In order: the endpoints' subscriptions are drained, so that the server
+// sends new requests to the other workers of the queue group; a request
+// NATS had already delivered to this worker is answered 503 (nothing
+// changed) rather than served; an acquire waiting for a proxy
+// (wait_seconds) tries once more and, if nothing is free, is answered 503
+// at once; the requests being served finish as usual.
 func (b *Broker) Stop(ctx context.Context) error {
 	b.drainEndpoints.Do(func() { b.endpointsClosed, b.drainErr = drain(b.endpointSubs) })
+	b.stopStarting.Do(func() { close(b.stopping) })
 	if b.drainErr != nil {
 		return fmt.Errorf("stop taking requests: %w", b.drainErr)
 	}

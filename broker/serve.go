@@ -14,17 +14,46 @@ import (
 
 // handler hands each request to a bounded pool: NATS runs one callback at a
 // time per subscription, so the subscription goroutine only waits for a
-// free slot and never for the store.
+// free slot and never for the store. Once the broker stops, a request that
+// still arrives (NATS delivered it before the drain took effect) is
+// answered 503 at once, changing nothing, instead of waiting for a slot.
 func (b *Broker) handler(ep endpoint, subject string) nats.MsgHandler {
 	return func(msg *nats.Msg) {
 		received := time.Now()
-		b.sem <- struct{}{}
+		if b.stopped() {
+			b.refuseStopping(subject, msg, received)
+			return
+		}
+		select {
+		case b.sem <- struct{}{}:
+		case <-b.stopping:
+			b.refuseStopping(subject, msg, received)
+			return
+		}
+		// Before this callback returns, so before Stop's drain ends and
+		// its wait for wg begins.
 		b.wg.Add(1)
 		go func() {
 			defer func() { <-b.sem; b.wg.Done() }()
 			b.serve(ep, subject, msg, received)
 		}()
 	}
+}
+
+// stopped reports whether Stop has begun.
+func (b *Broker) stopped() bool {
+	select {
+	case <-b.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// refuseStopping answers a request that reached a stopping worker.
+func (b *Broker) refuseStopping(subject string, msg *nats.Msg, received time.Time) {
+	b.log.Debug("request refused: the worker is stopping", zap.String("subject", msg.Subject))
+	b.respondError(subject, msg, received, 503, "unavailable", "this worker is stopping; nothing was changed: retry, another worker will answer")
 }
 
 // serve answers one request. Its statistics are recorded before the reply
@@ -81,8 +110,11 @@ func (b *Broker) respondError(subject string, msg *nats.Msg, received time.Time,
 }
 
 // slot lets a waiting acquire give its in-flight slot back while it sleeps,
-// so a thousand waiters do not starve the requests that can be served now.
+// so a thousand waiters do not starve the requests that can be served now,
+// and cuts its wait short when the broker stops (manager.Stopper).
 type slot struct{ b *Broker }
+
+func (s slot) Stopping() <-chan struct{} { return s.b.stopping }
 
 func (s slot) Park() { <-s.b.sem }
 

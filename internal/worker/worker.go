@@ -151,14 +151,19 @@ func (w *Worker) startSweeps() {
 	}
 }
 
-// Stop shuts the worker down in order: the broker stops taking requests and
-// answers those in flight (until ctx ends), the sweepers stop, the health
-// checker stops, the events still queued are published (until ctx ends),
-// the manager stops feeding its replica. When ctx ends before the requests in flight are
-// answered, the events publisher is flushed but left open, since those
-// requests may still publish. Every part stopped even if an earlier one reported an
-// error; the errors are returned together. The connection is the caller's.
-// Calling Stop again returns the first call's result.
+// Stop shuts the worker down in order: the broker stops taking requests
+// (the queue group sends new ones to the other workers; one still
+// delivered here gets 503, a waiting acquire tries once more and gets 503
+// if nothing is free) and answers those in flight (until ctx ends), the
+// sweepers stop, the health checker stops, the events of what was
+// committed are published and the last outbox watermark written (until
+// ctx ends), the manager stops feeding its replica. A request that
+// outlives ctx may still commit: the publisher is closed anyway, and the
+// events that write owes are published by another worker from the write's
+// own headers (events.Publisher.Close). Every part stops even if an earlier
+// one reported an error; the errors are returned together. The
+// connections are the caller's. Calling Stop again returns the first
+// call's result.
 func (w *Worker) Stop(ctx context.Context) error {
 	w.stopOnce.Do(func() { w.stopErr = w.stop(ctx) })
 	return w.stopErr
@@ -166,11 +171,9 @@ func (w *Worker) Stop(ctx context.Context) error {
 
 func (w *Worker) stop(ctx context.Context) error {
 	var errs []error
-	drained := true
 	if w.Broker != nil {
 		if err := w.Broker.Stop(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("drain requests: %w", err))
-			drained = false
 		}
 	}
 	if w.stopSweeps != nil {
@@ -181,13 +184,7 @@ func (w *Worker) stop(ctx context.Context) error {
 		w.Health.Close()
 	}
 	if w.Events != nil {
-		// A request still in flight may yet publish: flush what is queued
-		// but keep the publisher open rather than have that publish panic.
-		flush := w.Events.Close
-		if !drained {
-			flush = w.Events.Flush
-		}
-		if err := flush(ctx); err != nil {
+		if err := w.Events.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("flush events: %w", err))
 		}
 	}

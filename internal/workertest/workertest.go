@@ -39,6 +39,8 @@ type Config struct {
 	// Heartbeat and DeadAfter are the outbox heartbeat period and after how
 	// long without one a worker counts as dead (see events.WithHeartbeat).
 	Heartbeat, DeadAfter time.Duration
+	// IntakeConn is internal/worker's Config.IntakeConn.
+	IntakeConn *nats.Conn
 }
 
 // Start assembles a worker on nc and stops it when the test ends.
@@ -56,6 +58,7 @@ func Start(t testing.TB, nc *nats.Conn, cfg Config) *Worker {
 func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
 	w, err := worker.Start(ctx, worker.Config{
 		Conn:           nc,
+		IntakeConn:     cfg.IntakeConn,
 		Prefix:         cfg.Prefix,
 		Replicas:       cfg.Replicas,
 		MaxInflight:    cfg.MaxInflight,
