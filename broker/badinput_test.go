@@ -238,6 +238,12 @@ func badCases(f badInputFixture) []badCase {
 	add("admin.proxies.add", "port missing", `{"pool_name":"bi","proxies":[{"host":"h"}]}`, "port")
 	add("admin.proxies.add", "port string", `{"pool_name":"bi","proxies":[{"host":"h","port":"80"}]}`, "port")
 	add("admin.proxies.add", "host empty", `{"pool_name":"bi","proxies":[{"host":"","port":1}]}`, "host")
+	for _, bad := range []string{"bad host", "a_b.example", "-a.example", "a..example", "http://a.example", "a.example:80", "[2001:db8::1]", "fe80::1%eth0", "256.1.1.1", "1.2.3", strings.Repeat("h", 64) + ".example"} {
+		cases = append(cases, badCase{op: "admin.proxies.add", name: "host " + bad, body: []byte(`{"pool_name":"bi","proxies":[{"host":"h","port":1},{"host":"` + bad + `","port":2}]}`),
+			status: 400, code: "bad_request", contains: `proxies[1].host`})
+		cases = append(cases, badCase{op: "admin.proxies.update", name: "host " + bad, body: []byte(`{"proxy_id":"` + f.proxyID + `","host":"` + bad + `"}`),
+			status: 400, code: "bad_request", contains: `host must be a host name`})
+	}
 	add("admin.proxies.add", "latitude 91", proxy(`,"latitude":91,"longitude":0`), "latitude")
 	add("admin.proxies.add", "longitude -181", proxy(`,"latitude":0,"longitude":-181`), "longitude")
 	add("admin.proxies.add", "max_concurrency 0", proxy(`,"max_concurrency":0`), "max_concurrency")

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/broker"
@@ -75,6 +76,9 @@ func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 	nc, log := cfg.Conn, cfg.Log
 	// Before the broker, which puts itself in front of it.
 	nc.SetErrorHandler(ErrorHandler(log.Named("nats")))
+	if cfg.IntakeConn != nil && cfg.IntakeConn != nc {
+		cfg.IntakeConn.SetErrorHandler(ErrorHandler(log.Named("nats-intake")))
+	}
 
 	w := &Worker{cfg: cfg, log: log}
 	defer func() {
@@ -122,17 +126,26 @@ func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		health.WithReplicas(cfg.Replicas), health.WithLogger(log.Named("health"))); err != nil {
 		return nil, fmt.Errorf("worker: health checks: %w", err)
 	}
-	if w.Broker, err = broker.Start(nc, w.Manager, broker.WithPrefix(cfg.Prefix), broker.WithMaxInflight(cfg.MaxInflight),
+	bopts := []broker.Option{broker.WithPrefix(cfg.Prefix), broker.WithMaxInflight(cfg.MaxInflight),
 		broker.WithRequestTimeout(cfg.RequestTimeout), broker.WithLogger(log.Named("broker")),
-		broker.WithHealthChecker(w.Health)); err != nil {
+		broker.WithHealthChecker(w.Health)}
+	if cfg.IntakeConn != nil {
+		bopts = append(bopts, broker.WithIntakeConn(cfg.IntakeConn))
+	}
+	if w.Broker, err = broker.Start(nc, w.Manager, bopts...); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	// The endpoints' subscriptions reach the server before anyone is told
 	// the worker serves.
 	fctx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
-	if err = nc.FlushWithContext(fctx); err != nil {
-		return nil, fmt.Errorf("worker: flush subscriptions: %w", err)
+	for _, c := range []*nats.Conn{nc, cfg.IntakeConn} {
+		if c == nil {
+			continue
+		}
+		if err = c.FlushWithContext(fctx); err != nil {
+			return nil, fmt.Errorf("worker: flush subscriptions: %w", err)
+		}
 	}
 	w.startSweeps()
 	return w, nil
