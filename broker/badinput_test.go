@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
@@ -58,6 +59,24 @@ func validBodies(f badInputFixture) map[string]string {
 	}
 }
 
+// firstMember is the name and value of an object's first member.
+func firstMember(obj string) (string, string) {
+	dec := jsontext.NewDecoder(strings.NewReader(obj))
+	if _, err := dec.ReadToken(); err != nil {
+		panic(err)
+	}
+	tok, err := dec.ReadToken()
+	if err != nil {
+		panic(err)
+	}
+	key := tok.String() // before the next read voids it
+	value, err := dec.ReadValue()
+	if err != nil {
+		panic(err)
+	}
+	return key, string(value)
+}
+
 // withField inserts `"key":value` as the first member of a JSON object.
 func withField(obj, key, value string) string {
 	if obj == "{}" {
@@ -87,6 +106,19 @@ func badCases(f badInputFixture) []badCase {
 		add(op, "string body", `"x"`)
 		add(op, "number body", `42`)
 		add(op, "unknown field", withField(good, "bogus_field", "1"), `"bogus_field"`)
+		// Names match exactly and once: encoding/json would take either
+		// of these as the known field.
+		if good == "{}" {
+			// No field to spell otherwise: both are unknown fields here.
+			add(op, "field name in another case", `{"POOL_NAME":"bi"}`, `"POOL_NAME"`)
+			cases = append(cases, badCase{op: op, name: "duplicate field", body: []byte(`{"pool_name":"bi","pool_name":"bi"}`),
+				status: 400, code: "bad_request", schemaBlind: true, contains: `"pool_name"`})
+		} else {
+			key, value := firstMember(good)
+			add(op, "field name in another case", strings.Replace(good, `"`+key+`"`, `"`+strings.ToUpper(key)+`"`, 1), `"`+strings.ToUpper(key)+`"`)
+			cases = append(cases, badCase{op: op, name: "duplicate field", body: []byte(withField(good, key, value)),
+				status: 400, code: "bad_request", schemaBlind: true, contains: `duplicate field "` + key + `"`})
+		}
 		add(op, "trailing data", good+` {}`)
 		cases = append(cases, badCase{op: op, name: "invalid UTF-8", body: []byte(withField(good, "x\xffy", "1")),
 			status: 400, code: "bad_request", schemaBlind: true, contains: "UTF-8"})
@@ -183,6 +215,18 @@ func badCases(f badInputFixture) []badCase {
 	add("admin.pools.update", "timeout 0", `{"name":"bi","health_check":{"enabled":true,"interval_seconds":5,"failure_threshold":1,"options":{"target_url":"http://x","timeout":0}}}`, "timeout")
 	add("admin.pools.update", "status code 99", `{"name":"bi","health_check":{"enabled":true,"interval_seconds":5,"failure_threshold":1,"options":{"target_url":"http://x","expected_status_codes":[99]}}}`, "expected_status_codes")
 	add("admin.pools.update", "unknown health_check field", `{"name":"bi","health_check":{"enabled":true,"interval_seconds":5,"failure_threshold":1,"every":3}}`, `"every"`)
+	add("admin.pools.delete", "FORCE besides force", `{"name":"bi","force":false,"FORCE":true}`, `"FORCE"`)
+	cases = append(cases, badCase{op: "admin.pools.delete", name: "force twice", body: []byte(`{"name":"bi","force":false,"force":true}`),
+		status: 400, code: "bad_request", schemaBlind: true, contains: `duplicate field "force"`})
+	add("acquire", "nested name in another case", `{"pool_name":"bi","filters":{"Country":"AR"}}`, `"Country"`)
+	cases = append(cases, badCase{op: "acquire", name: "nested duplicate", body: []byte(`{"pool_name":"bi","filters":{"country":"AR","country":"BR"}}`),
+		status: 400, code: "bad_request", schemaBlind: true, contains: `duplicate field "country" in filters`})
+	cases = append(cases, badCase{op: "admin.proxies.update", name: "credentials user twice", body: []byte(`{"proxy_id":"` + f.proxyID + `","credentials":{"user":"a","password":"p","user":"b"}}`),
+		status: 400, code: "bad_request", schemaBlind: true, contains: `duplicate field "user" in credentials`})
+	add("admin.proxies.update", "credentials name in another case", `{"proxy_id":"`+f.proxyID+`","credentials":{"user":"a","Password":"p"}}`, `"Password"`)
+	add("admin.pools.update", "health check option in another case", `{"name":"bi","health_check":{"enabled":true,"interval_seconds":5,"failure_threshold":1,"options":{"target_url":"http://x","Timeout":2}}}`, `"Timeout"`)
+	cases = append(cases, badCase{op: "admin.pools.update", name: "health check header twice", body: []byte(`{"name":"bi","health_check":{"enabled":true,"interval_seconds":5,"failure_threshold":1,"options":{"target_url":"http://x","headers":{"X-A":"1","X-A":"2"}}}}`),
+		status: 400, code: "bad_request", schemaBlind: true, contains: `duplicate field "X-A"`})
 	add("admin.pools.delete", "force wrong type", `{"name":"bi","force":"yes"}`, "force")
 	add("admin.pools.delete", "name missing", `{"force":true}`, "name")
 
@@ -195,6 +239,12 @@ func badCases(f badInputFixture) []badCase {
 	add("admin.proxies.add", "port missing", `{"pool_name":"bi","proxies":[{"host":"h"}]}`, "port")
 	add("admin.proxies.add", "port string", `{"pool_name":"bi","proxies":[{"host":"h","port":"80"}]}`, "port")
 	add("admin.proxies.add", "host empty", `{"pool_name":"bi","proxies":[{"host":"","port":1}]}`, "host")
+	for _, bad := range []string{"bad host", "a_b.example", "-a.example", "a..example", "http://a.example", "a.example:80", "[2001:db8::1]", "fe80::1%eth0", "256.1.1.1", "1.2.3", strings.Repeat("h", 64) + ".example"} {
+		cases = append(cases, badCase{op: "admin.proxies.add", name: "host " + bad, body: []byte(`{"pool_name":"bi","proxies":[{"host":"h","port":1},{"host":"` + bad + `","port":2}]}`),
+			status: 400, code: "bad_request", contains: `proxies[1].host`})
+		cases = append(cases, badCase{op: "admin.proxies.update", name: "host " + bad, body: []byte(`{"proxy_id":"` + f.proxyID + `","host":"` + bad + `"}`),
+			status: 400, code: "bad_request", contains: `host must be a host name`})
+	}
 	add("admin.proxies.add", "latitude 91", proxy(`,"latitude":91,"longitude":0`), "latitude")
 	add("admin.proxies.add", "longitude -181", proxy(`,"latitude":0,"longitude":-181`), "longitude")
 	add("admin.proxies.add", "max_concurrency 0", proxy(`,"max_concurrency":0`), "max_concurrency")

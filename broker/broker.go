@@ -34,16 +34,22 @@ type Broker struct {
 	opts options
 	log  *zap.Logger
 	svc  *service
-	sem  chan struct{}
-	wg   sync.WaitGroup // requests handed to the pool and not answered yet
+	// lease serves every endpoint but admin.proxies.add, which has bulk
+	// (see intake).
+	lease, bulk *intake
+	wg          sync.WaitGroup // requests taken off a subscription and not answered yet
+	// stopping closes when Stop begins: requests still delivered are
+	// refused with 503 and waiting acquires are cut short.
+	stopping     chan struct{}
+	stopStarting sync.Once
 
-	endpointSubs []*nats.Subscription
-	controlSubs  []*nats.Subscription
-	hook         *asyncHook
+	endpointSubs     []*nats.Subscription
+	controlSubs      []*nats.Subscription
+	hook, intakeHook *asyncHook
 
 	// Stop drains each set of subscriptions once and may wait again.
 	drainEndpoints, drainControl   sync.Once
-	endpointsClosed, controlClosed []<-chan nats.SubStatus
+	endpointsClosed, controlClosed []draining
 	drainErr                       error
 }
 
@@ -69,15 +75,21 @@ func Start(nc *nats.Conn, m *manager.Manager, opts ...Option) (*Broker, error) {
 			return context.WithTimeout(context.Background(), timeout)
 		}
 	}
-	b := &Broker{nc: nc, m: m, opts: o, log: o.log, sem: make(chan struct{}, o.maxInflight)}
+	b := &Broker{nc: nc, m: m, opts: o, log: o.log, stopping: make(chan struct{}),
+		lease: newIntake("leasing and admin", o.maxInflight, o.lineMsgs, o.lineBytes),
+		bulk:  newIntake(bulkEndpoint, o.bulkSlots, o.bulkLine, o.bulkBytes)}
 	eps := b.endpoints()
 	b.svc = newService(o.prefix, eps)
 	for _, ep := range eps {
 		subject := o.prefix + "." + ep.subject
-		sub, err := nc.QueueSubscribe(subject, micro.DefaultQueueGroup, b.handler(ep, subject))
-		if err == nil && o.pendingMsgs != 0 {
-			err = sub.SetPendingLimits(o.pendingMsgs, o.pendingBytes)
+		conn, in := nc, b.lease
+		if ep.subject == bulkEndpoint {
+			in = b.bulk
+			if o.intakeConn != nil {
+				conn = o.intakeConn
+			}
 		}
+		sub, err := conn.QueueSubscribe(subject, micro.DefaultQueueGroup, b.handler(ep, subject, in))
 		if sub != nil {
 			b.endpointSubs = append(b.endpointSubs, sub)
 		}
@@ -94,6 +106,9 @@ func Start(nc *nats.Conn, m *manager.Manager, opts ...Option) (*Broker, error) {
 	}
 	// Only now: the hook reads the subscription lists.
 	b.hook = hookAsyncErrors(nc, b)
+	if o.intakeConn != nil && o.intakeConn != nc {
+		b.intakeHook = hookAsyncErrors(o.intakeConn, b)
+	}
 	return b, nil
 }
 
@@ -103,6 +118,7 @@ func (b *Broker) abort() {
 		_ = sub.Unsubscribe()
 	}
 	b.hook.release()
+	b.intakeHook.release()
 }
 
 // Subjects lists every subject served.
@@ -120,16 +136,27 @@ func (b *Broker) Info() micro.Info { return b.svc.Info() }
 // Stats is what $SRV.STATS answers for this worker.
 func (b *Broker) Stats() micro.Stats { return b.svc.Stats() }
 
-// Stop stops taking requests (draining the endpoints' subscriptions: what
-// NATS already delivered is still served) and waits, until ctx ends, for the
-// requests in flight to be answered; then it stops answering $SRV. When ctx
-// ends first it returns why; Stop may be called again to wait longer.
+// Stop stops taking requests and waits, until ctx ends, for the requests in
+// flight to be answered; then it stops answering $SRV. When ctx ends first
+// it returns why; Stop may be called again to wait longer.
+//
+// In order: the endpoints' subscriptions are drained, so that the server
+// sends new requests to the other workers of the queue group; a request
+// NATS had already delivered to this worker is answered 503 (nothing
+// changed) rather than served; an acquire waiting for a proxy
+// (wait_seconds) tries once more and, if nothing is free, is answered 503
+// at once; the requests being served finish as usual.
 func (b *Broker) Stop(ctx context.Context) error {
 	b.drainEndpoints.Do(func() { b.endpointsClosed, b.drainErr = drain(b.endpointSubs) })
+	b.stopStarting.Do(func() {
+		close(b.stopping)
+		b.lease.stop()
+		b.bulk.stop()
+	})
 	if b.drainErr != nil {
 		return fmt.Errorf("stop taking requests: %w", b.drainErr)
 	}
-	if err := waitClosed(ctx, b.nc, b.endpointsClosed); err != nil {
+	if err := waitClosed(ctx, b.endpointsClosed); err != nil {
 		return fmt.Errorf("stop taking requests: %w", err)
 	}
 	// No endpoint callback runs any more, so nothing adds to wg.
@@ -144,19 +171,26 @@ func (b *Broker) Stop(ctx context.Context) error {
 	if b.drainErr != nil {
 		return fmt.Errorf("stop answering $SRV: %w", b.drainErr)
 	}
-	if err := waitClosed(ctx, b.nc, b.controlClosed); err != nil {
+	if err := waitClosed(ctx, b.controlClosed); err != nil {
 		return fmt.Errorf("stop answering $SRV: %w", err)
 	}
 	b.hook.release()
+	b.intakeHook.release()
 	return nil
 }
 
-// drain starts draining subs and returns what tells when each is closed,
-// which NATS does once the callbacks of every message it had delivered have
-// returned. A subscription the connection's close already ended has
-// nothing to wait for.
-func drain(subs []*nats.Subscription) ([]<-chan nats.SubStatus, error) {
-	var closed []<-chan nats.SubStatus
+// draining is a subscription being drained and what tells when it is
+// closed, which NATS does once the callbacks of every message it had
+// delivered have returned.
+type draining struct {
+	sub    *nats.Subscription
+	closed <-chan nats.SubStatus
+}
+
+// drain starts draining subs. A subscription the connection's close
+// already ended has nothing to wait for.
+func drain(subs []*nats.Subscription) ([]draining, error) {
+	var out []draining
 	for _, sub := range subs {
 		ch := sub.StatusChanged(nats.SubscriptionClosed)
 		if err := sub.Drain(); err != nil {
@@ -165,26 +199,27 @@ func drain(subs []*nats.Subscription) ([]<-chan nats.SubStatus, error) {
 			}
 			return nil, fmt.Errorf("%s: %w", sub.Subject, err)
 		}
-		closed = append(closed, ch)
+		out = append(out, draining{sub: sub, closed: ch})
 	}
-	return closed, nil
+	return out, nil
 }
 
-// waitClosed waits for every channel drain returned, until ctx ends. A
-// closed connection ends the wait too: it delivers nothing more, and NATS
-// does not report the subscriptions it closed.
-func waitClosed(ctx context.Context, nc *nats.Conn, closed []<-chan nats.SubStatus) error {
+// waitClosed waits for every subscription drain started to close, until
+// ctx ends. A subscription whose connection was closed meanwhile ends the
+// wait too: it delivers nothing more, and NATS does not report the
+// subscriptions a connection's close ended.
+func waitClosed(ctx context.Context, subs []draining) error {
 	poll := time.NewTicker(50 * time.Millisecond)
 	defer poll.Stop()
-	for _, ch := range closed {
+	for _, d := range subs {
 	wait:
 		for {
 			select {
-			case <-ch:
+			case <-d.closed:
 				break wait
 			case <-poll.C:
-				if nc.IsClosed() {
-					return nil
+				if !d.sub.IsValid() {
+					break wait
 				}
 			case <-ctx.Done():
 				return ctx.Err()

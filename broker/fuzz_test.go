@@ -79,6 +79,14 @@ func FuzzDecodeAcquire(f *testing.F) {
 		`{"pool_name":"p","filters":` + nestFilters("none_of", 500) + `}`,
 		`{"pool_name":"p","filters":` + wideFilters("any_of", 100) + `}`,
 		`{"pool_name":"p","filters":{"latitude":-31.4,"longitude":-64.18,"radius_km":10}}`,
+		`{"POOL_NAME":"p"}`,
+		`{"Pool_Name":"p"}`,
+		`{"pool_name":"p","pool_name":"q"}`,
+		`{"pool_name":"p","selector":"random","SELECTOR":"random"}`,
+		`{"pool_name":"p","filters":{"country":"AR","Country":"BR"}}`,
+		`{"pool_name":"p","filters":{"any_of":[{"asn":1,"asn":2}]}}`,
+		`{"pool_n\u0061me":"p"}`,
+		`{"pool_name":"p","pool_n\u0061me":"q"}`,
 	}
 	for _, s := range filterSeeds() {
 		seeds = append(seeds, `{"pool_name":"p","filters":`+s+`}`)
@@ -94,7 +102,9 @@ func FuzzDecodeAcquire(f *testing.F) {
 			}
 			return
 		}
-		// Accepted: one UTF-8 JSON object (an empty body stands for {}).
+		// Accepted: one UTF-8 JSON object (an empty body stands for {}),
+		// every name spelt exactly as a field and given once.
+		requireExactNames(t, data)
 		trimmed := bytes.TrimSpace(data)
 		if !utf8.Valid(data) {
 			t.Fatalf("accepted invalid UTF-8: %q", data)
@@ -123,6 +133,95 @@ func FuzzDecodeAcquire(f *testing.F) {
 			req.Filters.Matches(a) // must not panic, nil filters included
 		}
 	})
+}
+
+// FuzzDecodeExactNames: for the requests whose fields change the most
+// (pools.delete's force, proxies.update's partial fields, pools.update's
+// health-check options with their free-form headers), an accepted body
+// has every name exactly as the field's and no name twice.
+func FuzzDecodeExactNames(f *testing.F) {
+	for _, s := range []string{
+		`{"name":"p","force":true}`,
+		`{"name":"p","force":false,"FORCE":true}`,
+		`{"name":"p","force":false,"force":true}`,
+		`{"proxy_id":"x","credentials":{"user":"u","password":"p"}}`,
+		`{"proxy_id":"x","credentials":{"user":"u","password":"p","User":"v"}}`,
+		`{"proxy_id":"x","city":null,"city":"Lima"}`,
+		`{"name":"p","health_check":{"enabled":true,"interval_seconds":5,"failure_threshold":1,"options":{"target_url":"http://x","headers":{"X-A":"1","x-a":"2"}}}}`,
+		`{"name":"p","health_check":{"enabled":true,"interval_seconds":5,"failure_threshold":1,"options":{"target_url":"http://x","headers":{"X-A":"1","X-A":"2"}}}}`,
+		`{"name":"p","health_check":{"enabled":true,"Enabled":false,"interval_seconds":5,"failure_threshold":1}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, errDelete := broker.Decode[model.PoolDeleteRequest](data)
+		_, errUpdate := broker.Decode[model.ProxyUpdateRequest](data)
+		_, errPool := broker.Decode[model.PoolUpdateRequest](data)
+		for _, err := range []error{errDelete, errUpdate, errPool} {
+			if err == nil {
+				requireExactNames(t, data)
+			} else if !errors.Is(err, model.ErrBadRequest) {
+				t.Fatalf("decode error %v is not a bad request", err)
+			}
+		}
+	})
+}
+
+// requireExactNames fails unless every object in data has each name once
+// and every name is spelt in lower case as the contract's fields are,
+// except in the free-form "headers" object. It reads data with
+// encoding/json's tokenizer, independently of the decoder under test.
+func requireExactNames(t *testing.T, data []byte) {
+	t.Helper()
+	type container struct {
+		object   bool
+		names    map[string]bool
+		freeForm bool // a map: any name goes
+		wantName bool // an object expecting a name next
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var stack []*container
+	lastName := ""
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return // io.EOF, or a body the decoder refused anyway
+		}
+		if len(stack) > 0 && stack[len(stack)-1].wantName {
+			top := stack[len(stack)-1]
+			if d, ok := tok.(json.Delim); ok && d == '}' {
+				stack = stack[:len(stack)-1]
+				if len(stack) > 0 && stack[len(stack)-1].object {
+					stack[len(stack)-1].wantName = true
+				}
+				continue
+			}
+			name := tok.(string)
+			if top.names[name] {
+				t.Fatalf("accepted %q twice in %s", name, data)
+			}
+			top.names[name] = true
+			if !top.freeForm && name != strings.ToLower(name) {
+				t.Fatalf("accepted the name %q, not spelt as any field, in %s", name, data)
+			}
+			top.wantName, lastName = false, name
+			continue
+		}
+		switch d, _ := tok.(json.Delim); d {
+		case '{':
+			stack = append(stack, &container{object: true, names: map[string]bool{}, freeForm: lastName == "headers", wantName: true})
+			continue
+		case '[':
+			stack = append(stack, &container{})
+			continue
+		case ']':
+			stack = stack[:len(stack)-1]
+		}
+		// A value ended: its object wants the next name.
+		if len(stack) > 0 && stack[len(stack)-1].object {
+			stack[len(stack)-1].wantName = true
+		}
+	}
 }
 
 func FuzzFilterValidate(f *testing.F) {

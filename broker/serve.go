@@ -12,19 +12,40 @@ import (
 	"github.com/pharox/pharox-nats/model"
 )
 
-// handler hands each request to a bounded pool: NATS runs one callback at a
-// time per subscription, so the subscription goroutine only waits for a
-// free slot and never for the store.
-func (b *Broker) handler(ep endpoint, subject string) nats.MsgHandler {
+// handler hands each request to its intake (see intake): NATS runs one
+// callback at a time per subscription, so the callback only offers the
+// request and returns, never waiting for a slot or the store. A request
+// over the intake's line, or one that arrives once the broker is stopping
+// (NATS delivered it before the drain took effect), is answered 503 at
+// once and changes nothing.
+func (b *Broker) handler(ep endpoint, subject string, in *intake) nats.MsgHandler {
 	return func(msg *nats.Msg) {
 		received := time.Now()
-		b.sem <- struct{}{}
+		// Before this callback returns, so before Stop's drain ends and
+		// its wait for wg begins.
 		b.wg.Add(1)
-		go func() {
-			defer func() { <-b.sem; b.wg.Done() }()
-			b.serve(ep, subject, msg, received)
-		}()
+		in.offer(job{
+			size: len(msg.Data),
+			run: func() {
+				defer b.wg.Done()
+				b.serve(ep, subject, msg, received)
+			},
+			refuse: func(why string) {
+				defer b.wg.Done()
+				text := "this worker is stopping; nothing was changed: retry, another worker will answer"
+				if why == "full" {
+					text = fmt.Sprintf("this worker has too many %s requests waiting; nothing was changed: retry", in.name)
+				}
+				b.refuse(subject, msg, received, text)
+			},
+		})
 	}
+}
+
+// refuse answers 503 without serving the request.
+func (b *Broker) refuse(subject string, msg *nats.Msg, received time.Time, text string) {
+	b.log.Debug("request refused", zap.String("subject", msg.Subject), zap.String("why", text))
+	b.respondError(subject, msg, received, 503, "unavailable", text)
 }
 
 // serve answers one request. Its statistics are recorded before the reply
@@ -81,22 +102,18 @@ func (b *Broker) respondError(subject string, msg *nats.Msg, received time.Time,
 }
 
 // slot lets a waiting acquire give its in-flight slot back while it sleeps,
-// so a thousand waiters do not starve the requests that can be served now.
+// so a thousand waiters do not starve the requests that can be served now,
+// and cuts its wait short when the broker stops (manager.Stopper).
 type slot struct{ b *Broker }
 
-func (s slot) Park() { <-s.b.sem }
+func (s slot) Stopping() <-chan struct{} { return s.b.stopping }
 
-func (s slot) Unpark(ctx context.Context) error {
-	select {
-	case s.b.sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		// Take the slot anyway so the handler's release stays balanced;
-		// the request is answered at once.
-		s.b.sem <- struct{}{}
-		return ctx.Err()
-	}
-}
+func (s slot) Park() { s.b.lease.release() }
+
+// Unpark takes a slot again; when ctx ends first it takes one anyway, so
+// that the serving goroutine's release stays balanced, and the request is
+// answered at once.
+func (s slot) Unpark(ctx context.Context) error { return s.b.lease.unpark(ctx) }
 
 func mustJSON(v any) []byte {
 	b, _ := json.Marshal(v)

@@ -11,9 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/pharox/pharox-nats/broker"
 	"github.com/pharox/pharox-nats/internal/natstest"
@@ -151,29 +148,18 @@ func (b *blockingChecker) CheckHealth(ctx context.Context, _ model.HealthCheckRe
 	return model.HealthCheckReply{Results: []model.HealthCheckResult{}}, nil
 }
 
-// TestSlowConsumerIsLoggedAndCounted fills a broker's one in-flight slot
-// and its endpoint's pending limit, so that NATS drops requests: the broker
-// logs it (naming the endpoint) and $SRV.STATS counts it as an error of
-// that endpoint.
-func TestSlowConsumerIsLoggedAndCounted(t *testing.T) {
+// TestOverTheLineIsAnswered503 fills a broker's one in-flight slot and its
+// line of one waiting request: the requests over it are answered 503 at
+// once (never dropped unanswered, as NATS would drop a slow consumer's),
+// and $SRV.STATS counts them as errors of their endpoint; once the slot is
+// free the request in line is served.
+func TestOverTheLineIsAnswered503(t *testing.T) {
 	srv := natstest.RunServer(t)
 	w := workertest.Start(t, natstest.Connect(t, srv), workertest.Config{})
 	bnc, cnc := natstest.Connect(t, srv), natstest.Connect(t, srv)
-
-	dropped := make(chan zapcore.Entry, 16)
-	core, logs := observer.New(zapcore.WarnLevel)
-	log := zap.New(core, zap.Hooks(func(e zapcore.Entry) error {
-		if strings.HasPrefix(e.Message, "requests dropped") {
-			select {
-			case dropped <- e:
-			default:
-			}
-		}
-		return nil
-	}))
 	hc := &blockingChecker{entered: make(chan struct{}, 16), release: make(chan struct{})}
 	brk, err := broker.Start(bnc, w.Manager, broker.WithPrefix("sc"), broker.WithMaxInflight(1), broker.WithPendingLimits(1, -1),
-		broker.WithRequestTimeout(time.Minute), broker.WithHealthChecker(hc), broker.WithLogger(log))
+		broker.WithRequestTimeout(time.Minute), broker.WithHealthChecker(hc))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = brk.Stop(context.Background()) })
 	released := false
@@ -184,28 +170,25 @@ func TestSlowConsumerIsLoggedAndCounted(t *testing.T) {
 	}()
 	require.NoError(t, bnc.Flush())
 
-	replies, err := cnc.SubscribeSync(nats.NewInbox())
+	replies, err := cnc.SubscribeSync(nats.NewInbox() + ".*")
 	require.NoError(t, err)
+	inbox := strings.TrimSuffix(replies.Subject, "*")
 	body := []byte(`{"pool_name":"x"}`)
-	// The first request takes the only slot; the second waits for it in
-	// the subscription's callback; the third is pending; the rest are
-	// over the limit of 1.
-	require.NoError(t, cnc.PublishRequest("sc.admin.health.check", replies.Subject, body))
+	// The first request takes the only slot; the second waits in line;
+	// the other three are over the line.
+	require.NoError(t, cnc.PublishRequest("sc.admin.health.check", inbox+"0", body))
 	require.NoError(t, cnc.Flush())
 	<-hc.entered
-	for i := 0; i < 4; i++ {
-		require.NoError(t, cnc.PublishRequest("sc.admin.health.check", replies.Subject, body))
+	for i := 1; i <= 4; i++ {
+		require.NoError(t, cnc.PublishRequest("sc.admin.health.check", inbox+strconv.Itoa(i), body))
 	}
-	require.NoError(t, cnc.Flush())
-
-	select {
-	case <-dropped:
-	case <-time.After(requestTimeout):
-		t.Fatal("no slow-consumer warning")
+	for range 3 {
+		msg, err := replies.NextMsg(requestTimeout)
+		require.NoError(t, err)
+		require.NotEqual(t, inbox+"1", msg.Subject, "the request in line waits for the slot")
+		require.Equal(t, "503", msg.Header.Get(micro.ErrorCodeHeader), string(msg.Data))
+		require.Contains(t, string(msg.Data), "too many")
 	}
-	entry := logs.FilterMessageSnippet("requests dropped").All()[0]
-	require.Equal(t, "sc.admin.health.check", entry.ContextMap()["subject"])
-	require.Contains(t, entry.ContextMap()["error"], "slow consumer")
 
 	st := srvRequest[micro.Stats](t, cnc, micro.StatsVerb, brk.Info().ID)
 	var ep *micro.EndpointStats
@@ -215,15 +198,16 @@ func TestSlowConsumerIsLoggedAndCounted(t *testing.T) {
 		}
 	}
 	require.NotNil(t, ep)
-	require.Positive(t, ep.NumErrors)
-	require.Contains(t, ep.LastError, "slow consumer")
+	require.Equal(t, 3, ep.NumErrors)
+	require.Contains(t, ep.LastError, "503:")
 
-	// Once the slot is free the requests NATS kept are answered.
+	// Once the slot is free the request in line is served, after the first.
 	close(hc.release)
 	released = true
-	for i := 0; i < 2; i++ {
+	for _, want := range []string{"0", "1"} {
 		msg, err := replies.NextMsg(requestTimeout)
 		require.NoError(t, err)
+		require.Equal(t, inbox+want, msg.Subject)
 		require.Empty(t, msg.Header.Get(micro.ErrorCodeHeader), string(msg.Data))
 	}
 }

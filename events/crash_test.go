@@ -2,7 +2,6 @@ package events_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -10,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -20,7 +18,6 @@ import (
 	"github.com/pharox/pharox-nats/internal/workertest"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
-	"github.com/pharox/pharox-nats/outbox"
 )
 
 func TestMain(m *testing.M) {
@@ -34,7 +31,20 @@ func TestMain(m *testing.M) {
 // or by the surviving worker from the write's own headers), and every lease
 // those writes ended has its ending record. The proxies bucket keeps 64
 // versions per key here, so that the audit sees every commit.
+//
+// One kill by default; PHAROX_SOAK=1 runs 10 rounds, each with a server
+// and workers of its own.
 func TestEventsSurviveAKilledWorker(t *testing.T) {
+	rounds := 1
+	if os.Getenv("PHAROX_SOAK") != "" {
+		rounds = 10
+	}
+	for r := 1; r <= rounds; r++ {
+		t.Run(fmt.Sprintf("kill-%d", r), killWorkerUnderLoad)
+	}
+}
+
+func killWorkerUnderLoad(t *testing.T) {
 	srv := natstest.RunServer(t)
 	nc := natstest.Connect(t, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -106,109 +116,10 @@ func TestEventsSurviveAKilledWorker(t *testing.T) {
 	wg.Wait()
 	require.NoError(t, survivor.Events.Flush(ctx))
 
-	owed := auditCommits(t, ctx, js)
-	start := time.Now()
-	var missing []string
-	for {
-		stored := storedEventIDs(t, ctx, js)
-		missing = missing[:0]
-		for id, want := range owed.events {
-			if got := stored[id]; got != want {
-				missing = append(missing, fmt.Sprintf("%s (%s): stored as %q", id, want, got))
-			}
-		}
-		if len(missing) == 0 || ctx.Err() != nil || time.Since(start) > 20*time.Second {
-			break
-		}
-		time.Sleep(100 * time.Millisecond) // the relay publishes once the dead worker's heartbeats have stopped
-	}
+	owed := workertest.AuditCommits(t, ctx, js)
+	missing, took := workertest.MissingEvents(t, ctx, js, owed, 20*time.Second)
 	require.Empty(t, missing, "events of committed writes missing from %s", events.StreamName)
 	t.Logf("%d pairs, %d committed writes from %d workers owing %d events (%d by the killed worker); all stored %v after the load",
-		pairs.Load(), owed.writes, len(owed.byWorker), len(owed.events), owed.byWorker[child.ID], time.Since(start).Round(time.Millisecond))
-
-	leases, err := js.KeyValue(ctx, kvstore.LeasesBucket)
-	require.NoError(t, err)
-	for id, status := range owed.endings {
-		e, err := leases.Get(ctx, id)
-		require.NoError(t, err, "ending record of lease %s", id)
-		require.Contains(t, string(e.Value()), `"status":"`+string(status)+`"`, "lease %s", id)
-	}
-}
-
-// commits are what the proxies stream says the writes owed.
-type commits struct {
-	writes   int
-	events   map[string]string            // Nats-Msg-Id -> event name
-	endings  map[string]model.LeaseStatus // lease id -> how it ended
-	byWorker map[string]int               // events owed by each worker
-}
-
-func auditCommits(t *testing.T, ctx context.Context, js jetstream.JetStream) commits {
-	t.Helper()
-	out := commits{events: map[string]string{}, endings: map[string]model.LeaseStatus{}, byWorker: map[string]int{}}
-	eachMessage(t, ctx, js, kvstore.ProxiesStream, func(m jetstream.Msg, seq uint64) {
-		h := m.Headers().Get(outbox.Header)
-		if h == "" {
-			return
-		}
-		e, err := outbox.Decode(h)
-		require.NoError(t, err)
-		out.writes++
-		out.byWorker[e.Worker] += len(e.Events)
-		for i, ev := range e.Events {
-			out.events[outbox.MsgID(kvstore.ProxiesStream, seq, i)] = ev.Name
-		}
-		for _, l := range e.Endings() {
-			out.endings[l.ID] = l.Status
-		}
-	})
-	return out
-}
-
-func storedEventIDs(t *testing.T, ctx context.Context, js jetstream.JetStream) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	eachMessage(t, ctx, js, events.StreamName, func(m jetstream.Msg, _ uint64) {
-		id := m.Headers().Get(jetstream.MsgIDHeader)
-		if prev, dup := out[id]; dup {
-			t.Fatalf("event id %s stored twice (%s, %s)", id, prev, m.Subject())
-		}
-		out[id] = m.Subject()[len("pharox.events."):]
-	})
-	return out
-}
-
-// eachMessage reads a stream from its first message to its last.
-func eachMessage(t *testing.T, ctx context.Context, js jetstream.JetStream, stream string, fn func(jetstream.Msg, uint64)) {
-	t.Helper()
-	s, err := js.Stream(ctx, stream)
-	require.NoError(t, err)
-	info, err := s.Info(ctx)
-	require.NoError(t, err)
-	last := info.State.LastSeq
-	if info.State.Msgs == 0 {
-		return
-	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	require.NoError(t, err)
-	for {
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
-		require.NoError(t, err)
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			meta, err := m.Metadata()
-			require.NoError(t, err)
-			fn(m, meta.Sequence.Stream)
-			if meta.Sequence.Stream >= last {
-				return
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			require.NoError(t, err)
-		}
-		if n == 0 {
-			t.Fatalf("stream %s: no message up to %d", stream, last)
-		}
-	}
+		pairs.Load(), owed.Writes, len(owed.ByWorker), len(owed.Events), owed.ByWorker[child.ID], took.Round(time.Millisecond))
+	require.Empty(t, workertest.MissingEndings(t, ctx, js, owed), "ending records")
 }

@@ -57,12 +57,18 @@ type Publisher struct {
 	relay   *relay
 	outbox  jetstream.KeyValue
 
-	wg     sync.WaitGroup // events queued and not yet acknowledged or given up
-	queue  chan queued
-	acks   chan queued
-	stop   context.CancelFunc
-	done   sync.WaitGroup // the publisher's goroutines
+	pending counter // events queued and not yet acknowledged or given up
+	queue   chan queued
+	acks    chan queued
+	stop    context.CancelFunc
+	done    sync.WaitGroup // the publisher's goroutines
+	// closed closes when Close has flushed: retries stop and an event
+	// enqueued after it is not published by this worker (see enqueue).
 	closed chan struct{}
+	// mu guards shut: Close takes it to close queue once no enqueue is
+	// between its check of shut and its send.
+	mu   sync.RWMutex
+	shut bool
 }
 
 type queued struct {
@@ -232,16 +238,33 @@ func (p *Publisher) Publish(name string, payload any) {
 	p.enqueue(name, payload, uuid.NewString(), 0)
 }
 
+// enqueue hands an event to the sender. After Close it is not published
+// here: an event a write owes keeps that write above this worker's
+// watermark (its tracker still counts it), so another worker publishes it
+// from the write's headers once this one's heartbeats have stopped; an
+// event no write owes (acquire_failed) is only logged.
 func (p *Publisher) enqueue(name string, payload any, id string, ticket uint64) {
 	msg, err := p.message(name, payload, id)
 	if err != nil {
 		p.log.Error("event not encodable", zap.String("event", name), zap.Error(err))
 		return
 	}
-	p.wg.Add(1)
-	// One sender keeps events in the order their changes committed on this
-	// worker; a full queue slows requests down rather than dropping events.
-	p.queue <- queued{msg: msg, ticket: ticket}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if !p.shut {
+		p.pending.add()
+		// One sender keeps events in the order their changes committed on
+		// this worker; a full queue slows requests down rather than
+		// dropping events, until Close.
+		select {
+		case p.queue <- queued{msg: msg, ticket: ticket}:
+			return
+		case <-p.closed:
+			p.pending.done()
+		}
+	}
+	p.log.Warn("event not published by this worker: its publisher is closed", zap.String("subject", msg.Subject),
+		zap.String("msg_id", id), zap.Bool("owed_by_a_write", ticket != 0))
 }
 
 func (p *Publisher) message(name string, payload any, id string) (*nats.Msg, error) {
@@ -306,22 +329,22 @@ func (p *Publisher) retry(q queued, err error) {
 	}
 	p.log.Warn("event publish failed", zap.String("subject", q.msg.Subject),
 		zap.String("msg_id", q.msg.Header.Get(jetstream.MsgIDHeader)), zap.Error(err))
-	p.wg.Done()
+	p.pending.done()
 }
 
 func (p *Publisher) published(q queued) {
 	if q.ticket != 0 {
 		p.tracker.acked(q.ticket)
 	}
-	p.wg.Done()
+	p.pending.done()
 }
 
-// Flush waits until every publish so far is acknowledged or given up on.
+// Flush waits until every event enqueued so far is acknowledged or given
+// up on (with events still being enqueued, until there is a moment with
+// none left).
 func (p *Publisher) Flush(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-p.pending.zero():
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -329,13 +352,18 @@ func (p *Publisher) Flush(ctx context.Context) error {
 }
 
 // Close flushes what is queued (until ctx ends), writes this worker's last
-// watermark and stops. Nothing may be published after Close. Events not
-// flushed by then are published by another worker, from the writes that
-// owe them.
+// watermark and stops. An event enqueued after Close (by a request that
+// outlived the worker's Stop) is not published by this worker: the write
+// that owes it stays above the watermark Close writes, so another worker
+// publishes it from the write's own headers (see enqueue). Events not
+// flushed by then are published the same way.
 func (p *Publisher) Close(ctx context.Context) error {
 	err := p.Flush(ctx)
-	close(p.closed)
+	close(p.closed) // first: an enqueue blocked on a full queue gives up
+	p.mu.Lock()
+	p.shut = true
 	close(p.queue)
+	p.mu.Unlock()
 	p.stop()
 	p.done.Wait()
 	p.relay.stop()
@@ -347,6 +375,44 @@ func (p *Publisher) Close(ctx context.Context) error {
 			zap.Int("writes", n))
 	}
 	return err
+}
+
+// counter counts events in flight. Unlike a sync.WaitGroup it may go up
+// from zero while Flush waits, which requests still committing during a
+// stop do.
+type counter struct {
+	mu    sync.Mutex
+	n     int
+	empty chan struct{} // closed while n == 0
+}
+
+func (c *counter) add() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == 0 {
+		c.empty = make(chan struct{})
+	}
+	c.n++
+}
+
+func (c *counter) done() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n--; c.n == 0 {
+		close(c.empty)
+	}
+}
+
+// zero closes when the count is zero.
+func (c *counter) zero() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == 0 {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	return c.empty
 }
 
 // beat is the value of a worker's key in the outbox bucket: its watermark

@@ -9,11 +9,10 @@ import "sync"
 // worker's writes at or below W; what is above it, they publish should this
 // worker die.
 type tracker struct {
-	mu     sync.Mutex
-	next   uint64
-	open   map[uint64]*span // by ticket
-	hi     uint64           // highest sequence known to be below any future write
-	closed bool
+	mu   sync.Mutex
+	next uint64
+	open map[uint64]*span // by ticket
+	hi   uint64           // highest sequence known to be below any future write
 }
 
 // span is one write that owes events: before it commits only a bound on

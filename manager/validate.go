@@ -128,8 +128,8 @@ func checkUUID(field, v string) error {
 // checkProxyInput validates one proxy of an add request; index names it.
 func checkProxyInput(i int, in model.ProxyInput) error {
 	at := fmt.Sprintf("proxies[%d]", i)
-	if in.Host == "" || len(in.Host) > 255 {
-		return fmt.Errorf("%w: %s.host must be 1..255 characters", model.ErrBadRequest, at)
+	if err := model.CheckHost(at+".host", in.Host); err != nil {
+		return err
 	}
 	if in.Port < 1 || in.Port > 65535 {
 		return fmt.Errorf("%w: %s.port must be in 1..65535, got %d", model.ErrBadRequest, at, in.Port)
@@ -185,8 +185,10 @@ func checkProxyUpdate(u model.ProxyUpdateRequest) error {
 			return fmt.Errorf("%w: %s cannot be null", model.ErrBadRequest, field)
 		}
 	}
-	if u.Host.Value != nil && (*u.Host.Value == "" || len(*u.Host.Value) > 255) {
-		return fmt.Errorf("%w: host must be 1..255 characters", model.ErrBadRequest)
+	if u.Host.Value != nil {
+		if err := model.CheckHost("host", *u.Host.Value); err != nil {
+			return err
+		}
 	}
 	if u.Port.Value != nil && (*u.Port.Value < 1 || *u.Port.Value > 65535) {
 		return fmt.Errorf("%w: port must be in 1..65535, got %d", model.ErrBadRequest, *u.Port.Value)

@@ -19,6 +19,15 @@ type Parker interface {
 	Unpark(ctx context.Context) error
 }
 
+// Stopper is a Parker whose caller can stop serving (a worker shutting
+// down). When Stopping closes, a waiting acquire tries once more and, if
+// nothing is free, gives up at once with ErrUnavailable: its wait was cut
+// short, so "none free" ({"lease": null}) would not be true, and nothing
+// was changed.
+type Stopper interface {
+	Stopping() <-chan struct{}
+}
+
 // AcquireOption tunes one AcquireProxy call.
 type AcquireOption func(*acquireOptions)
 
@@ -184,6 +193,10 @@ func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Cons
 	}()
 	timer := time.NewTimer(p.wait - time.Since(p.begun))
 	defer timer.Stop()
+	var stop <-chan struct{}
+	if s, ok := parker.(Stopper); ok {
+		stop = s.Stopping()
+	}
 	conflicts := 0
 	// The first try follows the caller's, which synced the replica and
 	// checked the pool: it only needs the replica's changes since (so
@@ -198,14 +211,24 @@ func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Cons
 		if err != nil || grant != nil {
 			return grant, conflicts, err
 		}
+		if closed(stop) {
+			// That was the one more try the stop allows.
+			return nil, conflicts, model.Errorf(model.ErrUnavailable, "this worker is stopping: the acquire's wait was cut short with no proxy free; nothing was changed, retry it")
+		}
 		if parker != nil {
 			parker.Park()
 		}
-		timedOut := m.sleep(ctx, w, timer, p)
+		timedOut := m.sleep(ctx, w, timer, p, stop)
 		if parker != nil {
 			if err := parker.Unpark(ctx); err != nil {
 				return nil, conflicts, fmt.Errorf("%w: acquire wait: %w", model.ErrUnavailable, err)
 			}
+		}
+		if closed(stop) {
+			// Woken by the stop: one more try, from the replica as it is
+			// (the feed keeps it current), then the loop gives up.
+			fresh = true
+			continue
 		}
 		if timedOut {
 			// A last look, from the replica as it is: time alone may have
@@ -219,14 +242,15 @@ func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Cons
 	}
 }
 
-// sleep waits for a wake-up, the end of the wait or of ctx. A lease that
+// sleep waits for a wake-up, the end of the wait or of ctx, or the
+// caller's stop. A lease that
 // expires frees its slot without any write, so the sleeper also has an
 // alarm at the earliest expiry the replica knows of (set again when an
 // earlier one is installed) to have it counted: that tells the proxy's
 // waiters, in order and as many as it can serve, through the change hook,
 // once, whichever waiter gets there first. An expiry of another pool, or of
 // a lease already released, wakes nobody for good.
-func (m *Manager) sleep(ctx context.Context, w *waiter, timer *time.Timer, p acquireParams) (timedOut bool) {
+func (m *Manager) sleep(ctx context.Context, w *waiter, timer *time.Timer, p acquireParams, stop <-chan struct{}) (timedOut bool) {
 	q := m.waiters
 	for {
 		q.mu.Lock()
@@ -255,6 +279,7 @@ func (m *Manager) sleep(ctx context.Context, w *waiter, timer *time.Timer, p acq
 		case <-timer.C:
 			timedOut = true
 		case <-ctx.Done():
+		case <-stop:
 		}
 		if freeingTimer != nil {
 			freeingTimer.Stop()
@@ -262,6 +287,16 @@ func (m *Manager) sleep(ctx context.Context, w *waiter, timer *time.Timer, p acq
 		if !rearm {
 			return timedOut
 		}
+	}
+}
+
+// closed reports whether ch is closed; a nil ch never is.
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -10,6 +10,9 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Protocol is how a proxy is spoken to.
@@ -210,13 +213,37 @@ type HealthCheckResult struct {
 // (expected_status_codes [200], slow_threshold_ms 2000, allow_redirects
 // true, timeout 5, attempts 1) and refuses unknown fields.
 func (o *HealthCheckOptions) UnmarshalJSON(b []byte) error {
-	type plain HealthCheckOptions
-	p := plain{Timeout: 5, Attempts: 1, ExpectedStatusCodes: []int{200}, SlowThresholdMs: 2000, AllowRedirects: true, Headers: map[string]string{}}
+	p := healthCheckDefaults()
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
 		return err
 	}
+	o.set(p)
+	return nil
+}
+
+// UnmarshalJSONFrom is UnmarshalJSON for the json/v2 API, which the
+// workers decode requests with, under the caller's options (exact names,
+// no duplicates, no unknown fields).
+func (o *HealthCheckOptions) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	p := healthCheckDefaults()
+	if err := jsonv2.UnmarshalDecode(dec, &p); err != nil {
+		return err
+	}
+	o.set(p)
+	return nil
+}
+
+// plainHealthCheckOptions decodes without the methods above.
+type plainHealthCheckOptions HealthCheckOptions
+
+func healthCheckDefaults() plainHealthCheckOptions {
+	return plainHealthCheckOptions{Timeout: 5, Attempts: 1, ExpectedStatusCodes: []int{200}, SlowThresholdMs: 2000,
+		AllowRedirects: true, Headers: map[string]string{}}
+}
+
+func (o *HealthCheckOptions) set(p plainHealthCheckOptions) {
 	if p.Headers == nil {
 		p.Headers = map[string]string{}
 	}
@@ -224,5 +251,4 @@ func (o *HealthCheckOptions) UnmarshalJSON(b []byte) error {
 		p.ExpectedStatusCodes = []int{200}
 	}
 	*o = HealthCheckOptions(p)
-	return nil
 }

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"regexp"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Defaults and bounds of the contract.
@@ -56,6 +59,24 @@ func (o *Optional[T]) UnmarshalJSON(b []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&v); err != nil {
+		return err
+	}
+	o.Value = &v
+	return nil
+}
+
+// UnmarshalJSONFrom is UnmarshalJSON for the json/v2 API, which the
+// workers decode requests with: the value is decoded with the caller's
+// options (exact names, no duplicates, no unknown fields).
+func (o *Optional[T]) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	o.Set = true
+	if dec.PeekKind() == 'n' {
+		_, err := dec.ReadToken()
+		o.Value = nil
+		return err
+	}
+	var v T
+	if err := jsonv2.UnmarshalDecode(dec, &v); err != nil {
 		return err
 	}
 	o.Value = &v

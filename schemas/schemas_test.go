@@ -664,6 +664,27 @@ func TestScalars(t *testing.T) {
 	})
 }
 
+// TestHostSchemaMatchesTheWorker: the host schema accepts what the
+// worker's check (model.ValidHost) accepts, and refuses what it refuses.
+func TestHostSchemaMatchesTheWorker(t *testing.T) {
+	s := loadSet(t)
+	label63 := strings.Repeat("a", 63)
+	for _, host := range []string{
+		"proxy.example.com", "localhost", "h", "a-b.c-d.io", "xn--bcher-kva.example", "1password.com", "a.1b",
+		label63 + ".com", strings.Repeat(label63+".", 3) + strings.Repeat("b", 61),
+		"10.0.0.1", "0.0.0.0", "255.255.255.255", "2001:db8::1", "::1", "::", "::ffff:192.0.2.1", "64:ff9b::192.0.2.1",
+		"2001:0db8:0000:0000:0000:ff00:0042:8329", "fe80::1:2:3:4", "1:2:3:4:5:6:7::",
+		"bad host", "", "-a.com", "a-.com", "a..com", ".a.com", "a.com.", "a_b.com", "ex@mple.com", "http://a.com",
+		"a.com:8080", "[2001:db8::1]", "fe80::1%eth0", "2001:db8:::1", "1:2:3:4:5:6:7:8:9", "256.1.1.1", "1.2.3",
+		"010.1.1.1", "1.2.3.4.5", strings.Repeat("a", 64), strings.Repeat(label63+".", 4) + "a", "ünïcode.com", "12345",
+	} {
+		data, err := json.Marshal(host)
+		require.NoError(t, err)
+		err = s.Validate("host", data)
+		require.Equal(t, model.ValidHost(host), err == nil, "host %q: schema says %v", host, err)
+	}
+}
+
 // ---------------------------------------------------------------- requests
 
 func TestAcquireRequest(t *testing.T) {

@@ -10,15 +10,16 @@ import (
 	"github.com/pharox/pharox-nats/natsconn"
 )
 
-// connect opens the worker's NATS connection: to the embedded server srv
-// in-process, or else to the resolved --nats-url with its login. It
-// reconnects forever and logs losing and regaining the server (the URL
-// redacted); worker.Start makes it log the errors NATS reports
-// asynchronously (a slow consumer).
-func connect(s natsconn.Settings, srv *server.Server, log *zap.Logger) (*nats.Conn, error) {
+// connect opens one of the worker's NATS connections (name says which):
+// to the embedded server srv in-process, or else to the resolved
+// --nats-url with its login. It reconnects forever and logs losing and
+// regaining the server (the URL redacted); worker.Start makes it log the
+// errors NATS reports asynchronously (a slow consumer).
+func connect(s natsconn.Settings, srv *server.Server, log *zap.Logger, name string) (*nats.Conn, error) {
 	url := s.URL
+	log = log.With(zap.String("connection", name))
 	opts := []nats.Option{
-		nats.Name("pharox-worker"),
+		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			if err != nil && !nc.IsClosed() {

@@ -73,15 +73,22 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 		}
 		defer stopEmbedded(srv)
 	}
-	nc, err := connect(natsSettings, srv, log)
+	nc, err := connect(natsSettings, srv, log, "pharox-worker")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	// admin.proxies.add (bodies up to 1 MiB) is taken on a connection of
+	// its own, so that a flood of them never delays leasing's socket.
+	intake, err := connect(natsSettings, srv, log, "pharox-worker-intake")
+	if err != nil {
+		return err
+	}
+	defer intake.Close()
 
 	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	w, err := worker.Start(startCtx, workerConfig(cfg, nc, log))
+	w, err := worker.Start(startCtx, workerConfig(cfg, nc, intake, log))
 	if err != nil {
 		return err
 	}

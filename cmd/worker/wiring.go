@@ -9,9 +9,10 @@ import (
 )
 
 // workerConfig is what the flags tell internal/worker.
-func workerConfig(cfg config, nc *nats.Conn, log *zap.Logger) worker.Config {
+func workerConfig(cfg config, nc, intake *nats.Conn, log *zap.Logger) worker.Config {
 	return worker.Config{
 		Conn:              nc,
+		IntakeConn:        intake,
 		Prefix:            cfg.SubjectPrefix,
 		Replicas:          cfg.Replicas,
 		MaxInflight:       cfg.MaxInflight,

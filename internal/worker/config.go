@@ -20,6 +20,11 @@ type Config struct {
 	// Conn is the NATS connection the worker runs on; the caller owns it
 	// and closes it after Stop.
 	Conn *nats.Conn
+	// IntakeConn, when set, is a second connection on which the worker
+	// takes admin.proxies.add requests, so that a flood of large bodies
+	// queues on its own socket and cannot delay leasing; the caller owns
+	// it too. Without it everything is served on Conn.
+	IntakeConn *nats.Conn
 
 	Prefix         string        // subject prefix (default "pharox")
 	Replicas       int           // replicas of buckets and stream this worker creates (default 1)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/broker"
@@ -75,6 +76,9 @@ func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 	nc, log := cfg.Conn, cfg.Log
 	// Before the broker, which puts itself in front of it.
 	nc.SetErrorHandler(ErrorHandler(log.Named("nats")))
+	if cfg.IntakeConn != nil && cfg.IntakeConn != nc {
+		cfg.IntakeConn.SetErrorHandler(ErrorHandler(log.Named("nats-intake")))
+	}
 
 	w := &Worker{cfg: cfg, log: log}
 	defer func() {
@@ -126,17 +130,26 @@ func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		health.WithReplicas(cfg.Replicas), health.WithLogger(log.Named("health"))); err != nil {
 		return nil, fmt.Errorf("worker: health checks: %w", err)
 	}
-	if w.Broker, err = broker.Start(nc, w.Manager, broker.WithPrefix(cfg.Prefix), broker.WithMaxInflight(cfg.MaxInflight),
+	bopts := []broker.Option{broker.WithPrefix(cfg.Prefix), broker.WithMaxInflight(cfg.MaxInflight),
 		broker.WithRequestTimeout(cfg.RequestTimeout), broker.WithLogger(log.Named("broker")),
-		broker.WithHealthChecker(w.Health)); err != nil {
+		broker.WithHealthChecker(w.Health)}
+	if cfg.IntakeConn != nil {
+		bopts = append(bopts, broker.WithIntakeConn(cfg.IntakeConn))
+	}
+	if w.Broker, err = broker.Start(nc, w.Manager, bopts...); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	// The endpoints' subscriptions reach the server before anyone is told
 	// the worker serves.
 	fctx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
-	if err = nc.FlushWithContext(fctx); err != nil {
-		return nil, fmt.Errorf("worker: flush subscriptions: %w", err)
+	for _, c := range []*nats.Conn{nc, cfg.IntakeConn} {
+		if c == nil {
+			continue
+		}
+		if err = c.FlushWithContext(fctx); err != nil {
+			return nil, fmt.Errorf("worker: flush subscriptions: %w", err)
+		}
 	}
 	w.startSweeps()
 	return w, nil
@@ -155,14 +168,19 @@ func (w *Worker) startSweeps() {
 	}
 }
 
-// Stop shuts the worker down in order: the broker stops taking requests and
-// answers those in flight (until ctx ends), the sweepers stop, the health
-// checker stops, the events still queued are published (until ctx ends),
-// the manager stops feeding its replica. When ctx ends before the requests in flight are
-// answered, the events publisher is flushed but left open, since those
-// requests may still publish. Every part stopped even if an earlier one reported an
-// error; the errors are returned together. The connection is the caller's.
-// Calling Stop again returns the first call's result.
+// Stop shuts the worker down in order: the broker stops taking requests
+// (the queue group sends new ones to the other workers; one still
+// delivered here gets 503, a waiting acquire tries once more and gets 503
+// if nothing is free) and answers those in flight (until ctx ends), the
+// sweepers stop, the health checker stops, the events of what was
+// committed are published and the last outbox watermark written (until
+// ctx ends), the manager stops feeding its replica. A request that
+// outlives ctx may still commit: the publisher is closed anyway, and the
+// events that write owes are published by another worker from the write's
+// own headers (events.Publisher.Close). Every part stops even if an earlier
+// one reported an error; the errors are returned together. The
+// connections are the caller's. Calling Stop again returns the first
+// call's result.
 func (w *Worker) Stop(ctx context.Context) error {
 	w.stopOnce.Do(func() { w.stopErr = w.stop(ctx) })
 	return w.stopErr
@@ -170,11 +188,9 @@ func (w *Worker) Stop(ctx context.Context) error {
 
 func (w *Worker) stop(ctx context.Context) error {
 	var errs []error
-	drained := true
 	if w.Broker != nil {
 		if err := w.Broker.Stop(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("drain requests: %w", err))
-			drained = false
 		}
 	}
 	if w.stopSweeps != nil {
@@ -185,13 +201,7 @@ func (w *Worker) stop(ctx context.Context) error {
 		w.Health.Close()
 	}
 	if w.Events != nil {
-		// A request still in flight may yet publish: flush what is queued
-		// but keep the publisher open rather than have that publish panic.
-		flush := w.Events.Close
-		if !drained {
-			flush = w.Events.Flush
-		}
-		if err := flush(ctx); err != nil {
+		if err := w.Events.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("flush events: %w", err))
 		}
 	}

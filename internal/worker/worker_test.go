@@ -110,9 +110,10 @@ func TestStartRefusesBadConfig(t *testing.T) {
 
 // TestStopFlushesEvents sends releases that reach the worker as Stop
 // begins and closes the connection as soon as Stop returns: every release
-// is answered and has its event in PHAROX_EVENTS, because Stop drains the
-// requests first and publishes their events before it closes the store and
-// returns.
+// is answered, either served (and its event is in PHAROX_EVENTS, because
+// Stop finishes the requests in flight and publishes their events before
+// it returns) or refused with 503 because it arrived once the worker was
+// stopping (and then its lease is still active: nothing was changed).
 func TestStopFlushesEvents(t *testing.T) {
 	srv := natstest.RunServer(t)
 	wnc, cnc := natstest.Connect(t, srv), natstest.Connect(t, srv)
@@ -142,10 +143,35 @@ func TestStopFlushesEvents(t *testing.T) {
 	require.NoError(t, w.Stop(ctx))
 	wnc.Close()
 
+	served, refused := 0, map[string]bool{}
 	for range ids {
 		msg, err := replies.NextMsg(timeout)
 		require.NoError(t, err)
-		require.Empty(t, msg.Header.Get("Nats-Service-Error-Code"), string(msg.Data))
+		switch code := msg.Header.Get("Nats-Service-Error-Code"); code {
+		case "":
+			served++
+		case "503":
+			i, err := strconv.Atoi(msg.Subject[strings.LastIndexByte(msg.Subject, '.')+1:])
+			require.NoError(t, err)
+			refused[ids[i]] = true
+		default:
+			t.Fatalf("release answered %s: %s", code, msg.Data)
+		}
+	}
+	t.Logf("%d releases served, %d refused as the worker stopped", served, len(refused))
+	// A worker started afterwards finds the refused releases' leases
+	// still active.
+	w2, err := worker.Start(ctx, worker.Config{Conn: natstest.Connect(t, srv), Prefix: "after"})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, w2.Stop(ctx)) }()
+	for _, id := range ids {
+		lease, err := w2.Manager.GetLease(ctx, id)
+		require.NoError(t, err)
+		if refused[id] {
+			require.Equal(t, model.LeaseActive, lease.Status, "a release refused with 503 changed nothing")
+		} else {
+			require.Equal(t, model.LeaseReleased, lease.Status)
+		}
 	}
 	js, err := jetstream.New(cnc)
 	require.NoError(t, err)
@@ -154,7 +180,7 @@ func TestStopFlushesEvents(t *testing.T) {
 	info, err := stream.Info(ctx, jetstream.WithSubjectFilter("pharox.events.>"))
 	require.NoError(t, err)
 	require.Equal(t, uint64(n), info.State.Subjects["pharox.events.acquired"])
-	require.Equal(t, uint64(n), info.State.Subjects["pharox.events.released"], "every release served has its event")
+	require.Equal(t, uint64(served), info.State.Subjects["pharox.events.released"], "every release served has its event")
 
 	// Stop again returns the same result.
 	require.NoError(t, w.Stop(ctx))

@@ -46,6 +46,8 @@ type Config struct {
 	CredentialsKeys      *credkey.Ring
 	MaxLeasesPerConsumer int
 	MaxWaiters           int
+	// IntakeConn is internal/worker's Config.IntakeConn.
+	IntakeConn *nats.Conn
 }
 
 // Start assembles a worker on nc and stops it when the test ends.
@@ -63,6 +65,7 @@ func Start(t testing.TB, nc *nats.Conn, cfg Config) *Worker {
 func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
 	w, err := worker.Start(ctx, worker.Config{
 		Conn:           nc,
+		IntakeConn:     cfg.IntakeConn,
 		Prefix:         cfg.Prefix,
 		Replicas:       cfg.Replicas,
 		MaxInflight:    cfg.MaxInflight,
