@@ -99,7 +99,7 @@ func runRekey(ctx context.Context, cfg config, log *zap.Logger, out io.Writer) (
 		}
 		defer stopEmbedded(srv)
 	}
-	nc, err := connect(natsSettings, srv, log)
+	nc, err := connect(natsSettings, srv, log, "pharox-worker-rekey")
 	if err != nil {
 		return res, err
 	}
@@ -107,7 +107,7 @@ func runRekey(ctx context.Context, cfg config, log *zap.Logger, out io.Writer) (
 
 	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	wcfg := workerConfig(cfg, nc, log)
+	wcfg := workerConfig(cfg, nc, nil, log)
 	wcfg.Maintenance = true
 	w, err := worker.Start(startCtx, wcfg)
 	if err != nil {

@@ -373,4 +373,3 @@ func (o *outcomes) String() string {
 
 func isUnavailable(err error) bool { return errors.Is(err, model.ErrUnavailable) }
 
-func ptr[T any](v T) *T { return &v }
