@@ -372,4 +372,3 @@ func (o *outcomes) String() string {
 }
 
 func isUnavailable(err error) bool { return errors.Is(err, model.ErrUnavailable) }
-
