@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/model"
@@ -17,6 +18,8 @@ type options struct {
 	timeout     time.Duration
 	log         *zap.Logger
 	health      HealthChecker
+	observer    Observer     // WithObserver (observe.go)
+	tracer      trace.Tracer // WithTracerProvider (observe.go)
 	// pendingMsgs and pendingBytes bound what NATS queues for one endpoint
 	// before it drops requests as a slow consumer (0: the client's defaults).
 	pendingMsgs, pendingBytes int

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -63,6 +64,8 @@ type Publisher struct {
 	stop   context.CancelFunc
 	done   sync.WaitGroup // the publisher's goroutines
 	closed chan struct{}
+
+	failures atomic.Uint64 // publish attempts that failed (observe.go)
 }
 
 type queued struct {
@@ -284,6 +287,7 @@ func (p *Publisher) ackLoop() {
 // worker's watermark below that write, so another worker publishes it once
 // this one is gone.
 func (p *Publisher) retry(q queued, err error) {
+	p.failures.Add(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		select {
@@ -301,6 +305,7 @@ func (p *Publisher) retry(q queued, err error) {
 			p.published(q)
 			return
 		}
+		p.failures.Add(1)
 		retry.Sleep(ctx, min(time.Second, retry.Backoff(attempt+5)))
 	}
 	p.log.Warn("event publish failed", zap.String("subject", q.msg.Subject),

@@ -13,6 +13,7 @@ import (
 // for 10 proxies as for 100,000.
 type poolCounts struct {
 	total, active, available, leased, leases int
+	byStatus                                 [numStatuses]int // gauges.go
 }
 
 // entryCounts is what one proxy adds to its pool's counts, packed small
@@ -20,12 +21,13 @@ type poolCounts struct {
 type entryCounts struct {
 	leases            int32
 	active, available bool
+	status            uint8 // statusIndex (gauges.go); fits the struct's padding
 }
 
 // contribution is what one proxy adds to its pool's counts at time t.
 func contribution(rec *record.Proxy, t time.Time) entryCounts {
 	live := rec.LiveHolders(t)
-	c := entryCounts{leases: int32(live)}
+	c := entryCounts{leases: int32(live), status: statusIndex(rec.Status)}
 	if rec.Status == model.ProxyActive {
 		c.active = true
 		c.available = rec.MaxConcurrency == nil || live < *rec.MaxConcurrency
@@ -39,6 +41,7 @@ func (p *poolCounts) add(c entryCounts, sign int) {
 	p.available += sign * b2i(c.available)
 	p.leased += sign * b2i(c.leases > 0)
 	p.leases += sign * int(c.leases)
+	p.byStatus[c.status] += sign
 }
 
 func b2i(b bool) int {

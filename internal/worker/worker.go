@@ -118,13 +118,13 @@ func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		log.Info("seeded", zap.Int("pools_created", res.PoolsCreated), zap.Int("proxies_added", res.ProxiesAdded),
 			zap.Int("proxies_present", res.ProxiesPresent))
 	}
-	if w.Health, err = health.New(ctx, nc, w.Manager, health.WithConcurrency(cfg.HealthConcurrency),
-		health.WithReplicas(cfg.Replicas), health.WithLogger(log.Named("health"))); err != nil {
+	if w.Health, err = health.New(ctx, nc, w.Manager, append([]health.Option{health.WithConcurrency(cfg.HealthConcurrency),
+		health.WithReplicas(cfg.Replicas), health.WithLogger(log.Named("health"))}, cfg.healthObservers()...)...); err != nil {
 		return nil, fmt.Errorf("worker: health checks: %w", err)
 	}
-	if w.Broker, err = broker.Start(nc, w.Manager, broker.WithPrefix(cfg.Prefix), broker.WithMaxInflight(cfg.MaxInflight),
+	if w.Broker, err = broker.Start(nc, w.Manager, append([]broker.Option{broker.WithPrefix(cfg.Prefix), broker.WithMaxInflight(cfg.MaxInflight),
 		broker.WithRequestTimeout(cfg.RequestTimeout), broker.WithLogger(log.Named("broker")),
-		broker.WithHealthChecker(w.Health)); err != nil {
+		broker.WithHealthChecker(w.Health)}, cfg.brokerObservers()...)...); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	// The endpoints' subscriptions reach the server before anyone is told
@@ -135,6 +135,7 @@ func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		return nil, fmt.Errorf("worker: flush subscriptions: %w", err)
 	}
 	w.startSweeps()
+	w.bindMonitor()
 	return w, nil
 }
 
