@@ -34,6 +34,10 @@ type config struct {
 	HealthConcurrency int
 	HealthSweeps      bool
 
+	// MetricsListen is --metrics-listen (metrics.go): "" picks the mode's
+	// default, "off" serves nothing.
+	MetricsListen string
+
 	// set holds the flags given on the command line or by PHAROX_*, so that
 	// --listen and --data-dir win over --nats-config only when given.
 	set map[string]bool
@@ -60,6 +64,7 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error; debug logs one line per operation")
 	fs.IntVar(&cfg.HealthConcurrency, "health-concurrency", 32, "health-check probes this worker runs at once (sweeps and admin.health.check together)")
 	fs.BoolVar(&cfg.HealthSweeps, "health-sweeps", true, "take part in the health-check sweeps of pools whose health_check is enabled (false: only admin.health.check)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "host:port serving /metrics (Prometheus), /healthz and /readyz; \"off\" for none; default: "+defaultMetricsListen+" with the embedded server, off with --nats-url")
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintf(out, "Usage: worker [flags]\n\nServes the pharox leasing contract over NATS. With no flags it starts an embedded\nNATS server with JetStream on 127.0.0.1:4222 and keeps state under ./data.\n\nEvery flag can also be set by the environment variable shown; a flag wins over it.\n\n")
@@ -118,6 +123,9 @@ func (c config) validate() error {
 		return fmt.Errorf("--health-concurrency must be 1..4096, got %d", c.HealthConcurrency)
 	case c.SubjectPrefix == "" || strings.ContainsAny(c.SubjectPrefix, " *>\t"):
 		return fmt.Errorf("--subject-prefix %q is not a valid subject token", c.SubjectPrefix)
+	}
+	if err := c.validateMetrics(); err != nil {
+		return err
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
