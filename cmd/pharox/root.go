@@ -152,6 +152,7 @@ with its command's status.`,
 	root.AddCommand(
 		a.acquireCmd(), a.releaseCmd(), a.renewCmd(), a.leaseCmd(), a.statsCmd(), a.cleanupCmd(),
 		a.runCmd(), a.poolsCmd(), a.proxiesCmd(), a.consumersCmd(), a.eventsCmd(), a.gatewayCmd(),
+		a.topCmd(),
 	)
 	return root, a
 }
