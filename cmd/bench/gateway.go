@@ -30,11 +30,6 @@ import (
 // gatewayScenario is the number of the gateway scenario in --scenarios.
 const gatewayScenario = 8
 
-// onlyGateway reports whether the gateway scenario is all that was asked
-// for (the others' baseline is then not needed).
-func onlyGateway(cfg benchConfig) bool {
-	return len(cfg.scenarios) == 1 && cfg.scenarios[gatewayScenario]
-}
 
 const (
 	gatewayToken    = "bench-token"

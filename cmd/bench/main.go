@@ -93,11 +93,14 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 	var rep report
-	if !onlyGateway(cfg) {
+	if !standaloneOnly(cfg) {
 		rep, err = run(ctx, cfg)
 	}
 	if err == nil && cfg.scenarios[gatewayScenario] {
 		err = runGatewayScenario(ctx, cfg, &rep)
+	}
+	if err == nil && cfg.scenarios[observeScenario] {
+		err = runObserveScenario(ctx, cfg, &rep) // observe.go
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -121,7 +124,7 @@ func parseFlags(args []string) (benchConfig, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.StringVar(&cfg.natsURL, "nats-url", "", "use this NATS server (JetStream enabled) instead of starting one as a child process")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "how long each measured point runs")
-	list := fs.String("scenarios", "1,2,3,4,5,6,7,8", "comma-separated scenarios to run (see README: 1 clients, 2 pool size, 3 filters, 4 selectors, 5 history, 6 hot pool, 7 memory, 8 gateway)")
+	list := fs.String("scenarios", "1,2,3,4,5,6,7,8,9", "comma-separated scenarios to run (see README: 1 clients, 2 pool size, 3 filters, 4 selectors, 5 history, 6 hot pool, 7 memory, 8 gateway, 9 metrics and tracing cost)")
 	fs.BoolVar(&cfg.json, "json", false, "print the report as JSON instead of a table")
 	fs.IntVar(&cfg.history, "history", 200000, "pairs completed in the history scenario before the last 10,000 are compared with the first 10,000")
 	fs.IntVar(&cfg.big, "big", 100000, "proxies in the large pool of scenarios 2, 3 and 7")
@@ -132,8 +135,8 @@ func parseFlags(args []string) (benchConfig, error) {
 	cfg.scenarios = map[int]bool{}
 	for _, s := range strings.Split(*list, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > gatewayScenario {
-			return cfg, fmt.Errorf("--scenarios: %q is not a scenario 1..%d", s, gatewayScenario)
+		if err != nil || n < 1 || n > observeScenario {
+			return cfg, fmt.Errorf("--scenarios: %q is not a scenario 1..%d", s, observeScenario)
 		}
 		cfg.scenarios[n] = true
 	}
