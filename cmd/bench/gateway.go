@@ -30,7 +30,6 @@ import (
 // gatewayScenario is the number of the gateway scenario in --scenarios.
 const gatewayScenario = 8
 
-
 const (
 	gatewayToken    = "bench-token"
 	gatewayPoolSize = 100

@@ -23,7 +23,7 @@ const observeScenario = 9
 
 // observeRounds alternate the configurations this many times, so that the
 // machine's drift over the run weighs on each alike.
-const observeRounds = 3
+const observeRounds = 4
 
 // observeConfig is one way of running the worker in scenario 9.
 type observeConfig struct {
@@ -63,8 +63,14 @@ func runObserveScenario(ctx context.Context, cfg benchConfig, rep *report) error
 	configs := []observeConfig{{name: "metrics off, tracing off"}, {name: "metrics on, tracing off", metrics: true},
 		{name: "metrics on, tracing on (all sampled, spans discarded)", metrics: true, tracing: true}}
 	totals := make([]pairRun, len(configs))
+	started := time.Now()
+	defer func() { rep.Seconds += time.Since(started).Seconds() }()
 	for round := 0; round < observeRounds; round++ {
-		for i, oc := range configs {
+		// Each round starts with another configuration: none always runs
+		// first (after a pause) or last.
+		for k := range configs {
+			i := (k + round) % len(configs)
+			oc := configs[i]
 			pr, err := observeRun(ctx, e, cfg, pool, oc)
 			if err != nil {
 				return fmt.Errorf("%s: %w", oc.name, err)
@@ -87,7 +93,8 @@ func runObserveScenario(ctx context.Context, cfg benchConfig, rep *report) error
 		rep.Rows = append(rep.Rows, r)
 		progress("  %s / %s: %.0f pairs/s", scn, r.Case, r.Value)
 	}
-	rep.Targets = append(rep.Targets, target{Name: "pairs/s with metrics on (tracing off) vs both off", Measured: totals[1].perSecond() / base, Needed: 0.95})
+	ratio := totals[1].perSecond() / base
+	rep.Targets = append(rep.Targets, target{Name: "pairs/s with metrics on (tracing off) vs both off", Measured: ratio, Needed: 0.95, Met: ratio >= 0.95})
 	return nil
 }
 
