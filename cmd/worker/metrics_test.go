@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"flag"
 	"io"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -75,4 +77,14 @@ func httpGet(t *testing.T, url string) (int, string) {
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return resp.StatusCode, string(b)
+}
+
+// TestReadmeNamesEveryFlag: the README documents every worker flag.
+func TestReadmeNamesEveryFlag(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	var cfg config
+	newFlagSet(&cfg).VisitAll(func(f *flag.Flag) {
+		require.Contains(t, string(readme), "`--"+f.Name+"`", "README.md does not document --%s", f.Name)
+	})
 }
