@@ -42,9 +42,14 @@ func WithObserver(o Observer) Option { return func(opts *options) { opts.observe
 // WithTracerProvider records a server span per request with tp, a child
 // of the span whose W3C traceparent the request carries (if any). The
 // spans below it (decode, select, KV write, event publish) are children of
-// it. Without it, or with a no-op provider, no span is recorded.
+// it. Without it, with nil or with a no-op provider, no span is recorded.
 func WithTracerProvider(tp trace.TracerProvider) Option {
-	return func(opts *options) { opts.tracer = tp.Tracer(tracing.ScopeName) }
+	return func(opts *options) {
+		opts.tracer = nil
+		if tp != nil {
+			opts.tracer = tp.Tracer(tracing.ScopeName)
+		}
+	}
 }
 
 // Inflight is the number of requests holding one of the --max-inflight

@@ -16,8 +16,14 @@ import (
 // from that span's provider, and a request whose context holds none
 // records nothing. Either way the request carries the W3C traceparent of
 // its context, so the worker's span joins the caller's trace.
+// A nil tp is the default.
 func WithTracerProvider(tp trace.TracerProvider) Option {
-	return func(c *Client) { c.tracer = tp.Tracer(tracing.ScopeName) }
+	return func(c *Client) {
+		c.tracer = nil
+		if tp != nil {
+			c.tracer = tp.Tracer(tracing.ScopeName)
+		}
+	}
 }
 
 // traceRequest starts the request's client span, if any, and writes the
