@@ -83,11 +83,16 @@ func topFrame(snap TopSnapshot, o topOptions, err error) string {
 	if err != nil {
 		fmt.Fprintf(&b, "error: %v\n\n", err)
 	}
+	// Numbers align right; the pool names, padded to one width, left.
+	width := len("POOL")
+	for _, p := range snap.Pools {
+		width = max(width, len(p.PoolName))
+	}
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	// Proxy feedback (contract v1.1) adds a COOLING column: CoolingProxies.
-	fmt.Fprint(w, "POOL\tPROXIES\tACTIVE\tAVAILABLE\tLEASED\tLEASES\tACQUIRES/S\tNONE FREE/S\t\n")
+	fmt.Fprintf(w, "%-*s\tPROXIES\tACTIVE\tAVAILABLE\tLEASED\tLEASES\tACQUIRES/S\tNONE FREE/S\t\n", width, "POOL")
 	for _, p := range snap.Pools {
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t\n", p.PoolName, p.TotalProxies, p.ActiveProxies, p.AvailableProxies,
+		fmt.Fprintf(w, "%-*s\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t\n", width, p.PoolName, p.TotalProxies, p.ActiveProxies, p.AvailableProxies,
 			p.LeasedProxies, p.TotalLeases, p.AcquiresPerSecond, p.NoneFreePerSecond)
 	}
 	_ = w.Flush()
