@@ -7,6 +7,7 @@ import (
 
 	"github.com/pharox/pharox-nats/manager"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/tracing"
 )
 
 // endpoint is one operation of the contract.
@@ -100,7 +101,9 @@ func (b *Broker) endpoints() []endpoint {
 // op builds an endpoint that decodes its body into Req before calling fn.
 func op[Req any](subject, schema string, fn func(context.Context, Req) (any, error)) endpoint {
 	return endpoint{subject: subject, schema: schema, limit: MaxBody, call: func(ctx context.Context, body []byte) (any, error) {
+		_, span := tracing.Start(ctx, "pharox.decode")
 		req, err := Decode[Req](body)
+		span.End()
 		if err != nil {
 			return nil, err
 		}

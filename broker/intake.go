@@ -41,6 +41,13 @@ func newIntake(name string, slots, maxLine, maxBytes int) *intake {
 	return &intake{name: name, slots: slots, maxLine: maxLine, maxBytes: maxBytes}
 }
 
+// inUse is the number of slots taken now.
+func (in *intake) inUse() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.busy
+}
+
 // offer serves j in a free slot, or puts it in line, or refuses it.
 func (in *intake) offer(j job) {
 	in.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/model"
@@ -18,6 +19,8 @@ type options struct {
 	timeout     time.Duration
 	log         *zap.Logger
 	health      HealthChecker
+	observer    Observer     // WithObserver (observe.go)
+	tracer      trace.Tracer // WithTracerProvider (observe.go)
 	// lineMsgs and lineBytes bound the requests waiting for one of the
 	// maxInflight slots (-1: no bound); past them the broker answers 503.
 	lineMsgs, lineBytes int

@@ -45,7 +45,8 @@ func (b *Broker) handler(ep endpoint, subject string, in *intake) nats.MsgHandle
 // refuse answers 503 without serving the request.
 func (b *Broker) refuse(subject string, msg *nats.Msg, received time.Time, text string) {
 	b.log.Debug("request refused", zap.String("subject", msg.Subject), zap.String("why", text))
-	b.respondError(subject, msg, received, 503, "unavailable", text)
+	_, obs := b.observe(context.Background(), subject, msg, received)
+	b.respondError(obs, subject, msg, received, 503, "unavailable", text)
 }
 
 // serve answers one request. Its statistics are recorded before the reply
@@ -53,6 +54,7 @@ func (b *Broker) refuse(subject string, msg *nats.Msg, received time.Time, text 
 func (b *Broker) serve(ep endpoint, subject string, msg *nats.Msg, received time.Time) {
 	ctx, cancel := b.opts.requestContext()
 	defer cancel()
+	ctx, obs := b.observe(ctx, subject, msg, received)
 	reply, err := b.call(ctx, ep, msg)
 	if err != nil {
 		status, code, text := model.Reply(err)
@@ -61,16 +63,18 @@ func (b *Broker) serve(ep endpoint, subject string, msg *nats.Msg, received time
 		} else {
 			b.log.Debug("request refused", zap.String("subject", msg.Subject), zap.Int("status", status), zap.String("code", code), zap.String("message", text))
 		}
-		b.respondError(subject, msg, received, status, code, text)
+		b.respondError(obs, subject, msg, received, status, code, text)
 		return
 	}
 	data, merr := json.Marshal(reply)
 	if merr != nil {
 		b.log.Error("reply not encodable", zap.String("subject", msg.Subject), zap.Error(merr))
-		b.respondError(subject, msg, received, 500, "internal", "reply not encodable")
+		b.respondError(obs, subject, msg, received, 500, "internal", "reply not encodable")
 		return
 	}
-	b.svc.record(subject, time.Since(received), 0, "")
+	took := time.Since(received)
+	b.svc.record(subject, took, 0, "")
+	obs.done(took, 0, "ok")
 	if rerr := msg.Respond(data); rerr != nil {
 		b.log.Warn("reply not sent", zap.String("subject", msg.Subject), zap.Error(rerr))
 	}
@@ -92,9 +96,11 @@ func (b *Broker) call(ctx context.Context, ep endpoint, msg *nats.Msg) (reply an
 
 // respondError sends the micro error headers (Nats-Service-Error-Code,
 // Nats-Service-Error) with the contract's error body, and counts the error.
-func (b *Broker) respondError(subject string, msg *nats.Msg, received time.Time, status int, code, text string) {
+func (b *Broker) respondError(obs observation, subject string, msg *nats.Msg, received time.Time, status int, code, text string) {
 	header := headerSafe(text)
-	b.svc.record(subject, time.Since(received), status, header)
+	took := time.Since(received)
+	b.svc.record(subject, took, status, header)
+	obs.done(took, status, code)
 	out := &nats.Msg{Subject: msg.Reply, Header: errorHeader(status, header), Data: mustJSON(errorBody(code, text))}
 	if err := msg.RespondMsg(out); err != nil {
 		b.log.Warn("error reply not sent", zap.String("subject", msg.Subject), zap.Error(err))

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pharox/pharox-nats/model"
 )
@@ -37,6 +38,7 @@ type Client struct {
 	nc      *nats.Conn
 	prefix  string
 	timeout time.Duration
+	tracer  trace.Tracer // WithTracerProvider (trace.go)
 }
 
 // Option configures New.
@@ -88,11 +90,16 @@ func (c *Client) callWait(ctx context.Context, op string, req, out any, extra ti
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout+extra)
 	defer cancel()
-	msg, err := c.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Data: data})
+	request := &nats.Msg{Subject: subject, Data: data}
+	ctx, endSpan := c.traceRequest(ctx, request)
+	msg, err := c.nc.RequestMsgWithContext(ctx, request)
 	if err != nil {
+		endSpan(err)
 		return transportError(subject, err)
 	}
-	if err := replyError(msg); err != nil {
+	err = replyError(msg)
+	endSpan(err)
+	if err != nil {
 		if e, ok := err.(*Error); ok {
 			e.Subject = subject
 		}

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -69,6 +70,8 @@ type Publisher struct {
 	// between its check of shut and its send.
 	mu   sync.RWMutex
 	shut bool
+
+	failures atomic.Uint64 // publish attempts that failed (observe.go)
 }
 
 type queued struct {
@@ -308,6 +311,7 @@ func (p *Publisher) ackLoop() {
 // worker's watermark below that write, so another worker publishes it once
 // this one is gone.
 func (p *Publisher) retry(q queued, err error) {
+	p.failures.Add(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		select {
@@ -325,6 +329,7 @@ func (p *Publisher) retry(q queued, err error) {
 			p.published(q)
 			return
 		}
+		p.failures.Add(1)
 		retry.Sleep(ctx, min(time.Second, retry.Backoff(attempt+5)))
 	}
 	p.log.Warn("event publish failed", zap.String("subject", q.msg.Subject),

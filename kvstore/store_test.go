@@ -137,7 +137,7 @@ func (k *sink) PoolChanged(name string, rec *record.Pool, rev uint64) {
 	k.pools[name] = rec
 }
 
-func (k *sink) Seen(bucket string, seq uint64) {
+func (k *sink) Seen(bucket string, seq uint64, _ time.Time) {
 	k.mu.Lock()
 	k.seen[bucket] = seq
 	k.mu.Unlock()

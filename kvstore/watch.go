@@ -28,8 +28,9 @@ type Sink interface {
 	ProxyOwed(rev uint64, owed Owed)
 	// PoolChanged is a pool's version at rev; nil when deleted.
 	PoolChanged(name string, rec *record.Pool, rev uint64)
-	// Seen says the bucket's stream has been delivered up to seq.
-	Seen(bucket string, seq uint64)
+	// Seen says the bucket's stream has been delivered up to seq, whose
+	// message the stream stored at at (its timestamp: replica lag).
+	Seen(bucket string, seq uint64, at time.Time)
 }
 
 // Watch feeds sink from the pools and proxies buckets until stop is called,
@@ -98,7 +99,7 @@ func (s *Store) consumePools(w jetstream.KeyWatcher, sink Sink, ready chan<- str
 		} else {
 			sink.PoolChanged(e.Key(), rec, e.Revision())
 		}
-		sink.Seen(PoolsBucket, e.Revision())
+		sink.Seen(PoolsBucket, e.Revision(), e.Created())
 	}
 }
 
@@ -180,5 +181,5 @@ func (s *Store) deliverProxy(sink Sink, id string, rev uint64, at time.Time, m *
 			sink.ProxyChanged(id, rec, rev)
 		}
 	}
-	sink.Seen(ProxiesBucket, rev)
+	sink.Seen(ProxiesBucket, rev, at)
 }

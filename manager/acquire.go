@@ -16,6 +16,7 @@ import (
 	"github.com/pharox/pharox-nats/outbox"
 	"github.com/pharox/pharox-nats/record"
 	"github.com/pharox/pharox-nats/replica"
+	"github.com/pharox/pharox-nats/tracing"
 )
 
 // AcquireProxy leases a proxy of the pool to the consumer. It returns nil, nil,
@@ -144,7 +145,9 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 		if err := ctx.Err(); err != nil {
 			return nil, conflicts, fmt.Errorf("%w: acquire: %w", model.ErrUnavailable, err)
 		}
+		_, span := tracing.Start(ctx, "pharox.select")
 		id, busy := m.pick(p, conflicts)
+		span.End()
 		if id == "" {
 			if busy != nil {
 				// Every eligible proxy has a write of ours in flight: wait

@@ -32,7 +32,10 @@ func (f feed) PoolChanged(name string, rec *record.Pool, rev uint64) {
 	f.m.replica.InstallPool(name, rec, rev)
 }
 
-func (f feed) Seen(bucket string, seq uint64) { f.m.replica.MarkSeen(bucket, seq) }
+func (f feed) Seen(bucket string, seq uint64, at time.Time) {
+	f.m.replica.MarkSeen(bucket, seq)
+	f.m.applied.mark(bucket, at)
+}
 
 // installOwn installs a version of a proxy this worker's write committed and
 // tells waiting acquires, as the watch would.

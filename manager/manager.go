@@ -56,6 +56,7 @@ type Manager struct {
 	rr       *rotation
 	waiters  *waitQueue
 	counters counters
+	applied  appliedTimes // observe.go
 }
 
 // counters are cumulative since the manager started.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/internal/retry"
@@ -13,6 +14,7 @@ import (
 	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/outbox"
 	"github.com/pharox/pharox-nats/record"
+	"github.com/pharox/pharox-nats/tracing"
 )
 
 // A change decides what to write to a proxy's record, given the latest
@@ -92,7 +94,9 @@ func (m *Manager) tryMutateProxy(ctx context.Context, id string, fn change) (mut
 		return m.replica.StatsWith(next, m.now())
 	})
 	ticket := m.begin(entry)
-	newRev, err := m.store.UpdateProxy(ctx, next, rev, m.owed(entry))
+	wctx, span := tracing.Start(ctx, "pharox.kv.update", attribute.Int64("pharox.base_revision", int64(rev)))
+	newRev, err := m.store.UpdateProxy(wctx, next, rev, m.owed(entry))
+	endWriteSpan(span, newRev, err)
 	if errors.Is(err, kvstore.ErrRevisionConflict) {
 		m.abandon(ticket)
 		if err := m.refresh(ctx, id); err != nil {
@@ -227,7 +231,9 @@ func (m *Manager) committed(ctx context.Context, ticket, rev uint64, e *outbox.E
 		m.fire(ev)
 	}
 	if ticket != 0 {
+		_, span := tracing.Start(ctx, "pharox.events.publish", attribute.Int("pharox.events", len(e.Events)))
 		m.opts.outbox.Committed(ticket, kvstore.ProxiesStream, rev, e)
+		span.End()
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 // for 10 proxies as for 100,000.
 type poolCounts struct {
 	total, active, available, leased, leases, cooling int
+	byStatus                                          [numStatuses]int // gauges.go
 }
 
 // entryCounts is what one proxy adds to its pool's counts, packed small
@@ -25,6 +26,7 @@ type entryCounts struct {
 	// decrypt counts as available in the pool's statistics, which are the
 	// same on every worker, but is never proposed here).
 	pickable bool
+	status   uint8 // statusIndex (gauges.go); fits the struct's padding
 }
 
 // contribution is what one proxy adds to its pool's counts at horizon t:
@@ -32,7 +34,7 @@ type entryCounts struct {
 // clock (t plus the grace) passes its end.
 func (r *Replica) contribution(rec *record.Proxy, t time.Time) entryCounts {
 	live := rec.LiveHolders(t)
-	c := entryCounts{leases: int32(live)}
+	c := entryCounts{leases: int32(live), status: statusIndex(rec.Status)}
 	if rec.Status == model.ProxyActive {
 		c.active = true
 		c.cooling = rec.Cooling(t.Add(r.grace))
@@ -49,6 +51,7 @@ func (p *poolCounts) add(c entryCounts, sign int) {
 	p.leased += sign * b2i(c.leases > 0)
 	p.leases += sign * int(c.leases)
 	p.cooling += sign * b2i(c.cooling)
+	p.byStatus[c.status] += sign
 }
 
 func b2i(b bool) int {

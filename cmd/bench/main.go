@@ -102,6 +102,9 @@ func main() {
 	if err == nil && cfg.scenarios[credentialsScenario] {
 		err = runCredentialsScenario(ctx, cfg, &rep)
 	}
+	if err == nil && cfg.scenarios[observeScenario] {
+		err = runObserveScenario(ctx, cfg, &rep) // observe.go
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -124,7 +127,7 @@ func parseFlags(args []string) (benchConfig, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.StringVar(&cfg.natsURL, "nats-url", "", "use this NATS server (JetStream enabled) instead of starting one as a child process")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "how long each measured point runs")
-	list := fs.String("scenarios", "1,2,3,4,5,6,7,8,9,10", "comma-separated scenarios to run (see README: 1 clients, 2 pool size, 3 filters, 4 selectors, 5 history, 6 hot pool, 7 memory, 8 gateway, 9 feedback, 10 credentials encryption)")
+	list := fs.String("scenarios", "1,2,3,4,5,6,7,8,9,10,11", "comma-separated scenarios to run (see README: 1 clients, 2 pool size, 3 filters, 4 selectors, 5 history, 6 hot pool, 7 memory, 8 gateway, 9 feedback, 10 credentials encryption, 11 metrics and tracing cost)")
 	fs.BoolVar(&cfg.json, "json", false, "print the report as JSON instead of a table")
 	fs.IntVar(&cfg.history, "history", 200000, "pairs completed in the history scenario before the last 10,000 are compared with the first 10,000")
 	fs.IntVar(&cfg.big, "big", 100000, "proxies in the large pool of scenarios 2, 3 and 7")

@@ -63,8 +63,9 @@ type app struct {
 	timeout time.Duration
 	jsonOut bool
 
-	nc *nats.Conn
-	c  *client.Client
+	nc       *nats.Conn
+	c        *client.Client
+	endTrace func() // trace.go
 
 	// cancel ends the command when the server refuses one of its
 	// operations (a permissions violation arrives on the connection, not
@@ -81,6 +82,9 @@ func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	ctx, a.cancel = context.WithCancelCause(ctx)
 	defer a.cancel(nil)
 	cmd, err := root.ExecuteContextC(ctx)
+	if a.endTrace != nil {
+		a.endTrace()
+	}
 	a.close()
 	return a.exitCode(cmd, err)
 }
@@ -140,12 +144,15 @@ with its command's status.`,
 		if err := a.nats.Check(); err != nil {
 			return usageError{err}
 		}
-		return nil
+		end, err := a.traceCommand(cmd) // trace.go
+		a.endTrace = end
+		return err
 	}
 
 	root.AddCommand(
 		a.acquireCmd(), a.releaseCmd(), a.renewCmd(), a.leaseCmd(), a.statsCmd(), a.cleanupCmd(),
 		a.runCmd(), a.poolsCmd(), a.proxiesCmd(), a.consumersCmd(), a.healthCmd(), a.eventsCmd(), a.gatewayCmd(), a.keygenCmd(),
+		a.topCmd(),
 	)
 	return root, a
 }

@@ -37,6 +37,8 @@ var composeEnv = map[string]string{
 	"NATS_WORKER_PASSWORD": "compose-test-worker",
 	"NATS_ADMIN_PASSWORD":  "compose-test-admin",
 	"NATS_LEASER_PASSWORD": "compose-test-leaser",
+	// Grafana's admin (compose_monitor_test.go).
+	"GRAFANA_ADMIN_PASSWORD": "compose-test-grafana",
 }
 
 // loadCompose parses and validates a compose file the way docker compose

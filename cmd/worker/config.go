@@ -47,6 +47,9 @@ type config struct {
 	MaxWaiters           int
 	// RekeyConcurrency is worker rekey's writes at once.
 	RekeyConcurrency int
+	// MetricsListen is --metrics-listen (metrics.go): "" picks the mode's
+	// default, "off" serves nothing.
+	MetricsListen string
 
 	// set holds the flags given on the command line or by PHAROX_*, so that
 	// --listen and --data-dir win over --nats-config only when given.
@@ -77,6 +80,7 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 	fs.StringVar(&cfg.CredentialsKeyFile, "credentials-key-file", "", "file of keys that encrypt proxy credentials in the proxies bucket, one per line (pharox keygen prints one): the first encrypts, all decrypt; the key itself may instead be in PHAROX_CREDENTIALS_KEY")
 	fs.IntVar(&cfg.MaxLeasesPerConsumer, "max-leases-per-consumer", 0, "active leases one consumer may hold over every pool; an acquire over it gets 429 limit_reached (0: no limit)")
 	fs.IntVar(&cfg.MaxWaiters, "max-waiters", 10000, "acquires waiting for a proxy (wait_seconds) on this worker at once; one more gets 503 unavailable at once")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "host:port serving /metrics (Prometheus), /healthz and /readyz; \"off\" for none; default: "+defaultMetricsListen+" with the embedded server, off with --nats-url")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: worker [flags]\n       worker rekey [flags]   (re-encrypt proxy credentials with the first key: worker rekey --help)\n\nServes the pharox leasing contract over NATS. With no flags it starts an embedded\nNATS server with JetStream on 127.0.0.1:4222 and keeps state under ./data.\n\n")
 		printFlags(fs)
@@ -152,6 +156,9 @@ func (c config) validate() error {
 		return fmt.Errorf("the credentials keys come from --credentials-key-file or %s, not both: drop one", EnvCredentialsKey)
 	case c.SubjectPrefix == "" || strings.ContainsAny(c.SubjectPrefix, " *>\t"):
 		return fmt.Errorf("--subject-prefix %q is not a valid subject token", c.SubjectPrefix)
+	}
+	if err := c.validateMetrics(); err != nil {
+		return err
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -86,9 +86,17 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 	}
 	defer intake.Close()
 
+	obs, err := startObserving(ctx, cfg, srv != nil, log)
+	if err != nil {
+		return err
+	}
+	defer obs.close(log)
+
 	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	w, err := worker.Start(startCtx, workerConfig(cfg, nc, intake, log))
+	wcfg := workerConfig(cfg, nc, intake, log)
+	wcfg.Monitor, wcfg.TracerProvider = obs.monitor, obs.tracing.Provider
+	w, err := worker.Start(startCtx, wcfg)
 	if err != nil {
 		return err
 	}
@@ -108,10 +116,13 @@ func run(ctx context.Context, cfg config, log *zap.Logger) error {
 		zap.String("request_timeout", cfg.RequestTimeout.String()),
 		zap.String("credentials_keys", keysLog(cfg.keys)),
 		zap.Int("max_leases_per_consumer", cfg.MaxLeasesPerConsumer),
-		zap.Int("max_waiters", cfg.MaxWaiters))
+		zap.Int("max_waiters", cfg.MaxWaiters),
+		zap.String("metrics_listen", obs.addr()),
+		zap.Bool("tracing", obs.tracing.Exporting))
 
 	<-ctx.Done()
 	log.Info("shutting down: draining requests")
+	obs.monitor.Drain() // /readyz says 503 from here on
 	stopCtx, cancelStop := context.WithTimeout(context.Background(), cfg.RequestTimeout+5*time.Second)
 	defer cancelStop()
 	if err := w.Stop(stopCtx); err != nil {

@@ -6,9 +6,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/credkey"
+	"github.com/pharox/pharox-nats/internal/monitor"
 	"github.com/pharox/pharox-nats/manager"
 	"github.com/pharox/pharox-nats/model"
 )
@@ -70,6 +72,11 @@ type Config struct {
 	// dead and publishes what it owed (events.WithHeartbeat); zero: the
 	// defaults (500 ms, 3 s).
 	Heartbeat, DeadAfter time.Duration
+
+	// Monitor, when set, gets the worker's metrics and readiness (see
+	// observe.go); TracerProvider, when set, records a span per request.
+	Monitor        *monitor.Monitor
+	TracerProvider trace.TracerProvider
 }
 
 // withDefaults fills the zero fields that have a default.

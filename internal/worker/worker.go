@@ -126,13 +126,14 @@ func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		log.Info("seeded", zap.Int("pools_created", res.PoolsCreated), zap.Int("proxies_added", res.ProxiesAdded),
 			zap.Int("proxies_present", res.ProxiesPresent))
 	}
-	if w.Health, err = health.New(ctx, nc, w.Manager, health.WithConcurrency(cfg.HealthConcurrency),
-		health.WithReplicas(cfg.Replicas), health.WithLogger(log.Named("health"))); err != nil {
+	if w.Health, err = health.New(ctx, nc, w.Manager, append([]health.Option{health.WithConcurrency(cfg.HealthConcurrency),
+		health.WithReplicas(cfg.Replicas), health.WithLogger(log.Named("health"))}, cfg.healthObservers()...)...); err != nil {
 		return nil, fmt.Errorf("worker: health checks: %w", err)
 	}
 	bopts := []broker.Option{broker.WithPrefix(cfg.Prefix), broker.WithMaxInflight(cfg.MaxInflight),
 		broker.WithRequestTimeout(cfg.RequestTimeout), broker.WithLogger(log.Named("broker")),
 		broker.WithHealthChecker(w.Health)}
+	bopts = append(bopts, cfg.brokerObservers()...)
 	if cfg.IntakeConn != nil {
 		bopts = append(bopts, broker.WithIntakeConn(cfg.IntakeConn))
 	}
@@ -152,6 +153,7 @@ func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		}
 	}
 	w.startSweeps()
+	w.bindMonitor()
 	return w, nil
 }
 

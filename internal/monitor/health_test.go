@@ -1,0 +1,48 @@
+package monitor_test
+
+import (
+	"net"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pharox/pharox-nats/client"
+	"github.com/pharox/pharox-nats/internal/monitor"
+	"github.com/pharox/pharox-nats/internal/natstest"
+	"github.com/pharox/pharox-nats/internal/worker"
+	"github.com/pharox/pharox-nats/model"
+)
+
+// TestHealthChecksAreCounted: each probe the worker runs is counted by the
+// status it found.
+func TestHealthChecksAreCounted(t *testing.T) {
+	srv := natstest.RunServer(t)
+	nc := natstest.Connect(t, srv)
+	ctx := t.Context()
+	mon := monitor.New()
+	base := listen(t, mon)
+	w, err := worker.Start(ctx, worker.Config{Conn: nc, Monitor: mon})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = w.Stop(t.Context()) })
+
+	// A proxy nobody listens on: its probes fail at once.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+	c := client.New(nc, client.WithTimeout(timeout))
+	_, err = c.CreatePool(ctx, model.PoolCreateRequest{Name: "h"})
+	require.NoError(t, err)
+	_, err = c.AddProxies(ctx, model.ProxiesAddRequest{PoolName: "h", Proxies: []model.ProxyInput{{Host: "127.0.0.1", Port: port}}})
+	require.NoError(t, err)
+	pool := "h"
+	results, err := c.HealthCheck(ctx, model.HealthCheckRequest{PoolName: &pool,
+		Options: &model.HealthCheckOptions{TargetURL: "http://127.0.0.1:1/", Timeout: 2, Attempts: 1}})
+	require.NoError(t, err)
+	require.Len(t, results, 1)
+	require.Equal(t, model.ProxyInactive, results[0].Status)
+
+	got, ok := value(scrape(t, base), "pharox_health_checks_total", map[string]string{"result": "inactive"})
+	require.True(t, ok)
+	require.Equal(t, 1.0, got)
+}
