@@ -174,4 +174,3 @@ func addRuns(a, b pairRun) pairRun {
 	}
 	return a
 }
-
