@@ -41,6 +41,10 @@ const OutboxBucket = "PHAROX_OUTBOX"
 // proxiesStream is the stream whose sequences the watermarks count.
 const proxiesStream = kvstore.ProxiesStream
 
+// startTimeout bounds the first and last heartbeat, written when the
+// publisher starts and closes.
+const startTimeout = 5 * time.Second
+
 // DuplicateWindow is how long the events stream remembers an event's id: a
 // publish repeated within it is stored once.
 const DuplicateWindow = 2 * time.Minute
@@ -184,12 +188,13 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Publisher, error)
 	p.relay = newRelay(p)
 	rctx, stop := context.WithCancel(context.Background())
 	p.stop = stop
-	if err := p.relay.start(ctx, rctx); err != nil {
+	if err := p.relay.start(ctx, nc); err != nil {
 		stop()
 		return nil, err
 	}
-	if err := p.heartbeat(ctx); err != nil {
+	if err := p.heartbeat(ctx, startTimeout); err != nil {
 		stop()
+		p.relay.stop()
 		return nil, err
 	}
 	p.done.Add(3)
@@ -301,6 +306,9 @@ func (p *Publisher) retry(q queued, err error) {
 			p.published(q)
 			return
 		}
+		if attempt%5 == 0 {
+			p.log.Warn("DEBUG retry", zap.Int("attempt", attempt), zap.Error(err))
+		}
 		retry.Sleep(ctx, min(time.Second, retry.Backoff(attempt+5)))
 	}
 	p.log.Warn("event publish failed", zap.String("subject", q.msg.Subject),
@@ -338,7 +346,7 @@ func (p *Publisher) Close(ctx context.Context) error {
 	p.stop()
 	p.done.Wait()
 	p.relay.stop()
-	if herr := p.heartbeat(ctx); herr != nil {
+	if herr := p.heartbeat(ctx, startTimeout); herr != nil {
 		err = errors.Join(err, herr)
 	}
 	if n := p.tracker.pending(); n > 0 {
@@ -355,10 +363,10 @@ type beat struct {
 	By         string            `json:"by,omitempty"`
 }
 
-// heartbeat writes this worker's watermark.
-func (p *Publisher) heartbeat(ctx context.Context) error {
+// heartbeat writes this worker's watermark, waiting up to timeout.
+func (p *Publisher) heartbeat(ctx context.Context, timeout time.Duration) error {
 	data, _ := json.Marshal(beat{Watermarks: map[string]uint64{kvstore.ProxiesStream: p.tracker.watermark()}})
-	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	_, err := p.outbox.Put(actx, p.worker, data)
 	if err != nil {
@@ -375,7 +383,11 @@ func (p *Publisher) beatLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := p.heartbeat(ctx); err != nil && ctx.Err() == nil {
+			// An attempt waits one period at most: a write whose answer
+			// was lost in a leader election must not hold back the next
+			// beat, or this worker would look dead to the others for
+			// as long as it waited, once the others' beats resume.
+			if err := p.heartbeat(ctx, p.opts.beat); err != nil && ctx.Err() == nil {
 				p.log.Warn("outbox heartbeat not written", zap.Error(err))
 			}
 			p.relay.tick(ctx)

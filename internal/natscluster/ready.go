@@ -188,3 +188,30 @@ func (c *Cluster) streamInfo(ctx context.Context, stream string) (*jetstream.Str
 	}
 	return s.CachedInfo(), nil
 }
+
+// MoveStreamLeader makes node to the stream's leader (a leader stepdown
+// that prefers it) and waits until it is.
+func (c *Cluster) MoveStreamLeader(ctx context.Context, stream string, to *Node) error {
+	nc, err := c.adminConn()
+	if err != nil {
+		return err
+	}
+	req, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": to.spec.Name}})
+	for {
+		leader, err := c.StreamLeader(ctx, stream)
+		if err != nil {
+			return err
+		}
+		if leader == to {
+			return nil
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, _ = nc.RequestWithContext(rctx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, req)
+		cancel()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("natscluster: stream %s still led by %s, not %s: %w", stream, leader.spec.Name, to.spec.Name, ctx.Err())
+		case <-time.After(poll):
+		}
+	}
+}
