@@ -2,7 +2,6 @@ package events_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -10,17 +9,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/events"
 	"github.com/pharox/pharox-nats/internal/natstest"
+	"github.com/pharox/pharox-nats/internal/streamaudit"
 	"github.com/pharox/pharox-nats/internal/workertest"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
-	"github.com/pharox/pharox-nats/outbox"
 )
 
 func TestMain(m *testing.M) {
@@ -106,17 +104,18 @@ func TestEventsSurviveAKilledWorker(t *testing.T) {
 	wg.Wait()
 	require.NoError(t, survivor.Events.Flush(ctx))
 
-	owed := auditCommits(t, ctx, js)
+	proxyMsgs, err := streamaudit.ReadAll(ctx, js, kvstore.ProxiesStream)
+	require.NoError(t, err)
+	owed, err := streamaudit.AuditCommits(kvstore.ProxiesStream, proxyMsgs)
+	require.NoError(t, err)
 	start := time.Now()
 	var missing []string
 	for {
-		stored := storedEventIDs(t, ctx, js)
-		missing = missing[:0]
-		for id, want := range owed.events {
-			if got := stored[id]; got != want {
-				missing = append(missing, fmt.Sprintf("%s (%s): stored as %q", id, want, got))
-			}
-		}
+		eventMsgs, err := streamaudit.ReadAll(ctx, js, events.StreamName)
+		require.NoError(t, err)
+		stored, err := streamaudit.EventIDs(eventMsgs, "pharox.events.")
+		require.NoError(t, err)
+		missing = owed.Unpublished(stored)
 		if len(missing) == 0 || ctx.Err() != nil || time.Since(start) > 20*time.Second {
 			break
 		}
@@ -124,91 +123,14 @@ func TestEventsSurviveAKilledWorker(t *testing.T) {
 	}
 	require.Empty(t, missing, "events of committed writes missing from %s", events.StreamName)
 	t.Logf("%d pairs, %d committed writes from %d workers owing %d events (%d by the killed worker); all stored %v after the load",
-		pairs.Load(), owed.writes, len(owed.byWorker), len(owed.events), owed.byWorker[child.ID], time.Since(start).Round(time.Millisecond))
+		pairs.Load(), owed.Writes, len(owed.ByWorker), len(owed.Events), owed.ByWorker[child.ID], time.Since(start).Round(time.Millisecond))
 
 	leases, err := js.KeyValue(ctx, kvstore.LeasesBucket)
 	require.NoError(t, err)
-	for id, status := range owed.endings {
+	for id, status := range owed.Endings {
 		e, err := leases.Get(ctx, id)
 		require.NoError(t, err, "ending record of lease %s", id)
 		require.Contains(t, string(e.Value()), `"status":"`+string(status)+`"`, "lease %s", id)
 	}
 }
 
-// commits are what the proxies stream says the writes owed.
-type commits struct {
-	writes   int
-	events   map[string]string            // Nats-Msg-Id -> event name
-	endings  map[string]model.LeaseStatus // lease id -> how it ended
-	byWorker map[string]int               // events owed by each worker
-}
-
-func auditCommits(t *testing.T, ctx context.Context, js jetstream.JetStream) commits {
-	t.Helper()
-	out := commits{events: map[string]string{}, endings: map[string]model.LeaseStatus{}, byWorker: map[string]int{}}
-	eachMessage(t, ctx, js, kvstore.ProxiesStream, func(m jetstream.Msg, seq uint64) {
-		h := m.Headers().Get(outbox.Header)
-		if h == "" {
-			return
-		}
-		e, err := outbox.Decode(h)
-		require.NoError(t, err)
-		out.writes++
-		out.byWorker[e.Worker] += len(e.Events)
-		for i, ev := range e.Events {
-			out.events[outbox.MsgID(kvstore.ProxiesStream, seq, i)] = ev.Name
-		}
-		for _, l := range e.Endings() {
-			out.endings[l.ID] = l.Status
-		}
-	})
-	return out
-}
-
-func storedEventIDs(t *testing.T, ctx context.Context, js jetstream.JetStream) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	eachMessage(t, ctx, js, events.StreamName, func(m jetstream.Msg, _ uint64) {
-		id := m.Headers().Get(jetstream.MsgIDHeader)
-		if prev, dup := out[id]; dup {
-			t.Fatalf("event id %s stored twice (%s, %s)", id, prev, m.Subject())
-		}
-		out[id] = m.Subject()[len("pharox.events."):]
-	})
-	return out
-}
-
-// eachMessage reads a stream from its first message to its last.
-func eachMessage(t *testing.T, ctx context.Context, js jetstream.JetStream, stream string, fn func(jetstream.Msg, uint64)) {
-	t.Helper()
-	s, err := js.Stream(ctx, stream)
-	require.NoError(t, err)
-	info, err := s.Info(ctx)
-	require.NoError(t, err)
-	last := info.State.LastSeq
-	if info.State.Msgs == 0 {
-		return
-	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	require.NoError(t, err)
-	for {
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
-		require.NoError(t, err)
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			meta, err := m.Metadata()
-			require.NoError(t, err)
-			fn(m, meta.Sequence.Stream)
-			if meta.Sequence.Stream >= last {
-				return
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			require.NoError(t, err)
-		}
-		if n == 0 {
-			t.Fatalf("stream %s: no message up to %d", stream, last)
-		}
-	}
-}

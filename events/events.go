@@ -41,6 +41,11 @@ const OutboxBucket = "PHAROX_OUTBOX"
 // proxiesStream is the stream whose sequences the watermarks count.
 const proxiesStream = kvstore.ProxiesStream
 
+// ackWait is how long a publish waits for its acknowledgement before it is
+// sent again (with the same id). On a cluster an acknowledgement can be
+// lost in a leader change, and the ones behind it wait in line.
+const ackWait = 2 * time.Second
+
 // startTimeout bounds the first and last heartbeat, written when the
 // publisher starts and closes.
 const startTimeout = 5 * time.Second
@@ -299,7 +304,7 @@ func (p *Publisher) retry(q queued, err error) {
 	}()
 	defer cancel()
 	for attempt := 0; ctx.Err() == nil; attempt++ {
-		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		actx, acancel := context.WithTimeout(ctx, ackWait)
 		_, err = p.js.PublishMsg(actx, q.msg)
 		acancel()
 		if err == nil {
@@ -396,7 +401,7 @@ func (p *Publisher) beatLoop(ctx context.Context) {
 }
 
 func waitAck(fut jetstream.PubAckFuture) error {
-	t := time.NewTimer(5 * time.Second)
+	t := time.NewTimer(ackWait)
 	defer t.Stop()
 	select {
 	case <-fut.Ok():
@@ -404,7 +409,7 @@ func waitAck(fut jetstream.PubAckFuture) error {
 	case err := <-fut.Err():
 		return err
 	case <-t.C:
-		return errors.New("no ack within 5s")
+		return fmt.Errorf("no ack within %s", ackWait)
 	}
 }
 

@@ -21,7 +21,6 @@ import (
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/manager"
 	"github.com/pharox/pharox-nats/model"
-	"github.com/pharox/pharox-nats/record"
 )
 
 // The invariant under load: two workers in one process, each on its own
@@ -210,7 +209,7 @@ func startInvariantEnvOn(t *testing.T, target invTarget) *invEnv {
 	}); err != nil {
 		t.Fatalf("create proxies bucket: %v", err)
 	}
-	env.watch = startProxyWatch(t, ctx, env.admin)
+	env.watch = startProxyWatch(t, ctx, js, target.replicas)
 	env.events = startEventLog(t, target.connect())
 
 	for i := 0; i < 2; i++ {
@@ -428,8 +427,6 @@ func checkReleases(t *testing.T, all []invGrant) {
 // checkCommittedStates walks every committed revision of every proxy record.
 func checkCommittedStates(t *testing.T, w *proxyWatch, all []invGrant) {
 	t.Helper()
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	if len(w.gaps) > 0 {
 		t.Errorf("the watcher missed stream sequences %v: some committed states went unchecked", w.gaps)
 	}
@@ -676,82 +673,6 @@ func natsCall(ctx context.Context, nc *nats.Conn, subject string, req, reply any
 		return msg.Data, fmt.Errorf("%s: decode %s: %w", subject, msg.Data, err)
 	}
 	return msg.Data, nil
-}
-
-// proxyWatch records every committed revision of every proxy record.
-type proxyWatch struct {
-	mu      sync.Mutex
-	revs    map[string][]watchedRev
-	lastSeq uint64
-	gaps    []uint64
-	total   int
-	changed chan struct{}
-}
-
-type watchedRev struct {
-	rev     uint64
-	holders []string
-}
-
-func startProxyWatch(t *testing.T, ctx context.Context, nc *nats.Conn) *proxyWatch {
-	t.Helper()
-	pw := &proxyWatch{revs: map[string][]watchedRev{}, changed: make(chan struct{})}
-	// kvstore's watch, not jetstream's: it resumes within a second or two
-	// when the node its consumer lived on goes away.
-	stop, err := kvstore.WatchBucket(ctx, nc, kvstore.ProxiesBucket, func(e kvstore.Entry) {
-		var rec record.Proxy
-		if !e.Deleted {
-			if err := json.Unmarshal(e.Value, &rec); err != nil {
-				t.Errorf("undecodable proxy record %s@%d: %v", e.Key, e.Revision, err)
-			}
-		}
-		holders := make([]string, 0, len(rec.Holders))
-		for _, h := range rec.Holders {
-			holders = append(holders, h.LeaseID)
-		}
-		pw.mu.Lock()
-		for s := pw.lastSeq + 1; s < e.Revision; s++ {
-			pw.gaps = append(pw.gaps, s)
-		}
-		pw.lastSeq = max(pw.lastSeq, e.Revision)
-		pw.revs[e.Key] = append(pw.revs[e.Key], watchedRev{rev: e.Revision, holders: holders})
-		pw.total++
-		close(pw.changed)
-		pw.changed = make(chan struct{})
-		pw.mu.Unlock()
-	})
-	if err != nil {
-		t.Fatalf("proxy watch: %v", err)
-	}
-	t.Cleanup(stop)
-	return pw
-}
-
-// waitCaughtUp waits until the watcher has seen the bucket's last sequence.
-func (w *proxyWatch) waitCaughtUp(t *testing.T, ctx context.Context, js jetstream.JetStream) {
-	t.Helper()
-	stream, err := js.Stream(ctx, "KV_"+kvstore.ProxiesBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	last := info.State.LastSeq
-	for {
-		w.mu.Lock()
-		seen, ch := w.lastSeq, w.changed
-		w.mu.Unlock()
-		if seen >= last {
-			return
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			t.Fatalf("proxy watch stuck at sequence %d of %d", seen, last)
-		}
-	}
 }
 
 // eventLog collects the events published on pharox.events.>.
