@@ -42,6 +42,15 @@ const OutboxBucket = "PHAROX_OUTBOX"
 // proxiesStream is the stream whose sequences the watermarks count.
 const proxiesStream = kvstore.ProxiesStream
 
+// ackWait is how long a publish waits for its acknowledgement before it is
+// sent again (with the same id). On a cluster an acknowledgement can be
+// lost in a leader change, and the ones behind it wait in line.
+const ackWait = 2 * time.Second
+
+// startTimeout bounds the first and last heartbeat, written when the
+// publisher starts and closes.
+const startTimeout = 5 * time.Second
+
 // DuplicateWindow is how long the events stream remembers an event's id: a
 // publish repeated within it is stored once.
 const DuplicateWindow = 2 * time.Minute
@@ -193,12 +202,13 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Publisher, error)
 	p.relay = newRelay(p)
 	rctx, stop := context.WithCancel(context.Background())
 	p.stop = stop
-	if err := p.relay.start(ctx, rctx); err != nil {
+	if err := p.relay.start(ctx, nc); err != nil {
 		stop()
 		return nil, err
 	}
-	if err := p.heartbeat(ctx); err != nil {
+	if err := p.heartbeat(ctx, startTimeout); err != nil {
 		stop()
+		p.relay.stop()
 		return nil, err
 	}
 	p.done.Add(4)
@@ -322,7 +332,7 @@ func (p *Publisher) retry(q queued, err error) {
 	}()
 	defer cancel()
 	for attempt := 0; ctx.Err() == nil; attempt++ {
-		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		actx, acancel := context.WithTimeout(ctx, ackWait)
 		_, err = p.js.PublishMsg(actx, q.msg)
 		acancel()
 		if err == nil {
@@ -372,7 +382,7 @@ func (p *Publisher) Close(ctx context.Context) error {
 	p.stop()
 	p.done.Wait()
 	p.relay.stop()
-	if herr := p.heartbeat(ctx); herr != nil {
+	if herr := p.heartbeat(ctx, startTimeout); herr != nil {
 		err = errors.Join(err, herr)
 	}
 	if n := p.tracker.pending(); n > 0 {
@@ -427,10 +437,10 @@ type beat struct {
 	By         string            `json:"by,omitempty"`
 }
 
-// heartbeat writes this worker's watermark.
-func (p *Publisher) heartbeat(ctx context.Context) error {
+// heartbeat writes this worker's watermark, waiting up to timeout.
+func (p *Publisher) heartbeat(ctx context.Context, timeout time.Duration) error {
 	data, _ := json.Marshal(beat{Watermarks: map[string]uint64{kvstore.ProxiesStream: p.tracker.watermark()}})
-	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	_, err := p.outbox.Put(actx, p.worker, data)
 	if err != nil {
@@ -447,7 +457,11 @@ func (p *Publisher) beatLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := p.heartbeat(ctx); err != nil && ctx.Err() == nil {
+			// An attempt waits one period at most: a write whose answer
+			// was lost in a leader election must not hold back the next
+			// beat, or this worker would look dead to the others for
+			// as long as it waited, once the others' beats resume.
+			if err := p.heartbeat(ctx, p.opts.beat); err != nil && ctx.Err() == nil {
 				p.log.Warn("outbox heartbeat not written", zap.Error(err))
 			}
 		}
@@ -471,7 +485,7 @@ func (p *Publisher) relayLoop(ctx context.Context) {
 }
 
 func waitAck(fut jetstream.PubAckFuture) error {
-	t := time.NewTimer(5 * time.Second)
+	t := time.NewTimer(ackWait)
 	defer t.Stop()
 	select {
 	case <-fut.Ok():
@@ -479,7 +493,7 @@ func waitAck(fut jetstream.PubAckFuture) error {
 	case err := <-fut.Err():
 		return err
 	case <-t.C:
-		return errors.New("no ack within 5s")
+		return fmt.Errorf("no ack within %s", ackWait)
 	}
 }
 

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/kvstore"
@@ -27,9 +27,16 @@ type relay struct {
 
 	mu    sync.Mutex
 	peers map[string]*peer
+	// beating is the server time of this worker's first heartbeat since
+	// its heartbeats last stopped for more than two periods (a leader
+	// election of the outbox bucket, a slow network): only once this
+	// worker has itself been beating for deadAfter does another worker's
+	// silence say it is dead, and not that the bucket could not be
+	// written for a while (after an election every worker resumes, one
+	// after the other).
+	beating, ownBeat time.Time
 
-	watchStop context.CancelFunc
-	watchDone chan struct{}
+	watchStop func()
 }
 
 type peer struct {
@@ -50,61 +57,39 @@ type owedWrite struct {
 func newRelay(p *Publisher) *relay { return &relay{p: p, peers: map[string]*peer{}} }
 
 // start watches the outbox bucket and returns once its keys are loaded.
-func (r *relay) start(ctx, runCtx context.Context) error {
-	wctx, cancel := context.WithCancel(runCtx)
-	w, err := r.p.outbox.WatchAll(wctx)
+func (r *relay) start(ctx context.Context, nc *nats.Conn) error {
+	stop, err := kvstore.WatchBucket(ctx, nc, OutboxBucket, r.key)
 	if err != nil {
-		cancel()
 		return err
 	}
-	r.watchStop, r.watchDone = cancel, make(chan struct{})
-	ready := make(chan struct{})
-	go func() {
-		defer close(r.watchDone)
-		defer func() { _ = w.Stop() }()
-		initial := true
-		for e := range w.Updates() {
-			if e == nil {
-				if initial {
-					initial = false
-					close(ready)
-				}
-				continue
-			}
-			r.key(e)
-		}
-	}()
-	select {
-	case <-ready:
-		return nil
-	case <-ctx.Done():
-		cancel()
-		<-r.watchDone
-		return ctx.Err()
-	}
+	r.watchStop = stop
+	return nil
 }
 
-func (r *relay) stop() {
-	r.watchStop()
-	<-r.watchDone
-}
+func (r *relay) stop() { r.watchStop() }
 
 // key takes a worker's outbox key as the bucket's watch delivers it.
-func (r *relay) key(e jetstream.KeyValueEntry) {
+func (r *relay) key(e kvstore.Entry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e.Operation() != jetstream.KeyValuePut {
-		delete(r.peers, e.Key())
+	if e.Deleted {
+		delete(r.peers, e.Key)
 		return
 	}
 	var b beat
-	if err := json.Unmarshal(e.Value(), &b); err != nil {
+	if err := json.Unmarshal(e.Value, &b); err != nil {
 		return
 	}
-	pr := r.peer(e.Key())
+	pr := r.peer(e.Key)
 	pr.known = true
 	if b.By == "" {
-		pr.beat = e.Created()
+		pr.beat = e.Created
+		if e.Key == r.p.worker {
+			if e.Created.Sub(r.ownBeat) > 2*r.p.opts.beat {
+				r.beating = e.Created
+			}
+			r.ownBeat = e.Created
+		}
 	}
 	if w := b.Watermarks[proxiesStream]; w > pr.watermark {
 		pr.watermark = w
@@ -186,6 +171,9 @@ func (r *relay) orphans() map[string][]owedWrite {
 	}
 	sort.Strings(liveIDs)
 	if len(liveIDs) == 0 || liveIDs[0] != r.p.worker {
+		return nil
+	}
+	if r.beating.IsZero() || newest.Sub(r.beating) < r.p.opts.deadAfter {
 		return nil
 	}
 	out := map[string][]owedWrite{}

@@ -1,7 +1,6 @@
 package kvstore
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,9 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/zap"
 
-	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/outbox"
 	"github.com/pharox/pharox-nats/record"
@@ -37,7 +34,9 @@ func (s *Store) CreateProxies(ctx context.Context, recs []*record.Proxy) (uint64
 			defer func() { <-sem; wg.Done() }()
 			data := s.codec.Encode(rec)
 			s.own.start(rec.ID, data, rec.Clone())
-			revs[i], errs[i] = s.proxies.Create(ctx, rec.ID, data)
+			// A new id has no revision yet: base 0 creates it.
+			msg := &nats.Msg{Subject: s.proxySubject(rec.ID), Data: data, Header: nats.Header{}}
+			revs[i], errs[i] = s.publishCAS(ctx, msg, 0)
 		}()
 	}
 	wg.Wait()
@@ -100,23 +99,17 @@ func (o Owed) set(h nats.Header) {
 // key is still at revision base, and returns the new revision.
 // ErrRevisionConflict: another write came first (or the proxy was
 // deleted). A write whose answer does not come may still have committed,
-// and a failed request must leave nothing behind, so that case is settled
-// on the leader before returning.
+// and a failed request must leave nothing behind, so it is sent again
+// until its answer says whether it was stored (see publishCAS).
 func (s *Store) UpdateProxy(ctx context.Context, rec *record.Proxy, base uint64, owed Owed) (uint64, error) {
 	data := s.codec.Encode(rec)
 	s.own.start(rec.ID, data, rec.Clone())
 	defer s.own.done(rec.ID)
 	msg := &nats.Msg{Subject: s.proxySubject(rec.ID), Data: data, Header: nats.Header{}}
 	owed.set(msg.Header)
-	rev, err := s.publish(ctx, msg, base)
-	switch {
-	case err == nil:
-		return rev, nil
-	case errors.Is(err, ErrRevisionConflict):
-		return 0, err
-	}
-	if rev, committed := s.landed(rec.ID, data, base); committed {
-		return rev, nil
+	rev, err := s.publishCAS(ctx, msg, base)
+	if err == nil || errors.Is(err, ErrRevisionConflict) {
+		return rev, err
 	}
 	return 0, storeErr("update proxy", err)
 }
@@ -124,20 +117,14 @@ func (s *Store) UpdateProxy(ctx context.Context, rec *record.Proxy, base uint64,
 // DeleteProxy deletes a proxy, with what the delete owes in the delete
 // marker's headers, if its key is still at revision base, and returns the
 // delete marker's sequence. ErrRevisionConflict: another write came first.
-// A lost answer is settled on the leader, as for UpdateProxy.
+// A lost answer is settled as for UpdateProxy.
 func (s *Store) DeleteProxy(ctx context.Context, id string, base uint64, owed Owed) (uint64, error) {
 	msg := &nats.Msg{Subject: s.proxySubject(id), Header: nats.Header{}}
 	msg.Header.Set(kvOperation, kvDelete)
 	owed.set(msg.Header)
-	rev, err := s.publish(ctx, msg, base)
-	switch {
-	case err == nil:
-		return rev, nil
-	case errors.Is(err, ErrRevisionConflict):
-		return 0, err
-	}
-	if rev, ok := s.deleted(id, base); ok {
-		return rev, nil // the answer was lost, not the delete
+	rev, err := s.publishCAS(ctx, msg, base)
+	if err == nil || errors.Is(err, ErrRevisionConflict) {
+		return rev, err
 	}
 	return 0, storeErr("delete proxy", err)
 }
@@ -165,36 +152,6 @@ func (s *Store) publish(ctx context.Context, msg *nats.Msg, base uint64) (uint64
 		return 0, err
 	}
 	return ack.Sequence, nil
-}
-
-// deleted reports whether a delete of id based on rev committed although
-// its answer was lost: the leader then holds a delete marker after rev (the
-// sequence returned).
-func (s *Store) deleted(id string, rev uint64) (uint64, bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, seq, err := s.leaderGet(ctx, s.proxies, id)
-	return seq, errors.Is(err, errNotFound) && seq > rev
-}
-
-// landed reports whether an update of id to data, based on base, committed
-// although its caller gave up waiting: the leader then holds exactly data at
-// a later revision. Asked with a fresh deadline of its own.
-func (s *Store) landed(id string, data []byte, base uint64) (uint64, bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for attempt := 0; attempt < 3; attempt++ {
-		got, rev, err := s.leaderGet(ctx, s.proxies, id)
-		if err == nil {
-			return rev, rev > base && bytes.Equal(got, data)
-		}
-		if errors.Is(err, errNotFound) {
-			return 0, false
-		}
-		retry.Sleep(ctx, 100*time.Millisecond)
-	}
-	s.log.Error("could not tell whether a proxy write committed; a lease it added lapses at its expiry", zap.String("proxy_id", id))
-	return 0, false
 }
 
 func proxyNotFound(id string) error {

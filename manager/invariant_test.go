@@ -23,7 +23,6 @@ import (
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/manager"
 	"github.com/pharox/pharox-nats/model"
-	"github.com/pharox/pharox-nats/record"
 )
 
 // The invariant under load: two workers in one process, each on its own
@@ -98,11 +97,20 @@ type invEnv struct {
 	watch   *proxyWatch
 	events  *eventLog
 	clients []*nats.Conn
+	target  invTarget
+	// disrupt, when set, runs beside the load (given the count of leases
+	// granted so far); the load goes on until it returns.
+	disrupt func(granted *atomic.Int64)
 }
 
 func TestInvariantUnderLoadNATS(t *testing.T) {
 	env := startInvariantEnv(t)
-	ops := invOps{
+	runInvariant(t, env, invOpsNATS(env))
+}
+
+// invOpsNATS reaches the workers with NATS requests from env's clients.
+func invOpsNATS(env *invEnv) invOps {
+	return invOps{
 		acquire: func(ctx context.Context, g int, _ *rand.Rand, consumer string) (*model.Lease, *model.Proxy, error) {
 			var reply model.AcquireReply
 			raw, err := natsCall(ctx, env.clients[g%len(env.clients)], "pharox.acquire",
@@ -131,7 +139,6 @@ func TestInvariantUnderLoadNATS(t *testing.T) {
 			return *reply.Lease, nil
 		},
 	}
-	runInvariant(t, env, ops)
 }
 
 func TestInvariantUnderLoadGoAPI(t *testing.T) {
@@ -151,10 +158,40 @@ func TestInvariantUnderLoadGoAPI(t *testing.T) {
 	runInvariant(t, env, ops)
 }
 
-func startInvariantEnv(t *testing.T) *invEnv {
-	t.Helper()
+// invTarget is the NATS the invariant test runs on: how to connect to it
+// and the replicas of the buckets and stream.
+type invTarget struct {
+	connect  func() *nats.Conn
+	replicas int
+	// goroutines (default invGoroutines) make the load, each request
+	// waiting up to clientTimeout (default 10 s) for workers that give
+	// each request requestTimeout (the worker's default when zero).
+	goroutines                    int
+	clientTimeout, requestTimeout time.Duration
+	// liveRepeats: a publish may be sent again (its acknowledgement lost
+	// in a leader change); the stream stores it once (its Nats-Msg-Id),
+	// but live subscribers get every copy, so live counts are at least,
+	// not exactly, one per event.
+	liveRepeats bool
+}
+
+// oneServer is a single embedded server, R1.
+func oneServer(t *testing.T) invTarget {
 	srv := natstest.RunServer(t)
-	env := &invEnv{admin: natstest.Connect(t, srv)}
+	return invTarget{connect: func() *nats.Conn { return natstest.Connect(t, srv) }, replicas: 1}
+}
+
+func startInvariantEnv(t *testing.T) *invEnv { return startInvariantEnvOn(t, oneServer(t)) }
+
+func startInvariantEnvOn(t *testing.T, target invTarget) *invEnv {
+	t.Helper()
+	if target.goroutines == 0 {
+		target.goroutines = invGoroutines
+	}
+	if target.clientTimeout == 0 {
+		target.clientTimeout = 10 * time.Second
+	}
+	env := &invEnv{admin: target.connect(), target: target}
 	js, err := jetstream.New(env.admin)
 	if err != nil {
 		t.Fatal(err)
@@ -170,15 +207,15 @@ func startInvariantEnv(t *testing.T) *invEnv {
 	// they read or write (CAS is on the last revision of the key).
 	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: kvstore.ProxiesBucket, Description: "pharox proxies and their active leases",
-		History: 64, Storage: jetstream.FileStorage, Replicas: 1,
+		History: 64, Storage: jetstream.FileStorage, Replicas: target.replicas,
 	}); err != nil {
 		t.Fatalf("create proxies bucket: %v", err)
 	}
-	env.watch = startProxyWatch(t, ctx, js)
-	env.events = startEventLog(t, natstest.Connect(t, srv))
+	env.watch = startProxyWatch(t, ctx, js, target.replicas)
+	env.events = startEventLog(t, target.connect())
 
 	for i := 0; i < 2; i++ {
-		env.workers = append(env.workers, workertest.Start(t, natstest.Connect(t, srv), workertest.Config{}))
+		env.workers = append(env.workers, workertest.Start(t, target.connect(), workertest.Config{Replicas: target.replicas, RequestTimeout: target.requestTimeout}))
 	}
 	if kv, err := js.KeyValue(ctx, kvstore.ProxiesBucket); err != nil {
 		t.Fatal(err)
@@ -201,7 +238,7 @@ func startInvariantEnv(t *testing.T) *invEnv {
 		t.Fatal(err)
 	}
 	for i := 0; i < invClients; i++ {
-		env.clients = append(env.clients, natstest.Connect(t, srv))
+		env.clients = append(env.clients, target.connect())
 	}
 	return env
 }
@@ -218,19 +255,34 @@ func runInvariant(t *testing.T, env *invEnv, ops invOps) {
 	var clientViolations atomic.Int64
 	var clientViolationMsg atomic.Value
 
-	grants := make([][]invGrant, invGoroutines)
-	nulls := make([]int, invGoroutines)
-	errs := make([][]error, invGoroutines)
-	iters := make([]int, invGoroutines)
+	goroutines := env.target.goroutines
+	grants := make([][]invGrant, goroutines)
+	nulls := make([]int, goroutines)
+	errs := make([][]error, goroutines)
+	iters := make([]int, goroutines)
 
 	var granted atomic.Int64
 	minEnd, maxEnd := start.Add(invLoad), start.Add(invLoadMax)
+	disrupted := make(chan struct{})
+	if env.disrupt != nil {
+		go func() {
+			defer close(disrupted)
+			env.disrupt(&granted)
+		}()
+	} else {
+		close(disrupted)
+	}
 	running := func() bool {
+		select {
+		case <-disrupted:
+		default:
+			return true
+		}
 		now := time.Now()
 		return now.Before(minEnd) || (now.Before(maxEnd) && granted.Load() < invTargetGrants)
 	}
 	var wg sync.WaitGroup
-	for g := 0; g < invGoroutines; g++ {
+	for g := 0; g < goroutines; g++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -238,7 +290,7 @@ func runInvariant(t *testing.T, env *invEnv, ops invOps) {
 			consumer := fmt.Sprintf("load-%02d", g)
 			for i := 0; i < invIterCap && running(); i++ {
 				iters[g]++
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), env.target.clientTimeout)
 				lease, proxy, err := ops.acquire(ctx, g, r, consumer)
 				cancel()
 				if err != nil {
@@ -263,7 +315,7 @@ func runInvariant(t *testing.T, env *invEnv, ops invOps) {
 				}
 				time.Sleep(time.Duration(r.IntN(5001)) * time.Microsecond)
 				counter.Add(-1)
-				ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+				ctx, cancel = context.WithTimeout(context.Background(), env.target.clientTimeout)
 				gr.released, gr.releaseErr = ops.release(ctx, g, r, lease.ID, consumer)
 				cancel()
 				grants[g] = append(grants[g], gr)
@@ -311,11 +363,11 @@ func runInvariant(t *testing.T, env *invEnv, ops invOps) {
 		t.Logf("note: %d leases granted, short of the %d aimed at (slow or busy machine)", len(all), invTargetGrants)
 	}
 	if totalNulls == 0 {
-		t.Logf("no acquire found the pool full (expected some with %d goroutines on %d slots)", invGoroutines, invProxies*invMaxConc)
+		t.Logf("no acquire found the pool full (expected some with %d goroutines on %d slots)", goroutines, invProxies*invMaxConc)
 	}
 
 	// Let both workers' events and the watcher catch up.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*env.target.clientTimeout)
 	defer cancel()
 	for _, w := range env.workers {
 		if err := w.Events.Flush(ctx); err != nil {
@@ -377,8 +429,6 @@ func checkReleases(t *testing.T, all []invGrant) {
 // checkCommittedStates walks every committed revision of every proxy record.
 func checkCommittedStates(t *testing.T, w *proxyWatch, all []invGrant) {
 	t.Helper()
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	if len(w.gaps) > 0 {
 		t.Errorf("the watcher missed stream sequences %v: some committed states went unchecked", w.gaps)
 	}
@@ -535,8 +585,9 @@ func checkEvents(t *testing.T, ctx context.Context, env *invEnv, all []invGrant,
 	t.Helper()
 	want := map[string]int{model.EventAcquired: len(all), model.EventReleased: len(all), model.EventAcquireFailed: nulls}
 	got := env.events.snapshot()
+	exact := !env.target.liveRepeats
 	for name, n := range want {
-		if got[name] != n {
+		if got[name] < n || exact && got[name] != n {
 			t.Errorf("live events: %d %s, want %d", got[name], name, n)
 		}
 	}
@@ -548,10 +599,10 @@ func checkEvents(t *testing.T, ctx context.Context, env *invEnv, all []invGrant,
 	env.events.mu.Lock()
 	for _, g := range all {
 		id := g.lease.ID
-		if n := env.events.acquired[id]; n != 1 {
+		if n := env.events.acquired[id]; n < 1 || exact && n != 1 {
 			t.Errorf("lease %s has %d acquired events, want 1", id, n)
 		}
-		if n := env.events.released[id]; n != 1 {
+		if n := env.events.released[id]; n < 1 || exact && n != 1 {
 			t.Errorf("lease %s has %d released events, want 1", id, n)
 		}
 	}
@@ -624,104 +675,6 @@ func natsCall(ctx context.Context, nc *nats.Conn, subject string, req, reply any
 		return msg.Data, fmt.Errorf("%s: decode %s: %w", subject, msg.Data, err)
 	}
 	return msg.Data, nil
-}
-
-// proxyWatch records every committed revision of every proxy record.
-type proxyWatch struct {
-	mu      sync.Mutex
-	revs    map[string][]watchedRev
-	lastSeq uint64
-	gaps    []uint64
-	total   int
-	changed chan struct{}
-}
-
-type watchedRev struct {
-	rev     uint64
-	holders []string
-}
-
-func startProxyWatch(t *testing.T, ctx context.Context, js jetstream.JetStream) *proxyWatch {
-	t.Helper()
-	kv, err := js.KeyValue(ctx, kvstore.ProxiesBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, cancel := context.WithCancel(context.Background())
-	w, err := kv.WatchAll(wctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pw := &proxyWatch{revs: map[string][]watchedRev{}, changed: make(chan struct{})}
-	ready := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		initial := true
-		for e := range w.Updates() {
-			if e == nil {
-				if initial {
-					initial = false
-					close(ready)
-				}
-				continue
-			}
-			var rec record.Proxy
-			if e.Operation() == jetstream.KeyValuePut {
-				if err := json.Unmarshal(e.Value(), &rec); err != nil {
-					t.Errorf("undecodable proxy record %s@%d: %v", e.Key(), e.Revision(), err)
-				}
-			}
-			holders := make([]string, 0, len(rec.Holders))
-			for _, h := range rec.Holders {
-				holders = append(holders, h.LeaseID)
-			}
-			pw.mu.Lock()
-			for s := pw.lastSeq + 1; s < e.Revision(); s++ {
-				pw.gaps = append(pw.gaps, s)
-			}
-			pw.lastSeq = max(pw.lastSeq, e.Revision())
-			pw.revs[e.Key()] = append(pw.revs[e.Key()], watchedRev{rev: e.Revision(), holders: holders})
-			pw.total++
-			close(pw.changed)
-			pw.changed = make(chan struct{})
-			pw.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { _ = w.Stop(); cancel(); <-done })
-	select {
-	case <-ready:
-	case <-ctx.Done():
-		t.Fatal("proxy watch not ready")
-	}
-	return pw
-}
-
-// waitCaughtUp waits until the watcher has seen the bucket's last sequence.
-func (w *proxyWatch) waitCaughtUp(t *testing.T, ctx context.Context, js jetstream.JetStream) {
-	t.Helper()
-	stream, err := js.Stream(ctx, "KV_"+kvstore.ProxiesBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	last := info.State.LastSeq
-	for {
-		w.mu.Lock()
-		seen, ch := w.lastSeq, w.changed
-		w.mu.Unlock()
-		if seen >= last {
-			return
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			t.Fatalf("proxy watch stuck at sequence %d of %d", seen, last)
-		}
-	}
 }
 
 // eventLog collects the events published on pharox.events.>.

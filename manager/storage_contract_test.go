@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -34,20 +34,29 @@ type fakeClock = testclock.Clock
 
 func newFakeClock() *fakeClock { return testclock.New() }
 
-// env is one test's server, clock and deadline.
+// env is one test's NATS, clock and deadline.
 type env struct {
 	t     *testing.T
 	ctx   context.Context
-	srv   *server.Server
 	clock *fakeClock
+	// connect opens a connection to the test's NATS, closed with the test;
+	// buckets are made with replicas.
+	connect  func() *nats.Conn
+	replicas int
+	// cluster is set when the NATS is a cluster (storage_cluster_test.go).
+	cluster *natstest.Cluster
 }
+
+// envMaker makes a case's env: newEnv (one server) or newClusterEnv.
+type envMaker func(*testing.T) *env
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	srv := natstest.RunServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
-	return &env{t: t, ctx: ctx, srv: srv, clock: newFakeClock()}
+	return &env{t: t, ctx: ctx, clock: newFakeClock(), replicas: 1,
+		connect: func() *nats.Conn { return natstest.Connect(t, srv) }}
 }
 
 // worker is one worker's manager as the suite uses it: the operations below
@@ -57,8 +66,8 @@ type worker struct{ *Manager }
 // open starts one more worker (store and manager) on its own connection.
 func (e *env) open(opts ...Option) worker {
 	e.t.Helper()
-	nc := natstest.Connect(e.t, e.srv)
-	s, err := kvstore.Open(e.ctx, nc, kvstore.WithClock(e.clock.Now))
+	nc := e.connect()
+	s, err := kvstore.Open(e.ctx, nc, kvstore.WithClock(e.clock.Now), kvstore.WithReplicas(e.replicas))
 	require.NoError(e.t, err)
 	m, err := New(e.ctx, s, opts...)
 	require.NoError(e.t, err)
@@ -253,26 +262,36 @@ func countOnce(t *testing.T, want []string, got []model.Lease) {
 	require.Len(t, got, len(want), "leases reported: %v", leaseIDs(got))
 }
 
-func TestStorageContract(t *testing.T) {
-	t.Run("consumer round trip", testConsumers)
-	t.Run("pools", testPools)
-	t.Run("finds active proxy", testFindsActiveProxy)
-	t.Run("filters", testFilters)
-	t.Run("concurrency limits", testConcurrencyLimits)
-	t.Run("release cycle", testReleaseCycle)
-	t.Run("expiry", testExpiry)
-	t.Run("expiry grace", testExpiryGrace)
-	t.Run("renew", testRenew)
-	t.Run("fencing tokens increase", testFencingTokens)
-	t.Run("ending record written late or never", testEndingRecordLate)
-	t.Run("health result apply", testHealthApply)
-	t.Run("pool stats", testPoolStats)
-	t.Run("list proxies paging", testListProxies)
-	t.Run("delete proxy", testDeleteProxy)
-	t.Run("mutate proxy under contention", testMutateContention)
+// contractCases are the suite's cases, each run on an env newEnv makes.
+var contractCases = []struct {
+	name string
+	run  func(*testing.T, envMaker)
+}{
+	{"consumer round trip", testConsumers},
+	{"pools", testPools},
+	{"finds active proxy", testFindsActiveProxy},
+	{"filters", testFilters},
+	{"concurrency limits", testConcurrencyLimits},
+	{"release cycle", testReleaseCycle},
+	{"expiry", testExpiry},
+	{"expiry grace", testExpiryGrace},
+	{"renew", testRenew},
+	{"fencing tokens increase", testFencingTokens},
+	{"ending record written late or never", testEndingRecordLate},
+	{"health result apply", testHealthApply},
+	{"pool stats", testPoolStats},
+	{"list proxies paging", testListProxies},
+	{"delete proxy", testDeleteProxy},
+	{"mutate proxy under contention", testMutateContention},
 }
 
-func testConsumers(t *testing.T) {
+func TestStorageContract(t *testing.T) {
+	for _, c := range contractCases {
+		t.Run(c.name, func(t *testing.T) { c.run(t, newEnv) })
+	}
+}
+
+func testConsumers(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
 
@@ -311,7 +330,7 @@ func testConsumers(t *testing.T) {
 	}
 }
 
-func testPools(t *testing.T) {
+func testPools(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
 
@@ -451,7 +470,7 @@ func testPools(t *testing.T) {
 	require.Zero(t, st.TotalProxies, "a re-created pool starts empty")
 }
 
-func testFindsActiveProxy(t *testing.T) {
+func testFindsActiveProxy(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
 	pool := e.pool(a, "main")
@@ -520,7 +539,7 @@ func testFindsActiveProxy(t *testing.T) {
 	require.ErrorIs(t, err, errNotEligible)
 }
 
-func testFilters(t *testing.T) {
+func testFilters(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a := e.open()
 	e.pool(a, "geo")
@@ -582,7 +601,7 @@ func testFilters(t *testing.T) {
 	require.Equal(t, ptr("DE"), g.Proxy.Country)
 }
 
-func testConcurrencyLimits(t *testing.T) {
+func testConcurrencyLimits(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
 	e.pool(a, "lim")
@@ -595,6 +614,7 @@ func testConcurrencyLimits(t *testing.T) {
 	g1 := e.grant(a, limited, c, time.Minute)
 	g2 := e.grant(b, limited, c, time.Minute)
 	require.NotEqual(t, g1.Lease.ID, g2.Lease.ID)
+	e.leaderChange()
 	require.Equal(t, 2, g2.Proxy.CurrentLeases)
 	for _, s := range []worker{a, b} {
 		_, err := acquire(e.ctx, s, limited, c, time.Minute, nil)
@@ -636,7 +656,7 @@ func testConcurrencyLimits(t *testing.T) {
 	require.Equal(t, 3, e.proxy(a, raced).CurrentLeases)
 }
 
-func testReleaseCycle(t *testing.T) {
+func testReleaseCycle(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
 	e.pool(a, "rel")
@@ -646,6 +666,7 @@ func testReleaseCycle(t *testing.T) {
 	g := e.grant(a, p.ID, c, time.Minute)
 	_, err := acquire(e.ctx, b, p.ID, c, time.Minute, nil)
 	require.ErrorIs(t, err, errNotEligible, "the slot is taken")
+	e.leaderChange()
 
 	e.clock.Advance(5 * time.Second)
 	_, changed, err := b.Release(e.ctx, g.Lease.ID, ptr("mallory"))
@@ -686,7 +707,7 @@ func testReleaseCycle(t *testing.T) {
 	require.Equal(t, 1, g2.Proxy.CurrentLeases)
 }
 
-func testExpiry(t *testing.T) {
+func testExpiry(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
 	e.pool(a, "exp")
@@ -697,6 +718,7 @@ func testExpiry(t *testing.T) {
 	// An expired lease never blocks an acquire; the committing acquire
 	// records it, once.
 	old := e.grant(a, one, c, time.Second)
+	e.leaderChange()
 	_, err := acquire(e.ctx, b, one, c, time.Second, nil)
 	require.ErrorIs(t, err, errNotEligible)
 	e.clock.Advance(1500 * time.Millisecond)
@@ -798,7 +820,7 @@ func testExpiry(t *testing.T) {
 	require.Equal(t, 1, e.proxy(a, one).CurrentLeases)
 }
 
-func testExpiryGrace(t *testing.T) {
+func testExpiryGrace(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(WithExpiryGrace(500*time.Millisecond)), e.open(WithExpiryGrace(500*time.Millisecond))
 	e.pool(a, "grace")
@@ -833,7 +855,7 @@ func testExpiryGrace(t *testing.T) {
 	require.Empty(t, swept)
 }
 
-func testRenew(t *testing.T) {
+func testRenew(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
 	e.pool(a, "renew")
@@ -842,6 +864,7 @@ func testRenew(t *testing.T) {
 	p := px[0].ID
 
 	g := e.grant(a, p, c, 2*time.Second)
+	e.leaderChange()
 	e.clock.Advance(time.Second)
 	l, prev, err := b.Renew(e.ctx, g.Lease.ID, ptr("alice"), 10*time.Second)
 	require.NoError(t, err)
@@ -888,7 +911,7 @@ func testRenew(t *testing.T) {
 	require.Zero(t, e.proxy(a, px[1].ID).CurrentLeases)
 }
 
-func testFencingTokens(t *testing.T) {
+func testFencingTokens(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
 	e.pool(a, "fence")
@@ -896,22 +919,20 @@ func testFencingTokens(t *testing.T) {
 	px := e.add(a, "fence", withMax(in("10.0.0.1", 1), 1), in("10.0.0.2", 2))
 	p, other := px[0].ID, px[1].ID
 
-	// The raw bucket, to check that a token is the KV revision of the
-	// write that committed its lease.
-	js, err := jetstream.New(natstest.Connect(t, e.srv))
-	require.NoError(t, err)
-	kv, err := js.KeyValue(e.ctx, kvstore.ProxiesBucket)
-	require.NoError(t, err)
-
 	var last uint64
 	for i := 0; i < 12; i++ {
+		if i%4 == 3 {
+			e.leaderChange() // tokens go on increasing under a new leader
+		}
 		s := []worker{a, b}[i%2]
 		g := e.grant(s, p, c, time.Second)
 		require.Greater(t, g.Lease.FencingToken, last, "lease %d", i)
 		last = g.Lease.FencingToken
-		entry, err := kv.Get(e.ctx, p)
+		// The revision as the stream's leader has it (a direct get may be
+		// answered by a replica that has not applied the write yet).
+		_, rev, err := a.store.GetProxy(e.ctx, p)
 		require.NoError(t, err)
-		require.Equal(t, entry.Revision(), last, "lease %d: the token is the revision of its commit", i)
+		require.Equal(t, rev, last, "lease %d: the token is the revision of its commit", i)
 		require.Equal(t, last, e.lease(b, g.Lease.ID).FencingToken)
 		// Later writes of the same record keep the token, on every worker.
 		_, _, err = b.ApplyHealth(e.ctx, p, model.ProxyActive, e.clock.Now())
@@ -971,7 +992,7 @@ func testFencingTokens(t *testing.T) {
 	}
 }
 
-func testHealthApply(t *testing.T) {
+func testHealthApply(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
 	e.pool(a, "health")
@@ -1073,7 +1094,7 @@ func testHealthApply(t *testing.T) {
 	}
 }
 
-func testPoolStats(t *testing.T) {
+func testPoolStats(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
 	e.pool(a, "stats")
@@ -1135,7 +1156,7 @@ func testPoolStats(t *testing.T) {
 	check(b, nums{3, 1, 1, 1, 1}, "delete through a")
 }
 
-func testListProxies(t *testing.T) {
+func testListProxies(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
 	e.pool(a, "list")
@@ -1200,7 +1221,7 @@ func testListProxies(t *testing.T) {
 	require.Equal(t, []string{all[0], all[4], all[6]}, got)
 }
 
-func testDeleteProxy(t *testing.T) {
+func testDeleteProxy(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
 	e.pool(a, "del")
@@ -1214,6 +1235,7 @@ func testDeleteProxy(t *testing.T) {
 	_, _, err := a.Release(e.ctx, done.Lease.ID, nil)
 	require.NoError(t, err)
 	e.grant(a, kept, c, time.Hour)
+	e.leaderChange()
 
 	for _, s := range []worker{a, b} {
 		_, err = s.DeleteProxy(e.ctx, busy, false)
@@ -1265,7 +1287,7 @@ func testDeleteProxy(t *testing.T) {
 	require.Equal(t, 1, e.proxy(b, kept).CurrentLeases, "other proxies untouched")
 }
 
-func testMutateContention(t *testing.T) {
+func testMutateContention(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
 	e.pool(a, "hot")
@@ -1293,6 +1315,7 @@ func testMutateContention(t *testing.T) {
 			}
 		}()
 	}
+	e.leaderChange() // while the writers write
 	wg.Wait()
 	require.NoError(t, errors.Join(errs...))
 	for _, s := range []worker{a, b} {
@@ -1320,13 +1343,13 @@ func testMutateContention(t *testing.T) {
 // waits for the record; a worker that died in between leaves reads that
 // tell the ending from the last holder for a short window, then 404 — and
 // never a slot held.
-func testEndingRecordLate(t *testing.T) {
+func testEndingRecordLate(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
 	e.pool(a, "late")
 	c := e.consumer(a, "alice")
 	p := e.add(a, "late", withMax(in("10.0.0.1", 1), 1))[0].ID
-	js, err := jetstream.New(natstest.Connect(t, e.srv))
+	js, err := jetstream.New(e.connect())
 	require.NoError(t, err)
 	leases, err := js.KeyValue(e.ctx, kvstore.LeasesBucket)
 	require.NoError(t, err)
@@ -1342,6 +1365,7 @@ func testEndingRecordLate(t *testing.T) {
 
 	// The record comes late: reads wait for it and return it.
 	g := e.grant(a, p, c, time.Minute)
+	e.leaderChange()
 	require.Equal(t, model.LeaseActive, e.lease(b, g.Lease.ID).Status, "b's replica has seen the holder")
 	dropHolder()
 	ended := g.Lease

@@ -1,0 +1,180 @@
+// Package streamaudit reads what pharox's streams hold, for tests that
+// check every committed write: Follow keeps every message of a stream as
+// it is stored, through leader changes and a node's death (a durable,
+// replicated consumer with acks: what a dead node delivered but no one
+// acknowledged comes again), and ReadAll reads a stream from its first
+// message to its last. Commits and EventIDs audit the events the proxies
+// stream's writes owe against PHAROX_EVENTS.
+package streamaudit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+// Msg is one stored message.
+type Msg struct {
+	Seq     uint64
+	Subject string
+	Header  nats.Header
+	Data    []byte
+	Time    time.Time
+}
+
+// Log is what Follow has received so far, each sequence once.
+type Log struct {
+	mu      sync.Mutex
+	msgs    map[uint64]Msg
+	last    uint64
+	changed chan struct{}
+	stop    func()
+}
+
+// Follow keeps every message of stream from its first on until Stop. Its
+// consumer is durable with replicas as given (3 on a cluster) and
+// explicit acks, re-sent after 2 s without one, so a message is never
+// lost with a node; a copy received twice is kept once.
+func Follow(ctx context.Context, js jetstream.JetStream, stream string, replicas int) (*Log, error) {
+	name := "audit-" + nuid.Next()
+	cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		Durable: name, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 2 * time.Second,
+		MaxAckPending: 20000, DeliverPolicy: jetstream.DeliverAllPolicy, Replicas: replicas,
+		MemoryStorage: false,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit consumer on %s: %w", stream, err)
+	}
+	l := &Log{msgs: map[uint64]Msg{}, changed: make(chan struct{})}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		meta, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		l.add(Msg{Seq: meta.Sequence.Stream, Subject: m.Subject(), Header: m.Headers(), Data: m.Data(), Time: meta.Timestamp})
+		_ = m.Ack()
+	}, jetstream.PullMaxMessages(500), jetstream.PullHeartbeat(time.Second), jetstream.PullExpiry(5*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("audit consumer on %s: %w", stream, err)
+	}
+	l.stop = func() {
+		cc.Stop()
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = js.DeleteConsumer(dctx, stream, name)
+	}
+	return l, nil
+}
+
+func (l *Log) add(m Msg) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, dup := l.msgs[m.Seq]; dup {
+		return
+	}
+	l.msgs[m.Seq] = m
+	l.last = max(l.last, m.Seq)
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// Stop ends the consumer and deletes it.
+func (l *Log) Stop() { l.stop() }
+
+// WaitFor waits until every sequence from 1 to seq has been received or
+// is not in the stream (removed by a limit, or never there): it returns
+// once the highest sequence received reaches seq.
+func (l *Log) WaitFor(ctx context.Context, seq uint64) error {
+	for {
+		l.mu.Lock()
+		last, ch := l.last, l.changed
+		l.mu.Unlock()
+		if last >= seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("audit stuck at sequence %d of %d: %w", last, seq, ctx.Err())
+		}
+	}
+}
+
+// Messages returns what was received, in sequence order.
+func (l *Log) Messages() []Msg {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]Msg, 0, len(l.msgs))
+	for _, m := range l.msgs {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b Msg) int { return int(a.Seq) - int(b.Seq) })
+	return out
+}
+
+// Missing returns the sequences from 1 to the highest received that were
+// not received.
+func (l *Log) Missing() []uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []uint64
+	for s := uint64(1); s < l.last; s++ {
+		if _, ok := l.msgs[s]; !ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// ReadAll reads stream from its first message to its last (as its info
+// gives it now) with an ordered consumer.
+func ReadAll(ctx context.Context, js jetstream.JetStream, stream string) ([]Msg, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	last := info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return nil, nil
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, err
+	}
+	var out []Msg
+	for {
+		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, Msg{Seq: meta.Sequence.Stream, Subject: m.Subject(), Header: m.Headers(), Data: m.Data(), Time: meta.Timestamp})
+			if meta.Sequence.Stream >= last {
+				return out, nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, err
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("stream %s: no message up to %d", stream, last)
+		}
+	}
+}

@@ -1,0 +1,76 @@
+package manager_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pharox/pharox-nats/internal/streamaudit"
+	"github.com/pharox/pharox-nats/kvstore"
+	"github.com/pharox/pharox-nats/record"
+)
+
+// proxyWatch records every committed revision of every proxy record, read
+// from the proxies stream by a durable consumer with the bucket's
+// replicas: on a cluster it loses nothing when a node dies (the bucket
+// must keep enough versions per key: tests make it with history 64).
+type proxyWatch struct {
+	log *streamaudit.Log
+	// Filled in by waitCaughtUp.
+	revs  map[string][]watchedRev
+	gaps  []uint64
+	total int
+}
+
+type watchedRev struct {
+	rev     uint64
+	holders []string
+}
+
+func startProxyWatch(t *testing.T, ctx context.Context, js jetstream.JetStream, replicas int) *proxyWatch {
+	t.Helper()
+	log, err := streamaudit.Follow(ctx, js, kvstore.ProxiesStream, replicas)
+	if err != nil {
+		t.Fatalf("proxy watch: %v", err)
+	}
+	t.Cleanup(log.Stop)
+	return &proxyWatch{log: log}
+}
+
+// waitCaughtUp waits until the watcher has received the bucket's last
+// sequence, then decodes every revision it received.
+func (w *proxyWatch) waitCaughtUp(t *testing.T, ctx context.Context, js jetstream.JetStream) {
+	t.Helper()
+	stream, err := js.Stream(ctx, kvstore.ProxiesStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.log.WaitFor(ctx, info.State.LastSeq); err != nil {
+		t.Fatalf("proxy watch: %v", err)
+	}
+	w.gaps = w.log.Missing()
+	w.revs = map[string][]watchedRev{}
+	prefix := "$KV." + kvstore.ProxiesBucket + "."
+	for _, m := range w.log.Messages() {
+		var rec record.Proxy
+		if m.Header.Get("KV-Operation") == "" && len(m.Data) > 0 {
+			if err := json.Unmarshal(m.Data, &rec); err != nil {
+				t.Errorf("undecodable proxy record at %d: %v", m.Seq, err)
+			}
+		}
+		holders := make([]string, 0, len(rec.Holders))
+		for _, h := range rec.Holders {
+			holders = append(holders, h.LeaseID)
+		}
+		key := strings.TrimPrefix(m.Subject, prefix)
+		w.revs[key] = append(w.revs[key], watchedRev{rev: m.Seq, holders: holders})
+		w.total++
+	}
+}
