@@ -101,12 +101,14 @@ func TestCountsMatchBruteForce(t *testing.T) {
 					})
 					require.Equal(t, want, got, "step %d pool %s", step, pool)
 				}
-				// Each consumer's active leases, over both pools.
+				// Each consumer's active leases, over both pools, at the
+				// counts' horizon (a lease counts for the grace after its
+				// expiry, as it does for its proxy's limit).
 				want := map[string]int{}
 				for _, pool := range pools {
 					r.Members(pool, 0, func(rec *record.Proxy) bool {
 						for _, h := range rec.Holders {
-							if h.ExpiresAt.After(now) {
+							if h.ExpiresAt.After(now.Add(-grace)) {
 								want[h.ConsumerName]++
 							}
 						}
