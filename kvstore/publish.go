@@ -60,6 +60,14 @@ func (s *Store) publishCAS(ctx context.Context, msg *nats.Msg, base uint64) (uin
 // says that an attempt went unanswered, so it may have been stored.
 func (s *Store) publishUntil(ctx context.Context, msg *nats.Msg, base uint64) (rev uint64, err error, maybeStored bool) {
 	for attempt := 0; ; attempt++ {
+		if cerr := ctx.Err(); cerr != nil {
+			// Nothing is sent on a context that has ended: a request whose
+			// deadline passed before its write leaves nothing to settle.
+			if err == nil {
+				err = cerr
+			}
+			return 0, err, maybeStored
+		}
 		actx, cancel := context.WithTimeout(ctx, publishAttempt)
 		rev, err = s.publish(actx, msg, base)
 		cancel()

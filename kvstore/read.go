@@ -6,9 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/pharox/pharox-nats/internal/retry"
 )
 
 // errNotFound is internal: callers turn it into the contract's not-found error.
@@ -18,7 +22,35 @@ var errNotFound = errors.New("key not found")
 // allow direct gets, which a replica still catching up may answer with a
 // stale value; a read that a decision rests on (a CAS base, "this lease is no
 // longer held") must see the latest write, so it goes through the leader.
+//
+// A read changes nothing, so it is simply asked again until ctx ends when
+// it goes unanswered or the stream has no leader: on a cluster, a request
+// that reached a leader which then stepped down or died is never answered,
+// and waiting for it would hold the caller (and, for a CAS base, the
+// proxy's turn) for the whole request deadline.
 func (s *Store) leaderGet(ctx context.Context, kv jetstream.KeyValue, key string) ([]byte, uint64, error) {
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, publishAttempt)
+		data, rev, err := s.leaderGetOnce(actx, kv, key)
+		cancel()
+		if err == nil || errors.Is(err, errNotFound) || !readAgain(err) || ctx.Err() != nil {
+			return data, rev, err
+		}
+		retry.Sleep(ctx, min(250*time.Millisecond, retry.Backoff(attempt+3)))
+	}
+}
+
+// errNoLeader is a stream's answer while it elects a leader.
+var errNoLeader = errors.New("stream has no leader")
+
+// readAgain says whether a read that failed with err may succeed if asked
+// again: it went unanswered, or no server could take it right now.
+func readAgain(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, errNoLeader)
+}
+
+func (s *Store) leaderGetOnce(ctx context.Context, kv jetstream.KeyValue, key string) ([]byte, uint64, error) {
 	bucket := kv.Bucket()
 	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + key})
 	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+bucket, req)
@@ -43,6 +75,9 @@ func (s *Store) leaderGet(ctx context.Context, kv jetstream.KeyValue, key string
 	if resp.Error != nil {
 		if resp.Error.Code == 404 {
 			return nil, 0, errNotFound
+		}
+		if resp.Error.Code == 503 {
+			return nil, 0, storeErr("get "+bucket+"/"+key, fmt.Errorf("%w: %s", errNoLeader, resp.Error.Desc))
 		}
 		return nil, 0, storeErr("get "+bucket+"/"+key, fmt.Errorf("jetstream error %d (%d): %s", resp.Error.Code, resp.Error.ErrCode, resp.Error.Desc))
 	}

@@ -188,7 +188,8 @@ func storeErr(op string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
 		errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrConnectionClosed) ||
-		errors.Is(err, nats.ErrConnectionDraining) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		errors.Is(err, nats.ErrConnectionDraining) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.Is(err, errNoLeader) {
 		return fmt.Errorf("%w: %s: %w", model.ErrUnavailable, op, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)

@@ -179,6 +179,12 @@ func TestFailoverUnderLoad(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The counts reach 0 by the clock; the holders leave the records with
+	// the sweep's writes, which may not have run yet: run one now, so the
+	// audit below sees every expiry recorded by a committed write.
+	if _, err := workers[0].Manager.CleanupExpiredLeases(ctx); err != nil {
+		t.Fatalf("cleanup: %v", err)
+	}
 	for _, w := range workers {
 		if err := w.Events.Flush(ctx); err != nil {
 			t.Fatalf("flush events: %v", err)
@@ -196,7 +202,11 @@ func TestFailoverUnderLoad(t *testing.T) {
 	load.report(t)
 	checkFailoverCommits(t, ctx, js, watch, load)
 	t.Logf("bucket watch: longest delay between a write being stored and delivered %v", lag.worst().Round(time.Millisecond))
-	if w := lag.worst(); w > 5*time.Second {
+	// A SIGKILLed leader leaves its streams leaderless for 4-9 s on this
+	// machine (nats-facts); writes stored just before the kill reach the
+	// watches after the election. A watch that does not resume stays still
+	// far longer.
+	if w := lag.worst(); w > 15*time.Second {
 		t.Errorf("a bucket watch stood still %v after a node's death", w)
 	}
 }
@@ -476,6 +486,11 @@ func checkFailoverCommits(t *testing.T, ctx context.Context, js jetstream.JetStr
 	var missing []string
 	for start := time.Now(); ; {
 		evs, err := streamaudit.ReadAll(ctx, js, events.StreamName)
+		if errors.Is(err, nats.ErrNoResponders) && time.Since(start) < 20*time.Second {
+			// A node restarted moments ago may not serve the stream yet.
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -498,6 +513,10 @@ func checkFailoverCommits(t *testing.T, ctx context.Context, js jetstream.JetStr
 	}
 	for id, status := range owed.Endings {
 		e, err := leases.Get(ctx, id)
+		for start := time.Now(); errors.Is(err, nats.ErrNoResponders) && time.Since(start) < 20*time.Second; {
+			time.Sleep(200 * time.Millisecond) // as above: a direct get no node serves yet
+			e, err = leases.Get(ctx, id)
+		}
 		if err != nil {
 			report("ending record of lease %s: %v", id, err)
 			continue
