@@ -444,7 +444,7 @@ func (p *Publisher) heartbeat(ctx context.Context, timeout time.Duration) error 
 	defer cancel()
 	_, err := p.outbox.Put(actx, p.worker, data)
 	if err != nil {
-		return fmt.Errorf("%w: outbox heartbeat: %w", model.ErrUnavailable, err)
+		return model.Errorf(model.ErrUnavailable, "outbox heartbeat: %w", err)
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"go.uber.org/zap"
@@ -42,7 +41,7 @@ func (s *Store) GetEnding(ctx context.Context, leaseID string) (model.Lease, err
 	var lease model.Lease
 	_, err := s.getJSON(ctx, s.leases, leaseID, &lease)
 	if errors.Is(err, errNotFound) {
-		return lease, fmt.Errorf("%w: lease %q does not exist", model.ErrLeaseNotFound, leaseID)
+		return lease, model.Errorf(model.ErrLeaseNotFound, "lease %q does not exist", leaseID)
 	}
 	return lease, err
 }

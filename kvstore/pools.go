@@ -19,7 +19,7 @@ func (s *Store) CreatePool(ctx context.Context, rec *record.Pool) (uint64, error
 	data, _ := json.Marshal(rec)
 	rev, err := s.pools.Create(ctx, rec.Name, data)
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		return 0, fmt.Errorf("%w: pool %q already exists", model.ErrConflict, rec.Name)
+		return 0, model.Errorf(model.ErrConflict, "pool %q already exists", rec.Name)
 	}
 	if err != nil {
 		return 0, storeErr("create pool", err)
@@ -64,7 +64,7 @@ func (s *Store) UpdatePool(ctx context.Context, name string, fn func(*record.Poo
 			return nil, 0, storeErr("update pool", err)
 		}
 		if attempt >= s.opts.maxCASRetries {
-			return nil, 0, fmt.Errorf("%w: pool %q kept changing under %d attempts", model.ErrUnavailable, name, attempt+1)
+			return nil, 0, model.Errorf(model.ErrUnavailable, "pool %q kept changing under %d attempts", name, attempt+1)
 		}
 		retry.Sleep(ctx, retry.Backoff(attempt))
 	}
@@ -82,5 +82,5 @@ func (s *Store) DeletePoolAt(ctx context.Context, name string, rev uint64) error
 
 // PoolNotFound is the error for a pool name that names nothing.
 func PoolNotFound(name string) error {
-	return fmt.Errorf("%w: pool %q does not exist", model.ErrPoolNotFound, name)
+	return model.Errorf(model.ErrPoolNotFound, "pool %q does not exist", name)
 }

@@ -155,5 +155,5 @@ func (s *Store) publish(ctx context.Context, msg *nats.Msg, base uint64) (uint64
 }
 
 func proxyNotFound(id string) error {
-	return fmt.Errorf("%w: proxy %q does not exist", model.ErrProxyNotFound, id)
+	return model.Errorf(model.ErrProxyNotFound, "proxy %q does not exist", id)
 }

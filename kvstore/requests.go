@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -76,7 +75,7 @@ func (s *Store) ClaimRequest(ctx context.Context, consumer, requestID string, st
 			// A duplicate is acquiring right now: wait for its outcome.
 			retry.Sleep(ctx, 10*time.Millisecond)
 			if ctx.Err() != nil {
-				return "", nil, fmt.Errorf("%w: waiting for a concurrent request with the same request_id: %w", model.ErrUnavailable, ctx.Err())
+				return "", nil, model.Errorf(model.ErrUnavailable, "waiting for a concurrent request with the same request_id: %w", ctx.Err())
 			}
 		}
 	}

@@ -176,7 +176,7 @@ func EnsureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 		}
 		retry.Sleep(ctx, time.Duration(attempt+1)*50*time.Millisecond)
 	}
-	return nil, fmt.Errorf("%w: bucket %s: %w", model.ErrUnavailable, cfg.Bucket, lastErr)
+	return nil, model.Errorf(model.ErrUnavailable, "bucket %s: %w", cfg.Bucket, lastErr)
 }
 
 // storeErr turns a JetStream failure into the sentinel the broker maps to 503
@@ -190,7 +190,7 @@ func storeErr(op string, err error) error {
 		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrConnectionClosed) ||
 		errors.Is(err, nats.ErrConnectionDraining) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
 		errors.Is(err, errNoLeader) {
-		return fmt.Errorf("%w: %s: %w", model.ErrUnavailable, op, err)
+		return model.Errorf(model.ErrUnavailable, "%s: %w", op, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }

@@ -3,7 +3,6 @@ package manager
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -143,7 +142,7 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 	conflicts := 0
 	for attempt := 0; attempt < m.opts.maxAttempts; attempt++ {
 		if err := ctx.Err(); err != nil {
-			return nil, conflicts, fmt.Errorf("%w: acquire: %w", model.ErrUnavailable, err)
+			return nil, conflicts, model.Errorf(model.ErrUnavailable, "acquire: %w", err)
 		}
 		_, span := tracing.Start(ctx, "pharox.select")
 		id, busy := m.pick(p, conflicts)
@@ -193,7 +192,7 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 			return nil, conflicts, err
 		}
 	}
-	return nil, conflicts, fmt.Errorf("%w: acquire gave up after %d contended attempts", model.ErrUnavailable, m.opts.maxAttempts)
+	return nil, conflicts, model.Errorf(model.ErrUnavailable, "acquire gave up after %d contended attempts", m.opts.maxAttempts)
 }
 
 // errNotEligible means the proxy, as the latest write left it, cannot take

@@ -3,7 +3,6 @@ package manager
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"time"
 
@@ -33,12 +32,12 @@ func (m *Manager) listProxies(ctx context.Context, req model.ProxiesListRequest,
 		return model.ProxiesPage{}, err
 	}
 	if req.Status != nil && !req.Status.Valid() {
-		return model.ProxiesPage{}, fmt.Errorf("%w: status must be active, inactive, slow or banned, got %q", model.ErrBadRequest, *req.Status)
+		return model.ProxiesPage{}, model.Errorf(model.ErrBadRequest, "status must be active, inactive, slow or banned, got %q", *req.Status)
 	}
 	limit := model.DefaultListLimit
 	if req.Limit != nil {
 		if *req.Limit < 1 || *req.Limit > model.MaxListLimit {
-			return model.ProxiesPage{}, fmt.Errorf("%w: limit must be in 1..%d, got %d", model.ErrBadRequest, model.MaxListLimit, *req.Limit)
+			return model.ProxiesPage{}, model.Errorf(model.ErrBadRequest, "limit must be in 1..%d, got %d", model.MaxListLimit, *req.Limit)
 		}
 		limit = *req.Limit
 	}
@@ -49,7 +48,7 @@ func (m *Manager) listProxies(ctx context.Context, req model.ProxiesListRequest,
 	if req.Cursor != nil && *req.Cursor != "" {
 		v, err := strconv.ParseUint(*req.Cursor, 10, 64)
 		if err != nil {
-			return page, fmt.Errorf("%w: cursor %q is not one this service returned", model.ErrBadRequest, *req.Cursor)
+			return page, model.Errorf(model.ErrBadRequest, "cursor %q is not one this service returned", *req.Cursor)
 		}
 		after = v
 	}
@@ -117,7 +116,7 @@ func (m *Manager) checkInPool(ctx context.Context, rec *record.Proxy) error {
 		return err
 	}
 	if !m.replica.InPool(rec) {
-		return fmt.Errorf("%w: proxy %q does not exist", model.ErrProxyNotFound, rec.ID)
+		return model.Errorf(model.ErrProxyNotFound, "proxy %q does not exist", rec.ID)
 	}
 	return nil
 }
@@ -189,7 +188,7 @@ func (m *Manager) deleteProxy(ctx context.Context, id string, force bool) ([]mod
 		now, horizon := m.now(), m.horizon()
 		live := rec.LiveHolders(horizon)
 		if live > 0 && !force {
-			return nil, fmt.Errorf("%w: proxy %s has %d active leases; delete with force to release them", model.ErrConflict, id, live)
+			return nil, model.Errorf(model.ErrConflict, "proxy %s has %d active leases; delete with force to release them", id, live)
 		}
 		// The delete owes the events of the leases it ends: released if
 		// live, expired otherwise.
@@ -212,7 +211,7 @@ func (m *Manager) deleteProxy(ctx context.Context, id string, force bool) ([]mod
 		if errors.Is(err, kvstore.ErrRevisionConflict) {
 			m.counters.conflicts.Add(1)
 			if attempt >= m.opts.maxCASRetries {
-				return nil, fmt.Errorf("%w: proxy %s kept changing", model.ErrUnavailable, id)
+				return nil, model.Errorf(model.ErrUnavailable, "proxy %s kept changing", id)
 			}
 			retry.Sleep(ctx, retry.Backoff(attempt))
 			continue
@@ -264,27 +263,27 @@ func checkHealthApply(req model.HealthApplyRequest, now time.Time) (model.Health
 		return res, err
 	}
 	if !req.Status.Valid() {
-		return res, fmt.Errorf("%w: status must be active, inactive, slow or banned, got %q", model.ErrBadRequest, req.Status)
+		return res, model.Errorf(model.ErrBadRequest, "status must be active, inactive, slow or banned, got %q", req.Status)
 	}
 	if !req.Protocol.Valid() {
-		return res, fmt.Errorf("%w: protocol must be http, https, socks4 or socks5, got %q", model.ErrBadRequest, req.Protocol)
+		return res, model.Errorf(model.ErrBadRequest, "protocol must be http, https, socks4 or socks5, got %q", req.Protocol)
 	}
 	if req.LatencyMs < 0 {
-		return res, fmt.Errorf("%w: latency_ms must be >= 0", model.ErrBadRequest)
+		return res, model.Errorf(model.ErrBadRequest, "latency_ms must be >= 0")
 	}
 	if req.Attempts != nil {
 		if *req.Attempts < 1 || *req.Attempts > 5 {
-			return res, fmt.Errorf("%w: attempts must be in 1..5, got %d", model.ErrBadRequest, *req.Attempts)
+			return res, model.Errorf(model.ErrBadRequest, "attempts must be in 1..5, got %d", *req.Attempts)
 		}
 		res.Attempts = *req.Attempts
 	}
 	if req.StatusCode != nil && (*req.StatusCode < 100 || *req.StatusCode > 599) {
-		return res, fmt.Errorf("%w: status_code must be an HTTP status, got %d", model.ErrBadRequest, *req.StatusCode)
+		return res, model.Errorf(model.ErrBadRequest, "status_code must be an HTTP status, got %d", *req.StatusCode)
 	}
 	if req.CheckedAt != nil {
 		t, err := time.Parse(time.RFC3339Nano, *req.CheckedAt)
 		if err != nil {
-			return res, fmt.Errorf("%w: checked_at must be an RFC 3339 time, got %q", model.ErrBadRequest, *req.CheckedAt)
+			return res, model.Errorf(model.ErrBadRequest, "checked_at must be an RFC 3339 time, got %q", *req.CheckedAt)
 		}
 		res.CheckedAt = t.UTC()
 	}

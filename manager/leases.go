@@ -3,7 +3,6 @@ package manager
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"go.uber.org/zap"
@@ -100,7 +99,7 @@ func (m *Manager) renew(ctx context.Context, req model.RenewRequest) (model.Leas
 		return model.Lease{}, none, err
 	}
 	if req.DurationSeconds == nil {
-		return model.Lease{}, none, fmt.Errorf("%w: duration_seconds is required", model.ErrBadRequest)
+		return model.Lease{}, none, model.Errorf(model.ErrBadRequest, "duration_seconds is required")
 	}
 	d, err := m.checkDuration(req.DurationSeconds)
 	if err != nil {
@@ -273,7 +272,7 @@ func checkLeaseRef(leaseID string, consumerName *string) error {
 
 func checkConsumer(l model.Lease, consumerName *string) error {
 	if consumerName != nil && *consumerName != l.ConsumerName {
-		return fmt.Errorf("%w: lease %s is held by consumer %q, not %q", model.ErrForbidden, l.ID, l.ConsumerName, *consumerName)
+		return model.Errorf(model.ErrForbidden, "lease %s is held by consumer %q, not %q", l.ID, l.ConsumerName, *consumerName)
 	}
 	return nil
 }
@@ -302,5 +301,5 @@ func endTime(status model.LeaseStatus, expiresAt, now time.Time) *time.Time {
 }
 
 func leaseNotActive(l model.Lease) error {
-	return fmt.Errorf("%w: lease %s is %s", model.ErrLeaseNotActive, l.ID, l.Status)
+	return model.Errorf(model.ErrLeaseNotActive, "lease %s is %s", l.ID, l.Status)
 }

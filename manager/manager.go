@@ -294,7 +294,7 @@ func hooks[T any](m *Manager, list *[]T) []T {
 // unavailable wraps an error of reaching the store (or the replica catching
 // up with it) in time as the contract's 503: nothing was changed.
 func unavailable(op string, err error) error {
-	return fmt.Errorf("%w: %s: %w", model.ErrUnavailable, op, err)
+	return model.Errorf(model.ErrUnavailable, "%s: %w", op, err)
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

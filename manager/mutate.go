@@ -3,7 +3,6 @@ package manager
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -49,7 +48,7 @@ func (m *Manager) mutateProxy(ctx context.Context, id string, fn change) (mutati
 		}
 		m.counters.conflicts.Add(1)
 		if attempt >= m.opts.maxCASRetries {
-			return mut, fmt.Errorf("%w: proxy %s kept changing under %d attempts", model.ErrUnavailable, id, attempt+1)
+			return mut, model.Errorf(model.ErrUnavailable, "proxy %s kept changing under %d attempts", id, attempt+1)
 		}
 		retry.Sleep(ctx, retry.Backoff(attempt))
 	}

@@ -3,7 +3,6 @@ package manager
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -39,7 +38,7 @@ func (m *Manager) CreatePool(ctx context.Context, req model.PoolCreateRequest) (
 		var taken *record.Pool
 		taken, rev, err = m.store.UpdatePool(ctx, req.Name, func(r *record.Pool) error {
 			if !r.Deleted {
-				return fmt.Errorf("%w: pool %q already exists", model.ErrConflict, req.Name)
+				return model.Errorf(model.ErrConflict, "pool %q already exists", req.Name)
 			}
 			*r = *rec
 			return nil
@@ -165,7 +164,7 @@ func (m *Manager) deletePool(ctx context.Context, req model.PoolDeleteRequest) (
 		return true
 	})
 	if live > 0 && !req.Force {
-		return nil, fmt.Errorf("%w: pool %q has %d active leases; delete with force to release them", model.ErrConflict, req.Name, live)
+		return nil, model.Errorf(model.ErrConflict, "pool %q has %d active leases; delete with force to release them", req.Name, live)
 	}
 	tomb, rev, err := m.store.UpdatePool(ctx, req.Name, func(r *record.Pool) error {
 		if r.Deleted || r.ID != pool.ID {
@@ -217,7 +216,7 @@ func (m *Manager) AddProxies(ctx context.Context, req model.ProxiesAddRequest) (
 		return nil, err
 	}
 	if len(req.Proxies) < 1 || len(req.Proxies) > model.MaxProxiesPerAdd {
-		return nil, fmt.Errorf("%w: proxies must hold 1..%d proxies, got %d", model.ErrBadRequest, model.MaxProxiesPerAdd, len(req.Proxies))
+		return nil, model.Errorf(model.ErrBadRequest, "proxies must hold 1..%d proxies, got %d", model.MaxProxiesPerAdd, len(req.Proxies))
 	}
 	for i, in := range req.Proxies {
 		if err := checkProxyInput(i, in); err != nil {

@@ -49,21 +49,21 @@ func (m *Manager) checkAcquire(req model.AcquireRequest) (acquireParams, error) 
 	}
 	if req.Selector != nil {
 		if !req.Selector.Valid() {
-			return p, fmt.Errorf("%w: selector must be first_available, least_used, round_robin, random or lowest_latency, got %q", model.ErrBadRequest, *req.Selector)
+			return p, model.Errorf(model.ErrBadRequest, "selector must be first_available, least_used, round_robin, random or lowest_latency, got %q", *req.Selector)
 		}
 		p.selector = *req.Selector
 	}
 	if req.WaitSeconds != nil {
 		w := *req.WaitSeconds
 		if math.IsNaN(w) || w < 0 || w > model.MaxWaitSeconds {
-			return p, fmt.Errorf("%w: wait_seconds must be in 0..%d, got %v", model.ErrBadRequest, model.MaxWaitSeconds, w)
+			return p, model.Errorf(model.ErrBadRequest, "wait_seconds must be in 0..%d, got %v", model.MaxWaitSeconds, w)
 		}
 		p.wait = time.Duration(w * float64(time.Second))
 	}
 	if req.RequestID != nil {
 		// The bound is in characters, as the schema's maxLength counts them.
 		if n := utf8.RuneCountInString(*req.RequestID); n == 0 || n > model.MaxRequestIDLen {
-			return p, fmt.Errorf("%w: request_id must be 1..%d characters", model.ErrBadRequest, model.MaxRequestIDLen)
+			return p, model.Errorf(model.ErrBadRequest, "request_id must be 1..%d characters", model.MaxRequestIDLen)
 		}
 		p.requestID = *req.RequestID
 	}
@@ -82,12 +82,12 @@ func checkExclude(ids []string) (map[string]struct{}, error) {
 		return nil, nil
 	}
 	if len(ids) > model.MaxExcludeProxyIDs {
-		return nil, fmt.Errorf("%w: exclude_proxy_ids must hold at most %d ids, got %d", model.ErrBadRequest, model.MaxExcludeProxyIDs, len(ids))
+		return nil, model.Errorf(model.ErrBadRequest, "exclude_proxy_ids must hold at most %d ids, got %d", model.MaxExcludeProxyIDs, len(ids))
 	}
 	set := make(map[string]struct{}, len(ids))
 	for i, id := range ids {
 		if _, err := uuid.Parse(id); err != nil || len(id) != 36 {
-			return nil, fmt.Errorf("%w: exclude_proxy_ids[%d] must be a UUID, got %q", model.ErrBadRequest, i, id)
+			return nil, model.Errorf(model.ErrBadRequest, "exclude_proxy_ids[%d] must be a UUID, got %q", i, id)
 		}
 		set[strings.ToLower(id)] = struct{}{}
 	}
@@ -101,7 +101,7 @@ func (m *Manager) checkDuration(seconds *int) (time.Duration, error) {
 	}
 	maxSec := int(m.opts.maxDuration / time.Second)
 	if *seconds < 1 || *seconds > maxSec {
-		return 0, fmt.Errorf("%w: duration_seconds must be in 1..%d, got %d", model.ErrBadRequest, maxSec, *seconds)
+		return 0, model.Errorf(model.ErrBadRequest, "duration_seconds must be in 1..%d, got %d", maxSec, *seconds)
 	}
 	return time.Duration(*seconds) * time.Second, nil
 }
@@ -111,18 +111,18 @@ func (m *Manager) checkDuration(seconds *int) (time.Duration, error) {
 // nothing (404), without asking the store.
 func checkUUID(field, v string) error {
 	if v == "" {
-		return fmt.Errorf("%w: %s is required", model.ErrBadRequest, field)
+		return model.Errorf(model.ErrBadRequest, "%s is required", field)
 	}
 	if model.ValidID(v) {
 		return nil
 	}
 	switch field {
 	case "lease_id":
-		return fmt.Errorf("%w: lease %q does not exist", model.ErrLeaseNotFound, v)
+		return model.Errorf(model.ErrLeaseNotFound, "lease %q does not exist", v)
 	case "proxy_id":
-		return fmt.Errorf("%w: proxy %q does not exist", model.ErrProxyNotFound, v)
+		return model.Errorf(model.ErrProxyNotFound, "proxy %q does not exist", v)
 	}
-	return fmt.Errorf("%w: %s must be a UUID, got %q", model.ErrBadRequest, field, v)
+	return model.Errorf(model.ErrBadRequest, "%s must be a UUID, got %q", field, v)
 }
 
 // checkProxyInput validates one proxy of an add request; index names it.
@@ -132,13 +132,13 @@ func checkProxyInput(i int, in model.ProxyInput) error {
 		return err
 	}
 	if in.Port < 1 || in.Port > 65535 {
-		return fmt.Errorf("%w: %s.port must be in 1..65535, got %d", model.ErrBadRequest, at, in.Port)
+		return model.Errorf(model.ErrBadRequest, "%s.port must be in 1..65535, got %d", at, in.Port)
 	}
 	if in.Protocol != nil && !in.Protocol.Valid() {
-		return fmt.Errorf("%w: %s.protocol must be http, https, socks4 or socks5, got %q", model.ErrBadRequest, at, *in.Protocol)
+		return model.Errorf(model.ErrBadRequest, "%s.protocol must be http, https, socks4 or socks5, got %q", at, *in.Protocol)
 	}
 	if in.Status != nil && !in.Status.Valid() {
-		return fmt.Errorf("%w: %s.status must be active, inactive, slow or banned, got %q", model.ErrBadRequest, at, *in.Status)
+		return model.Errorf(model.ErrBadRequest, "%s.status must be active, inactive, slow or banned, got %q", at, *in.Status)
 	}
 	if err := checkCredentials(at+".credentials", in.Credentials); err != nil {
 		return err
@@ -153,22 +153,22 @@ func checkCredentials(field string, c *model.Credentials) error {
 	case c == nil:
 		return nil
 	case c.User == "":
-		return fmt.Errorf("%w: %s.user must not be empty (leave credentials out for none)", model.ErrBadRequest, field)
+		return model.Errorf(model.ErrBadRequest, "%s.user must not be empty (leave credentials out for none)", field)
 	case c.Password == "":
-		return fmt.Errorf("%w: %s.password must not be empty (leave credentials out for none)", model.ErrBadRequest, field)
+		return model.Errorf(model.ErrBadRequest, "%s.password must not be empty (leave credentials out for none)", field)
 	}
 	return nil
 }
 
 func checkCommon(at string, lat, lon *float64, maxConc *int) error {
 	if lat != nil && (math.IsNaN(*lat) || *lat < -90 || *lat > 90) {
-		return fmt.Errorf("%w: %s.latitude must be in [-90, 90]", model.ErrBadRequest, at)
+		return model.Errorf(model.ErrBadRequest, "%s.latitude must be in [-90, 90]", at)
 	}
 	if lon != nil && (math.IsNaN(*lon) || *lon < -180 || *lon > 180) {
-		return fmt.Errorf("%w: %s.longitude must be in [-180, 180]", model.ErrBadRequest, at)
+		return model.Errorf(model.ErrBadRequest, "%s.longitude must be in [-180, 180]", at)
 	}
 	if maxConc != nil && *maxConc < 1 {
-		return fmt.Errorf("%w: %s.max_concurrency must be a positive integer or null, got %d", model.ErrBadRequest, at, *maxConc)
+		return model.Errorf(model.ErrBadRequest, "%s.max_concurrency must be a positive integer or null, got %d", at, *maxConc)
 	}
 	return nil
 }
@@ -182,7 +182,7 @@ func checkProxyUpdate(u model.ProxyUpdateRequest) error {
 		"protocol": u.Protocol.Set && u.Protocol.Value == nil, "status": u.Status.Set && u.Status.Value == nil}
 	for field, isNull := range notNull {
 		if isNull {
-			return fmt.Errorf("%w: %s cannot be null", model.ErrBadRequest, field)
+			return model.Errorf(model.ErrBadRequest, "%s cannot be null", field)
 		}
 	}
 	if u.Host.Value != nil {
@@ -191,19 +191,19 @@ func checkProxyUpdate(u model.ProxyUpdateRequest) error {
 		}
 	}
 	if u.Port.Value != nil && (*u.Port.Value < 1 || *u.Port.Value > 65535) {
-		return fmt.Errorf("%w: port must be in 1..65535, got %d", model.ErrBadRequest, *u.Port.Value)
+		return model.Errorf(model.ErrBadRequest, "port must be in 1..65535, got %d", *u.Port.Value)
 	}
 	if u.Protocol.Value != nil && !u.Protocol.Value.Valid() {
-		return fmt.Errorf("%w: protocol must be http, https, socks4 or socks5, got %q", model.ErrBadRequest, *u.Protocol.Value)
+		return model.Errorf(model.ErrBadRequest, "protocol must be http, https, socks4 or socks5, got %q", *u.Protocol.Value)
 	}
 	if u.Status.Value != nil && !u.Status.Value.Valid() {
-		return fmt.Errorf("%w: status must be active, inactive, slow or banned, got %q", model.ErrBadRequest, *u.Status.Value)
+		return model.Errorf(model.ErrBadRequest, "status must be active, inactive, slow or banned, got %q", *u.Status.Value)
 	}
 	if err := checkCredentials("credentials", u.Credentials.Value); err != nil {
 		return err
 	}
 	if u.ConsecutiveFailures.Set && (u.ConsecutiveFailures.Value == nil || *u.ConsecutiveFailures.Value < 0) {
-		return fmt.Errorf("%w: consecutive_failures must be an integer >= 0", model.ErrBadRequest)
+		return model.Errorf(model.ErrBadRequest, "consecutive_failures must be an integer >= 0")
 	}
 	if _, err := cooldownUntil(u.CooldownUntil); err != nil {
 		return err
@@ -218,7 +218,7 @@ func cooldownUntil(o model.Optional[string]) (*time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, *o.Value)
 	if err != nil {
-		return nil, fmt.Errorf("%w: cooldown_until must be an RFC 3339 time or null, got %q", model.ErrBadRequest, *o.Value)
+		return nil, model.Errorf(model.ErrBadRequest, "cooldown_until must be an RFC 3339 time or null, got %q", *o.Value)
 	}
 	t = t.UTC()
 	return &t, nil
@@ -230,28 +230,28 @@ func checkHealthCheck(hc *model.HealthCheck) error {
 		return nil
 	}
 	if !(hc.IntervalSeconds > 0) {
-		return fmt.Errorf("%w: health_check.interval_seconds must be > 0", model.ErrBadRequest)
+		return model.Errorf(model.ErrBadRequest, "health_check.interval_seconds must be > 0")
 	}
 	if hc.FailureThreshold < 1 {
-		return fmt.Errorf("%w: health_check.failure_threshold must be >= 1", model.ErrBadRequest)
+		return model.Errorf(model.ErrBadRequest, "health_check.failure_threshold must be >= 1")
 	}
 	if o := hc.Options; o != nil {
 		if o.TargetURL == "" {
-			return fmt.Errorf("%w: health_check.options.target_url is required", model.ErrBadRequest)
+			return model.Errorf(model.ErrBadRequest, "health_check.options.target_url is required")
 		}
 		if !(o.Timeout > 0) {
-			return fmt.Errorf("%w: health_check.options.timeout must be > 0", model.ErrBadRequest)
+			return model.Errorf(model.ErrBadRequest, "health_check.options.timeout must be > 0")
 		}
 		if o.Attempts < 1 || o.Attempts > 5 {
-			return fmt.Errorf("%w: health_check.options.attempts must be in 1..5", model.ErrBadRequest)
+			return model.Errorf(model.ErrBadRequest, "health_check.options.attempts must be in 1..5")
 		}
 		for _, c := range o.ExpectedStatusCodes {
 			if c < 100 || c > 599 {
-				return fmt.Errorf("%w: health_check.options.expected_status_codes has %d, not an HTTP status", model.ErrBadRequest, c)
+				return model.Errorf(model.ErrBadRequest, "health_check.options.expected_status_codes has %d, not an HTTP status", c)
 			}
 		}
 		if o.SlowThresholdMs < 0 {
-			return fmt.Errorf("%w: health_check.options.slow_threshold_ms must be >= 0", model.ErrBadRequest)
+			return model.Errorf(model.ErrBadRequest, "health_check.options.slow_threshold_ms must be >= 0")
 		}
 	}
 	return nil
@@ -262,14 +262,14 @@ func checkHealthCheck(hc *model.HealthCheck) error {
 // outcome.
 func checkRelease(req model.ReleaseRequest) error {
 	if req.Outcome != nil && !req.Outcome.Valid() {
-		return fmt.Errorf("%w: outcome must be success or failure, got %q", model.ErrBadRequest, *req.Outcome)
+		return model.Errorf(model.ErrBadRequest, "outcome must be success or failure, got %q", *req.Outcome)
 	}
 	if req.Reason != nil {
 		if req.Outcome == nil {
-			return fmt.Errorf("%w: reason needs an outcome", model.ErrBadRequest)
+			return model.Errorf(model.ErrBadRequest, "reason needs an outcome")
 		}
 		if n := utf8.RuneCountInString(*req.Reason); n > model.MaxReasonLen {
-			return fmt.Errorf("%w: reason must be at most %d characters, got %d", model.ErrBadRequest, model.MaxReasonLen, n)
+			return model.Errorf(model.ErrBadRequest, "reason must be at most %d characters, got %d", model.MaxReasonLen, n)
 		}
 	}
 	return nil

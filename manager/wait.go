@@ -3,7 +3,6 @@ package manager
 import (
 	"container/list"
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -221,7 +220,7 @@ func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Cons
 		timedOut := m.sleep(ctx, w, timer, p, stop)
 		if parker != nil {
 			if err := parker.Unpark(ctx); err != nil {
-				return nil, conflicts, fmt.Errorf("%w: acquire wait: %w", model.ErrUnavailable, err)
+				return nil, conflicts, model.Errorf(model.ErrUnavailable, "acquire wait: %w", err)
 			}
 		}
 		if closed(stop) {
@@ -237,7 +236,7 @@ func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Cons
 			return grant, conflicts + c, err
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, conflicts, fmt.Errorf("%w: acquire wait: %w", model.ErrUnavailable, err)
+			return nil, conflicts, model.Errorf(model.ErrUnavailable, "acquire wait: %w", err)
 		}
 	}
 }

@@ -3,7 +3,6 @@ package model
 import (
 	"context"
 	"errors"
-	"strings"
 )
 
 // ErrorCode is one row of the table between errors and the contract's error
@@ -43,7 +42,8 @@ func ErrorCodes() []ErrorCode {
 //
 // The outermost *Error in err's chain decides when its kind has a row (so
 // Errorf(ErrUnavailable, "...: %w", conflictErr) is 503, not 409), and its
-// Message is the message.
+// Message is the message. An error that wraps a row's sentinel (or
+// context.DeadlineExceeded) without an *Error says its whole text.
 func Reply(err error) (status int, code, message string) {
 	var e *Error
 	if errors.As(err, &e) {
@@ -53,7 +53,7 @@ func Reply(err error) (status int, code, message string) {
 	}
 	for _, row := range ErrorCodes() {
 		if errors.Is(err, row.Err) {
-			return row.Status, row.Code, legacyMessage(err, row.Err)
+			return row.Status, row.Code, err.Error()
 		}
 	}
 	return 500, "internal", err.Error()
@@ -63,14 +63,6 @@ func Reply(err error) (status int, code, message string) {
 func Code(err error) (status int, code string) {
 	status, code, _ = Reply(err)
 	return status, code
-}
-
-// legacyMessage is the message of an error built as fmt.Errorf("%w: ...",
-// sentinel) rather than with Errorf: its text after the sentinel's words.
-// Only kvstore and manager still build errors that way; once they use
-// Errorf this goes.
-func legacyMessage(err, sentinel error) string {
-	return strings.TrimPrefix(err.Error(), sentinel.Error()+": ")
 }
 
 // ErrFromCode is the sentinel a reply's error.code stands for; a code not in

@@ -45,8 +45,9 @@ func TestReply(t *testing.T) {
 		// comes before unavailable there).
 		{"outermost kind wins", model.Errorf(model.ErrUnavailable, "gave up: %w", model.Errorf(model.ErrConflict, "revision moved")), 503, "unavailable", "gave up: conflict: revision moved"},
 		{"lease not active before conflict", model.Errorf(model.ErrLeaseNotActive, "lease %s is released", "l"), 409, "lease_not_active", "lease l is released"},
-		// Errors still built the older way (kvstore, manager).
-		{"legacy %w form", fmt.Errorf("%w: proxy %q does not exist", model.ErrProxyNotFound, "p"), 404, "proxy_not_found", `proxy "p" does not exist`},
+		// A sentinel wrapped without Errorf: nothing is cut off its text.
+		{"bare sentinel", model.ErrProxyNotFound, 404, "proxy_not_found", "proxy not found"},
+		{"sentinel wrapped with %w", fmt.Errorf("%w: proxy %q does not exist", model.ErrProxyNotFound, "p"), 404, "proxy_not_found", `proxy not found: proxy "p" does not exist`},
 		{"deadline", fmt.Errorf("get pool: %w", context.DeadlineExceeded), 503, "unavailable", "get pool: context deadline exceeded"},
 		{"payload", model.Errorf(model.ErrPayloadTooLarge, "request body of 9 bytes is over the 8-byte limit"), 413, "payload_too_large", "request body of 9 bytes is over the 8-byte limit"},
 		{"forbidden", model.Errorf(model.ErrForbidden, "consumer_name does not hold lease l"), 403, "forbidden", "consumer_name does not hold lease l"},

@@ -2,7 +2,6 @@ package model
 
 import (
 	"errors"
-	"fmt"
 	"time"
 	"unicode/utf8"
 )
@@ -45,11 +44,11 @@ func (c *Cooldown) Validate(field string) error {
 	case c == nil:
 		return nil
 	case c.Failures < 1:
-		return fmt.Errorf("%w: %s.failures must be an integer >= 1, got %d", ErrBadRequest, field, c.Failures)
+		return Errorf(ErrBadRequest, "%s.failures must be an integer >= 1, got %d", field, c.Failures)
 	case c.Seconds < 1:
-		return fmt.Errorf("%w: %s.seconds must be an integer >= 1, got %d", ErrBadRequest, field, c.Seconds)
+		return Errorf(ErrBadRequest, "%s.seconds must be an integer >= 1, got %d", field, c.Seconds)
 	case c.MaxSeconds < c.Seconds:
-		return fmt.Errorf("%w: %s.max_seconds must be >= seconds (%d), got %d", ErrBadRequest, field, c.Seconds, c.MaxSeconds)
+		return Errorf(ErrBadRequest, "%s.max_seconds must be >= seconds (%d), got %d", field, c.Seconds, c.MaxSeconds)
 	}
 	return nil
 }

@@ -52,11 +52,11 @@ func (f *ProxyFilters) validate(depth int, clauses *int) error {
 	}
 	if f.Protocol != nil {
 		if len(f.Protocol) == 0 {
-			return fmt.Errorf("%w: filters protocol must be a protocol or a non-empty list of them, got []", ErrBadRequest)
+			return Errorf(ErrBadRequest, "filters protocol must be a protocol or a non-empty list of them, got []")
 		}
 		for _, p := range f.Protocol {
 			if !p.Valid() {
-				return fmt.Errorf("%w: filters protocol must be http, https, socks4 or socks5, got %q", ErrBadRequest, p)
+				return Errorf(ErrBadRequest, "filters protocol must be http, https, socks4 or socks5, got %q", p)
 			}
 		}
 	}

@@ -252,7 +252,7 @@ func (a *app) findPool(cmd *cobra.Command, name string) (model.ProxyPool, error)
 			return p, nil
 		}
 	}
-	return model.ProxyPool{}, fmt.Errorf("%w: pool %q does not exist", model.ErrPoolNotFound, name)
+	return model.ProxyPool{}, model.Errorf(model.ErrPoolNotFound, "pool %q does not exist", name)
 }
 
 // parseWhen reads a moment: an RFC 3339 time, or a duration from now.
