@@ -1134,8 +1134,16 @@ func TestAcquireWaitSeconds(t *testing.T) {
 	e.addProxies("wait", map[string]any{"host": "h", "port": 1, "max_concurrency": 1})
 	held, _ := e.mustAcquire(map[string]any{"pool_name": "wait"})
 	released := make(chan *nats.Msg, 1)
+	w := e.workers[0]
+	sleeps := w.Manager.Counters().Sleeps
 	go func() {
-		time.Sleep(300 * time.Millisecond)
+		// Released once the acquire below is asleep waiting (a barrier,
+		// not a pause).
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for w.Manager.Waiters() != 1 || w.Manager.Counters().Sleeps <= sleeps {
+			<-tick.C
+		}
 		data, _ := json.Marshal(map[string]any{"lease_id": held.ID})
 		msg, _ := e.nc.Request("pharox.release", data, requestTimeout)
 		released <- msg

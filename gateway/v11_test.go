@@ -86,15 +86,10 @@ func TestLeaserWireForm(t *testing.T) {
 // TestFailureFeedbackWithCooldown: a proxy that fails is released with
 // outcome failure, so the pool's cooldown takes it out of rotation, and the
 // request goes on through another proxy (exclude_proxy_ids).
-//
-// It needs workers that implement contract v1.1: release outcome/reason,
-// acquire exclude_proxy_ids and pool cooldowns. It runs once
-// gateway.ContractV11 is switched on, when the workers have them.
+// It needs workers that implement contract v1.1 (release outcome/reason,
+// acquire exclude_proxy_ids and pool cooldowns), as this repository's do.
 func TestFailureFeedbackWithCooldown(t *testing.T) {
 	t.Parallel()
-	if !gateway.ContractV11 {
-		t.Skip("waits for contract v1.1 in the worker (release outcome/reason, acquire exclude_proxy_ids, pool cooldown): enable with gateway.ContractV11")
-	}
 	e := newEnv(t, envConfig{})
 	tg := startTargets(t)
 	w := e.gateway()

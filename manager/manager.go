@@ -62,6 +62,7 @@ type Manager struct {
 // counters are cumulative since the manager started.
 type counters struct {
 	granted, empty, conflicts atomic.Uint64
+	sleeps, retries           atomic.Uint64
 }
 
 // Counters is a snapshot of a manager's acquire counters.
@@ -70,11 +71,17 @@ type Counters struct {
 	// proxy free; Conflicts the revision-checked writes lost to a concurrent
 	// one and retried.
 	Granted, Empty, Conflicts uint64
+	// Sleeps is how many times a waiting acquire (wait_seconds) went to
+	// sleep, again after each wake-up or alarm; Retries how many times one
+	// woke and tried the pool again. Tests read them as barriers ("every
+	// waiter is asleep") and to show that parked waiters do no work.
+	Sleeps, Retries uint64
 }
 
 // Counters returns the acquire counters, for metrics and benchmarks.
 func (m *Manager) Counters() Counters {
-	return Counters{Granted: m.counters.granted.Load(), Empty: m.counters.empty.Load(), Conflicts: m.counters.conflicts.Load()}
+	return Counters{Granted: m.counters.granted.Load(), Empty: m.counters.empty.Load(), Conflicts: m.counters.conflicts.Load(),
+		Sleeps: m.counters.sleeps.Load(), Retries: m.counters.retries.Load()}
 }
 
 type options struct {

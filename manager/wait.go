@@ -201,7 +201,10 @@ func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Cons
 	// checked the pool: it only needs the replica's changes since (so
 	// entering costs no store round trip while holding an in-flight slot).
 	fresh := true
-	for {
+	for first := true; ; first = false {
+		if !first {
+			m.counters.retries.Add(1)
+		}
 		// Registered first, then tried: a proxy freed in between still
 		// leaves its wake-up in the channel.
 		grant, c, err := m.commit(ctx, p, consumer, started, fresh)
@@ -232,6 +235,7 @@ func (m *Manager) wait(ctx context.Context, p acquireParams, consumer model.Cons
 		if timedOut {
 			// A last look, from the replica as it is: time alone may have
 			// freed a slot since the last try.
+			m.counters.retries.Add(1)
 			grant, c, err := m.commit(ctx, p, consumer, started, true)
 			return grant, conflicts + c, err
 		}
@@ -267,6 +271,7 @@ func (m *Manager) sleep(ctx context.Context, w *waiter, timer *time.Timer, p acq
 		q.mu.Lock()
 		w.alarm = alarm
 		q.mu.Unlock()
+		m.counters.sleeps.Add(1)
 		rearm := false
 		select {
 		case <-w.wake:
