@@ -51,7 +51,7 @@ func seedPool(c client, name string, n int, input func(i int) model.ProxyInput) 
 	// batch by batch.
 	par := 1
 	if n > 100000 {
-		par = 4
+		par = 2
 	}
 	var next, done atomic.Int64
 	var firstErr error
@@ -70,7 +70,16 @@ func seedPool(c client, name string, n int, input func(i int) model.ProxyInput) 
 				for j := i; j < n && j < i+model.MaxProxiesPerAdd; j++ {
 					batch = append(batch, input(j))
 				}
-				if err := c.call("admin.proxies.add", model.ProxiesAddRequest{PoolName: name, Proxies: batch}, nil); err != nil {
+				// Adds at once may collide on the pool's added-order
+				// reservation (500 after the worker's own retries): again.
+				var err error
+				for try := 0; try < 5; try++ {
+					if err = c.call("admin.proxies.add", model.ProxiesAddRequest{PoolName: name, Proxies: batch}, nil); err == nil {
+						break
+					}
+					time.Sleep(time.Duration(try+1) * 100 * time.Millisecond)
+				}
+				if err != nil {
 					once.Do(func() { firstErr = err })
 					return
 				}

@@ -97,7 +97,17 @@ func (e *env) pool(size, maxConc int) (string, error) {
 	if e.seeded[name] {
 		return name, nil
 	}
-	err := seedPool(e.client(), name, size, func(i int) model.ProxyInput {
+	if err := seedPool(e.client(), name, size, benchProxy(maxConc)); err != nil {
+		return "", err
+	}
+	e.seeded[name] = true
+	return name, nil
+}
+
+// benchProxy is the i-th proxy of a bench pool: one of 50 countries, a
+// coordinate on a grid, max_concurrency maxConc (0: none).
+func benchProxy(maxConc int) func(i int) model.ProxyInput {
+	return func(i int) model.ProxyInput {
 		country := fmt.Sprintf("C%02d", i%countries)
 		lat := float64(i%180) - 89.5
 		lon := float64((i/180)%360) - 179.5
@@ -107,12 +117,7 @@ func (e *env) pool(size, maxConc int) (string, error) {
 			in.MaxConcurrency = &maxConc
 		}
 		return in
-	})
-	if err != nil {
-		return "", err
 	}
-	e.seeded[name] = true
-	return name, nil
 }
 
 func (e *env) conflicts() uint64 {
