@@ -30,6 +30,8 @@ type benchConfig struct {
 	history   int
 	big       int
 	proxies   int
+	scaleProf string
+	selectors string
 	cpuprof   string
 }
 
@@ -137,6 +139,8 @@ func parseFlags(args []string) (benchConfig, error) {
 	fs.IntVar(&cfg.history, "history", 200000, "pairs completed in the history scenario before the last 10,000 are compared with the first 10,000")
 	fs.IntVar(&cfg.big, "big", 100000, "proxies in the large pool of scenarios 2, 3 and 7")
 	fs.IntVar(&cfg.proxies, "proxies", 0, "run scenario 12 (scale): a pool of this many proxies (e.g. 1000000): a fresh worker's load time and RSS, acquire p99 of each selector with 1 client, list pages deep in the pool")
+	fs.StringVar(&cfg.scaleProf, "scale-cpuprofile", "", "write a CPU profile of the bench process during scenario 12's selector runs only (not with --cpuprofile)")
+	fs.StringVar(&cfg.selectors, "scale-selectors", "", "comma-separated selectors scenario 12 measures (default: all)")
 	fs.StringVar(&cfg.cpuprof, "cpuprofile", "", "write a CPU profile of the bench process (clients and in-process workers) to this file")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,14 +62,31 @@ func scaleScenario(ctx context.Context, cfg benchConfig, rep *report, add func(r
 		srvRSS, _ = processRSS(e.proc.cmd.Process.Pid)
 	}
 	add(row{Scenario: scn, Case: "fresh worker: start until serving (replica loaded)", Value: load * 1000, Unit: "ms"})
-	add(row{Scenario: scn, Case: "fresh worker: RSS once serving", Value: float64(rss) / (1 << 20), Unit: "MB", Note: fmt.Sprintf("%.0f B per proxy; nats-server %.0f MB", float64(rss)/float64(n), float64(srvRSS)/(1<<20))})
+	add(row{Scenario: scn, Case: "fresh worker: RSS once serving", Value: float64(rss) / (1 << 20), Unit: "MB", Note: fmt.Sprintf("%.0f B per proxy", float64(rss)/float64(n))})
+	if srvRSS > 0 {
+		add(row{Scenario: scn, Case: "nats-server RSS", Value: float64(srvRSS) / (1 << 20), Unit: "MB"})
+	}
 	rep.M.scaleN, rep.M.loadSeconds, rep.M.loadRSSMB = n, ptr(load), ptr(float64(rss)/(1<<20))
 	if srvRSS > 0 {
 		rep.M.serverRSSMB = ptr(float64(srvRSS) / (1 << 20))
 	}
 
 	rep.M.selectorP99 = map[string]float64{}
+	if cfg.scaleProf != "" {
+		f, err := os.Create(cfg.scaleProf)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	for _, sel := range []model.Selector{model.SelectorFirstAvailable, model.SelectorLeastUsed, model.SelectorRoundRobin, model.SelectorRandom, model.SelectorLowestLatency} {
+		if cfg.selectors != "" && !strings.Contains(","+cfg.selectors+",", ","+string(sel)+",") {
+			continue
+		}
 		pr := e.pairs(ctx, pairSpec{clients: 1, duration: cfg.duration, limit: 1, acquire: simple(pool, sel)})
 		if pr.OverLease {
 			rep.OverLease = true
