@@ -328,26 +328,12 @@ func (r *Replica) Members(pool string, after uint64, fn func(*record.Proxy) bool
 }
 
 // WithExpiredHolders returns the ids of the proxies holding a lease that
-// expired by horizon, which a sweep records as expired. It looks at the
-// proxies that hold leases (through the lease index), not at every proxy:
-// a sweep of a million-proxy pool held the read lock for tens of
-// milliseconds every 5 s, and every write and pick queued behind it.
+// expired by horizon, which a sweep records as expired.
 func (r *Replica) WithExpiredHolders(horizon time.Time) []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	var ids []string
-	var seen map[string]bool
-	for _, id := range r.leases.active {
-		e := r.proxies[id]
-		if e == nil || seen[id] {
-			continue
-		}
-		if len(e.rec.Holders) > 1 {
-			if seen == nil {
-				seen = map[string]bool{}
-			}
-			seen[id] = true
-		}
+	for id, e := range r.proxies {
 		if e.rec.LiveHolders(horizon) != len(e.rec.Holders) {
 			ids = append(ids, id)
 		}
