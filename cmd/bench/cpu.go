@@ -36,6 +36,9 @@ func (u cpuUse) sub(v cpuUse) cpuUse {
 	return cpuUse{server: u.server - v.server, bench: u.bench - v.bench, known: u.known && v.known}
 }
 
+// total is the server's and the bench's CPU in µs.
+func (u cpuUse) total() float64 { return float64((u.server + u.bench).Microseconds()) }
+
 // perOp renders the CPU microseconds per operation, server+bench.
 func (u cpuUse) perOp(ops int64) string {
 	if ops <= 0 {

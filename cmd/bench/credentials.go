@@ -19,7 +19,7 @@ import (
 const credentialsScenario = 10
 
 // lastScenario is the highest scenario number --scenarios accepts.
-const lastScenario = observeScenario
+const lastScenario = scaleScenarioN
 
 // standaloneOnly reports whether only scenarios that bring their own
 // comparison (the gateway, credentials, observability) were asked for: the others'

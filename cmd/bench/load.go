@@ -46,30 +46,64 @@ func seedPool(c client, name string, n int, input func(i int) model.ProxyInput) 
 		return err
 	}
 	start := time.Now()
-	for i := 0; i < n; i += model.MaxProxiesPerAdd {
-		batch := make([]model.ProxyInput, 0, model.MaxProxiesPerAdd)
-		for j := i; j < n && j < i+model.MaxProxiesPerAdd; j++ {
-			batch = append(batch, input(j))
-		}
-		if err := c.call("admin.proxies.add", model.ProxiesAddRequest{PoolName: name, Proxies: batch}, nil); err != nil {
-			return err
-		}
-		if n >= 10000 && (i/model.MaxProxiesPerAdd)%10 == 9 {
-			progress("  seeding %s: %d/%d proxies (%.1fs)", name, i+len(batch), n, time.Since(start).Seconds())
-		}
+	// Large pools are added by a few requests at once; each add reserves
+	// its own range of the added order, so the order stays the inputs'
+	// batch by batch.
+	par := 1
+	if n > 100000 {
+		par = 2
 	}
-	return nil
+	var next, done atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	for g := 0; g < par; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(model.MaxProxiesPerAdd)) - model.MaxProxiesPerAdd
+				if i >= n {
+					return
+				}
+				batch := make([]model.ProxyInput, 0, model.MaxProxiesPerAdd)
+				for j := i; j < n && j < i+model.MaxProxiesPerAdd; j++ {
+					batch = append(batch, input(j))
+				}
+				// Adds at once may collide on the pool's added-order
+				// reservation (500 after the worker's own retries): again.
+				var err error
+				for try := 0; try < 5; try++ {
+					if err = c.call("admin.proxies.add", model.ProxiesAddRequest{PoolName: name, Proxies: batch}, nil); err == nil {
+						break
+					}
+					time.Sleep(time.Duration(try+1) * 100 * time.Millisecond)
+				}
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+				if d := done.Add(int64(len(batch))); n >= 10000 && (d/model.MaxProxiesPerAdd)%10 == 0 {
+					progress("  seeding %s: %d/%d proxies (%.1fs)", name, d, n, time.Since(start).Seconds())
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
 }
 
 // pairRun is the outcome of a run of acquire+release pairs.
 type pairRun struct {
-	Pairs     int64
-	Empty     int64
-	Errors    int64
-	Seconds   float64
-	P50, P99  time.Duration
-	OverLease bool
-	CPU       cpuUse
+	Pairs    int64
+	Empty    int64
+	Errors   int64
+	Seconds  float64
+	P50, P99 time.Duration
+	// AcqP50 and AcqP99 are the acquires' own latencies.
+	AcqP50, AcqP99 time.Duration
+	OverLease      bool
+	CPU            cpuUse
 	// Timeline holds completion times of pairs when asked for (history).
 	Timeline []time.Duration
 }
@@ -101,6 +135,7 @@ func runPairs(ctx context.Context, spec pairSpec) pairRun {
 	var over atomic.Bool
 	held := sync.Map{} // proxy id -> *atomic.Int64
 	lat := make([][]time.Duration, spec.clients)
+	acqLat := make([][]time.Duration, spec.clients)
 	var timeline []time.Duration
 	var tlMu sync.Mutex
 	start := time.Now()
@@ -125,6 +160,7 @@ func runPairs(ctx context.Context, spec pairSpec) pairRun {
 					empty.Add(1)
 					continue
 				}
+				acqLat[i] = append(acqLat[i], time.Since(t0))
 				v, _ := held.LoadOrStore(ar.Lease.ProxyID, new(atomic.Int64))
 				n := v.(*atomic.Int64).Add(1)
 				if spec.limit > 0 && n > int64(spec.limit) {
@@ -159,10 +195,16 @@ func runPairs(ctx context.Context, spec pairSpec) pairRun {
 		all = append(all, l...)
 	}
 	sort.Slice(all, func(a, b int) bool { return all[a] < all[b] })
+	var acq []time.Duration
+	for _, l := range acqLat {
+		acq = append(acq, l...)
+	}
+	sort.Slice(acq, func(a, b int) bool { return acq[a] < acq[b] })
 	sort.Slice(timeline, func(a, b int) bool { return timeline[a] < timeline[b] })
 	return pairRun{
 		Pairs: pairs.Load(), Empty: empty.Load(), Errors: errs.Load(),
 		Seconds: time.Since(start).Seconds(), P50: pct(all, 0.50), P99: pct(all, 0.99),
+		AcqP50: pct(acq, 0.50), AcqP99: pct(acq, 0.99),
 		OverLease: over.Load(), Timeline: timeline,
 	}
 }

@@ -29,6 +29,9 @@ type benchConfig struct {
 	json      bool
 	history   int
 	big       int
+	proxies   int
+	scaleProf string
+	selectors string
 	cpuprof   string
 }
 
@@ -55,6 +58,9 @@ type report struct {
 	Targets   []target `json:"targets"`
 	OverLease bool     `json:"over_lease"`
 	Seconds   float64  `json:"seconds"`
+	// Table is the performance issue's target table, from M.
+	Table []tableRow `json:"issue_targets"`
+	M     measures   `json:"-"`
 }
 
 type target struct {
@@ -109,6 +115,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+	rep.Table = issueTable(rep.M)
 	if cfg.json {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -127,10 +134,13 @@ func parseFlags(args []string) (benchConfig, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.StringVar(&cfg.natsURL, "nats-url", "", "use this NATS server (JetStream enabled) instead of starting one as a child process")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "how long each measured point runs")
-	list := fs.String("scenarios", "1,2,3,4,5,6,7,8,9,10,11", "comma-separated scenarios to run (see README: 1 clients, 2 pool size, 3 filters, 4 selectors, 5 history, 6 hot pool, 7 memory, 8 gateway, 9 feedback, 10 credentials encryption, 11 metrics and tracing cost)")
+	list := fs.String("scenarios", "1,2,3,4,5,6,7,8,9,10,11", "comma-separated scenarios to run (see README: 1 clients, 2 pool size, 3 filters, 4 selectors, 5 history, 6 hot pool, 7 memory, 8 gateway, 9 feedback, 10 credentials encryption, 11 metrics and tracing cost, 12 scale: one pool of --proxies, not in the default list)")
 	fs.BoolVar(&cfg.json, "json", false, "print the report as JSON instead of a table")
 	fs.IntVar(&cfg.history, "history", 200000, "pairs completed in the history scenario before the last 10,000 are compared with the first 10,000")
 	fs.IntVar(&cfg.big, "big", 100000, "proxies in the large pool of scenarios 2, 3 and 7")
+	fs.IntVar(&cfg.proxies, "proxies", 0, "run scenario 12 (scale): a pool of this many proxies (e.g. 1000000): a fresh worker's load time and RSS, acquire p99 of each selector with 1 client, list pages deep in the pool")
+	fs.StringVar(&cfg.scaleProf, "scale-cpuprofile", "", "write a CPU profile of the bench process during scenario 12's selector runs only (not with --cpuprofile)")
+	fs.StringVar(&cfg.selectors, "scale-selectors", "", "comma-separated selectors scenario 12 measures (default: all)")
 	fs.StringVar(&cfg.cpuprof, "cpuprofile", "", "write a CPU profile of the bench process (clients and in-process workers) to this file")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -142,6 +152,11 @@ func parseFlags(args []string) (benchConfig, error) {
 			return cfg, fmt.Errorf("--scenarios: %q is not a scenario 1..%d", s, lastScenario)
 		}
 		cfg.scenarios[n] = true
+	}
+	if cfg.proxies > 0 {
+		cfg.scenarios[scaleScenarioN] = true
+	} else if cfg.scenarios[scaleScenarioN] {
+		cfg.proxies = 1000000
 	}
 	if cfg.history < 20000 {
 		return cfg, fmt.Errorf("--history must be at least 20000 (first and last 10,000 pairs)")
@@ -168,6 +183,8 @@ func printTable(rep report) {
 		}
 		fmt.Printf("target %-55s measured %.2f, needs %.2f: %s\n", t.Name, t.Measured, t.Needed, verdict)
 	}
+	fmt.Println()
+	printIssueTable(os.Stdout, rep.Table)
 	if rep.OverLease {
 		fmt.Println("OVER-LEASE DETECTED: a proxy held more leases than its max_concurrency")
 	} else {

@@ -97,7 +97,17 @@ func (e *env) pool(size, maxConc int) (string, error) {
 	if e.seeded[name] {
 		return name, nil
 	}
-	err := seedPool(e.client(), name, size, func(i int) model.ProxyInput {
+	if err := seedPool(e.client(), name, size, benchProxy(maxConc)); err != nil {
+		return "", err
+	}
+	e.seeded[name] = true
+	return name, nil
+}
+
+// benchProxy is the i-th proxy of a bench pool: one of 50 countries, a
+// coordinate on a grid, max_concurrency maxConc (0: none).
+func benchProxy(maxConc int) func(i int) model.ProxyInput {
+	return func(i int) model.ProxyInput {
 		country := fmt.Sprintf("C%02d", i%countries)
 		lat := float64(i%180) - 89.5
 		lon := float64((i/180)%360) - 179.5
@@ -107,12 +117,7 @@ func (e *env) pool(size, maxConc int) (string, error) {
 			in.MaxConcurrency = &maxConc
 		}
 		return in
-	})
-	if err != nil {
-		return "", err
 	}
-	e.seeded[name] = true
-	return name, nil
 }
 
 func (e *env) conflicts() uint64 {
@@ -214,6 +219,7 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 		CPU: bareCPU.perOp(int64(bare32 * cfg.duration.Seconds())), Note: "what carrying events across a crash costs the floor"})
 
 	if cfg.scenarios[1] {
+		var one32 float64
 		progress("scenario 1: acquire+release pairs, pool of 1,000 proxies (max_concurrency 1)")
 		pool, err := main.pool(1000, 1)
 		if err != nil {
@@ -225,6 +231,9 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 			if c == 32 {
 				rep.Targets = append(rep.Targets, target{Name: "pairs/s at 32 clients vs raw get+CAS at 32", Measured: pr.perSecond() / cas[32], Needed: 0.35})
 				add(row{Scenario: "1 clients", Case: "1 worker, 32 clients vs contract floor", Value: pr.perSecond(), Unit: "pairs/s", Ratio: pr.perSecond() / floor32, RatioOf: "floor@32"})
+				rep.M.vsFloor = ptr(pr.perSecond() / floor32)
+				rep.M.workerCPU = ptr(float64(pr.CPU.bench.Microseconds()) / float64(max(pr.Pairs, 1)))
+				one32 = pr.CPU.total() / float64(max(pr.Pairs, 1))
 			}
 		}
 		two, err := newEnv(ctx, cfg, 2)
@@ -239,6 +248,11 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 		for _, c := range []int{1, 32, 128} {
 			pr := two.pairs(ctx, pairSpec{clients: c, duration: cfg.duration, limit: 1, acquire: simple(pool2, model.SelectorFirstAvailable)})
 			add(pairRow("1 clients", fmt.Sprintf("2 workers, %d clients", c), pr, cas[c], casName(c)))
+			if c == 32 && one32 > 0 && pr.CPU.known {
+				two32 := pr.CPU.total() / float64(max(pr.Pairs, 1))
+				rep.M.twoVsOne = ptr(two32 / one32)
+				add(row{Scenario: "1 clients", Case: "2 workers vs 1, 32 clients: total CPU per pair", Value: two32, Unit: "µs/pair", Ratio: two32 / one32, RatioOf: "1 worker"})
+			}
 		}
 		two.close()
 	}
@@ -259,6 +273,14 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 			}
 			if size == cfg.big {
 				bigRate = pr.perSecond()
+				at0, atPos, err := listPages(main.client(), pool, 0, size/2)
+				if err != nil {
+					return rep, err
+				}
+				add(row{Scenario: "2 pool size", Case: fmt.Sprintf("admin.proxies.list page of 100 at %d", size/2), Value: atPos * 1000, Unit: "µs", Ratio: atPos / at0, RatioOf: "page at 0"})
+				if rep.M.listPos < size/2 {
+					rep.M.listAt0, rep.M.listAtPos, rep.M.listPos = ptr(at0), ptr(atPos), size/2
+				}
 			}
 		}
 		rep.Targets = append(rep.Targets, target{Name: fmt.Sprintf("%d-proxy pool vs 100-proxy pool", cfg.big), Measured: bigRate / smallRate, Needed: 0.9})
@@ -333,6 +355,14 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 			add(row{Scenario: "5 history", Case: "first 10,000 pairs", Value: first, Unit: "pairs/s", Ratio: first / cas[32], RatioOf: casName(32)})
 			add(row{Scenario: "5 history", Case: fmt.Sprintf("last 10,000 of %d", len(tl)), Value: last, Unit: "pairs/s", Ratio: last / first, RatioOf: "first 10,000"})
 			rep.Targets = append(rep.Targets, target{Name: "last 10,000 pairs vs first 10,000", Measured: last / first, Needed: 0.9})
+			series := per20k(tl)
+			parts := make([]string, len(series))
+			for i, v := range series {
+				parts[i] = fmt.Sprintf("%.0f", v)
+			}
+			trend := trendRatio(series)
+			add(row{Scenario: "5 history", Case: "pairs/s per 20,000, fitted end vs start", Value: trend * 100, Unit: "%", Note: strings.Join(parts, " ")})
+			rep.M.lastFirst, rep.M.trend, rep.M.history = ptr(last/first), ptr(trend), len(tl)
 		}
 	}
 
@@ -366,6 +396,7 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 		add(row{Scenario: "7 memory", Case: "worker RSS growth per proxy, freed pages returned", Value: steadyPer, Unit: "bytes"})
 		add(row{Scenario: "7 memory", Case: "worker live heap per proxy", Value: heapPer, Unit: "bytes"})
 		rep.Targets = append(rep.Targets, target{Name: "worker memory per proxy (RSS growth right after loading, bytes/1024)", Measured: perProxy / 1024, Needed: 1, Met: perProxy <= 1024})
+		rep.M.rss, rep.M.rssProxies = ptr(perProxy), cfg.big
 	}
 
 	if cfg.scenarios[feedbackScenarioN] {
@@ -374,6 +405,12 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 			return rep, fmt.Errorf("scenario 9: %w", err)
 		}
 		rep.Targets = append(rep.Targets, targets...)
+	}
+
+	if cfg.scenarios[scaleScenarioN] {
+		if err := scaleScenario(ctx, cfg, &rep, add); err != nil {
+			return rep, fmt.Errorf("scenario 12: %w", err)
+		}
 	}
 
 	for i := range rep.Targets {
@@ -393,19 +430,11 @@ func measureMemory(ctx context.Context, cfg benchConfig) (rssPerProxy, steadyPer
 		return 0, 0, 0, err
 	}
 	defer e.close()
-	cmd := exec.Command(os.Args[0], serveWorkerArg, e.url)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
+	cmd, err := startWorkerProcess(e.url)
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	if err := cmd.Start(); err != nil {
-		return 0, 0, 0, err
-	}
 	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
-	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
-		return 0, 0, 0, fmt.Errorf("worker process did not start: %w", err)
-	}
 	rss0, heap0, err := childMemory(e, cmd.Process.Pid, "bench.memstats")
 	if err != nil {
 		return 0, 0, 0, err
@@ -430,6 +459,37 @@ func measureMemory(ctx context.Context, cfg benchConfig) (rssPerProxy, steadyPer
 	}
 	n := float64(st.TotalProxies)
 	return float64(rss1-rss0) / n, float64(rss2-rss0) / n, float64(heap1-heap0) / n, nil
+}
+
+// startWorkerProcess starts a worker in a child process and returns once
+// it serves (its replica loaded).
+func startWorkerProcess(url string) (*exec.Cmd, error) {
+	cmd := exec.Command(os.Args[0], serveWorkerArg, url)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("worker process did not start: %w", err)
+	}
+	return cmd, nil
+}
+
+// per20k is the pairs/s of each run of 20,000 pairs of a timeline.
+func per20k(tl []time.Duration) []float64 {
+	var out []float64
+	var prev time.Duration
+	for i := 19999; i < len(tl); i += 20000 {
+		out = append(out, 20000/(tl[i]-prev).Seconds())
+		prev = tl[i]
+	}
+	return out
 }
 
 // childMemory asks the worker process for its live heap after a GC, then
