@@ -225,9 +225,9 @@ func (p *Publisher) Subject(name string) string { return p.prefix + ".events." +
 // WorkerID names this worker in the outbox entries its writes carry.
 func (p *Publisher) WorkerID() string { return p.worker }
 
-// Begin registers a write that owes events; its sequence will be above
-// above.
-func (p *Publisher) Begin(above uint64) uint64 { return p.tracker.begin(above) }
+// Begin registers a write on stream (a shard's proxies stream) that owes
+// events; its sequence will be above above.
+func (p *Publisher) Begin(stream string, above uint64) uint64 { return p.tracker.begin(stream, above) }
 
 // Abandon forgets a write that did not commit.
 func (p *Publisher) Abandon(ticket uint64) { p.tracker.abandon(ticket) }
@@ -439,7 +439,7 @@ type beat struct {
 
 // heartbeat writes this worker's watermark, waiting up to timeout.
 func (p *Publisher) heartbeat(ctx context.Context, timeout time.Duration) error {
-	data, _ := json.Marshal(beat{Watermarks: map[string]uint64{kvstore.ProxiesStream: p.tracker.watermark()}})
+	data, _ := json.Marshal(beat{Watermarks: p.tracker.watermarks()})
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	_, err := p.outbox.Put(actx, p.worker, data)

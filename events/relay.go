@@ -40,11 +40,22 @@ type relay struct {
 }
 
 type peer struct {
-	watermark uint64    // on the proxies stream
-	beat      time.Time // server time of its last heartbeat
-	known     bool      // it has a key in the outbox bucket
-	firstSeen time.Time // when an entry of an unknown worker was first seen
-	owed      []owedWrite
+	watermarks map[string]uint64 // per proxies stream (shard)
+	beat       time.Time         // server time of its last heartbeat
+	known      bool              // it has a key in the outbox bucket
+	firstSeen  time.Time         // when an entry of an unknown worker was first seen
+	owed       []owedWrite
+}
+
+// prune forgets the entries at or below their stream's watermark.
+func (pr *peer) prune() {
+	kept := pr.owed[:0]
+	for _, o := range pr.owed {
+		if o.rev > pr.watermarks[o.stream] {
+			kept = append(kept, o)
+		}
+	}
+	pr.owed = kept
 }
 
 type owedWrite struct {
@@ -91,16 +102,12 @@ func (r *relay) key(e kvstore.Entry) {
 			r.ownBeat = e.Created
 		}
 	}
-	if w := b.Watermarks[proxiesStream]; w > pr.watermark {
-		pr.watermark = w
-	}
-	kept := pr.owed[:0]
-	for _, o := range pr.owed {
-		if o.rev > pr.watermark {
-			kept = append(kept, o)
+	for stream, w := range b.Watermarks {
+		if w > pr.watermarks[stream] {
+			pr.watermarks[stream] = w
 		}
 	}
-	pr.owed = kept
+	pr.prune()
 }
 
 // owed keeps another worker's write that owes events, unless that worker's
@@ -114,7 +121,7 @@ func (r *relay) owed(stream string, rev uint64, o kvstore.Owed) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	pr := r.peer(o.Worker)
-	if pr.known && rev <= pr.watermark {
+	if pr.known && rev <= pr.watermarks[stream] {
 		return
 	}
 	if !pr.known && pr.firstSeen.IsZero() {
@@ -126,7 +133,7 @@ func (r *relay) owed(stream string, rev uint64, o kvstore.Owed) {
 func (r *relay) peer(id string) *peer {
 	pr := r.peers[id]
 	if pr == nil {
-		pr = &peer{}
+		pr = &peer{watermarks: map[string]uint64{}}
 		r.peers[id] = pr
 	}
 	return pr
@@ -136,16 +143,25 @@ func (r *relay) peer(id string) *peer {
 // owed.
 func (r *relay) tick(ctx context.Context) {
 	for id, owed := range r.orphans() {
-		last := uint64(0)
+		// Per stream, in stream order (the feed delivers each stream in
+		// order): the watermark moves up to the last write published
+		// with every write before it.
+		last := map[string]uint64{}
+		stuck := map[string]bool{}
 		for _, o := range owed {
 			if ctx.Err() != nil {
 				return
 			}
+			if stuck[o.stream] {
+				continue
+			}
 			if r.republish(ctx, id, o) {
-				last = o.rev
+				last[o.stream] = o.rev
+			} else {
+				stuck[o.stream] = true
 			}
 		}
-		if last > 0 {
+		if len(last) > 0 {
 			r.forget(ctx, id, last)
 		}
 	}
@@ -230,22 +246,26 @@ func (r *relay) republish(ctx context.Context, worker string, o owedWrite) bool 
 	return true
 }
 
-// forget writes a dead worker's watermark on its behalf, up to rev.
-func (r *relay) forget(ctx context.Context, worker string, rev uint64) {
+// forget writes a dead worker's watermarks on its behalf, up to last per
+// stream.
+func (r *relay) forget(ctx context.Context, worker string, last map[string]uint64) {
 	r.mu.Lock()
-	pr := r.peers[worker]
-	if pr != nil && rev > pr.watermark {
-		pr.watermark = rev
-		kept := pr.owed[:0]
-		for _, o := range pr.owed {
-			if o.rev > rev {
-				kept = append(kept, o)
+	marks := map[string]uint64{}
+	if pr := r.peers[worker]; pr != nil {
+		for stream, rev := range last {
+			if rev > pr.watermarks[stream] {
+				pr.watermarks[stream] = rev
 			}
 		}
-		pr.owed = kept
+		pr.prune()
+		for stream, w := range pr.watermarks {
+			marks[stream] = w
+		}
+	} else {
+		marks = last
 	}
 	r.mu.Unlock()
-	data, _ := json.Marshal(beat{Watermarks: map[string]uint64{proxiesStream: rev}, By: r.p.worker})
+	data, _ := json.Marshal(beat{Watermarks: marks, By: r.p.worker})
 	if _, err := r.p.outbox.Put(ctx, worker, data); err != nil {
 		r.p.log.Warn("dead worker's watermark not written", zap.String("worker", worker), zap.Error(err))
 	}

@@ -2,8 +2,8 @@ package events
 
 import "sync"
 
-// tracker keeps this worker's outbox watermark on the proxies stream: the
-// highest sequence W such that every write of this worker at or below W has
+// tracker keeps this worker's outbox watermark on each proxies stream (one
+// per shard): the highest sequence W of the stream such that every write of this worker at or below W has
 // had all its events published (its ending records are written before the
 // write is reported committed). Other workers forget the entries of this
 // worker's writes at or below W; what is above it, they publish should this
@@ -11,28 +11,29 @@ import "sync"
 type tracker struct {
 	mu   sync.Mutex
 	next uint64
-	open map[uint64]*span // by ticket
-	hi   uint64           // highest sequence known to be below any future write
+	open map[uint64]*span  // by ticket
+	hi   map[string]uint64 // per stream: highest sequence known to be below any future write
 }
 
 // span is one write that owes events: before it commits only a bound on
 // its sequence is known (above), after it the sequence itself and the
 // events still to be acknowledged.
 type span struct {
-	above uint64
-	rev   uint64
-	left  int
+	stream string
+	above  uint64
+	rev    uint64
+	left   int
 }
 
-func newTracker() *tracker { return &tracker{open: map[uint64]*span{}} }
+func newTracker() *tracker { return &tracker{open: map[uint64]*span{}, hi: map[string]uint64{}} }
 
-// begin registers a write whose sequence will be above above.
-func (t *tracker) begin(above uint64) uint64 {
+// begin registers a write on stream whose sequence will be above above.
+func (t *tracker) begin(stream string, above uint64) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.next++
-	t.open[t.next] = &span{above: above}
-	t.hi = max(t.hi, above)
+	t.open[t.next] = &span{stream: stream, above: above}
+	t.hi[stream] = max(t.hi[stream], above)
 	return t.next
 }
 
@@ -44,7 +45,7 @@ func (t *tracker) committed(ticket, rev uint64, events int) {
 	if s == nil {
 		return
 	}
-	t.hi = max(t.hi, rev)
+	t.hi[s.stream] = max(t.hi[s.stream], rev)
 	if events == 0 {
 		delete(t.open, ticket)
 		return
@@ -70,12 +71,30 @@ func (t *tracker) abandon(ticket uint64) {
 	delete(t.open, ticket)
 }
 
-// watermark is the current watermark.
-func (t *tracker) watermark() uint64 {
+// watermark is the current watermark on stream.
+func (t *tracker) watermark(stream string) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	w := t.hi
+	return t.watermarkLocked(stream)
+}
+
+// watermarks are the current watermarks of every stream written.
+func (t *tracker) watermarks() map[string]uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[string]uint64, len(t.hi))
+	for stream := range t.hi {
+		out[stream] = t.watermarkLocked(stream)
+	}
+	return out
+}
+
+func (t *tracker) watermarkLocked(stream string) uint64 {
+	w := t.hi[stream]
 	for _, s := range t.open {
+		if s.stream != stream {
+			continue
+		}
 		if s.rev == 0 {
 			w = min(w, s.above) // its sequence is above s.above, not known yet
 		} else {

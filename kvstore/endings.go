@@ -24,7 +24,7 @@ func (s *Store) PutEnding(ctx context.Context, l model.Lease) {
 	var err error
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err = s.leases.Put(actx, l.ID, data)
+		_, err = s.shardOfPool(l.PoolName).leases.Put(actx, l.ID, data)
 		acancel()
 		if err == nil {
 			return
@@ -39,7 +39,15 @@ func (s *Store) PutEnding(ctx context.Context, l model.Lease) {
 // model.ErrLeaseNotFound when there is none.
 func (s *Store) GetEnding(ctx context.Context, leaseID string) (model.Lease, error) {
 	var lease model.Lease
-	_, err := s.getJSON(ctx, s.leases, leaseID, &lease)
+	var err error
+	// A lease id does not say its pool: with several shards, each one's
+	// history is read until one has it.
+	for i := range s.shards {
+		lease = model.Lease{}
+		if _, err = s.getJSON(ctx, s.shards[i].leases, leaseID, &lease); !errors.Is(err, errNotFound) {
+			break
+		}
+	}
 	if errors.Is(err, errNotFound) {
 		return lease, model.Errorf(model.ErrLeaseNotFound, "lease %q does not exist", leaseID)
 	}

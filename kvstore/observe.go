@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -11,9 +12,9 @@ import (
 // stored it (zero time for an empty stream): what replica lag is measured
 // against.
 func (s *Store) LastWrite(ctx context.Context, bucket string) (uint64, time.Time, error) {
-	kv := s.pools
-	if bucket == ProxiesBucket {
-		kv = s.proxies
+	kv, ok := s.byName[bucket]
+	if !ok {
+		return 0, time.Time{}, fmt.Errorf("kvstore: no bucket %s in this store", bucket)
 	}
 	st, err := kv.Status(ctx)
 	if err != nil {

@@ -35,7 +35,8 @@ func (s *Store) CreateProxies(ctx context.Context, recs []*record.Proxy) (uint64
 			data := s.codec.Encode(rec)
 			s.own.start(rec.ID, data, rec.Clone())
 			// A new id has no revision yet: base 0 creates it.
-			msg := &nats.Msg{Subject: s.proxySubject(rec.ID), Data: data, Header: nats.Header{}}
+			sh := s.placeProxy(rec)
+			msg := &nats.Msg{Subject: s.proxySubject(sh, rec.ID), Data: data, Header: nats.Header{}}
 			revs[i], errs[i] = s.publishCAS(ctx, msg, 0)
 		}()
 	}
@@ -52,7 +53,7 @@ func (s *Store) CreateProxies(ctx context.Context, recs []*record.Proxy) (uint64
 		defer cancel()
 		for i, rec := range recs {
 			if errs[i] == nil {
-				_ = s.proxies.Delete(uctx, rec.ID, jetstream.LastRevision(revs[i]))
+				_ = s.shardOfPool(rec.PoolName).proxies.Delete(uctx, rec.ID, jetstream.LastRevision(revs[i]))
 			}
 		}
 		return 0, storeErr("add proxies", err)
@@ -64,9 +65,9 @@ func (s *Store) CreateProxies(ctx context.Context, recs []*record.Proxy) (uint64
 	return last, nil
 }
 
-// GetProxy reads a proxy's record and revision from the bucket's leader.
+// GetProxy reads a proxy's record and revision from its bucket's leader.
 func (s *Store) GetProxy(ctx context.Context, id string) (*record.Proxy, uint64, error) {
-	data, rev, err := s.leaderGet(ctx, s.proxies, id)
+	data, rev, err := s.getProxyData(ctx, id)
 	if errors.Is(err, errNotFound) {
 		return nil, 0, proxyNotFound(id)
 	}
@@ -75,7 +76,7 @@ func (s *Store) GetProxy(ctx context.Context, id string) (*record.Proxy, uint64,
 	}
 	rec, err := s.codec.Decode(data)
 	if err != nil {
-		return nil, 0, fmt.Errorf("decode %s/%s: %w", ProxiesBucket, id, err)
+		return nil, 0, fmt.Errorf("decode proxy %s: %w", id, err)
 	}
 	return rec, rev, nil
 }
@@ -105,7 +106,7 @@ func (s *Store) UpdateProxy(ctx context.Context, rec *record.Proxy, base uint64,
 	data := s.codec.Encode(rec)
 	s.own.start(rec.ID, data, rec.Clone())
 	defer s.own.done(rec.ID)
-	msg := &nats.Msg{Subject: s.proxySubject(rec.ID), Data: data, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: s.proxySubject(s.placeProxy(rec), rec.ID), Data: data, Header: nats.Header{}}
 	owed.set(msg.Header)
 	rev, err := s.publishCAS(ctx, msg, base)
 	if err == nil || errors.Is(err, ErrRevisionConflict) {
@@ -119,7 +120,14 @@ func (s *Store) UpdateProxy(ctx context.Context, rec *record.Proxy, base uint64,
 // delete marker's sequence. ErrRevisionConflict: another write came first.
 // A lost answer is settled as for UpdateProxy.
 func (s *Store) DeleteProxy(ctx context.Context, id string, base uint64, owed Owed) (uint64, error) {
-	msg := &nats.Msg{Subject: s.proxySubject(id), Header: nats.Header{}}
+	sh, err := s.findProxy(ctx, id)
+	if errors.Is(err, errNotFound) {
+		return 0, ErrRevisionConflict
+	}
+	if err != nil {
+		return 0, err
+	}
+	msg := &nats.Msg{Subject: s.proxySubject(sh, id), Header: nats.Header{}}
 	msg.Header.Set(kvOperation, kvDelete)
 	owed.set(msg.Header)
 	rev, err := s.publishCAS(ctx, msg, base)
@@ -135,7 +143,51 @@ const (
 	kvDelete    = "DEL"
 )
 
-func (s *Store) proxySubject(id string) string { return "$KV." + ProxiesBucket + "." + id }
+func (s *Store) proxySubject(sh *shard, id string) string { return "$KV." + sh.bucket + "." + id }
+
+// placeProxy is the shard of rec's pool, remembered for its id.
+func (s *Store) placeProxy(rec *record.Proxy) *shard {
+	i := ShardOf(rec.PoolName, len(s.shards))
+	if len(s.shards) > 1 {
+		s.where.set(rec.ID, i)
+	}
+	return &s.shards[i]
+}
+
+// getProxyData reads proxy id's last version from the leader of its
+// shard's stream; a proxy whose shard is not known yet is looked for in
+// each shard.
+func (s *Store) getProxyData(ctx context.Context, id string) ([]byte, uint64, error) {
+	if len(s.shards) == 1 {
+		return s.leaderGet(ctx, s.shards[0].proxies, id)
+	}
+	if i, ok := s.where.get(id); ok {
+		return s.leaderGet(ctx, s.shards[i].proxies, id)
+	}
+	for i := range s.shards {
+		data, rev, err := s.leaderGet(ctx, s.shards[i].proxies, id)
+		if errors.Is(err, errNotFound) {
+			continue
+		}
+		if err == nil {
+			s.where.set(id, i)
+		}
+		return data, rev, err
+	}
+	return nil, 0, errNotFound
+}
+
+// findProxy is the shard proxy id lives in; errNotFound when none has it.
+func (s *Store) findProxy(ctx context.Context, id string) (*shard, error) {
+	if len(s.shards) == 1 {
+		return &s.shards[0], nil
+	}
+	if _, _, err := s.getProxyData(ctx, id); err != nil {
+		return nil, err
+	}
+	i, _ := s.where.get(id)
+	return &s.shards[i], nil
+}
 
 // publish stores msg on the proxies stream if the key's last sequence is
 // base, as a KV update does, and returns its sequence (the key's new

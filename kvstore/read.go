@@ -106,9 +106,9 @@ func (s *Store) getJSON(ctx context.Context, kv jetstream.KeyValue, key string, 
 // Sequence is the last stream sequence the bucket has acknowledged: a reader
 // whose watch has delivered it has seen every write acknowledged before.
 func (s *Store) Sequence(ctx context.Context, bucket string) (uint64, error) {
-	kv := s.pools
-	if bucket == ProxiesBucket {
-		kv = s.proxies
+	kv, ok := s.byName[bucket]
+	if !ok {
+		return 0, fmt.Errorf("kvstore: no bucket %s in this store", bucket)
 	}
 	st, err := kv.Status(ctx)
 	if err != nil {

@@ -42,8 +42,9 @@ type Store struct {
 	nc        *nats.Conn
 	js        jetstream.JetStream
 	pools     jetstream.KeyValue
-	proxies   jetstream.KeyValue
-	leases    jetstream.KeyValue
+	shards    []shard
+	byName    map[string]jetstream.KeyValue // the pools and proxies buckets, by name
+	where     proxyShards
 	consumers jetstream.KeyValue
 	requests  jetstream.KeyValue
 	opts      options
@@ -63,6 +64,7 @@ type Store struct {
 
 type options struct {
 	replicas      int
+	shards        int
 	now           func() time.Time
 	log           *zap.Logger
 	leaseHistory  time.Duration
@@ -75,6 +77,11 @@ type Option func(*options)
 
 // WithReplicas sets the replica count of buckets this store creates.
 func WithReplicas(n int) Option { return func(o *options) { o.replicas = n } }
+
+// WithShards sets the number of shards the pools are spread over (see
+// ShardOf). It must be the count the deployment's buckets were created
+// with: Open refuses another one with ErrShardsMismatch.
+func WithShards(n int) Option { return func(o *options) { o.shards = n } }
 
 // WithClock replaces time.Now, for tests of expiry.
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
@@ -97,6 +104,9 @@ func (o options) validate() error {
 	if o.replicas < 1 || o.replicas > 5 {
 		errs = append(errs, fmt.Errorf("WithReplicas must be 1..5, got %d", o.replicas))
 	}
+	if o.shards < 1 || o.shards > MaxShards {
+		errs = append(errs, fmt.Errorf("WithShards must be 1..%d, got %d", MaxShards, o.shards))
+	}
 	if o.leaseHistory <= 0 {
 		errs = append(errs, fmt.Errorf("WithLeaseHistory must be positive, got %s", o.leaseHistory))
 	}
@@ -114,7 +124,7 @@ func (o options) validate() error {
 
 // Open connects the store to the buckets, creating missing ones.
 func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
-	o := options{replicas: 1, now: time.Now, log: zap.NewNop(), leaseHistory: 48 * time.Hour, maxCASRetries: 64}
+	o := options{replicas: 1, shards: 1, now: time.Now, log: zap.NewNop(), leaseHistory: 48 * time.Hour, maxCASRetries: 64}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -127,17 +137,33 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 	}
 	s := &Store{nc: nc, js: js, opts: o, log: o.log, consumerCache: map[string]model.Consumer{}, own: newOwnWrites(),
 		codec: record.NewCodec(o.keys)}
+	// The pools bucket first: it records the shard count, checked before
+	// any shard's bucket is made.
+	if s.pools, err = ensureShards(ctx, js, jetstream.KeyValueConfig{Bucket: PoolsBucket, Description: "pharox pools",
+		History: 1, Storage: jetstream.FileStorage, Replicas: o.replicas}, o.shards); err != nil {
+		return nil, err
+	}
+	s.byName = map[string]jetstream.KeyValue{PoolsBucket: s.pools}
+	s.shards = make([]shard, o.shards)
 	buckets := []struct {
 		kv  *jetstream.KeyValue
 		cfg jetstream.KeyValueConfig
 	}{
-		{&s.pools, jetstream.KeyValueConfig{Bucket: PoolsBucket, Description: "pharox pools", History: 1}},
-		{&s.proxies, jetstream.KeyValueConfig{Bucket: ProxiesBucket, Description: "pharox proxies and their active leases", History: 1}},
-		// A lease record is written once, when its lease ends, so a
-		// bucket-wide max age bounds history without per-key TTLs.
-		{&s.leases, jetstream.KeyValueConfig{Bucket: LeasesBucket, Description: "pharox ended leases", History: 1, TTL: o.leaseHistory}},
 		{&s.consumers, jetstream.KeyValueConfig{Bucket: ConsumersBucket, Description: "pharox consumers", History: 1}},
 		{&s.requests, jetstream.KeyValueConfig{Bucket: RequestsBucket, Description: "pharox acquire idempotency keys", History: 1, TTL: o.leaseHistory}},
+	}
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.bucket, sh.stream = ProxiesBucketName(i, o.shards), ProxiesStreamName(i, o.shards)
+		buckets = append(buckets, []struct {
+			kv  *jetstream.KeyValue
+			cfg jetstream.KeyValueConfig
+		}{
+			{&sh.proxies, jetstream.KeyValueConfig{Bucket: sh.bucket, Description: "pharox proxies and their active leases", History: 1}},
+			// A lease record is written once, when its lease ends, so a
+			// bucket-wide max age bounds history without per-key TTLs.
+			{&sh.leases, jetstream.KeyValueConfig{Bucket: LeasesBucketName(i, o.shards), Description: "pharox ended leases", History: 1, TTL: o.leaseHistory}},
+		}...)
 	}
 	for _, b := range buckets {
 		b.cfg.Storage = jetstream.FileStorage
@@ -147,6 +173,9 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 			return nil, err
 		}
 		*b.kv = kv
+	}
+	for _, sh := range s.shards {
+		s.byName[sh.bucket] = sh.proxies
 	}
 	return s, nil
 }

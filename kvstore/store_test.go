@@ -124,7 +124,7 @@ func (k *sink) ProxyChanged(id string, rec *record.Proxy, rev uint64) {
 	k.proxies[id], k.revs[id] = rec, rev
 }
 
-func (k *sink) ProxyOwed(rev uint64, owed kvstore.Owed) {
+func (k *sink) ProxyOwed(_ string, rev uint64, owed kvstore.Owed) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	owed.At = time.Time{} // set by the watch: when the stream stored it

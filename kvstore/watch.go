@@ -20,7 +20,7 @@ type Sink interface {
 	// ProxyOwed is what the write of proxy id at rev owes (its outbox
 	// entry, undecoded), told before the version itself, whether the
 	// version is decoded or not.
-	ProxyOwed(rev uint64, owed Owed)
+	ProxyOwed(stream string, rev uint64, owed Owed)
 	// PoolChanged is a pool's version at rev; nil when deleted.
 	PoolChanged(name string, rec *record.Pool, rev uint64)
 	// Seen says the bucket's stream has been delivered up to seq, whose
@@ -28,7 +28,8 @@ type Sink interface {
 	Seen(bucket string, seq uint64, at time.Time)
 }
 
-// Watch feeds sink from the pools and proxies buckets until stop is called,
+// Watch feeds sink from the pools bucket and every shard's proxies bucket
+// (one goroutine each) until stop is called,
 // and returns once sink has everything the buckets held when it started.
 // The proxies bucket is read with each write's headers: they carry what
 // the write owes.
@@ -37,15 +38,22 @@ func (s *Store) Watch(ctx context.Context, sink Sink) (stop func(), err error) {
 	if err != nil {
 		return nil, storeErr("watch "+PoolsBucket, err)
 	}
-	stopProxies, err := WatchBucket(ctx, s.nc, ProxiesBucket, func(e Entry) { s.deliverProxy(sink, e) })
-	if err != nil {
-		stopPools()
-		return nil, storeErr("watch "+ProxiesBucket, err)
+	stops := []func(){stopPools}
+	stopAll := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
 	}
-	return func() {
-		stopProxies()
-		stopPools()
-	}, nil
+	for i := range s.shards {
+		sh := &s.shards[i]
+		stop, err := WatchBucket(ctx, s.nc, sh.bucket, func(e Entry) { s.deliverProxy(sink, i, e) })
+		if err != nil {
+			stopAll()
+			return nil, storeErr("watch "+sh.bucket, err)
+		}
+		stops = append(stops, stop)
+	}
+	return stopAll, nil
 }
 
 // deliverPool hands one version of a pool to the sink.
@@ -66,9 +74,13 @@ func (s *Store) deliverPool(sink Sink, e Entry) {
 // deliverProxy hands one message of the proxies stream to the sink: what
 // it owes, then the version (from this worker's own write in hand when it
 // is one, decoded otherwise), then the sequence.
-func (s *Store) deliverProxy(sink Sink, e Entry) {
+func (s *Store) deliverProxy(sink Sink, i int, e Entry) {
+	sh := &s.shards[i]
+	if len(s.shards) > 1 {
+		s.where.set(e.Key, i)
+	}
 	if entry := e.Header.Get(outbox.Header); entry != "" {
-		sink.ProxyOwed(e.Revision, Owed{Worker: e.Header.Get(outbox.WorkerHeader), Entry: entry, At: e.Created})
+		sink.ProxyOwed(sh.stream, e.Revision, Owed{Worker: e.Header.Get(outbox.WorkerHeader), Entry: entry, At: e.Created})
 	}
 	if !sink.HasProxy(e.Key, e.Revision) {
 		var rec *record.Proxy
@@ -82,10 +94,10 @@ func (s *Store) deliverProxy(sink Sink, e Entry) {
 			}
 		}
 		if err != nil {
-			s.log.Error("undecodable record skipped by the watch", zapBucket(ProxiesBucket), zapKey(e.Key), zapErr(err))
+			s.log.Error("undecodable record skipped by the watch", zapBucket(sh.bucket), zapKey(e.Key), zapErr(err))
 		} else {
 			sink.ProxyChanged(e.Key, rec, e.Revision)
 		}
 	}
-	sink.Seen(ProxiesBucket, e.Revision, e.Created)
+	sink.Seen(sh.bucket, e.Revision, e.Created)
 }

@@ -163,7 +163,7 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 				if err := m.sync(ctx, kvstore.PoolsBucket); err != nil {
 					return nil, conflicts, err
 				}
-				if err := m.sync(ctx, kvstore.ProxiesBucket); err != nil {
+				if err := m.sync(ctx, m.store.ProxiesBucketOf(p.pool)); err != nil {
 					return nil, conflicts, err
 				}
 				synced = true

@@ -202,7 +202,7 @@ func (m *Manager) deleteProxy(ctx context.Context, id string, force bool) ([]mod
 			st, _ := m.replica.StatsWithout(id, m.now())
 			return st
 		})
-		ticket := m.begin(entry)
+		ticket := m.begin(entry, rec.PoolName)
 		var delRev uint64
 		delRev, err = m.store.DeleteProxy(ctx, id, rev, m.owed(entry))
 		if err != nil {
@@ -220,7 +220,7 @@ func (m *Manager) deleteProxy(ctx context.Context, id string, force bool) ([]mod
 			return nil, err
 		}
 		m.replica.RemoveProxy(id)
-		m.committed(ctx, ticket, delRev, entry)
+		m.committed(ctx, ticket, delRev, rec.PoolName, entry)
 		var released []model.Lease
 		for _, ev := range events {
 			if p, ok := ev.Payload.(*model.ReleaseEvent); ok {

@@ -9,7 +9,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/outbox"
 	"github.com/pharox/pharox-nats/record"
@@ -60,7 +59,7 @@ func (m *Manager) RekeyCredentials(ctx context.Context, concurrency int, progres
 		return res, fmt.Errorf("rekey: concurrency must be positive, got %d", concurrency)
 	}
 	for res.Passes < rekeyPasses {
-		if err := m.sync(ctx, kvstore.ProxiesBucket); err != nil {
+		if err := m.syncProxies(ctx); err != nil {
 			return res, err
 		}
 		res.Passes++

@@ -22,9 +22,9 @@ func (f feed) ProxyChanged(id string, rec *record.Proxy, rev uint64) {
 	}
 }
 
-func (f feed) ProxyOwed(rev uint64, owed kvstore.Owed) {
+func (f feed) ProxyOwed(stream string, rev uint64, owed kvstore.Owed) {
 	if o := f.m.opts.outbox; o != nil && owed.Worker != o.WorkerID() {
-		o.Owed(kvstore.ProxiesStream, rev, owed)
+		o.Owed(stream, rev, owed)
 	}
 }
 
@@ -77,7 +77,17 @@ func (m *Manager) syncPool(ctx context.Context, pool string) error {
 	if _, ok := m.replica.Pool(pool); !ok {
 		return kvstore.PoolNotFound(pool)
 	}
-	return m.sync(ctx, kvstore.ProxiesBucket)
+	return m.sync(ctx, m.store.ProxiesBucketOf(pool))
+}
+
+// syncProxies is sync for every shard's proxies bucket.
+func (m *Manager) syncProxies(ctx context.Context) error {
+	for _, b := range m.store.ProxyBuckets() {
+		if err := m.sync(ctx, b); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // now is the store's clock; horizon is the time against which leases are

@@ -8,7 +8,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/internal/retry"
-	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/outbox"
 	"github.com/pharox/pharox-nats/record"
@@ -155,7 +154,7 @@ func (m *Manager) GetLease(ctx context.Context, leaseID string) (model.Lease, er
 	if err := checkUUID("lease_id", leaseID); err != nil {
 		return model.Lease{}, err
 	}
-	if err := m.sync(ctx, kvstore.ProxiesBucket); err != nil {
+	if err := m.syncProxies(ctx); err != nil {
 		return model.Lease{}, err
 	}
 	held, ended, err := m.findLease(ctx, leaseID, true)
@@ -178,7 +177,7 @@ func (m *Manager) CleanupExpiredLeases(ctx context.Context) (int, error) {
 func (m *Manager) cleanup(ctx context.Context) ([]model.Lease, error) {
 	// Bring the replica up to every acknowledged write first, so a lease
 	// committed through another worker is swept by this call.
-	if err := m.sync(ctx, kvstore.ProxiesBucket); err != nil {
+	if err := m.syncProxies(ctx); err != nil {
 		return nil, err
 	}
 	var expired []model.Lease
@@ -222,7 +221,7 @@ func (m *Manager) findLease(ctx context.Context, leaseID string, synced bool) (*
 			ended, err := m.endedLease(ctx, leaseID, last)
 			return nil, ended, err
 		}
-		if err := m.sync(ctx, kvstore.ProxiesBucket); err != nil {
+		if err := m.syncProxies(ctx); err != nil {
 			return nil, model.Lease{}, err
 		}
 	}

@@ -119,7 +119,7 @@ type Outbox interface {
 	// Begin is called before a write that owes events, with a stream
 	// sequence the write's revision will be above; the ticket it returns
 	// goes to Committed or Abandon.
-	Begin(above uint64) (ticket uint64)
+	Begin(stream string, above uint64) (ticket uint64)
 	// Committed publishes the events of the write committed at stream
 	// sequence rev (its ending records are written already).
 	Committed(ticket uint64, stream string, rev uint64, e *outbox.Entry)

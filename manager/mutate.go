@@ -92,7 +92,7 @@ func (m *Manager) tryMutateProxy(ctx context.Context, id string, fn change) (mut
 	entry := m.owe(append(events, expiredEvents(next, expired, now)...), now, func() model.PoolStatsSnapshot {
 		return m.replica.StatsWith(next, m.now())
 	})
-	ticket := m.begin(entry)
+	ticket := m.begin(entry, next.PoolName)
 	wctx, span := tracing.Start(ctx, "pharox.kv.update", attribute.Int64("pharox.base_revision", int64(rev)))
 	newRev, err := m.store.UpdateProxy(wctx, next, rev, m.owed(entry))
 	endWriteSpan(span, newRev, err)
@@ -108,7 +108,7 @@ func (m *Manager) tryMutateProxy(ctx context.Context, id string, fn change) (mut
 		return mutation{}, err
 	}
 	m.installOwn(next, newRev)
-	m.committed(ctx, ticket, newRev, entry)
+	m.committed(ctx, ticket, newRev, next.PoolName, entry)
 	var ended []model.Lease
 	if entry != nil {
 		for _, ev := range entry.Events {
@@ -201,11 +201,12 @@ func (m *Manager) owed(e *outbox.Entry) kvstore.Owed {
 	return kvstore.Owed{Worker: e.Worker, Entry: e.Encode()}
 }
 
-func (m *Manager) begin(e *outbox.Entry) uint64 {
+// begin registers a write of a proxy of pool that owes e.
+func (m *Manager) begin(e *outbox.Entry, pool string) uint64 {
 	if e == nil || m.opts.outbox == nil {
 		return 0
 	}
-	return m.opts.outbox.Begin(m.replica.Seen(kvstore.ProxiesBucket))
+	return m.opts.outbox.Begin(m.store.ProxiesStreamOf(pool), m.replica.Seen(m.store.ProxiesBucketOf(pool)))
 }
 
 func (m *Manager) abandon(ticket uint64) {
@@ -218,7 +219,7 @@ func (m *Manager) abandon(ticket uint64) {
 // of the leases it ended (written before the request answers, so reads find
 // them), the callbacks, and the events through the outbox, with ids derived
 // from rev.
-func (m *Manager) committed(ctx context.Context, ticket, rev uint64, e *outbox.Entry) {
+func (m *Manager) committed(ctx context.Context, ticket, rev uint64, pool string, e *outbox.Entry) {
 	if e == nil {
 		return
 	}
@@ -231,7 +232,7 @@ func (m *Manager) committed(ctx context.Context, ticket, rev uint64, e *outbox.E
 	}
 	if ticket != 0 {
 		_, span := tracing.Start(ctx, "pharox.events.publish", attribute.Int("pharox.events", len(e.Events)))
-		m.opts.outbox.Committed(ticket, kvstore.ProxiesStream, rev, e)
+		m.opts.outbox.Committed(ticket, m.store.ProxiesStreamOf(pool), rev, e)
 		span.End()
 	}
 }

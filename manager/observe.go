@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,7 +52,7 @@ func (m *Manager) CaughtUp(ctx context.Context) error {
 	if err := m.sync(ctx, kvstore.PoolsBucket); err != nil {
 		return err
 	}
-	return m.sync(ctx, kvstore.ProxiesBucket)
+	return m.syncProxies(ctx)
 }
 
 // ReplicaLag is how far the replica is behind the pools and proxies
@@ -60,7 +61,7 @@ func (m *Manager) CaughtUp(ctx context.Context) error {
 // applied the last one.
 func (m *Manager) ReplicaLag(ctx context.Context) (time.Duration, error) {
 	var lag time.Duration
-	for _, bucket := range []string{kvstore.PoolsBucket, kvstore.ProxiesBucket} {
+	for _, bucket := range append([]string{kvstore.PoolsBucket}, m.store.ProxyBuckets()...) {
 		seq, last, err := m.store.LastWrite(ctx, bucket)
 		if err != nil {
 			return 0, err
@@ -80,25 +81,22 @@ func (m *Manager) ReplicaLag(ctx context.Context) (time.Duration, error) {
 }
 
 // appliedTimes are the stream timestamps of the newest message the replica
-// applied, per bucket, as Unix nanoseconds.
-type appliedTimes struct{ pools, proxies atomic.Int64 }
+// applied, per bucket (pools and each shard's proxies), as Unix
+// nanoseconds.
+type appliedTimes struct{ m sync.Map } // bucket -> *atomic.Int64
 
-func (a *appliedTimes) mark(bucket string, at time.Time) {
-	switch bucket {
-	case kvstore.PoolsBucket:
-		a.pools.Store(at.UnixNano())
-	case kvstore.ProxiesBucket:
-		a.proxies.Store(at.UnixNano())
+func (a *appliedTimes) slot(bucket string) *atomic.Int64 {
+	if v, ok := a.m.Load(bucket); ok {
+		return v.(*atomic.Int64)
 	}
+	v, _ := a.m.LoadOrStore(bucket, new(atomic.Int64))
+	return v.(*atomic.Int64)
 }
 
+func (a *appliedTimes) mark(bucket string, at time.Time) { a.slot(bucket).Store(at.UnixNano()) }
+
 func (a *appliedTimes) at(bucket string) time.Time {
-	var ns int64
-	if bucket == kvstore.PoolsBucket {
-		ns = a.pools.Load()
-	} else {
-		ns = a.proxies.Load()
-	}
+	ns := a.slot(bucket).Load()
 	if ns == 0 {
 		return time.Time{}
 	}

@@ -154,7 +154,7 @@ func (m *Manager) deletePool(ctx context.Context, req model.PoolDeleteRequest) (
 	if err != nil {
 		return nil, err
 	}
-	if err := m.sync(ctx, kvstore.ProxiesBucket); err != nil {
+	if err := m.syncProxies(ctx); err != nil {
 		return nil, err
 	}
 	live := 0
@@ -191,7 +191,7 @@ func (m *Manager) deletePool(ctx context.Context, req model.PoolDeleteRequest) (
 // tombstone at rev), releasing their leases, then the record itself unless
 // a new pool took the name over meanwhile.
 func (m *Manager) finishDelete(ctx context.Context, tomb *record.Pool, rev uint64) ([]model.Lease, error) {
-	if err := m.sync(ctx, kvstore.ProxiesBucket); err != nil {
+	if err := m.syncProxies(ctx); err != nil {
 		return nil, err
 	}
 	var released []model.Lease
@@ -250,7 +250,7 @@ func (m *Manager) AddProxies(ctx context.Context, req model.ProxiesAddRequest) (
 		}
 		return nil, err
 	}
-	if err := m.replica.WaitSeen(ctx, kvstore.ProxiesBucket, last); err != nil {
+	if err := m.replica.WaitSeen(ctx, m.store.ProxiesBucketOf(req.PoolName), last); err != nil {
 		return nil, unavailable("add proxies", err)
 	}
 	horizon := m.horizon()

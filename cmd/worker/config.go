@@ -24,6 +24,7 @@ type config struct {
 	Seed           string
 	SubjectPrefix  string
 	Replicas       int
+	Shards         int
 	MaxInflight    int
 	RequestTimeout time.Duration
 	MaxDuration    time.Duration
@@ -67,6 +68,7 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&cfg.Seed, "seed", "", "JSON file of pools and proxies to create on start if they do not exist (see examples/seed.json)")
 	fs.StringVar(&cfg.SubjectPrefix, "subject-prefix", "pharox", "first token of every subject served and published (<prefix>.acquire, <prefix>.events.*)")
+	fs.IntVar(&cfg.Shards, "shards", 1, "proxies buckets (shards) the pools are spread over, 1..64; fixed when the buckets are first created")
 	fs.IntVar(&cfg.Replicas, "replicas", 1, "replicas of the KV buckets and the event stream when this worker creates them (1, or 3 on a 3-node cluster)")
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", 256, "requests one worker handles at once; more wait in line")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 5*time.Second, "deadline of each request; a store that does not answer in time gives 503 unavailable with nothing changed")
@@ -132,6 +134,8 @@ func parseWith(flags func(*config) *flag.FlagSet, args []string, getenv func(str
 
 func (c config) validate() error {
 	switch {
+	case c.Shards < 1 || c.Shards > 64:
+		return fmt.Errorf("--shards must be 1..64 (the number of proxies buckets the pools are spread over), got %d", c.Shards)
 	case c.Replicas < 1 || c.Replicas > 5:
 		return fmt.Errorf("--replicas must be 1..5, got %d", c.Replicas)
 	case c.MaxInflight < 1:

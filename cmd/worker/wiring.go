@@ -15,6 +15,7 @@ func workerConfig(cfg config, nc, intake *nats.Conn, log *zap.Logger) worker.Con
 		IntakeConn:        intake,
 		Prefix:            cfg.SubjectPrefix,
 		Replicas:          cfg.Replicas,
+		Shards:            cfg.Shards,
 		MaxInflight:       cfg.MaxInflight,
 		RequestTimeout:    cfg.RequestTimeout,
 		MaxDuration:       cfg.MaxDuration,

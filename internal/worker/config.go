@@ -30,6 +30,7 @@ type Config struct {
 
 	Prefix         string        // subject prefix (default "pharox")
 	Replicas       int           // replicas of buckets and stream this worker creates (default 1)
+	Shards         int           // shards the pools are spread over, fixed when the buckets are created (default 1)
 	MaxInflight    int           // requests handled at once (default 256)
 	RequestTimeout time.Duration // deadline of each request (default 5 s)
 	MaxDuration    time.Duration // upper bound of duration_seconds (default 24 h)
@@ -83,6 +84,9 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.Prefix == "" {
 		c.Prefix = model.DefaultPrefix
+	}
+	if c.Shards == 0 {
+		c.Shards = 1
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1

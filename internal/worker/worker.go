@@ -91,7 +91,7 @@ func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		}
 	}()
 
-	sopts := []kvstore.Option{kvstore.WithReplicas(cfg.Replicas), kvstore.WithLogger(log.Named("kvstore")),
+	sopts := []kvstore.Option{kvstore.WithReplicas(cfg.Replicas), kvstore.WithShards(cfg.Shards), kvstore.WithLogger(log.Named("kvstore")),
 		kvstore.WithLeaseHistory(cfg.MaxDuration + cfg.LeaseRetention), kvstore.WithCredentialsKeys(cfg.CredentialsKeys)}
 	if cfg.Clock != nil {
 		sopts = append(sopts, kvstore.WithClock(cfg.Clock))
