@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // LastWrite is the bucket's last stream sequence and when the stream
@@ -16,10 +15,9 @@ func (s *Store) LastWrite(ctx context.Context, bucket string) (uint64, time.Time
 	if !ok {
 		return 0, time.Time{}, fmt.Errorf("kvstore: no bucket %s in this store", bucket)
 	}
-	st, err := kv.Status(ctx)
+	state, err := s.streamState(ctx, kv)
 	if err != nil {
-		return 0, time.Time{}, storeErr("status "+bucket, err)
+		return 0, time.Time{}, err
 	}
-	state := st.(*jetstream.KeyValueBucketStatus).StreamInfo().State
 	return state.LastSeq, state.LastTime, nil
 }

@@ -110,11 +110,31 @@ func (s *Store) Sequence(ctx context.Context, bucket string) (uint64, error) {
 	if !ok {
 		return 0, fmt.Errorf("kvstore: no bucket %s in this store", bucket)
 	}
-	st, err := kv.Status(ctx)
+	state, err := s.streamState(ctx, kv)
 	if err != nil {
-		return 0, storeErr("status "+bucket, err)
+		return 0, err
 	}
-	return st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq, nil
+	return state.LastSeq, nil
+}
+
+// streamState asks the bucket's stream leader for its state, again (as
+// leaderGet does) when the request goes unanswered or the stream has no
+// leader: a stream info sent to a leader that then died is never answered.
+func (s *Store) streamState(ctx context.Context, kv jetstream.KeyValue) (jetstream.StreamState, error) {
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, publishAttempt)
+		st, err := kv.Status(actx)
+		cancel()
+		if err == nil {
+			return st.(*jetstream.KeyValueBucketStatus).StreamInfo().State, nil
+		}
+		var apiErr *jetstream.APIError
+		leaderless := errors.As(err, &apiErr) && apiErr.Code == 503
+		if errors.Is(err, jetstream.ErrStreamNotFound) || !(readAgain(err) || leaderless || errors.Is(err, jetstream.ErrNoStreamResponse)) || ctx.Err() != nil {
+			return jetstream.StreamState{}, storeErr("status "+kv.Bucket(), err)
+		}
+		retry.Sleep(ctx, min(250*time.Millisecond, retry.Backoff(attempt+3)))
+	}
 }
 
 func zapBucket(b string) zap.Field { return zap.String("bucket", b) }

@@ -183,8 +183,14 @@ func TestAuthMethods(t *testing.T) {
 	pki := authtest.NewPKI(t)
 	op := authtest.NewOperator(t)
 
-	userSrv := authtest.RunServer(t, &server.Options{JetStream: true,
-		Users: []*server.User{{Username: "pharox", Password: "user-pw-1"}}, Nkeys: []*server.NkeyUser{{Nkey: pub}}})
+	// One server per case that logs in to it: the cases run in parallel,
+	// and a worker of one case that is stopping answers 503 "stopping" to
+	// a request of another case that reached it first on a shared server.
+	userServer := func() *server.Server {
+		return authtest.RunServer(t, &server.Options{JetStream: true,
+			Users: []*server.User{{Username: "pharox", Password: "user-pw-1"}}, Nkeys: []*server.NkeyUser{{Nkey: pub}}})
+	}
+	userSrv, userFileSrv, nkeySrv := userServer(), userServer(), userServer()
 	tokenSrv := authtest.RunServer(t, &server.Options{JetStream: true, Authorization: "token-2x"})
 	jwtOpts := &server.Options{JetStream: true}
 	op.Apply(t, jwtOpts)
@@ -205,7 +211,7 @@ func TestAuthMethods(t *testing.T) {
 			map[string]string{"PHAROX_NATS_USER": "pharox", natsconn.EnvPassword: "not-the-pw"},
 			`refused the login (Authorization Violation) as user \"pharox\" (password from PHAROX_NATS_PASSWORD)`,
 			`refused the login (Authorization Violation) as user "pharox" (password from PHAROX_NATS_PASSWORD): check the user name (--nats-user) and its password`},
-		{"user and password file", userSrv,
+		{"user and password file", userFileSrv,
 			map[string]string{"PHAROX_NATS_USER": "pharox", "PHAROX_NATS_PASSWORD_FILE": pwFile},
 			map[string]string{"PHAROX_NATS_USER": "mallory", "PHAROX_NATS_PASSWORD_FILE": pwFile},
 			`Authorization Violation`, `as user "mallory"`},
@@ -214,7 +220,7 @@ func TestAuthMethods(t *testing.T) {
 			map[string]string{natsconn.EnvToken: "not-the-token"},
 			`refused the login (Authorization Violation) as token (from PHAROX_NATS_TOKEN)`,
 			`check the token (PHAROX_NATS_TOKEN or --nats-token-file)`},
-		{"nkey", userSrv,
+		{"nkey", nkeySrv,
 			map[string]string{"PHAROX_NATS_NKEY": seed},
 			map[string]string{"PHAROX_NATS_NKEY": wrongSeed},
 			`Authorization Violation`, `the server knows no user with nkey`},
