@@ -189,6 +189,7 @@ func TestSweepsTwoWorkers(t *testing.T) {
 	}), 15*time.Second, 20*time.Millisecond, "B probes every proxy in two slots after A stopped")
 	stopB()
 	<-doneB
+	bStopped := time.Now()
 	elapsed := time.Since(start)
 	require.NoError(t, wA.Events.Flush(ctx))
 	require.NoError(t, wB.Events.Flush(ctx))
@@ -325,7 +326,9 @@ func TestSweepsTwoWorkers(t *testing.T) {
 		}
 	}
 
-	// Claims lapse on their own (per-key TTL: 2 intervals + 2 s).
+	// Claims lapse on their own (per-key TTL: 2 intervals + 2 s). The
+	// server expires TTL'd messages on a timer that a busy machine runs
+	// late, so the bound is generous; the log says how long it took.
 	js, err := jetstream.New(ncSub)
 	require.NoError(t, err)
 	kv, err := js.KeyValue(ctx, health.ClaimsBucket)
@@ -338,7 +341,8 @@ func TestSweepsTwoWorkers(t *testing.T) {
 			n++
 		}
 		return n == 0
-	}, 8*time.Second, 100*time.Millisecond, "claims lapse")
+	}, 20*time.Second, 100*time.Millisecond, "claims lapse")
+	t.Logf("claims lapsed %s after the last worker stopped (TTL %s)", time.Since(bStopped).Round(time.Millisecond), 4*time.Second)
 
 	slices.Sort(lags)
 	q := func(f float64) time.Duration { return lags[int(f*float64(len(lags)-1))].Round(time.Millisecond) }

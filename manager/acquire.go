@@ -140,7 +140,10 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 	}
 	synced := fresh
 	conflicts := 0
-	for attempt := 0; attempt < m.opts.maxAttempts; attempt++ {
+	// Only tries count against maxAttempts: waiting for a write of ours to
+	// land, or syncing the replica, writes nothing and may happen many
+	// times while other requests on this worker take their turns.
+	for attempt := 0; attempt < m.opts.maxAttempts; {
 		if err := ctx.Err(); err != nil {
 			return nil, conflicts, model.Errorf(model.ErrUnavailable, "acquire: %w", err)
 		}
@@ -179,6 +182,7 @@ func (m *Manager) commit(ctx context.Context, p acquireParams, consumer model.Co
 			}
 			return nil, conflicts, nil
 		}
+		attempt++
 		g, err := m.tryAcquire(ctx, id, p, consumer, started)
 		switch {
 		case err == nil:

@@ -20,15 +20,7 @@ import (
 // does.
 func TestReplicaMemoryPerProxy(t *testing.T) {
 	const n = 50000
-	pool := &record.Pool{ID: uuid.NewString(), Name: "mem"}
-	datas := make([][]byte, n)
-	for i := range datas {
-		country := fmt.Sprintf("C%02d", i%50)
-		lat, lon, limit := float64(i%180)-89.5, float64((i/180)%360)-179.5, 1
-		in := model.ProxyInput{Host: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), Port: 8000 + i%1000,
-			Country: &country, Latitude: &lat, Longitude: &lon, MaxConcurrency: &limit}
-		datas[i] = record.Encode(record.NewProxy(pool, uint64(i+1), in))
-	}
+	pool, datas := benchProxies("mem", n)
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -52,4 +44,19 @@ func TestReplicaMemoryPerProxy(t *testing.T) {
 		t.Fatalf("%.0f bytes per proxy", per)
 	}
 	runtime.KeepAlive(r)
+}
+
+// benchProxies is a pool and n encoded proxy records of it as the bench
+// makes them: a country out of 50, a coordinate grid, max_concurrency 1.
+func benchProxies(name string, n int) (*record.Pool, [][]byte) {
+	pool := &record.Pool{ID: uuid.NewString(), Name: name}
+	datas := make([][]byte, n)
+	for i := range datas {
+		country := fmt.Sprintf("C%02d", i%50)
+		lat, lon, limit := float64(i%180)-89.5, float64((i/180)%360)-179.5, 1
+		in := model.ProxyInput{Host: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), Port: 8000 + i%1000,
+			Country: &country, Latitude: &lat, Longitude: &lon, MaxConcurrency: &limit}
+		datas[i] = record.Encode(record.NewProxy(pool, uint64(i+1), in))
+	}
+	return pool, datas
 }

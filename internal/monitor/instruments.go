@@ -21,6 +21,7 @@ type instruments struct {
 	releases  *prometheus.CounterVec   // pool, outcome
 	renewals  *prometheus.CounterVec   // pool, outcome
 	expired   *prometheus.CounterVec   // pool
+	cooldowns *prometheus.CounterVec   // pool
 	requests  *prometheus.HistogramVec // operation, code
 	health    *prometheus.CounterVec   // result
 	knownPool atomic.Pointer[func(string) bool]
@@ -51,11 +52,12 @@ func newInstruments(reg prometheus.Registerer) *instruments {
 		return c
 	}
 	in := &instruments{
-		acquires: counter("pharox_acquire_total", "Acquires answered by this worker, by pool and outcome (granted, none_free, error; pool is empty for a pool that does not exist).", "pool", "outcome"),
-		releases: counter("pharox_release_total", "Releases by pool and outcome: released (this worker's write ended the lease), error (refused; pool empty). A release of a lease already ended is neither.", "pool", "outcome"),
-		renewals: counter("pharox_renew_total", "Renewals by pool and outcome (renewed, error; pool empty for errors).", "pool", "outcome"),
-		expired:  counter("pharox_expired_total", "Leases this worker recorded as expired (by a sweep, cleanup or a write that pruned them), by pool.", "pool"),
-		health:   counter("pharox_health_checks_total", "Health-check probes this worker ran (sweeps and admin.health.check), by result status (active, slow, inactive).", "result"),
+		acquires:  counter("pharox_acquire_total", "Acquires answered by this worker, by pool and outcome (granted, none_free, error; pool is empty for a pool that does not exist).", "pool", "outcome"),
+		releases:  counter("pharox_release_total", "Releases by pool and outcome: released (this worker's write ended the lease), error (refused; pool empty). A release of a lease already ended is neither.", "pool", "outcome"),
+		renewals:  counter("pharox_renew_total", "Renewals by pool and outcome (renewed, error; pool empty for errors).", "pool", "outcome"),
+		expired:   counter("pharox_expired_total", "Leases this worker recorded as expired (by a sweep, cleanup or a write that pruned them), by pool.", "pool"),
+		cooldowns: counter("pharox_cooldowns_total", "Cooldowns this worker's releases set or moved (cooldown events), by pool.", "pool"),
+		health:    counter("pharox_health_checks_total", "Health-check probes this worker ran (sweeps and admin.health.check), by result status (active, slow, inactive).", "result"),
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "pharox_request_duration_seconds",
 			Help:    "Requests answered, by operation and code (ok or the contract's error code): the time from taking the request off its subscription to the reply, as $SRV.STATS counts it.",
@@ -87,8 +89,9 @@ func (in *instruments) watch(m *manager.Manager) {
 	m.RegisterExpiredCallback(func(ev model.ExpiredEvent) {
 		in.expired.WithLabelValues(ev.PoolName).Inc()
 	})
-	// With proxy feedback (contract v1.1), one more line here:
-	//   m.RegisterCooldownCallback(func(ev model.CooldownEvent) { in.cooldowns.WithLabelValues(ev.PoolName).Inc() })
+	m.RegisterCooldownCallback(func(ev model.CooldownEvent) {
+		in.cooldowns.WithLabelValues(ev.PoolName).Inc()
+	})
 }
 
 // Observe implements broker.Observer: the request histogram, and the

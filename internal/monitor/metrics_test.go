@@ -35,7 +35,7 @@ func TestMetricsAfterAKnownSequence(t *testing.T) {
 	t.Cleanup(func() { _ = w.Stop(t.Context()) })
 
 	c := client.New(nc, client.WithTimeout(timeout))
-	_, err = c.CreatePool(ctx, model.PoolCreateRequest{Name: "metrics"})
+	_, err = c.CreatePool(ctx, model.PoolCreateRequest{Name: "metrics", Cooldown: &model.Cooldown{Failures: 1, Seconds: 5, MaxSeconds: 5}})
 	require.NoError(t, err)
 	one := 1
 	var proxies []model.ProxyInput
@@ -57,10 +57,12 @@ func TestMetricsAfterAKnownSequence(t *testing.T) {
 	require.Nil(t, lease, "every proxy is leased")
 	_, _, err = c.Acquire(ctx, model.AcquireRequest{PoolName: "no-such-pool"})
 	require.ErrorIs(t, err, client.ErrPoolNotFound)
-	for _, l := range leases[:2] {
-		_, err := c.Release(ctx, model.ReleaseRequest{LeaseID: l.ID})
-		require.NoError(t, err)
-	}
+	_, err = c.Release(ctx, model.ReleaseRequest{LeaseID: leases[0].ID})
+	require.NoError(t, err)
+	// A failure with a one-failure cooldown: one cooldown, over by the
+	// time the clock is moved on below.
+	_, err = c.Release(ctx, model.ReleaseFailure(leases[1].ID, "connect timeout"))
+	require.NoError(t, err)
 	// Releasing again ends nothing and is counted nowhere.
 	_, err = c.Release(ctx, model.ReleaseRequest{LeaseID: leases[0].ID})
 	require.NoError(t, err)
@@ -82,6 +84,7 @@ func TestMetricsAfterAKnownSequence(t *testing.T) {
 		{"pharox_acquire_total", map[string]string{"pool": "", "outcome": "error"}, 1},
 		{"pharox_release_total", map[string]string{"pool": "metrics", "outcome": "released"}, 2},
 		{"pharox_expired_total", map[string]string{"pool": "metrics"}, 1},
+		{"pharox_cooldowns_total", map[string]string{"pool": "metrics"}, 1},
 		{"pharox_cas_conflicts_total", nil, 0},
 		{"pharox_waiters", nil, 0},
 		{"pharox_event_publish_failures_total", nil, 0},
