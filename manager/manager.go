@@ -88,6 +88,7 @@ type options struct {
 	outbox        Outbox
 	maxDuration   time.Duration
 	grace         time.Duration
+	endedWindow   time.Duration
 	log           *zap.Logger
 	maxAttempts   int
 	maxCASRetries int
@@ -107,6 +108,11 @@ func WithMaxDuration(d time.Duration) Option { return func(o *options) { o.maxDu
 // expires_at, so that workers whose clocks run a little ahead never free a
 // slot before its holder's own clock says the lease ended.
 func WithExpiryGrace(d time.Duration) Option { return func(o *options) { o.grace = d } }
+
+// WithEndedWindow sets how long a lease whose holder was removed is told
+// from its last holder while its ending record is missing (by default
+// replica.DefaultEndedWindow, which covers a dead worker's relay).
+func WithEndedWindow(d time.Duration) Option { return func(o *options) { o.endedWindow = d } }
 
 // WithLogger sets the logger.
 func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
@@ -143,7 +149,7 @@ func WithOutbox(o Outbox) Option { return func(o2 *options) { o2.outbox = o } }
 // proxies from the buckets' watches and returns once the replica holds
 // everything the buckets held when it started. Close stops the watches.
 func New(ctx context.Context, store *kvstore.Store, opts ...Option) (*Manager, error) {
-	o := options{maxDuration: 24 * time.Hour, log: zap.NewNop(), maxAttempts: 256, maxCASRetries: 64, claimStale: 2 * time.Minute,
+	o := options{maxDuration: 24 * time.Hour, endedWindow: replica.DefaultEndedWindow, log: zap.NewNop(), maxAttempts: 256, maxCASRetries: 64, claimStale: 2 * time.Minute,
 		maxWaiters: DefaultMaxWaiters}
 	for _, opt := range opts {
 		opt(&o)
@@ -154,7 +160,7 @@ func New(ctx context.Context, store *kvstore.Store, opts ...Option) (*Manager, e
 	if store == nil {
 		return nil, errors.New("manager: a store is required")
 	}
-	m := &Manager{store: store, replica: replica.New(replica.WithGrace(o.grace)), opts: o, log: o.log, turns: newTurns(), rr: newRotation(), waiters: newWaitQueue(o.maxWaiters)}
+	m := &Manager{store: store, replica: replica.New(replica.WithGrace(o.grace), replica.WithEndedWindow(o.endedWindow)), opts: o, log: o.log, turns: newTurns(), rr: newRotation(), waiters: newWaitQueue(o.maxWaiters)}
 	stop, err := store.Watch(ctx, feed{m})
 	if err != nil {
 		return nil, err
@@ -173,6 +179,9 @@ func (o options) validate() error {
 	}
 	if o.grace < 0 {
 		errs = append(errs, fmt.Errorf("WithExpiryGrace must not be negative, got %s", o.grace))
+	}
+	if o.endedWindow < time.Second {
+		errs = append(errs, fmt.Errorf("WithEndedWindow must be at least 1s (the time to write an ending record), got %s", o.endedWindow))
 	}
 	if o.log == nil {
 		errs = append(errs, errors.New("WithLogger must not be nil (use zap.NewNop())"))

@@ -1345,7 +1345,8 @@ func testMutateContention(t *testing.T, newEnv envMaker) {
 // never a slot held.
 func testEndingRecordLate(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
-	a, b := e.open(), e.open()
+	// A short window, so that the test sees it pass.
+	a, b := e.open(WithEndedWindow(2*time.Second)), e.open(WithEndedWindow(2*time.Second))
 	e.pool(a, "late")
 	c := e.consumer(a, "alice")
 	p := e.add(a, "late", withMax(in("10.0.0.1", 1), 1))[0].ID

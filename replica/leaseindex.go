@@ -27,10 +27,14 @@ type endedHolder struct {
 	at   time.Time // when this replica saw the holder go, by the wall clock
 }
 
-// endedWindow is how long after a holder's removal a missing ending record
-// is waited for. The record is written right after the removal; past this
-// (or once its retention is over) a missing record means the lease is gone.
-const endedWindow = 2 * time.Second
+// DefaultEndedWindow is how long after a holder's removal a missing ending
+// record is waited for, the lease meanwhile told from its last holder. The
+// committing worker writes the record right after the removal; if it died
+// first, another worker's relay writes it once that worker is judged dead
+// (3 s without a heartbeat, see the events package) and its turn comes, so
+// the window covers that with room to spare. Past it (or once its
+// retention is over) a missing record means the lease is gone.
+const DefaultEndedWindow = 15 * time.Second
 
 func newLeaseIndex(remember int) *leaseIndex {
 	return &leaseIndex{active: map[string]string{}, ended: map[string]endedHolder{}, ring: make([]string, remember)}

@@ -37,6 +37,9 @@ type Replica struct {
 	// grace is how far the counts' horizon runs behind the clock: leases
 	// are judged at the horizon, cooldowns at the clock.
 	grace time.Duration
+	// endedWindow: how long a lease whose holder went away is told from
+	// its last holder while its ending record is missing.
+	endedWindow time.Duration
 
 	leases *leaseIndex
 	// consumers counts each consumer's active leases, over every pool, as
@@ -80,6 +83,10 @@ type Option func(*Replica)
 // ends at its cooldown_until, not grace later.
 func WithGrace(d time.Duration) Option { return func(r *Replica) { r.grace = d } }
 
+// WithEndedWindow sets how long a lease whose holder went away is told from
+// its last holder while its ending record is missing (DefaultEndedWindow).
+func WithEndedWindow(d time.Duration) Option { return func(r *Replica) { r.endedWindow = d } }
+
 // New returns an empty replica.
 func New(opts ...Option) *Replica {
 	r := &Replica{
@@ -96,6 +103,8 @@ func New(opts ...Option) *Replica {
 		ints:     map[int64]*int64{},
 		maxes:    map[int]*int{},
 		leases:   newLeaseIndex(1 << 14),
+
+		endedWindow: DefaultEndedWindow,
 	}
 	for _, opt := range opts {
 		opt(r)
@@ -255,7 +264,7 @@ func (r *Replica) Proxy(id string) (*record.Proxy, uint64, bool) {
 
 // Lease finds an active lease: the record of the proxy that holds it and
 // that record's revision. For a lease whose holder went away within the
-// last endedWindow it returns instead the lease as last seen active (last).
+// last ended window (WithEndedWindow) it returns instead the lease as last seen active (last).
 func (r *Replica) Lease(id string) (rec *record.Proxy, rev uint64, last *model.Lease) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -264,7 +273,7 @@ func (r *Replica) Lease(id string) (rec *record.Proxy, rev uint64, last *model.L
 			return e.rec, e.rev, nil
 		}
 	}
-	if x, ok := r.leases.ended[id]; ok && time.Since(x.at) < endedWindow {
+	if x, ok := r.leases.ended[id]; ok && time.Since(x.at) < r.endedWindow {
 		l := x.last
 		return nil, 0, &l
 	}
