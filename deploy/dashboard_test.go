@@ -54,7 +54,7 @@ func TestDashboardQueriesNameExportedMetrics(t *testing.T) {
 		require.True(t, exported[v], "a dashboard variable reads %s, which the worker does not export", v)
 	}
 	// What the dashboard must show.
-	for _, name := range []string{"pharox_pool_proxies", "pharox_pool_available_proxies", "pharox_pool_active_leases",
+	for _, name := range []string{"pharox_pool_proxies", "pharox_pool_available_proxies", "pharox_pool_active_leases", "pharox_pool_cooling_proxies",
 		"pharox_acquire_total", "pharox_request_duration_seconds_bucket", "pharox_cas_conflicts_total", "pharox_waiters",
 		"pharox_expired_total", "pharox_replica_lag_seconds"} {
 		require.True(t, used[name], "no panel shows %s", name)

@@ -43,7 +43,7 @@ func (a *app) topCmd() *cobra.Command {
 	var o topOptions
 	cmd := &cobra.Command{
 		Use:   "top [--pool POOL]...",
-		Short: "Watch every pool live: proxies, available, leased, leases, acquires/s and none-free/s",
+		Short: "Watch every pool live: proxies, available, leased, cooling, leases, acquires/s and none-free/s",
 		Long: `top redraws a table of the pools every --interval, from pharox.stats and the
 events stream (acquires per second over the last --window, whichever worker
 answered them). q quits. Without --pool it lists the pools

@@ -15,10 +15,12 @@ import (
 )
 
 // topHarness is a worker with the pool "top": two proxies, both leased,
-// and one more acquire that found nothing free.
+// and one more acquire that found nothing free. A failure reported on
+// release cools a proxy down for 10 minutes.
 func topHarness(t *testing.T) (*harness, []*model.Lease) {
 	h := newHarness(t)
 	h.pool("top", "http://127.0.0.1:3128", "http://127.0.0.1:3129")
+	h.ok("pools", "update", "top", "--cooldown-failures", "1", "--cooldown-seconds", "600")
 	var leases []*model.Lease
 	for range 2 {
 		l, _, err := h.c.Acquire(h.ctx(), model.AcquireRequest{PoolName: "top"})
@@ -32,10 +34,11 @@ func topHarness(t *testing.T) (*harness, []*model.Lease) {
 	return h, leases
 }
 
-// TestTopJSON: the one-shot snapshot has the pool's statistics and the
-// acquires of the window, counted from the events stream.
+// TestTopJSON: the one-shot snapshot has the pool's statistics (cooling
+// proxies included) and the acquires of the window, counted from the
+// events stream.
 func TestTopJSON(t *testing.T) {
-	h, _ := topHarness(t)
+	h, leases := topHarness(t)
 	h.pool("idle")
 	snap := okJSON[TopSnapshot](h, "top", "--window", "1m")
 	require.Len(t, snap.Pools, 2, "every pool, listed")
@@ -44,6 +47,7 @@ func TestTopJSON(t *testing.T) {
 	require.Equal(t, 2, p.TotalProxies)
 	require.Equal(t, 0, p.AvailableProxies)
 	require.Equal(t, 2, p.TotalLeases)
+	require.Zero(t, p.CoolingProxies)
 	require.Equal(t, 2, p.Acquired)
 	require.Equal(t, 1, p.NoneFree)
 	require.InDelta(t, 2.0/60, p.AcquiresPerSecond, 1e-9)
@@ -52,8 +56,17 @@ func TestTopJSON(t *testing.T) {
 	require.Equal(t, "idle", snap.Pools[0].PoolName)
 	require.Zero(t, snap.Pools[0].Acquired)
 
+	// A failure cools its proxy down: counted as active, not available.
+	_, err := h.c.Release(h.ctx(), model.ReleaseFailure(leases[0].ID, "connect timeout"))
+	require.NoError(t, err)
+	out := h.ok("top", "--pool", "top", "--json")
+	require.Regexp(t, `"cooling_proxies": ?1\b`, out)
 	one := okJSON[TopSnapshot](h, "top", "--pool", "top")
 	require.Len(t, one.Pools, 1)
+	require.Equal(t, 1, one.Pools[0].CoolingProxies)
+	require.Equal(t, 2, one.Pools[0].ActiveProxies)
+	require.Zero(t, one.Pools[0].AvailableProxies)
+	require.Equal(t, 1, one.Pools[0].TotalLeases)
 	r := h.run("top", "--pool", "nope", "--json")
 	require.Equal(t, 1, r.code, r)
 	require.Contains(t, r.stderr, "pool_not_found")
@@ -62,7 +75,8 @@ func TestTopJSON(t *testing.T) {
 }
 
 // TestTopTerminal runs pharox top in a pseudo-terminal, as a person would:
-// the pool's row shows its leases, follows a release, and q quits.
+// the pool's row shows its leases, follows a release and a failure that
+// cools a proxy down, and q quits.
 func TestTopTerminal(t *testing.T) {
 	h, leases := topHarness(t)
 	bin, _ := binaries(t)
@@ -73,11 +87,17 @@ func TestTopTerminal(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = tty.Close() })
 	screen := newScreen(tty)
 
-	// POOL PROXIES ACTIVE AVAILABLE LEASED LEASES
-	screen.wait(t, regexp.MustCompile(`top +2 +2 +0 +2 +2 +0\.\d +0\.\d`))
+	screen.wait(t, regexp.MustCompile(`POOL +PROXIES +ACTIVE +AVAILABLE +LEASED +COOLING +LEASES +ACQUIRES/S +NONE FREE/S`))
+	// POOL PROXIES ACTIVE AVAILABLE LEASED COOLING LEASES
+	screen.wait(t, regexp.MustCompile(`top +2 +2 +0 +2 +0 +2 +0\.\d +0\.\d`))
 	_, err = h.c.Release(h.ctx(), model.ReleaseRequest{LeaseID: leases[0].ID})
 	require.NoError(t, err)
-	screen.wait(t, regexp.MustCompile(`top +2 +2 +1 +1 +1 `))
+	screen.wait(t, regexp.MustCompile(`top +2 +2 +1 +1 +0 +1 `))
+	// A failure cools the other proxy down: active, neither available nor
+	// leased.
+	_, err = h.c.Release(h.ctx(), model.ReleaseFailure(leases[1].ID, "connect timeout"))
+	require.NoError(t, err)
+	screen.wait(t, regexp.MustCompile(`top +2 +2 +1 +0 +1 +0 `))
 
 	_, err = tty.Write([]byte("q"))
 	require.NoError(t, err)

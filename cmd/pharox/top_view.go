@@ -89,11 +89,12 @@ func topFrame(snap TopSnapshot, o topOptions, err error) string {
 		width = max(width, len(p.PoolName))
 	}
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	// Proxy feedback (contract v1.1) adds a COOLING column: CoolingProxies.
-	fmt.Fprintf(w, "%-*s\tPROXIES\tACTIVE\tAVAILABLE\tLEASED\tLEASES\tACQUIRES/S\tNONE FREE/S\t\n", width, "POOL")
+	// COOLING: active proxies in cooldown (counted in ACTIVE, not in
+	// AVAILABLE).
+	fmt.Fprintf(w, "%-*s\tPROXIES\tACTIVE\tAVAILABLE\tLEASED\tCOOLING\tLEASES\tACQUIRES/S\tNONE FREE/S\t\n", width, "POOL")
 	for _, p := range snap.Pools {
-		fmt.Fprintf(w, "%-*s\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t\n", width, p.PoolName, p.TotalProxies, p.ActiveProxies, p.AvailableProxies,
-			p.LeasedProxies, p.TotalLeases, p.AcquiresPerSecond, p.NoneFreePerSecond)
+		fmt.Fprintf(w, "%-*s\t%d\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t\n", width, p.PoolName, p.TotalProxies, p.ActiveProxies, p.AvailableProxies,
+			p.LeasedProxies, p.CoolingProxies, p.TotalLeases, p.AcquiresPerSecond, p.NoneFreePerSecond)
 	}
 	_ = w.Flush()
 	return ansiHome + ansiClear + strings.ReplaceAll(b.String(), "\n", "\x1b[K\r\n")

@@ -19,10 +19,7 @@ type scrape struct{ mon *Monitor }
 // lagTimeout bounds the replica-lag read of one scrape.
 const lagTimeout = 2 * time.Second
 
-// poolGauge is one per-pool gauge read from a pool's statistics. Proxy
-// feedback (contract v1.1) adds one line to poolGauges:
-//
-//	{desc("pharox_pool_cooling_proxies", "..."), func(s model.PoolStatsSnapshot) int { return s.CoolingProxies }},
+// poolGauge is one per-pool gauge read from a pool's statistics.
 type poolGauge struct {
 	desc  *prometheus.Desc
 	value func(model.PoolStatsSnapshot) int
@@ -39,6 +36,8 @@ func poolGauges() []poolGauge {
 			func(s model.PoolStatsSnapshot) int { return s.LeasedProxies }},
 		{desc("pharox_pool_active_leases", "Active leases of the pool."),
 			func(s model.PoolStatsSnapshot) int { return s.TotalLeases }},
+		{desc("pharox_pool_cooling_proxies", "Active proxies in cooldown after failures (cooldown_until in the future): not available until it ends."),
+			func(s model.PoolStatsSnapshot) int { return s.CoolingProxies }},
 	}
 }
 

@@ -19,9 +19,11 @@ import (
 
 // TestMetricsAfterAKnownSequence runs a real worker on an embedded server,
 // makes 3 grants, 1 acquire that finds nothing free, 1 acquire of a pool
-// that does not exist, 2 releases and 1 expiry, and scrapes /metrics over
-// HTTP: the exact counters, the pool gauges against pharox.stats, and the
-// request histogram against $SRV.STATS.
+// that does not exist, 2 releases (one a failure that starts a cooldown)
+// and 1 expiry, and scrapes /metrics over HTTP: the exact counters, the
+// pool gauges against pharox.stats (the cooling gauge once while the
+// cooldown runs, once after), and the request histogram against
+// $SRV.STATS.
 func TestMetricsAfterAKnownSequence(t *testing.T) {
 	srv := natstest.RunServer(t)
 	nc := natstest.Connect(t, srv)
@@ -63,6 +65,14 @@ func TestMetricsAfterAKnownSequence(t *testing.T) {
 	// time the clock is moved on below.
 	_, err = c.Release(ctx, model.ReleaseFailure(leases[1].ID, "connect timeout"))
 	require.NoError(t, err)
+	// While it cools (the test clock stands still), the cooling gauge says
+	// what pharox.stats says: one proxy.
+	cooling, err := c.Stats(ctx, "metrics")
+	require.NoError(t, err)
+	require.Equal(t, 1, cooling.CoolingProxies, "the failed proxy cools")
+	got, ok := value(scrape(t, base), "pharox_pool_cooling_proxies", map[string]string{"pool": "metrics"})
+	require.True(t, ok, "no series pharox_pool_cooling_proxies{pool=metrics}")
+	require.Equal(t, float64(cooling.CoolingProxies), got, "pharox_pool_cooling_proxies while cooling")
 	// Releasing again ends nothing and is counted nowhere.
 	_, err = c.Release(ctx, model.ReleaseRequest{LeaseID: leases[0].ID})
 	require.NoError(t, err)
@@ -94,6 +104,7 @@ func TestMetricsAfterAKnownSequence(t *testing.T) {
 		{"pharox_pool_available_proxies", map[string]string{"pool": "metrics"}, float64(stats.AvailableProxies)},
 		{"pharox_pool_leased_proxies", map[string]string{"pool": "metrics"}, float64(stats.LeasedProxies)},
 		{"pharox_pool_active_leases", map[string]string{"pool": "metrics"}, float64(stats.TotalLeases)},
+		{"pharox_pool_cooling_proxies", map[string]string{"pool": "metrics"}, float64(stats.CoolingProxies)},
 	}
 	for _, tc := range counters {
 		got, ok := value(m, tc.family, tc.labels)
@@ -102,6 +113,7 @@ func TestMetricsAfterAKnownSequence(t *testing.T) {
 	}
 	require.Equal(t, 3, stats.AvailableProxies, "the stats themselves: every proxy free again")
 	require.Equal(t, 0, stats.TotalLeases)
+	require.Equal(t, 0, stats.CoolingProxies, "the cooldown is over")
 	require.Len(t, series(m, "pharox_acquire_total", nil), 3, "no other acquire series")
 	require.Len(t, series(m, "pharox_release_total", nil), 1, "the second release of a lease counts nowhere")
 	total := 0.0
