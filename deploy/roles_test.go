@@ -7,6 +7,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +25,9 @@ import (
 	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/health"
 	"github.com/pharox/pharox-nats/internal/authtest"
+	"github.com/pharox/pharox-nats/internal/worker"
 	"github.com/pharox/pharox-nats/internal/workertest"
+	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/natsconn"
 )
@@ -294,16 +300,238 @@ func TestRoles(t *testing.T) {
 	})
 
 	t.Run("the worker was refused nothing", func(t *testing.T) {
-		for _, v := range slog.Violations() {
-			require.NotContains(t, v, "user:worker", "the worker role lacks a permission")
-		}
-		require.NotEmpty(t, slog.Violations(), "the leasers' violations are logged, so the log works")
-		select {
-		case err := <-worker.violations:
-			t.Fatalf("the worker was refused: %v", err)
-		default:
-		}
+		refusedNothing(t, slog, worker)
 	})
+
+	t.Run("a worker with --shards 3 is refused nothing", testShardedWorker)
+}
+
+// refusedNothing checks that the server refused the worker nothing, in its
+// log and on the worker's connection.
+func refusedNothing(t *testing.T, slog *authtest.ServerLog, worker *user) {
+	t.Helper()
+	for _, v := range slog.Violations() {
+		require.NotContains(t, v, "user:worker", "the worker role lacks a permission")
+	}
+	require.NotEmpty(t, slog.Violations(), "the leasers' violations are logged, so the log works")
+	select {
+	case err := <-worker.violations:
+		t.Fatalf("the worker was refused: %v", err)
+	default:
+	}
+}
+
+// testShardedWorker runs a worker with --shards 3 as `worker` on a server of
+// its own (a deployment's shard count is fixed when its buckets are made):
+// a leaser leases and releases in a pool of each shard, the ended leases
+// are read back from their shards' history buckets, the expiry sweeps end a
+// lease in each shard, the events arrive, and
+// the server refused the worker nothing; a leaser and an admin are still
+// refused the shard buckets' $KV subjects and JetStream API.
+func testShardedWorker(t *testing.T) {
+	const shards = 3
+	opts := authtest.DeployOptions(t, "nats-server.conf")
+	srv, slog := authtest.RunServerLogged(t, opts)
+	ctx := t.Context()
+
+	wu := login(t, srv, "worker", authtest.WorkerPassword)
+	w, err := worker.Start(ctx, worker.Config{Conn: wu.nc, Shards: shards, SweepInterval: 100 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = w.Stop(context.Background()) })
+	require.Equal(t, []string{"PHAROX_PROXIES_0", "PHAROX_PROXIES_1", "PHAROX_PROXIES_2"}, w.Store.ProxyBuckets())
+
+	admin := login(t, srv, "admin", authtest.AdminPassword)
+	leaser := login(t, srv, "leaser", authtest.LeaserPassword)
+	events := make(chan client.Event, 64)
+	sub, err := leaser.c.SubscribeEvents(ctx, func(ev client.Event) { events <- ev })
+	require.NoError(t, err)
+	defer sub.Stop()
+
+	// One pool per shard.
+	pools := make([]string, shards)
+	for i, found := 0, 0; found < shards; i++ {
+		name := fmt.Sprintf("pool%d", i)
+		if s := kvstore.ShardOf(name, shards); pools[s] == "" {
+			pools[s], found = name, found+1
+		}
+	}
+	js, err := jetstream.New(wu.nc)
+	require.NoError(t, err)
+	proxyIDs := make([]string, shards)
+	leaseIDs := map[string]bool{}
+	for shard, pool := range pools {
+		_, err := admin.c.CreatePool(ctx, model.PoolCreateRequest{Name: pool})
+		require.NoError(t, err)
+		added, err := admin.c.AddProxies(ctx, model.ProxiesAddRequest{PoolName: pool, Proxies: []model.ProxyInput{
+			{Host: "127.0.0.1", Port: 3128 + shard, Credentials: &model.Credentials{User: "bot", Password: "s3cret"}},
+		}})
+		require.NoError(t, err)
+		proxyIDs[shard] = added[0].ID
+
+		lease, proxy, err := leaser.c.Acquire(ctx, model.AcquireRequest{PoolName: pool})
+		require.NoError(t, err)
+		require.NotNil(t, lease, pool)
+		require.Equal(t, proxyIDs[shard], proxy.ID)
+		leaseIDs[lease.ID] = true
+		st, err := leaser.c.Stats(ctx, pool)
+		require.NoError(t, err)
+		require.Equal(t, 1, st.TotalLeases, pool)
+		released, err := leaser.c.Release(ctx, model.ReleaseRequest{LeaseID: lease.ID})
+		require.NoError(t, err)
+		require.Equal(t, model.LeaseReleased, released.Status)
+		// Read back from the shard's lease history.
+		ended, err := leaser.c.Lease(ctx, lease.ID)
+		require.NoError(t, err)
+		require.Equal(t, model.LeaseReleased, ended.Status)
+
+		// The proxy is in its shard's bucket, read with the worker's rights.
+		kv, err := js.KeyValue(ctx, kvstore.ProxiesBucketName(shard, shards))
+		require.NoError(t, err)
+		_, err = kv.Get(ctx, proxyIDs[shard])
+		require.NoError(t, err, "shard %d", shard)
+	}
+	// A lease of one second in each pool, which the expiry sweeps end.
+	expiring := map[string]bool{}
+	for _, pool := range pools {
+		lease, _, err := leaser.c.Acquire(ctx, model.AcquireRequest{PoolName: pool, DurationSeconds: new(1)})
+		require.NoError(t, err)
+		require.NotNil(t, lease, pool)
+		expiring[lease.ID] = true
+	}
+	// Every acquire, release and expiry is published as an event.
+	seen := map[string]bool{}
+	for len(seen) < 3*shards {
+		select {
+		case ev := <-events:
+			l := ev.Lease()
+			switch {
+			case l == nil:
+			case leaseIDs[l.ID] && (ev.Name == model.EventAcquired || ev.Name == model.EventReleased),
+				expiring[l.ID] && ev.Name == model.EventExpired:
+				seen[ev.Name+" "+l.ID] = true
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("events seen: %v", seen)
+		}
+	}
+
+	for shard := range shards {
+		proxies, leases := kvstore.ProxiesBucketName(shard, shards), kvstore.LeasesBucketName(shard, shards)
+		for _, s := range []string{
+			"$KV." + proxies + "." + proxyIDs[shard],
+			"$KV." + leases + ".x",
+			"$JS.API.DIRECT.GET.KV_" + proxies + ".$KV." + proxies + "." + proxyIDs[shard],
+			"$JS.API.STREAM.MSG.GET.KV_" + proxies,
+			"$JS.API.STREAM.INFO.KV_" + leases,
+			"$JS.API.STREAM.DELETE.KV_" + proxies,
+			"$JS.API.CONSUMER.CREATE.KV_" + leases + ".spy",
+		} {
+			leaser.publishDenied(t, s)
+			admin.publishDenied(t, s)
+		}
+		leaser.subscribeDenied(t, "$KV."+proxies+".>", "")
+	}
+
+	refusedNothing(t, slog, wu)
+}
+
+// update rewrites the generated shard section of nats-server.conf.
+var update = flag.Bool("update", false, "rewrite the shard buckets section of nats-server.conf")
+
+const (
+	shardsBegin = "    # BEGIN shard buckets\n"
+	shardsEnd   = "    # END shard buckets\n"
+)
+
+// shardSection is the worker's publish permissions on the shard buckets of
+// every --shards up to kvstore.MaxShards: one line per bucket, the same six
+// subjects as the S = 1 buckets have.
+func shardSection() string {
+	var b strings.Builder
+	b.WriteString(shardsBegin)
+	for i := range kvstore.MaxShards {
+		for _, bucket := range []string{kvstore.ProxiesBucketName(i, kvstore.MaxShards), kvstore.LeasesBucketName(i, kvstore.MaxShards)} {
+			stream := "KV_" + bucket
+			fmt.Fprintf(&b, "    %q, %q, %q, %q, %q, %q\n",
+				"$KV."+bucket+".>",
+				"$JS.API.STREAM.*."+stream,
+				"$JS.API.STREAM.MSG.GET."+stream,
+				"$JS.API.DIRECT.GET."+stream+".>",
+				"$JS.API.CONSUMER.*."+stream+".>",
+				"$JS.FC."+stream+".>")
+		}
+	}
+	b.WriteString(shardsEnd)
+	return b.String()
+}
+
+// TestShardSubjects checks that the worker role covers the shard buckets of
+// every --shards allowed, with exactly what it has on the S = 1 buckets,
+// and that the generated section of nats-server.conf is current (-update
+// rewrites it).
+func TestShardSubjects(t *testing.T) {
+	const path = "nats-server.conf"
+	raw, err := os.ReadFile(path)
+	require.NoError(t, err)
+	conf := string(raw)
+	begin, end := strings.Index(conf, shardsBegin), strings.Index(conf, shardsEnd)
+	require.True(t, begin >= 0 && end > begin, "markers of the shard section")
+	if want := shardSection(); conf[begin:end+len(shardsEnd)] != want {
+		if !*update {
+			t.Fatalf("the shard section of %s is stale: go test ./deploy -run TestShardSubjects -update", path)
+		}
+		conf = conf[:begin] + want + conf[end+len(shardsEnd):]
+		require.NoError(t, os.WriteFile(path, []byte(conf), 0o644))
+	}
+
+	// On the parsed file: each shard bucket has the subjects of its S = 1
+	// bucket with the name changed, and no bucket past the last shard has any.
+	opts := authtest.DeployOptions(t, path)
+	var allow []string
+	for _, u := range opts.Users {
+		if u.Username == "worker" {
+			allow = u.Permissions.Publish.Allow
+		}
+	}
+	require.NotEmpty(t, allow)
+	naming := func(bucket string) []string { // the subjects with bucket or its stream as a token
+		var out []string
+		for _, s := range allow {
+			toks := strings.Split(s, ".")
+			if slices.Contains(toks, bucket) || slices.Contains(toks, "KV_"+bucket) {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	for _, base := range []string{kvstore.ProxiesBucket, kvstore.LeasesBucket} {
+		one := naming(base)
+		require.Len(t, one, 6, base)
+		for i := range kvstore.MaxShards + 1 {
+			bucket := kvstore.ProxiesBucketName(i, 2)
+			if base == kvstore.LeasesBucket {
+				bucket = kvstore.LeasesBucketName(i, 2)
+			}
+			if i == kvstore.MaxShards {
+				require.Empty(t, naming(bucket), bucket)
+				continue
+			}
+			var want []string
+			for _, s := range one {
+				toks := strings.Split(s, ".")
+				for j, tok := range toks {
+					switch tok {
+					case base:
+						toks[j] = bucket
+					case "KV_" + base:
+						toks[j] = "KV_" + bucket
+					}
+				}
+				want = append(want, strings.Join(toks, "."))
+			}
+			require.ElementsMatch(t, want, naming(bucket), bucket)
+		}
+	}
 }
 
 // endpointStats reads one endpoint's micro statistics.
