@@ -183,6 +183,10 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 // Now is the store's clock.
 func (s *Store) Now() time.Time { return s.opts.now().UTC() }
 
+// LeaseHistory is how long an ended lease record stays readable after its
+// write (WithLeaseHistory).
+func (s *Store) LeaseHistory() time.Duration { return s.opts.leaseHistory }
+
 // EnsureBucket looks a bucket up and creates it when missing. Several workers
 // starting at once race here: a create that loses finds the winner's bucket
 // on the next attempt. Each attempt has its own timeout because a create that

@@ -111,7 +111,9 @@ func WithExpiryGrace(d time.Duration) Option { return func(o *options) { o.grace
 
 // WithEndedWindow sets how long a lease whose holder was removed is told
 // from its last holder while its ending record is missing (by default
-// replica.DefaultEndedWindow, which covers a dead worker's relay).
+// replica.DefaultEndedWindow, which covers a dead worker's relay), and never
+// longer than the store keeps ended records: past that, the lease is gone
+// whether or not its record was ever written.
 func WithEndedWindow(d time.Duration) Option { return func(o *options) { o.endedWindow = d } }
 
 // WithLogger sets the logger.
@@ -160,7 +162,7 @@ func New(ctx context.Context, store *kvstore.Store, opts ...Option) (*Manager, e
 	if store == nil {
 		return nil, errors.New("manager: a store is required")
 	}
-	m := &Manager{store: store, replica: replica.New(replica.WithGrace(o.grace), replica.WithEndedWindow(o.endedWindow)), opts: o, log: o.log, turns: newTurns(), rr: newRotation(), waiters: newWaitQueue(o.maxWaiters)}
+	m := &Manager{store: store, replica: replica.New(replica.WithGrace(o.grace), replica.WithEndedWindow(min(o.endedWindow, store.LeaseHistory()))), opts: o, log: o.log, turns: newTurns(), rr: newRotation(), waiters: newWaitQueue(o.maxWaiters)}
 	stop, err := store.Watch(ctx, feed{m})
 	if err != nil {
 		return nil, err
