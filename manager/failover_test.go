@@ -255,7 +255,7 @@ func (l *failoverLoad) client(ctx context.Context, nc *nats.Conn, g, leaseSecs i
 		kind := l.call(ctx, nc, "pharox.acquire", model.AcquireRequest{PoolName: "failover", ConsumerName: &consumer, DurationSeconds: &secs}, &rep, wait)
 		if kind != "ok" {
 			l.count("acquire "+kind, 1)
-			if kind == "503" {
+			if kind == "503" || kind == "no responders" {
 				time.Sleep(50 * time.Millisecond)
 			}
 			continue
@@ -295,7 +295,8 @@ func (l *failoverLoad) client(ctx context.Context, nc *nats.Conn, g, leaseSecs i
 	}
 }
 
-// call sends a request and sorts its outcome: ok, 503, timeout; anything
+// call sends a request and sorts its outcome: ok, 503, no responders,
+// timeout; anything
 // else is recorded as outside the contract.
 func (l *failoverLoad) call(ctx context.Context, nc *nats.Conn, subject string, req, reply any, wait time.Duration) string {
 	rctx, cancel := context.WithTimeout(ctx, wait)
@@ -305,6 +306,11 @@ func (l *failoverLoad) call(ctx context.Context, nc *nats.Conn, subject string, 
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return "timeout"
+	case errors.Is(err, nats.ErrNoResponders):
+		// No worker was subscribed at that moment (every worker's connection
+		// was on the killed node and had not reconnected yet): nothing was
+		// changed, and the Go client reports it as ErrUnavailable, a 503.
+		return "no responders"
 	case err != nil:
 		l.mu.Lock()
 		l.odd = append(l.odd, fmt.Sprintf("%s: %v", subject, err))
