@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
 )
 
 // LastWrite is the bucket's last stream sequence and when the stream
