@@ -46,7 +46,15 @@ func (s *Store) GetPool(ctx context.Context, name string) (*record.Pool, uint64,
 // UpdatePool applies fn to the pool's latest record with a revision-checked
 // write, retrying fn on a concurrent change. It returns the record written
 // and its revision.
+//
+// Every change of a pool (an add reserving its range of the added order, a
+// settings update, a delete) goes through here, so adds at once to one
+// pool collide on it: a write that lost is tried again, after a jittered
+// backoff, for as long as ctx (the request's deadline) allows; only a ctx
+// without a deadline gives up after maxCASRetries attempts. One that could
+// not land answers unavailable: nothing was changed.
 func (s *Store) UpdatePool(ctx context.Context, name string, fn func(*record.Pool) error) (*record.Pool, uint64, error) {
+	_, bounded := ctx.Deadline()
 	for attempt := 0; ; attempt++ {
 		rec, rev, err := s.GetPool(ctx, name)
 		if err != nil {
@@ -63,10 +71,13 @@ func (s *Store) UpdatePool(ctx context.Context, name string, fn func(*record.Poo
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			return nil, 0, storeErr("update pool", err)
 		}
-		if attempt >= s.opts.maxCASRetries {
+		if !bounded && attempt+1 >= s.opts.maxCASRetries {
 			return nil, 0, model.Errorf(model.ErrUnavailable, "pool %q kept changing under %d attempts", name, attempt+1)
 		}
 		retry.Sleep(ctx, retry.Backoff(attempt))
+		if err := ctx.Err(); err != nil {
+			return nil, 0, model.Errorf(model.ErrUnavailable, "pool %q kept changing under %d attempts: %w", name, attempt+1, err)
+		}
 	}
 }
 

@@ -3,6 +3,8 @@ package kvstore
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,14 +33,17 @@ const (
 // is base, and returns its sequence; ErrRevisionConflict when another
 // write came first.
 //
-// Every attempt carries the same Nats-Msg-Id, checked by the stream before
-// the revision: an attempt sent again after an earlier one was stored is
-// answered with the earlier one's sequence (a duplicate), not with a
-// conflict, even when other writes have followed it. So a write is sent
-// again, with the same answer either way, until it gets one; one that may
-// have been stored when its request gives up is sent again for up to
-// settleFor, on a context of its own, so that a request that fails leaves
-// nothing behind.
+// Every attempt carries the same Nats-Msg-Id. A clustered stream checks it
+// before the revision: an attempt sent again after an earlier one was
+// stored is answered with the earlier one's sequence (a duplicate), not
+// with a conflict, even when other writes have followed it. A stream that
+// is not clustered (a single server) checks the revision first and answers
+// a conflict; a conflict after an unanswered attempt is therefore settled
+// by the key's last message: if it carries the write's message id, the
+// write was stored. So a write is sent again, with the same answer either
+// way, until it gets one; one that may have been stored when its request
+// gives up is sent again for up to settleFor, on a context of its own, so
+// that a request that fails leaves nothing behind.
 func (s *Store) publishCAS(ctx context.Context, msg *nats.Msg, base uint64) (uint64, error) {
 	msg.Header.Set(jetstream.MsgIDHeader, nuid.Next())
 	rev, err, maybeStored := s.publishUntil(ctx, msg, base)
@@ -71,6 +76,28 @@ func (s *Store) publishUntil(ctx context.Context, msg *nats.Msg, base uint64) (r
 		actx, cancel := context.WithTimeout(ctx, publishAttempt)
 		rev, err = s.publish(actx, msg, base)
 		cancel()
+		if errors.Is(err, ErrRevisionConflict) && maybeStored {
+			// A stream that is not clustered checks the revision before
+			// the message id: an attempt sent again after an earlier one
+			// was stored conflicts with that earlier one instead of being
+			// answered as its duplicate. The key's last message tells.
+			var ours bool
+			actx, cancel := context.WithTimeout(ctx, publishAttempt)
+			rev, ours, err = s.storedAs(actx, msg)
+			cancel()
+			switch {
+			case err == nil && ours:
+				return rev, nil, false
+			case err == nil || errors.Is(err, errNotFound):
+				return 0, ErrRevisionConflict, false
+			case !readAgain(err) || ctx.Err() != nil:
+				return 0, err, maybeStored
+			}
+			// The read went unanswered: send the write again, and look
+			// again if it conflicts.
+			retry.Sleep(ctx, min(250*time.Millisecond, retry.Backoff(attempt+3)))
+			continue
+		}
 		if err == nil || errors.Is(err, ErrRevisionConflict) {
 			return rev, err, false
 		}
@@ -81,6 +108,37 @@ func (s *Store) publishUntil(ctx context.Context, msg *nats.Msg, base uint64) (r
 		}
 		retry.Sleep(ctx, min(250*time.Millisecond, retry.Backoff(attempt+3)))
 	}
+}
+
+// storedAs reads the last message stored for msg's key from the stream's
+// leader: its sequence, and whether it is msg (it carries msg's message
+// id). A write stored and then followed by another's is not recognised.
+func (s *Store) storedAs(ctx context.Context, msg *nats.Msg) (uint64, bool, error) {
+	bucket, key, ok := strings.Cut(strings.TrimPrefix(msg.Subject, "$KV."), ".")
+	if !ok {
+		return 0, false, fmt.Errorf("kvstore: %q is not a key's subject", msg.Subject)
+	}
+	last, err := s.lastOnSubject(ctx, bucket, key)
+	if err != nil {
+		return 0, false, err
+	}
+	return last.Seq, hasMsgID(last.Hdrs, msg.Header.Get(jetstream.MsgIDHeader)), nil
+}
+
+// hasMsgID says whether a stored message's headers (NATS/1.0 and a
+// "Name: value" line each) carry message id id.
+func hasMsgID(hdrs []byte, id string) bool {
+	if id == "" {
+		return false
+	}
+	lines := strings.Split(string(hdrs), "\r\n")
+	for _, line := range lines[1:] {
+		name, value, ok := strings.Cut(line, ":")
+		if ok && strings.EqualFold(strings.TrimSpace(name), jetstream.MsgIDHeader) && strings.TrimSpace(value) == id {
+			return true
+		}
+	}
+	return false
 }
 
 // attemptFailed sorts a failed publish: unanswered (it may have been

@@ -52,10 +52,32 @@ func readAgain(err error) bool {
 
 func (s *Store) leaderGetOnce(ctx context.Context, kv jetstream.KeyValue, key string) ([]byte, uint64, error) {
 	bucket := kv.Bucket()
+	msg, err := s.lastOnSubject(ctx, bucket, key)
+	if err != nil {
+		return nil, 0, err
+	}
+	// Delete and purge markers, and TTL markers, carry a header and no value.
+	if bytes.Contains(msg.Hdrs, []byte("KV-Operation")) || bytes.Contains(msg.Hdrs, []byte("Nats-Marker-Reason")) {
+		return nil, msg.Seq, errNotFound
+	}
+	return msg.Data, msg.Seq, nil
+}
+
+// storedMsg is a message as the stream's leader answers a get.
+type storedMsg struct {
+	Seq  uint64 `json:"seq"`
+	Hdrs []byte `json:"hdrs"`
+	Data []byte `json:"data"`
+}
+
+// lastOnSubject reads the last message stored for key of bucket (a value
+// or a marker) from the stream's leader, in one request; errNotFound when
+// there is none.
+func (s *Store) lastOnSubject(ctx context.Context, bucket, key string) (*storedMsg, error) {
 	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + key})
 	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+bucket, req)
 	if err != nil {
-		return nil, 0, storeErr("get "+bucket+"/"+key, err)
+		return nil, storeErr("get "+bucket+"/"+key, err)
 	}
 	var resp struct {
 		Error *struct {
@@ -63,32 +85,24 @@ func (s *Store) leaderGetOnce(ctx context.Context, kv jetstream.KeyValue, key st
 			ErrCode int    `json:"err_code"`
 			Desc    string `json:"description"`
 		} `json:"error"`
-		Message *struct {
-			Seq  uint64 `json:"seq"`
-			Hdrs []byte `json:"hdrs"`
-			Data []byte `json:"data"`
-		} `json:"message"`
+		Message *storedMsg `json:"message"`
 	}
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return nil, 0, fmt.Errorf("get %s/%s: decode reply: %w", bucket, key, err)
+		return nil, fmt.Errorf("get %s/%s: decode reply: %w", bucket, key, err)
 	}
 	if resp.Error != nil {
 		if resp.Error.Code == 404 {
-			return nil, 0, errNotFound
+			return nil, errNotFound
 		}
 		if resp.Error.Code == 503 {
-			return nil, 0, storeErr("get "+bucket+"/"+key, fmt.Errorf("%w: %s", errNoLeader, resp.Error.Desc))
+			return nil, storeErr("get "+bucket+"/"+key, fmt.Errorf("%w: %s", errNoLeader, resp.Error.Desc))
 		}
-		return nil, 0, storeErr("get "+bucket+"/"+key, fmt.Errorf("jetstream error %d (%d): %s", resp.Error.Code, resp.Error.ErrCode, resp.Error.Desc))
+		return nil, storeErr("get "+bucket+"/"+key, fmt.Errorf("jetstream error %d (%d): %s", resp.Error.Code, resp.Error.ErrCode, resp.Error.Desc))
 	}
 	if resp.Message == nil {
-		return nil, 0, errNotFound
+		return nil, errNotFound
 	}
-	// Delete and purge markers, and TTL markers, carry a header and no value.
-	if bytes.Contains(resp.Message.Hdrs, []byte("KV-Operation")) || bytes.Contains(resp.Message.Hdrs, []byte("Nats-Marker-Reason")) {
-		return nil, resp.Message.Seq, errNotFound
-	}
-	return resp.Message.Data, resp.Message.Seq, nil
+	return resp.Message, nil
 }
 
 // getJSON reads key from the leader into v.

@@ -70,8 +70,8 @@ func seedPool(c client, name string, n int, input func(i int) model.ProxyInput) 
 				for j := i; j < n && j < i+model.MaxProxiesPerAdd; j++ {
 					batch = append(batch, input(j))
 				}
-				// Adds at once may collide on the pool's added-order
-				// reservation (500 after the worker's own retries): again.
+				// An add that could not land in time answers 503
+				// (unavailable: nothing was changed): again.
 				var err error
 				for try := 0; try < 5; try++ {
 					if err = c.call("admin.proxies.add", model.ProxiesAddRequest{PoolName: name, Proxies: batch}, nil); err == nil {
