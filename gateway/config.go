@@ -24,6 +24,7 @@ const TokensEnv = "PHAROX_GATEWAY_TOKENS"
 type Config struct {
 	Listen         string
 	SOCKSListen    string
+	MetricsListen  string
 	TokenFile      string
 	Pool           string
 	Consumer       string
@@ -50,6 +51,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	env := func(flag, usage string) string { return usage + " (env " + EnvName(flag) + ")" }
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", env("listen", "host:port of the HTTP proxy"))
 	fs.StringVar(&c.SOCKSListen, "socks-listen", "", env("socks-listen", `host:port of the SOCKS5 proxy ("": off)`))
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "", env("metrics-listen", `host:port serving Prometheus /metrics, /healthz and /readyz ("" or off: off)`))
 	fs.StringVar(&c.TokenFile, "token-file", "", env("token-file", "file of client tokens, one per line, optionally followed by pools=a|b and consumer=name (tokens may also come from "+TokensEnv+")"))
 	fs.StringVar(&c.Pool, "pool", "", env("pool", "pool of a request whose username names none"))
 	fs.StringVar(&c.Consumer, "consumer", DefaultConsumer, env("consumer", "consumer a request leases as unless its username or token names one"))
@@ -93,8 +95,8 @@ func (c *Config) owns(name string) bool {
 // Validate checks values that cannot work, with a message saying what to
 // change. getenv tells whether TokensEnv holds tokens.
 func (c *Config) Validate(getenv func(string) string) error {
-	for _, a := range []struct{ flag, addr string }{{"--listen", c.Listen}, {"--socks-listen", c.SOCKSListen}} {
-		if a.addr == "" && a.flag == "--socks-listen" {
+	for _, a := range []struct{ flag, addr string }{{"--listen", c.Listen}, {"--socks-listen", c.SOCKSListen}, {"--metrics-listen", c.MetricsListen}} {
+		if a.flag != "--listen" && (a.addr == "" || (a.flag == "--metrics-listen" && a.addr == "off")) {
 			continue
 		}
 		if _, port, err := net.SplitHostPort(a.addr); err != nil || port == "" {
@@ -174,6 +176,9 @@ func (c *Config) LoadTokens(getenv func(string) string) (*Tokens, error) {
 	}
 	return ts, nil
 }
+
+// MetricsOn reports whether --metrics-listen asks for metrics to be served.
+func (c *Config) MetricsOn() bool { return c.MetricsListen != "" && c.MetricsListen != "off" }
 
 // Options are the gateway options of c.
 func (c *Config) Options(tokens *Tokens, log *zap.Logger) []Option {

@@ -34,6 +34,8 @@ func TestConfig(t *testing.T) {
 	require.Equal(t, "gateway", c.Consumer)
 	require.Equal(t, 2, c.Retries)
 	require.Equal(t, 60, c.LeaseSeconds)
+	require.Equal(t, "", c.MetricsListen)
+	require.False(t, c.MetricsOn(), "metrics are off by default")
 
 	// The environment fills what the command line leaves; a flag wins.
 	c, err = parseConfig(t, map[string]string{"PHAROX_GATEWAY_RETRIES": "4", "PHAROX_GATEWAY_POOL": "latam",
@@ -42,6 +44,15 @@ func TestConfig(t *testing.T) {
 	require.Equal(t, 1, c.Retries)
 	require.Equal(t, "latam", c.Pool)
 	require.Equal(t, 3*time.Second, c.DrainTimeout)
+
+	// Metrics on their own listener, which needs no token off loopback.
+	c, err = parseConfig(t, map[string]string{"PHAROX_GATEWAY_METRICS_LISTEN": ":9465"})
+	require.NoError(t, err)
+	require.Equal(t, ":9465", c.MetricsListen)
+	require.True(t, c.MetricsOn())
+	c, err = parseConfig(t, map[string]string{"PHAROX_GATEWAY_METRICS_LISTEN": ":9465"}, "--metrics-listen", "off")
+	require.NoError(t, err)
+	require.False(t, c.MetricsOn())
 
 	_, err = parseConfig(t, map[string]string{"PHAROX_GATEWAY_RETRIES": "many"})
 	require.ErrorContains(t, err, `PHAROX_GATEWAY_RETRIES="many"`)
@@ -53,6 +64,7 @@ func TestConfig(t *testing.T) {
 		{[]string{"--listen", "0.0.0.0:8080"}, "no client token is configured"},
 		{[]string{"--socks-listen", ":1080"}, "no client token is configured"},
 		{[]string{"--listen", "8080"}, "--listen must be host:port"},
+		{[]string{"--metrics-listen", "9465"}, "--metrics-listen must be host:port"},
 		{[]string{"--retries", "11"}, "--retries must be 0..10"},
 		{[]string{"--lease-seconds", "0"}, "--lease-seconds must be"},
 		{[]string{"--request-timeout", "0s"}, "--request-timeout must be positive"},

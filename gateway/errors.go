@@ -108,3 +108,9 @@ func errUpstream(tries int, last string) *Error {
 	return &Error{Status: http.StatusBadGateway, Code: "upstream_failed",
 		Message: fmt.Sprintf("%d upstream proxies tried, all failed; last: %s", tries, last)}
 }
+
+// errClient is a request that ended on the client's side (it went away,
+// or its connection failed) before it had its answer.
+func errClient(err error) *Error {
+	return &Error{Status: 499, Code: "client_gone", Message: err.Error()}
+}

@@ -69,6 +69,7 @@ type Gateway struct {
 	sessions sessions
 	bufs     bufPool
 	rp       *httputil.ReverseProxy
+	metrics  *metrics
 
 	mu        sync.Mutex
 	closing   bool
@@ -256,6 +257,7 @@ func New(l Leaser, opts ...Option) (*Gateway, error) {
 		g.tokens = &Tokens{}
 	}
 	g.rp = g.reverseProxy()
+	g.metrics = newMetrics(g)
 	return g, nil
 }
 

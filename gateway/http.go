@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/model"
@@ -38,6 +39,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		sp, gerr = g.resolve(user, tok)
 	}
 	if gerr != nil {
+		g.metrics.answered(kindOf(r), start, gerr)
 		gerr.write(w)
 		g.log.Debug("refused", zap.String("kind", kindOf(r)), zap.Int("status", gerr.Status), zap.String("code", gerr.Code),
 			zap.String("reason", gerr.Message), zap.Duration("took", time.Since(start)))
@@ -52,16 +54,18 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 func kindOf(r *http.Request) string {
 	if r.Method == http.MethodConnect {
-		return "connect"
+		return KindConnect
 	}
-	return "forward"
+	return KindHTTP
 }
 
 // serveConnect opens a tunnel to the CONNECT target through a leased proxy.
 func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request, sp *spec, start time.Time) {
 	target := r.Host
 	if _, port, err := net.SplitHostPort(target); err != nil || port == "" {
-		errBadRequest("bad_target", fmt.Errorf("CONNECT target must be host:port, got %q", target)).write(w)
+		gerr := errBadRequest("bad_target", fmt.Errorf("CONNECT target must be host:port, got %q", target))
+		g.metrics.answered(KindConnect, start, gerr)
+		gerr.write(w)
 		return
 	}
 	var upstream net.Conn
@@ -73,15 +77,18 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request, sp *spec,
 		return err
 	})
 	if gerr != nil {
+		g.metrics.answered(KindConnect, start, gerr)
 		gerr.write(w)
-		g.logRefused("connect", sp, target, gerr, start)
+		g.logRefused(KindConnect, sp, target, gerr, start)
 		return
 	}
 	t, ok := g.track(func() { _ = upstream.Close() })
 	if !ok {
 		_ = upstream.Close()
 		u.end(OutcomeNone, "")
-		(&Error{Status: http.StatusServiceUnavailable, Code: "shutting_down", Message: "the gateway is shutting down", RetryAfter: 1}).write(w)
+		gerr := &Error{Status: http.StatusServiceUnavailable, Code: "shutting_down", Message: "the gateway is shutting down", RetryAfter: 1}
+		g.metrics.answered(KindConnect, start, gerr)
+		gerr.write(w)
 		return
 	}
 	defer g.untrack(t)
@@ -89,6 +96,7 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request, sp *spec,
 	if err != nil {
 		_ = upstream.Close()
 		u.end(OutcomeNone, "")
+		g.metrics.answered(KindConnect, start, errClient(err))
 		return
 	}
 	t.set(func() { _ = client.Close(); _ = upstream.Close() })
@@ -102,12 +110,14 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request, sp *spec,
 		_ = client.Close()
 		g.finishUpstream(upstream)
 		u.end(OutcomeNone, "")
+		g.metrics.answered(KindConnect, start, errClient(err))
 		return
 	}
+	g.metrics.answered(KindConnect, start, nil)
 	u.setLost(func() { _ = client.Close(); _ = upstream.Close() })
-	c := g.pipe(client, pending, upstream)
+	c := g.metrics.tunnel(func() copied { return g.pipe(client, pending, upstream) })
 	u.end(OutcomeSuccess, "")
-	g.logTunnel("connect", u, target, c, start)
+	g.logTunnel(KindConnect, u, target, c, start)
 }
 
 func (g *Gateway) logRefused(kind string, sp *spec, target string, gerr *Error, start time.Time) {
@@ -126,8 +136,17 @@ func (g *Gateway) logTunnel(kind string, u *use, target string, c copied, start 
 type specKey struct{}
 
 type forward struct {
-	sp    *spec
-	start time.Time
+	sp       *spec
+	start    time.Time
+	answered bool // counted in the metrics (ReverseProxy may report an error after a response)
+}
+
+// answered counts the request once, as answered with gerr (nil: ok).
+func (f *forward) answer(m *metrics, gerr *Error) {
+	if !f.answered {
+		f.answered = true
+		m.answered(KindHTTP, f.start, gerr)
+	}
 }
 
 // reverseProxy forwards absolute-URI requests: httputil.ReverseProxy does
@@ -145,9 +164,13 @@ func (g *Gateway) reverseProxy() *httputil.ReverseProxy {
 			if !errors.As(err, &gerr) {
 				gerr = &Error{Status: http.StatusBadGateway, Code: "upstream_failed", Message: err.Error()}
 			}
+			f, ok := r.Context().Value(specKey{}).(*forward)
+			if ok {
+				f.answer(g.metrics, gerr)
+			}
 			gerr.write(w)
-			if f, ok := r.Context().Value(specKey{}).(*forward); ok {
-				g.logRefused("forward", f.sp, r.URL.Host, gerr, f.start)
+			if ok {
+				g.logRefused(KindHTTP, f.sp, r.URL.Host, gerr, f.start)
 			}
 		},
 	}
@@ -168,6 +191,9 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		target = net.JoinHostPort(req.URL.Hostname(), "80")
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody
+	if hasBody {
+		req.Body = &countedBody{ReadCloser: req.Body, n: g.metrics.toUp}
+	}
 	var (
 		conn net.Conn
 		resp *http.Response
@@ -230,6 +256,7 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if gerr != nil {
 		return nil, gerr
 	}
+	f.answer(g.metrics, nil)
 	if conn != nil {
 		u.setLost(func() { _ = conn.Close() })
 	}
@@ -291,6 +318,7 @@ func (b *upstreamBody) Close() error {
 	b.once.Do(func() {
 		clientGone := b.stop != nil && !b.stop()
 		_ = b.ReadCloser.Close()
+		b.g.metrics.toClient.Add(float64(b.n))
 		outcome, reason := OutcomeSuccess, ""
 		switch {
 		case clientGone:
@@ -302,7 +330,7 @@ func (b *upstreamBody) Close() error {
 		case !b.eof:
 			outcome = OutcomeNone // the client stopped reading
 		}
-		b.g.log.Debug("request", zap.String("kind", "forward"), zap.String("pool", b.u.sp.pool),
+		b.g.log.Debug("request", zap.String("kind", KindHTTP), zap.String("pool", b.u.sp.pool),
 			zap.String("proxy_id", b.u.proxy.ID), zap.String("lease_id", b.u.lease.ID), zap.String("target", b.target),
 			zap.Int("status", b.status), zap.Int64("bytes", b.n), zap.Duration("took", time.Since(b.f.start)))
 		if b.conn == nil { // a session's: its transport keeps the connection
@@ -320,4 +348,18 @@ func (b *upstreamBody) Close() error {
 		})
 	})
 	return nil
+}
+
+// countedBody counts a forwarded request's body as it is sent upstream.
+type countedBody struct {
+	io.ReadCloser
+	n prometheus.Counter
+}
+
+func (b *countedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.n.Add(float64(n))
+	}
+	return n, err
 }

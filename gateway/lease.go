@@ -110,8 +110,11 @@ func (g *Gateway) acquire(ctx context.Context, sp *spec, exclude []string, reque
 	sent := g.clock()
 	lease, proxy, err := g.leaser.Acquire(actx, req)
 	if err != nil {
-		return nil, nil, sent, fromWorker(err)
+		gerr := fromWorker(err)
+		g.metrics.acquired(sp.pool, false, gerr)
+		return nil, nil, sent, gerr
 	}
+	g.metrics.acquired(sp.pool, lease != nil, nil)
 	if lease == nil {
 		return nil, nil, sent, errNoProxy(sp.pool, sp.wait)
 	}
@@ -130,7 +133,9 @@ func (g *Gateway) release(lease model.Lease, outcome Outcome, reason string) {
 	if err != nil {
 		g.log.Warn("release failed; the lease lapses at its expiry", zap.String("lease_id", lease.ID),
 			zap.Time("expires_at", lease.ExpiresAt), zap.Error(err))
+		return
 	}
+	g.metrics.released(lease.PoolName, outcome)
 }
 
 // start keeps the lease alive while the use lasts: it is renewed once more

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -47,6 +48,20 @@ type session struct {
 	// anyway, so an idle connection costs the proxy nothing it did not
 	// grant.
 	tr *http.Transport
+	// heldUntil is deadline in Unix nanoseconds while the session has a
+	// lease, else 0: what the sessions gauge reads without s.mu (an
+	// acquire may hold that for a while).
+	heldUntil atomic.Int64
+}
+
+// mark publishes the session's deadline to the sessions gauge; s.mu is
+// held.
+func (s *session) mark() {
+	if s.lease == nil {
+		s.heldUntil.Store(0)
+		return
+	}
+	s.heldUntil.Store(s.deadline.UnixNano())
 }
 
 // install makes lease the session's; s.mu is held.
@@ -63,6 +78,7 @@ func (s *session) clear() {
 		s.tr.CloseIdleConnections()
 	}
 	s.lease, s.proxy, s.tr = nil, nil, nil
+	s.mark()
 }
 
 // sessions caches sessions by request_id.
@@ -74,6 +90,19 @@ type sessions struct {
 
 // sweepEvery is how often forgotten and lapsed sessions leave the cache.
 const sweepEvery = time.Minute
+
+// held counts the sessions whose lease has not lapsed at now.
+func (ss *sessions) held(now time.Time) int {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	n := 0
+	for _, s := range ss.m {
+		if until := s.heldUntil.Load(); until != 0 && now.UnixNano() < until {
+			n++
+		}
+	}
+	return n
+}
 
 func (ss *sessions) get(id string, now time.Time) *session {
 	ss.mu.Lock()
@@ -129,6 +158,7 @@ func (g *Gateway) sessionUse(ctx context.Context, sp *spec, exclude []string) (*
 				s.deadline = lease.ExpiresAt
 			}
 			s.renewed = s.deadline.Add(-dur)
+			s.mark()
 		}
 		if g.clock().Sub(s.renewed) <= s.dur/3 {
 			return s.use(g, sp), nil
@@ -167,6 +197,7 @@ func (g *Gateway) renewSession(ctx context.Context, s *session) error {
 	}
 	s.lease = &lease
 	s.renewed, s.deadline = sent, sent.Add(s.dur)
+	s.mark()
 	return nil
 }
 

@@ -84,22 +84,27 @@ func (g *Gateway) ServeSOCKS5(ln net.Listener) error {
 func (g *Gateway) serveSOCKS(conn net.Conn, t *tunnel) {
 	start := time.Now()
 	_ = conn.SetDeadline(start.Add(g.headerTimeout))
-	user, tok, ok := g.socksAuth(conn)
-	if !ok {
+	user, tok, gerr := g.socksAuth(conn)
+	if gerr != nil {
+		g.metrics.answered(KindSOCKS5, start, gerr)
 		_ = conn.Close()
 		return
 	}
 	target, code, err := readSOCKSRequest(conn)
 	if err != nil {
+		gerr := errClient(err)
 		if code != 0 {
 			socksReply(conn, code)
+			gerr = errBadRequest("bad_socks_request", err)
 		}
+		g.metrics.answered(KindSOCKS5, start, gerr)
 		g.log.Info("SOCKS5 request refused", zap.String("reason", err.Error()))
 		_ = conn.Close()
 		return
 	}
 	sp, gerr := g.resolve(user, tok)
 	if gerr != nil {
+		g.metrics.answered(KindSOCKS5, start, gerr)
 		socksReply(conn, gerr.socksCode())
 		g.log.Info("SOCKS5 request refused", zap.String("target", target), zap.String("code", gerr.Code), zap.String("reason", gerr.Message))
 		_ = conn.Close()
@@ -119,6 +124,7 @@ func (g *Gateway) serveSOCKS(conn net.Conn, t *tunnel) {
 	})
 	cancel()
 	if gerr != nil {
+		g.metrics.answered(KindSOCKS5, start, gerr)
 		socksReply(conn, gerr.socksCode())
 		g.log.Info("SOCKS5 request refused", zap.String("pool", sp.pool), zap.String("target", target),
 			zap.Int("status", gerr.Status), zap.String("code", gerr.Code), zap.String("reason", gerr.Message))
@@ -130,25 +136,35 @@ func (g *Gateway) serveSOCKS(conn net.Conn, t *tunnel) {
 		_ = conn.Close()
 		g.finishUpstream(upstream)
 		u.end(OutcomeNone, "")
+		g.metrics.answered(KindSOCKS5, start, errClient(errors.New("the client went away before the SOCKS5 reply")))
 		return
 	}
+	g.metrics.answered(KindSOCKS5, start, nil)
 	u.setLost(func() { _ = conn.Close(); _ = upstream.Close() })
-	c := g.pipe(conn, nil, upstream)
+	c := g.metrics.tunnel(func() copied { return g.pipe(conn, nil, upstream) })
 	u.end(OutcomeSuccess, "")
-	g.logTunnel("socks5", u, target, c, start)
+	g.logTunnel(KindSOCKS5, u, target, c, start)
 }
 
 // socksAuth runs the method negotiation and, when chosen, RFC 1929
 // username/password: the username is the lease request, the password a
 // token. Without tokens, no authentication is also accepted.
-func (g *Gateway) socksAuth(conn net.Conn) (user string, tok *Token, ok bool) {
+//
+// A non-nil *Error says why the connection ends: the client's I/O failed,
+// it does not speak SOCKS5 or offers no usable method (refused), or its
+// token is wrong (refused).
+func (g *Gateway) socksAuth(conn net.Conn) (user string, tok *Token, gerr *Error) {
+	failed := func(err error) (string, *Token, *Error) { return "", nil, errClient(err) }
 	var buf [2 + 255]byte
-	if _, err := io.ReadFull(conn, buf[:2]); err != nil || buf[0] != socksVersion {
-		return "", nil, false
+	if _, err := io.ReadFull(conn, buf[:2]); err != nil {
+		return failed(err)
+	}
+	if buf[0] != socksVersion {
+		return "", nil, errBadRequest("not_socks5", fmt.Errorf("SOCKS version %d, not 5", buf[0]))
 	}
 	methods := buf[2 : 2+int(buf[1])]
 	if _, err := io.ReadFull(conn, methods); err != nil {
-		return "", nil, false
+		return failed(err)
 	}
 	var userPass, noAuth bool
 	for _, m := range methods {
@@ -158,39 +174,46 @@ func (g *Gateway) socksAuth(conn net.Conn) (user string, tok *Token, ok bool) {
 	switch {
 	case userPass:
 	case noAuth && g.tokens.Len() == 0:
-		_, err := conn.Write([]byte{socksVersion, socksNoAuth})
-		return "", nil, err == nil
+		if _, err := conn.Write([]byte{socksVersion, socksNoAuth}); err != nil {
+			return failed(err)
+		}
+		return "", nil, nil
 	default:
 		_, _ = conn.Write([]byte{socksVersion, socksNoAcceptable})
 		g.log.Info("SOCKS5 client refused: it offers no username/password authentication")
-		return "", nil, false
+		return "", nil, errAuth("no username/password authentication offered")
 	}
 	if _, err := conn.Write([]byte{socksVersion, socksUserPass}); err != nil {
-		return "", nil, false
+		return failed(err)
 	}
 	// VER ULEN UNAME PLEN PASSWD
-	if _, err := io.ReadFull(conn, buf[:2]); err != nil || buf[0] != socksAuthVersion {
-		return "", nil, false
+	if _, err := io.ReadFull(conn, buf[:2]); err != nil {
+		return failed(err)
+	}
+	if buf[0] != socksAuthVersion {
+		return "", nil, errBadRequest("not_socks5", fmt.Errorf("username/password version %d, not 1", buf[0]))
 	}
 	name := make([]byte, buf[1])
 	if _, err := io.ReadFull(conn, name); err != nil {
-		return "", nil, false
+		return failed(err)
 	}
 	if _, err := io.ReadFull(conn, buf[:1]); err != nil {
-		return "", nil, false
+		return failed(err)
 	}
 	pass := buf[1 : 1+int(buf[0])]
 	if _, err := io.ReadFull(conn, pass); err != nil {
-		return "", nil, false
+		return failed(err)
 	}
-	tok, gerr := g.authenticate(true, string(pass))
+	tok, gerr = g.authenticate(true, string(pass))
 	if gerr != nil {
 		_, _ = conn.Write([]byte{socksAuthVersion, 1})
 		g.log.Info("SOCKS5 client refused", zap.String("reason", gerr.Message))
-		return "", nil, false
+		return "", nil, gerr
 	}
-	_, err := conn.Write([]byte{socksAuthVersion, 0})
-	return string(name), tok, err == nil
+	if _, err := conn.Write([]byte{socksAuthVersion, 0}); err != nil {
+		return failed(err)
+	}
+	return string(name), tok, nil
 }
 
 // readSOCKSRequest reads VER CMD RSV ATYP DST.ADDR DST.PORT and returns

@@ -89,6 +89,7 @@ func TestDocsCommandLine(t *testing.T) {
 	script = strings.ReplaceAll(script, "127.0.0.1:3128", proxyAddr)
 	gatewayAddr := freeAddr(t)
 	script = strings.ReplaceAll(script, "127.0.0.1:8080", gatewayAddr)
+	script = strings.ReplaceAll(script, "127.0.0.1:9465", freeAddr(t))
 
 	dir := t.TempDir()
 	path := filepath.Dir(pharox) + string(os.PathListSeparator) + os.Getenv("PATH")
@@ -124,8 +125,11 @@ line 5: refused: port must be in 1..65535, got 99999
 exit status 1
 `,
 		"deleted pool scrapers\n",
-		// the gateway: two requests through it, then a wrong token
-		"hello from the stand-in proxy\nhello from the stand-in proxy\n407\n",
+		// the gateway: two requests through it, then a wrong token, then
+		// its metrics
+		"hello from the stand-in proxy\nhello from the stand-in proxy\n407\n" +
+			"pharox_gateway_requests_total{kind=\"http\",outcome=\"ok\"} 2\n" +
+			"pharox_gateway_requests_total{kind=\"http\",outcome=\"refused\"} 1\n",
 		// Feedback and cooldowns.
 		"exit status 1\nexit status 3\n",
 		"cooling_proxies    1\n",

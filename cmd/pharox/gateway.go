@@ -6,14 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/gateway"
+	"github.com/pharox/pharox-nats/internal/monitor/endpoint"
 )
 
 func (a *app) gatewayCmd() *cobra.Command {
@@ -89,6 +94,21 @@ func (a *app) serveGateway(ctx context.Context, cfg gateway.Config, tokens *gate
 		return usageError{err}
 	}
 
+	var draining atomic.Bool
+	metrics := "off"
+	if cfg.MetricsOn() {
+		msrv, err := gatewayMetrics(cfg.MetricsListen, g, nc, &draining, log)
+		if err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		metrics = msrv.Addr()
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = msrv.Close(ctx)
+		}()
+	}
+
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
@@ -121,7 +141,7 @@ func (a *app) serveGateway(ctx context.Context, cfg gateway.Config, tokens *gate
 	}
 	log.Info("pharox gateway listening",
 		zap.String("http", ln.Addr().String()), zap.String("scheme", scheme), zap.String("socks5", socks),
-		zap.Int("tokens", tokens.Len()), zap.String("pool", cfg.Pool), zap.String("consumer", cfg.Consumer),
+		zap.String("metrics", metrics), zap.Int("tokens", tokens.Len()), zap.String("pool", cfg.Pool), zap.String("consumer", cfg.Consumer),
 		zap.String("nats_url", nc.ConnectedUrlRedacted()), zap.String("subject_prefix", a.prefix),
 		zap.Bool("contract_v1_1", gateway.ContractV11))
 
@@ -133,6 +153,7 @@ func (a *app) serveGateway(ctx context.Context, cfg gateway.Config, tokens *gate
 			runErr = err
 		}
 	}
+	draining.Store(true)
 	log.Info("shutting down: draining tunnels", zap.Duration("drain_timeout", cfg.DrainTimeout))
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
@@ -144,6 +165,26 @@ func (a *app) serveGateway(ctx context.Context, cfg gateway.Config, tokens *gate
 	}
 	log.Info("gateway stopped")
 	return runErr
+}
+
+// gatewayMetrics serves the gateway's metrics, with the Go runtime's and
+// the process's, on addr: /metrics, /healthz, and /readyz (503 while the
+// NATS connection is down or the gateway drains).
+func gatewayMetrics(addr string, g *gateway.Gateway, nc *nats.Conn, draining *atomic.Bool, log *zap.Logger) (*endpoint.Server, error) {
+	proc := prometheus.NewRegistry()
+	proc.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return endpoint.Listen(addr, endpoint.Config{
+		Gatherer: prometheus.Gatherers{g.Gatherer(), proc},
+		Ready: func(context.Context) error {
+			if draining.Load() {
+				return errors.New("draining: the gateway is stopping")
+			}
+			if st := nc.Status(); st != nats.CONNECTED {
+				return fmt.Errorf("NATS connection is %s", st)
+			}
+			return nil
+		},
+	}, log.Named("metrics"))
 }
 
 // logger writes JSON lines to stderr at level.

@@ -13,12 +13,15 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pharox/pharox-nats/gateway"
+	"github.com/pharox/pharox-nats/natsconn"
 )
 
 // TestComposeMonitoring checks the monitoring wiring of docker-compose.yml:
-// every worker serves its metrics on an address Prometheus reaches;
-// Prometheus runs with the shipped scrape configuration, which targets
-// every worker at its metrics port and nothing else; Grafana gets the
+// every worker and gateway serves its metrics on an address Prometheus
+// reaches; Prometheus runs with the shipped scrape configuration, which
+// targets every worker and gateway at its metrics port and nothing else; Grafana gets the
 // provisioning and the dashboard, its datasource points at the Prometheus
 // service, and both publish their ports on this machine only.
 func TestComposeMonitoring(t *testing.T) {
@@ -26,24 +29,32 @@ func TestComposeMonitoring(t *testing.T) {
 	deployDir, err := filepath.Abs("../../deploy")
 	require.NoError(t, err)
 
-	// Where each worker serves /metrics, as the worker reads its command
-	// and PHAROX_* environment.
+	// Where each worker and gateway serves /metrics, as the worker (or
+	// `pharox gateway`) reads its command and PHAROX_* environment.
 	want := map[string]bool{}
+	gateways := 0
 	for name, svc := range project.Services {
-		if svc.Build == nil || isGateway(svc) {
+		if svc.Build == nil {
 			continue
 		}
-		cfg := composeWorkerConfig(t, name, svc)
-		require.NotContains(t, []string{"", "off"}, cfg.MetricsListen, "service %q: no --metrics-listen (or PHAROX_METRICS_LISTEN): with --nats-url metrics are off by default and Prometheus scrapes nothing", name)
-		host, port, err := net.SplitHostPort(cfg.MetricsListen)
+		var addr string
+		if isGateway(svc) {
+			gateways++
+			addr = composeGatewayMetrics(t, name, svc)
+			require.NotContains(t, []string{"", "off"}, addr, "service %q: no --metrics-listen (or PHAROX_GATEWAY_METRICS_LISTEN): the gateway's metrics are off by default and Prometheus scrapes nothing of it", name)
+		} else {
+			addr = composeWorkerConfig(t, name, svc).MetricsListen
+			require.NotContains(t, []string{"", "off"}, addr, "service %q: no --metrics-listen (or PHAROX_METRICS_LISTEN): with --nats-url metrics are off by default and Prometheus scrapes nothing", name)
+		}
+		host, port, err := net.SplitHostPort(addr)
 		require.NoError(t, err)
-		require.Contains(t, []string{"", "0.0.0.0", "::"}, host, "service %q: --metrics-listen %s is not reachable from the Prometheus container", name, cfg.MetricsListen)
+		require.Contains(t, []string{"", "0.0.0.0", "::"}, host, "service %q: --metrics-listen %s is not reachable from the Prometheus container", name, addr)
 		want[name+":"+port] = true
 		for _, p := range svc.Ports {
 			require.NotEqual(t, port, p.Target, "service %q: the metrics port has no login; do not publish it", name)
 		}
 	}
-	require.GreaterOrEqual(t, len(want), 2)
+	require.GreaterOrEqual(t, len(want), 2+gateways)
 
 	prom := serviceOfImage(t, project, "prometheus")
 	configPath := "/etc/prometheus/prometheus.yml"
@@ -69,7 +80,7 @@ func TestComposeMonitoring(t *testing.T) {
 			}
 		}
 	}
-	require.Equal(t, keys(want), keys(got), "%s scrapes other targets than the workers' metrics listeners", promFile)
+	require.Equal(t, keys(want), keys(got), "%s scrapes other targets than the workers' and gateways' metrics listeners", promFile)
 	requireLocalPorts(t, "prometheus", prom)
 
 	graf := serviceOfImage(t, project, "grafana")
@@ -104,6 +115,25 @@ func TestComposeMonitoring(t *testing.T) {
 	dir := mountedFile(t, graf, dashCfg.Providers[0].Options.Path, filepath.Join(deployDir, "grafana", "dashboards"))
 	_, err = os.Stat(filepath.Join(dir, "pharox.json"))
 	require.NoError(t, err, "the dashboard is not in the mounted directory")
+}
+
+// composeGatewayMetrics is a gateway service's --metrics-listen, read as
+// `pharox gateway` reads it: its command, then its PHAROX_GATEWAY_*
+// environment.
+func composeGatewayMetrics(t *testing.T, name string, svc types.ServiceConfig) string {
+	env := map[string]string{}
+	for key, value := range svc.Environment {
+		if value != nil {
+			env[key] = *value
+		}
+	}
+	var cfg gateway.Config
+	var conn natsconn.Config
+	fs := gatewayFlags(&cfg, &conn)
+	fs.SetOutput(io.Discard)
+	require.NoError(t, fs.Parse(svc.Command), "service %q", name)
+	require.NoError(t, cfg.ApplyEnv(fs, func(k string) string { return env[k] }), "service %q", name)
+	return cfg.MetricsListen
 }
 
 // composeWorkerConfig reads a worker service's configuration the way the
