@@ -72,7 +72,9 @@ func natsNodeOptions(t *testing.T, name string, svc types.ServiceConfig) *server
 	}
 	fs := flag.NewFlagSet("nats-server", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fail := func() { t.Fatalf("service %q: its command %q asks nats-server for help or its version", name, []string(svc.Command)) }
+	fail := func() {
+		t.Fatalf("service %q: its command %q asks nats-server for help or its version", name, []string(svc.Command))
+	}
 	opts, err := server.ConfigureOptions(fs, args[:len(args):len(args)], fail, fail, fail)
 	require.NoError(t, err, "service %q: nats-server does not accept the command %q with %s", name, []string(svc.Command), deploy)
 	// The checks nats-server makes of its options before it starts (a
