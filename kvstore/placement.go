@@ -38,6 +38,10 @@ const (
 	placementSettle = 2 * time.Second
 	// placementRequest bounds one stream info or step-down request.
 	placementRequest = time.Second
+	// placementPoll bounds one stream info while waiting for a new
+	// leader: one sent while the leadership changes hands goes
+	// unanswered, and is asked again sooner.
+	placementPoll = 100 * time.Millisecond
 )
 
 // Placement is where the proxies streams' leaders are.
@@ -191,6 +195,12 @@ func (s *Store) SpreadLeaders(ctx context.Context) (p Placement, err error) {
 		if err := ctx.Err(); err != nil {
 			return p, errors.Join(append(errs, err)...)
 		}
+		if len(errs) == len(moves) {
+			// Not one was taken (refused, or unanswered as for a user
+			// not allowed $JS.API.STREAM.LEADER.STEPDOWN.<stream>): more
+			// rounds would only delay the start.
+			return p, errors.Join(errs...)
+		}
 		s.awaitLeaders(ctx, moves)
 	}
 	streams, err = s.streamPeers(ctx)
@@ -224,7 +234,7 @@ func (s *Store) streamPeers(ctx context.Context) ([]streamPeers, error) {
 	out := make([]streamPeers, len(s.shards))
 	for i, sh := range s.shards {
 		for attempt := 0; ; attempt++ {
-			info, err := s.streamInfo(ctx, sh.stream)
+			info, err := s.streamInfo(ctx, sh.stream, placementRequest)
 			if err == nil && (info.Cluster == nil || info.Cluster.Leader != "" || len(info.Cluster.Replicas) == 0) {
 				if info.Cluster != nil && info.Cluster.Leader != "" {
 					out[i].leader = info.Cluster.Leader
@@ -249,8 +259,8 @@ func (s *Store) streamPeers(ctx context.Context) ([]streamPeers, error) {
 	return out, nil
 }
 
-func (s *Store) streamInfo(ctx context.Context, stream string) (*jetstream.StreamInfo, error) {
-	ictx, cancel := context.WithTimeout(ctx, placementRequest)
+func (s *Store) streamInfo(ctx context.Context, stream string, timeout time.Duration) (*jetstream.StreamInfo, error) {
+	ictx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	st, err := s.js.Stream(ictx, stream)
 	if err != nil {
@@ -292,7 +302,7 @@ func (s *Store) awaitLeaders(ctx context.Context, moves map[int]string) {
 	for {
 		done := true
 		for i, to := range moves {
-			info, err := s.streamInfo(wctx, s.shards[i].stream)
+			info, err := s.streamInfo(wctx, s.shards[i].stream, placementPoll)
 			if err != nil || info.Cluster == nil || info.Cluster.Leader != to {
 				done = false
 				break
