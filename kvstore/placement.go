@@ -247,7 +247,10 @@ func (s *Store) streamPeers(ctx context.Context) ([]streamPeers, error) {
 				}
 				break
 			}
-			if ctx.Err() != nil {
+			var apiErr *jetstream.APIError
+			again := err == nil || readAgain(err) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+				(errors.As(err, &apiErr) && apiErr.Code == 503)
+			if !again || ctx.Err() != nil {
 				if err == nil {
 					err = fmt.Errorf("stream %s: %w", sh.stream, errNoLeader)
 				}
