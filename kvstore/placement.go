@@ -170,13 +170,13 @@ func (s *Store) SpreadLeaders(ctx context.Context) (p Placement, err error) {
 	defer release()
 
 	for round := 0; round < placementRounds; round++ {
-		if round > 0 {
-			if streams, err = s.streamPeers(ctx); err != nil {
-				p.Leaders = leadersOf(streams)
-				return p, err
-			}
-		}
+		// Read again: before the lock was ours, another worker may have
+		// moved them.
+		streams, err = s.streamPeers(ctx)
 		p.Leaders = leadersOf(streams)
+		if err != nil {
+			return p, err
+		}
 		moves := planMoves(streams)
 		if len(moves) == 0 {
 			p.Balanced = true
