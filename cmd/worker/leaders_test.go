@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -47,10 +48,15 @@ func TestSpreadLeadersCommand(t *testing.T) {
 	out.Reset()
 	p, err = runSpreadLeaders(ctx, cfg, log, &out)
 	require.NoError(t, err, sink.String())
-	require.Equal(t, 2, p.StepDowns)
-	require.ElementsMatch(t, []string{"n1", "n2", "n3"}, leaders())
-	require.Contains(t, out.String(), "spread: moved KV_PHAROX_PROXIES_0 n3->n1, KV_PHAROX_PROXIES_1 n3->n2 (2 step-downs in ")
-	require.Contains(t, out.String(), "KV_PHAROX_PROXIES_2\tn3\n")
+	require.GreaterOrEqual(t, p.StepDowns, 2) // more only if a step-down went elsewhere than it named
+	now := leaders()
+	require.ElementsMatch(t, []string{"n1", "n2", "n3"}, now)
+	for i, leader := range now {
+		require.Contains(t, out.String(), kvstore.ProxiesStreamName(i, 3)+"\t"+leader+"\n")
+	}
+	require.Contains(t, out.String(), "spread: moved KV_PHAROX_PROXIES_")
+	require.Contains(t, out.String(), " n3->")
+	require.Contains(t, out.String(), fmt.Sprintf("(%d step-downs in ", p.StepDowns))
 	t.Logf("worker spread-leaders:\n%s", out.String())
 
 	cfg, err = parseWith(newSpreadLeadersFlagSet, []string{"--shards", "3"}, envMap(nil))
