@@ -84,7 +84,7 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxWaiters, "max-waiters", 10000, "acquires waiting for a proxy (wait_seconds) on this worker at once; one more gets 503 unavailable at once")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "host:port serving /metrics (Prometheus), /healthz and /readyz; \"off\" for none; default: "+defaultMetricsListen+" with the embedded server, off with --nats-url")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: worker [flags]\n       worker rekey [flags]   (re-encrypt proxy credentials with the first key: worker rekey --help)\n\nServes the pharox leasing contract over NATS. With no flags it starts an embedded\nNATS server with JetStream on 127.0.0.1:4222 and keeps state under ./data.\n\n")
+		fmt.Fprintf(fs.Output(), "Usage: worker [flags]\n       worker rekey [flags]   (re-encrypt proxy credentials with the first key: worker rekey --help)\n       worker spread-leaders [flags]   (put the shards' stream leaders on different nodes: worker spread-leaders --help)\n\nServes the pharox leasing contract over NATS. With no flags it starts an embedded\nNATS server with JetStream on 127.0.0.1:4222 and keeps state under ./data.\n\n")
 		printFlags(fs)
 	}
 	return fs

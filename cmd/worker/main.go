@@ -28,6 +28,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "rekey" {
 		os.Exit(rekeyMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "spread-leaders" {
+		os.Exit(spreadLeadersMain(os.Args[2:]))
+	}
 	cfg, err := parseConfig(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)

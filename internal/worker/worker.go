@@ -45,6 +45,9 @@ const (
 	// flushTimeout bounds the round trip that makes sure the server has
 	// the broker's subscriptions, when ctx has no earlier deadline.
 	flushTimeout = 10 * time.Second
+	// spreadTimeout bounds the placement of the proxies streams' leaders
+	// at start (kvstore.SpreadLeaders).
+	spreadTimeout = 5 * time.Second
 )
 
 // Start assembles a worker: store -> events publisher -> manager (its
@@ -98,6 +101,9 @@ func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 	}
 	if w.Store, err = kvstore.Open(ctx, nc, sopts...); err != nil {
 		return nil, fmt.Errorf("worker: open store: %w", err)
+	}
+	if !cfg.Maintenance {
+		spreadLeaders(ctx, w.Store, log)
 	}
 	eopts := []events.Option{events.WithPrefix(cfg.Prefix), events.WithReplicas(cfg.Replicas),
 		events.WithLogger(log.Named("events")), events.WithEndings(w.Store.PutEnding)}
@@ -155,6 +161,31 @@ func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 	w.startSweeps()
 	w.bindMonitor()
 	return w, nil
+}
+
+// spreadLeaders spreads the leaders of the shards' proxies streams over
+// the cluster's nodes (kvstore.SpreadLeaders), for at most spreadTimeout;
+// a placement it could not finish is logged, and the worker starts anyway.
+func spreadLeaders(ctx context.Context, store *kvstore.Store, log *zap.Logger) {
+	if store.Shards() < 2 {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, spreadTimeout)
+	defer cancel()
+	p, err := store.SpreadLeaders(sctx)
+	fields := []zap.Field{zap.Strings("streams", p.Streams), zap.Strings("leaders", p.Leaders), zap.Strings("moved", p.Moved),
+		zap.Int("step_downs", p.StepDowns), zap.Duration("took", p.Took)}
+	switch {
+	case p.Skipped != "":
+		log.Info("proxies stream leaders not placed", append(fields, zap.String("reason", p.Skipped))...)
+	case err != nil || !p.Balanced:
+		log.Warn("could not spread the proxies stream leaders over the nodes; move them with `nats stream cluster step-down` (README, Running on a cluster)",
+			append(fields, zap.Error(err))...)
+	case p.StepDowns > 0:
+		log.Info("spread the proxies stream leaders over the nodes", fields...)
+	default:
+		log.Info("proxies stream leaders already spread over the nodes", fields...)
+	}
 }
 
 // startSweeps runs the expiry sweeps and the health sweeps the config asks
