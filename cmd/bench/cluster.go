@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
+	"os/signal"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,11 +31,17 @@ const clusterScenarioN = 13
 
 // clusterRun is what one shard count measured.
 type clusterRun struct {
-	shards  int
-	pairs   pairRun
-	server  time.Duration            // CPU of all nodes during the run
-	bench   time.Duration            // CPU of this process (workers and clients)
-	nodeCPU map[string]time.Duration // per node
+	shards int
+	// watcher is the CPU of the watch-only worker (--cluster-watcher)
+	// during the run; watched the writes it was delivered (pools and
+	// proxies buckets).
+	watcher    time.Duration
+	watched    uint64
+	hasWatcher bool
+	pairs      pairRun
+	server     time.Duration            // CPU of all nodes during the run
+	bench      time.Duration            // CPU of this process (workers and clients)
+	nodeCPU    map[string]time.Duration // per node
 	// writes is each stream's sequence delta during the run; leader its
 	// leader at the end (and moved: it changed during the run).
 	writes map[string]uint64
@@ -120,6 +130,10 @@ func clusterRows(cfg benchConfig, r clusterRun, add func(row)) {
 		}
 	}
 	add(row{Scenario: scn, Case: fmt.Sprintf("S=%d: stream writes per pair (all streams)", r.shards), Value: float64(total) / float64(max(pr.Pairs, 1)), Unit: "writes", Note: strings.Join(parts, ", ")})
+	if r.hasWatcher && r.watched > 0 {
+		add(row{Scenario: scn, Case: fmt.Sprintf("S=%d: watch-only worker: CPU per watched write", r.shards), Value: float64(r.watcher.Nanoseconds()) / 1e3 / float64(r.watched), Unit: "µs",
+			Note: fmt.Sprintf("its own process, replica of every shard; %d writes watched (%.2f per pair), %.0f µs per pair", r.watched, float64(r.watched)/float64(max(pr.Pairs, 1)), float64(r.watcher.Microseconds())/float64(max(pr.Pairs, 1)))})
+	}
 	if len(r.placed) > 0 {
 		add(row{Scenario: scn, Case: fmt.Sprintf("S=%d: leaders moved before the run (step-down)", r.shards), Value: float64(len(r.placed)), Unit: "moves", Note: strings.Join(r.placed, ", ")})
 	}
@@ -340,6 +354,23 @@ func clusterOnce(ctx context.Context, cfg benchConfig, shards int) (clusterRun, 
 		r.placed = append(r.placed, placed...)
 	}
 
+	var watcher *exec.Cmd
+	if cfg.clusterWatcher {
+		watcher, err = startWatcherProcess(c.URLs(), shards, min(3, len(nodes)))
+		if err != nil {
+			return r, err
+		}
+		defer func() { _ = watcher.Process.Signal(os.Interrupt); _ = watcher.Wait() }()
+		r.hasWatcher = true
+	}
+	watcherCPU := func() time.Duration {
+		if watcher == nil {
+			return 0
+		}
+		d, _ := processCPU(watcher.Process.Pid)
+		return d
+	}
+
 	acquire := func(i int) model.AcquireRequest {
 		return simple(pools[i%len(pools)], model.SelectorFirstAvailable)(i)
 	}
@@ -357,8 +388,10 @@ func clusterOnce(ctx context.Context, cfg benchConfig, shards int) (clusterRun, 
 	if err != nil {
 		return r, err
 	}
+	w0 := watcherCPU()
 	spec.duration = cfg.duration
 	r.pairs = runPairs(ctx, spec)
+	r.watcher = watcherCPU() - w0
 	cpu1, bench1, err := clusterCPU(nodes)
 	if err != nil {
 		return r, err
@@ -378,12 +411,74 @@ func clusterOnce(ctx context.Context, cfg benchConfig, shards int) (clusterRun, 
 		b := before[name]
 		r.writes[name] = a.seq - b.seq
 		r.leader[name] = a.leader
+		if name == kvstore.PoolsStream || strings.HasPrefix(name, "KV_"+kvstore.ProxiesBucket) {
+			r.watched += a.seq - b.seq
+		}
 		if b.leader != a.leader {
 			r.moved = append(r.moved, fmt.Sprintf("%s %s->%s", name, b.leader, a.leader))
 		}
 	}
 	sort.Strings(r.moved)
 	return r, nil
+}
+
+// watchWorkerArg makes the bench binary run a watch-only worker
+// (worker.Config.Maintenance: store, events and the manager's replica of
+// every shard, no requests served) for the cluster scenario, whose CPU per
+// watched write is what one more worker costs a deployment beyond the
+// requests it serves.
+const watchWorkerArg = "__watch-worker"
+
+func startWatcherProcess(urls string, shards, replicas int) (*exec.Cmd, error) {
+	cmd := exec.Command(os.Args[0], watchWorkerArg, urls, strconv.Itoa(shards), strconv.Itoa(replicas))
+	cmd.Stderr = os.Stderr
+	// The child stops when its stdin closes: when this process goes away.
+	if _, err := cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("watch-only worker did not start: %w", err)
+	}
+	return cmd, nil
+}
+
+// serveWatcher is the watch-only worker child: ready once its replica is
+// loaded, until interrupted or its parent goes away.
+func serveWatcher(args []string) {
+	if len(args) != 3 {
+		fmt.Fprintln(os.Stderr, "watch-only worker: want urls shards replicas")
+		os.Exit(2)
+	}
+	shards, _ := strconv.Atoi(args[1])
+	replicas, _ := strconv.Atoi(args[2])
+	nc, err := nats.Connect(args[0], nats.MaxReconnects(-1))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "watch-only worker:", err)
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	wc := benchWorker(nc, 10*time.Second)
+	wc.Maintenance, wc.Shards, wc.Replicas = true, shards, replicas
+	w, err := worker.Start(ctx, wc)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "watch-only worker:", err)
+		os.Exit(1)
+	}
+	fmt.Println("ready")
+	go func() { _, _ = io.Copy(io.Discard, os.Stdin); stop() }()
+	<-ctx.Done()
+	stopWorker(w)
+	nc.Close()
 }
 
 type streamState struct {

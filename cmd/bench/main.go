@@ -44,6 +44,7 @@ type benchConfig struct {
 	clusterPools    int
 	clusterPoolSize int
 	clusterClients  int
+	clusterWatcher  bool
 }
 
 // row is one line of the report.
@@ -88,6 +89,10 @@ func main() {
 	natscluster.RunNodeIfAsked()
 	if len(os.Args) > 2 && os.Args[1] == serveNATSArg {
 		serveNATS(os.Args[2])
+		return
+	}
+	if len(os.Args) > 2 && os.Args[1] == watchWorkerArg {
+		serveWatcher(os.Args[2:])
 		return
 	}
 	if len(os.Args) > 2 && os.Args[1] == serveWorkerArg {
@@ -158,6 +163,7 @@ func parseFlags(args []string) (benchConfig, error) {
 	fs.IntVar(&cfg.clusterPools, "cluster-pools", 30, "pools of scenario 13")
 	fs.IntVar(&cfg.clusterPoolSize, "cluster-pool-size", 50, "proxies per pool of scenario 13 (max_concurrency 1)")
 	fs.IntVar(&cfg.clusterClients, "cluster-clients", 32, "clients of scenario 13, client i on pool i mod --cluster-pools")
+	fs.BoolVar(&cfg.clusterWatcher, "cluster-watcher", true, "scenario 13 also runs a watch-only worker (no requests served) in a child process and reports its CPU per watched write: what each worker's replica costs")
 	fs.BoolVar(&cfg.json, "json", false, "print the report as JSON instead of a table")
 	fs.IntVar(&cfg.history, "history", 200000, "pairs completed in the history scenario before the last 10,000 are compared with the first 10,000")
 	fs.IntVar(&cfg.big, "big", 100000, "proxies in the large pool of scenarios 2, 3 and 7")
