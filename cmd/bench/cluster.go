@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,10 +41,15 @@ type clusterRun struct {
 	watcher    time.Duration
 	watched    uint64
 	hasWatcher bool
-	pairs      pairRun
-	server     time.Duration            // CPU of all nodes during the run
-	bench      time.Duration            // CPU of this process (workers and clients)
-	nodeCPU    map[string]time.Duration // per node
+	// raw is the substrate alone on the same cluster: KV get+CAS on
+	// S R3 buckets (leaders spread as the shards'), its ops/s and CPU.
+	rawOps              int64
+	rawSecs             float64
+	rawServer, rawBench time.Duration
+	pairs               pairRun
+	server              time.Duration            // CPU of all nodes during the run
+	bench               time.Duration            // CPU of this process (workers and clients)
+	nodeCPU             map[string]time.Duration // per node
 	// writes is each stream's sequence delta during the run; leader its
 	// leader at the end (and moved: it changed during the run).
 	writes map[string]uint64
@@ -130,6 +138,12 @@ func clusterRows(cfg benchConfig, r clusterRun, add func(row)) {
 		}
 	}
 	add(row{Scenario: scn, Case: fmt.Sprintf("S=%d: stream writes per pair (all streams)", r.shards), Value: float64(total) / float64(max(pr.Pairs, 1)), Unit: "writes", Note: strings.Join(parts, ", ")})
+	if r.rawOps > 0 {
+		add(row{Scenario: scn, Case: fmt.Sprintf("S=%d: raw KV get+CAS on %d R3 bucket(s), %d goroutines", r.shards, r.shards, cfg.clusterClients),
+			Value: float64(r.rawOps) / r.rawSecs, Unit: "ops/s",
+			CPU:  fmt.Sprintf("%.0f+%.0f", float64(r.rawServer.Microseconds())/float64(r.rawOps), float64(r.rawBench.Microseconds())/float64(r.rawOps)),
+			Note: "the substrate alone on the same cluster, leaders spread as the shards'"})
+	}
 	if r.hasWatcher && r.watched > 0 {
 		add(row{Scenario: scn, Case: fmt.Sprintf("S=%d: watch-only worker: CPU per watched write", r.shards), Value: float64(r.watcher.Nanoseconds()) / 1e3 / float64(r.watched), Unit: "µs",
 			Note: fmt.Sprintf("its own process, replica of every shard; %d writes watched (%.2f per pair), %.0f µs per pair", r.watched, float64(r.watched)/float64(max(pr.Pairs, 1)), float64(r.watcher.Microseconds())/float64(max(pr.Pairs, 1)))})
@@ -254,6 +268,21 @@ func clusterTable(runs map[int][]clusterRun) []tableRow {
 		r.Measured, r.Value = true, *ratio
 	}
 	rows = append(rows, r)
+	raw := func(rs []clusterRun) float64 {
+		var srv time.Duration
+		var ops int64
+		for _, r := range rs {
+			srv, ops = srv+r.rawServer, ops+r.rawOps
+		}
+		if ops == 0 {
+			return 0
+		}
+		return float64(srv.Microseconds()) / float64(ops)
+	}
+	if raw1, raw3 := raw(one), raw(three); raw1 > 0 && raw3 > 0 {
+		rows = append(rows, tableRow{Measure: "for information: raw KV get+CAS server CPU per op, 3 R3 buckets vs 1", Unit: "x", Measured: true, Value: raw3 / raw1, Target: "-",
+			Note: fmt.Sprintf("%.0f µs vs %.0f µs: what 3 streams instead of 1 cost JetStream itself", raw3, raw1)})
+	}
 	if rate1 > 0 && rate3 > 0 {
 		rows = append(rows, tableRow{Measure: "for information: S=3 pairs/s vs S=1 (one machine: the nodes share its cores)", Unit: "x", Measured: true, Value: rate3 / rate1, Target: "-",
 			Note: fmt.Sprintf("%.0f vs %.0f pairs/s", rate3, rate1)})
@@ -419,7 +448,92 @@ func clusterOnce(ctx context.Context, cfg benchConfig, shards int) (clusterRun, 
 		}
 	}
 	sort.Strings(r.moved)
+
+	// The substrate alone, same cluster, same spread: what S streams
+	// instead of one cost JetStream itself.
+	if err := rawCAS(ctx, cfg, js, admin, nodes, shards, &r); err != nil {
+		return r, fmt.Errorf("raw KV get+CAS: %w", err)
+	}
 	return r, nil
+}
+
+// rawCAS runs KV get + revision-checked update on distinct keys over
+// shards R3 buckets (goroutine i on bucket i mod shards), their leaders
+// spread as the shard streams' are, and records ops and CPU in r.
+func rawCAS(ctx context.Context, cfg benchConfig, js jetstream.JetStream, nc *nats.Conn, nodes []*natscluster.Node, shards int, r *clusterRun) error {
+	kvs := make([]jetstream.KeyValue, shards)
+	var streams []string
+	for i := range kvs {
+		bucket := fmt.Sprintf("BENCH_CAS_%d", i)
+		kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1, Storage: jetstream.FileStorage, Replicas: min(3, len(nodes))})
+		if err != nil {
+			return err
+		}
+		kvs[i] = kv
+		streams = append(streams, "KV_"+bucket)
+	}
+	if _, err := spreadLeaders(ctx, js, nc, streams, nodes); err != nil {
+		return err
+	}
+	conc := cfg.clusterClients
+	keys := make([]string, conc)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%d", i)
+		if _, err := kvs[i%shards].Create(ctx, keys[i], []byte(`{"n":0}`)); err != nil {
+			return err
+		}
+	}
+	d := max(cfg.duration/2, 2*time.Second)
+	cpu0, bench0, err := clusterCPU(nodes)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	var ops, mismatches atomic.Int64
+	var failed atomic.Pointer[error]
+	end := start.Add(d)
+	var wg sync.WaitGroup
+	for i := 0; i < conc; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			kv := kvs[i%shards]
+			for time.Now().Before(end) && ctx.Err() == nil {
+				octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				e, err := kv.Get(octx, keys[i])
+				if err == nil {
+					_, err = kv.Update(octx, keys[i], e.Value(), e.Revision())
+				}
+				cancel()
+				switch {
+				case err == nil:
+					ops.Add(1)
+				case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+					// A direct get may be answered by a replica a write
+					// behind: read again.
+					mismatches.Add(1)
+				default:
+					failed.CompareAndSwap(nil, &err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	r.rawSecs = time.Since(start).Seconds()
+	if e := failed.Load(); e != nil {
+		return *e
+	}
+	cpu1, bench1, err := clusterCPU(nodes)
+	if err != nil {
+		return err
+	}
+	r.rawOps = ops.Load()
+	for name, v := range cpu1 {
+		r.rawServer += v - cpu0[name]
+	}
+	r.rawBench = bench1 - bench0
+	return nil
 }
 
 // watchWorkerArg makes the bench binary run a watch-only worker
