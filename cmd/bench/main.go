@@ -5,6 +5,7 @@
 //
 //	go run ./cmd/bench                      # every scenario, table on stdout
 //	go run ./cmd/bench --scenarios 1,6 --json
+//	go run ./cmd/bench --cluster 3 --shards 1,3 --duration 10s
 package main
 
 import (
@@ -20,6 +21,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/pharox/pharox-nats/internal/natscluster"
+	"github.com/pharox/pharox-nats/kvstore"
 )
 
 type benchConfig struct {
@@ -33,6 +37,14 @@ type benchConfig struct {
 	scaleProf string
 	selectors string
 	cpuprof   string
+	// scenario 13: a cluster of this many nodes (0: not run), one fresh
+	// cluster per shard count
+	cluster         int
+	shards          []int
+	clusterPools    int
+	clusterPoolSize int
+	clusterClients  int
+	clusterWatcher  bool
 }
 
 // row is one line of the report.
@@ -60,7 +72,9 @@ type report struct {
 	Seconds   float64  `json:"seconds"`
 	// Table is the performance issue's target table, from M.
 	Table []tableRow `json:"issue_targets"`
-	M     measures   `json:"-"`
+	// Cluster is the cluster issue's target table (scenario 13).
+	Cluster []tableRow `json:"cluster_targets,omitempty"`
+	M       measures   `json:"-"`
 }
 
 type target struct {
@@ -71,8 +85,14 @@ type target struct {
 }
 
 func main() {
+	// Scenario 13 runs its cluster's nodes as child processes of this binary.
+	natscluster.RunNodeIfAsked()
 	if len(os.Args) > 2 && os.Args[1] == serveNATSArg {
 		serveNATS(os.Args[2])
+		return
+	}
+	if len(os.Args) > 2 && os.Args[1] == watchWorkerArg {
+		serveWatcher(os.Args[2:])
 		return
 	}
 	if len(os.Args) > 2 && os.Args[1] == serveWorkerArg {
@@ -111,6 +131,9 @@ func main() {
 	if err == nil && cfg.scenarios[observeScenario] {
 		err = runObserveScenario(ctx, cfg, &rep) // observe.go
 	}
+	if err == nil && cfg.scenarios[clusterScenarioN] {
+		err = runClusterScenario(ctx, cfg, &rep) // cluster.go
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -134,7 +157,13 @@ func parseFlags(args []string) (benchConfig, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.StringVar(&cfg.natsURL, "nats-url", "", "use this NATS server (JetStream enabled) instead of starting one as a child process")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "how long each measured point runs")
-	list := fs.String("scenarios", "1,2,3,4,5,6,7,8,9,10,11", "comma-separated scenarios to run (see README: 1 clients, 2 pool size, 3 filters, 4 selectors, 5 history, 6 hot pool, 7 memory, 8 gateway, 9 feedback, 10 credentials encryption, 11 metrics and tracing cost, 12 scale: one pool of --proxies, not in the default list)")
+	list := fs.String("scenarios", "1,2,3,4,5,6,7,8,9,10,11", "comma-separated scenarios to run (see README: 1 clients, 2 pool size, 3 filters, 4 selectors, 5 history, 6 hot pool, 7 memory, 8 gateway, 9 feedback, 10 credentials encryption, 11 metrics and tracing cost, 12 scale: one pool of --proxies, not in the default list, 13 cluster: --cluster N, not in the default list)")
+	fs.IntVar(&cfg.cluster, "cluster", 0, "run scenario 13 (only it, unless --scenarios is given): a cluster of this many NATS nodes in child processes, one worker per node with R3 buckets, pairs/s, server CPU per pair and each node's share of the writes for every --shards count (a fresh cluster each)")
+	shardList := fs.String("shards", "1,3", "comma-separated shard counts scenario 13 measures, each on a fresh cluster, in this order; a count given twice (1,3,1,3) is measured in rounds and its targets count all of them")
+	fs.IntVar(&cfg.clusterPools, "cluster-pools", 30, "pools of scenario 13")
+	fs.IntVar(&cfg.clusterPoolSize, "cluster-pool-size", 50, "proxies per pool of scenario 13 (max_concurrency 1)")
+	fs.IntVar(&cfg.clusterClients, "cluster-clients", 32, "clients of scenario 13, client i on pool i mod --cluster-pools")
+	fs.BoolVar(&cfg.clusterWatcher, "cluster-watcher", true, "scenario 13 also runs a watch-only worker (no requests served) in a child process and reports its CPU per watched write: what each worker's replica costs")
 	fs.BoolVar(&cfg.json, "json", false, "print the report as JSON instead of a table")
 	fs.IntVar(&cfg.history, "history", 200000, "pairs completed in the history scenario before the last 10,000 are compared with the first 10,000")
 	fs.IntVar(&cfg.big, "big", 100000, "proxies in the large pool of scenarios 2, 3 and 7")
@@ -144,6 +173,11 @@ func parseFlags(args []string) (benchConfig, error) {
 	fs.StringVar(&cfg.cpuprof, "cpuprofile", "", "write a CPU profile of the bench process (clients and in-process workers) to this file")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
+	}
+	listed := false
+	fs.Visit(func(f *flag.Flag) { listed = listed || f.Name == "scenarios" })
+	if cfg.cluster > 0 && !listed {
+		*list = strconv.Itoa(clusterScenarioN)
 	}
 	cfg.scenarios = map[int]bool{}
 	for _, s := range strings.Split(*list, ",") {
@@ -157,6 +191,24 @@ func parseFlags(args []string) (benchConfig, error) {
 		cfg.scenarios[scaleScenarioN] = true
 	} else if cfg.scenarios[scaleScenarioN] {
 		cfg.proxies = 1000000
+	}
+	if cfg.scenarios[clusterScenarioN] {
+		if cfg.cluster == 0 {
+			cfg.cluster = 3
+		}
+		for _, v := range strings.Split(*shardList, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || n < 1 || n > kvstore.MaxShards {
+				return cfg, fmt.Errorf("--shards: %q is not a shard count 1..%d", v, kvstore.MaxShards)
+			}
+			cfg.shards = append(cfg.shards, n)
+		}
+		if cfg.cluster < 1 || cfg.clusterPools < 1 || cfg.clusterPoolSize < 1 || cfg.clusterClients < 1 {
+			return cfg, fmt.Errorf("--cluster, --cluster-pools, --cluster-pool-size and --cluster-clients must be positive")
+		}
+		if cfg.natsURL != "" {
+			return cfg, fmt.Errorf("scenario 13 starts its own clusters: not with --nats-url")
+		}
 	}
 	if cfg.history < 20000 {
 		return cfg, fmt.Errorf("--history must be at least 20000 (first and last 10,000 pairs)")
@@ -183,8 +235,18 @@ func printTable(rep report) {
 		}
 		fmt.Printf("target %-55s measured %.2f, needs %.2f: %s\n", t.Name, t.Measured, t.Needed, verdict)
 	}
-	fmt.Println()
-	printIssueTable(os.Stdout, rep.Table)
+	measured := false
+	for _, r := range rep.Table {
+		measured = measured || r.Measured
+	}
+	if measured || len(rep.Cluster) == 0 {
+		fmt.Println()
+		printIssueTable(os.Stdout, rep.Table)
+	}
+	if len(rep.Cluster) > 0 {
+		fmt.Println()
+		printTargetRows(os.Stdout, "cluster targets (issue 16):", rep.Cluster)
+	}
 	if rep.OverLease {
 		fmt.Println("OVER-LEASE DETECTED: a proxy held more leases than its max_concurrency")
 	} else {

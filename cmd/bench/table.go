@@ -120,7 +120,11 @@ func sortedKeys(m map[string]float64) []string {
 }
 
 func printIssueTable(w io.Writer, rows []tableRow) {
-	fmt.Fprintln(w, "performance targets (issue 17):")
+	printTargetRows(w, "performance targets (issue 17):", rows)
+}
+
+func printTargetRows(w io.Writer, title string, rows []tableRow) {
+	fmt.Fprintln(w, title)
 	for _, r := range rows {
 		verdict, val := "NOT MET", "-"
 		if r.Measured {
@@ -130,6 +134,9 @@ func printIssueTable(w io.Writer, rows []tableRow) {
 			}
 		} else {
 			verdict = "NOT MEASURED"
+		}
+		if r.Target == "-" {
+			verdict = "(no target)"
 		}
 		note := ""
 		if r.Note != "" {
