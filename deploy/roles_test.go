@@ -444,21 +444,26 @@ const (
 )
 
 // shardSection is the worker's publish permissions on the shard buckets of
-// every --shards up to kvstore.MaxShards: one line per bucket, the same six
-// subjects as the S = 1 buckets have.
+// every --shards up to kvstore.MaxShards: one line per bucket, the same
+// subjects as the S = 1 buckets have (a proxies stream's step-down too).
 func shardSection() string {
 	var b strings.Builder
 	b.WriteString(shardsBegin)
 	for i := range kvstore.MaxShards {
 		for _, bucket := range []string{kvstore.ProxiesBucketName(i, kvstore.MaxShards), kvstore.LeasesBucketName(i, kvstore.MaxShards)} {
 			stream := "KV_" + bucket
-			fmt.Fprintf(&b, "    %q, %q, %q, %q, %q, %q\n",
+			fmt.Fprintf(&b, "    %q, %q, %q, %q, %q, %q",
 				"$KV."+bucket+".>",
 				"$JS.API.STREAM.*."+stream,
 				"$JS.API.STREAM.MSG.GET."+stream,
 				"$JS.API.DIRECT.GET."+stream+".>",
 				"$JS.API.CONSUMER.*."+stream+".>",
 				"$JS.FC."+stream+".>")
+			if strings.HasPrefix(bucket, kvstore.ProxiesBucket) {
+				// The proxies streams' leaders are spread over the nodes.
+				fmt.Fprintf(&b, ", %q", "$JS.API.STREAM.LEADER.STEPDOWN."+stream)
+			}
+			b.WriteString("\n")
 		}
 	}
 	b.WriteString(shardsEnd)
@@ -506,7 +511,7 @@ func TestShardSubjects(t *testing.T) {
 	}
 	for _, base := range []string{kvstore.ProxiesBucket, kvstore.LeasesBucket} {
 		one := naming(base)
-		require.Len(t, one, 6, base)
+		require.Len(t, one, map[string]int{kvstore.ProxiesBucket: 7, kvstore.LeasesBucket: 6}[base], base)
 		for i := range kvstore.MaxShards + 1 {
 			bucket := kvstore.ProxiesBucketName(i, 2)
 			if base == kvstore.LeasesBucket {
