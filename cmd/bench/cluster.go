@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -545,24 +544,11 @@ const watchWorkerArg = "__watch-worker"
 
 func startWatcherProcess(urls string, shards, replicas int) (*exec.Cmd, error) {
 	cmd := exec.Command(os.Args[0], watchWorkerArg, urls, strconv.Itoa(shards), strconv.Itoa(replicas))
-	cmd.Stderr = os.Stderr
 	// The child stops when its stdin closes: when this process goes away.
 	if _, err := cmd.StdinPipe(); err != nil {
 		return nil, err
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		return nil, fmt.Errorf("watch-only worker did not start: %w", err)
-	}
-	return cmd, nil
+	return startChild(cmd, "watch-only worker")
 }
 
 // serveWatcher is the watch-only worker child: ready once its replica is

@@ -464,7 +464,12 @@ func measureMemory(ctx context.Context, cfg benchConfig) (rssPerProxy, steadyPer
 // startWorkerProcess starts a worker in a child process and returns once
 // it serves (its replica loaded).
 func startWorkerProcess(url string) (*exec.Cmd, error) {
-	cmd := exec.Command(os.Args[0], serveWorkerArg, url)
+	return startChild(exec.Command(os.Args[0], serveWorkerArg, url), "worker process")
+}
+
+// startChild starts cmd, a child of this binary that prints a line once it
+// is ready, and waits for that line.
+func startChild(cmd *exec.Cmd, what string) (*exec.Cmd, error) {
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -476,7 +481,7 @@ func startWorkerProcess(url string) (*exec.Cmd, error) {
 	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		return nil, fmt.Errorf("worker process did not start: %w", err)
+		return nil, fmt.Errorf("%s did not start: %w", what, err)
 	}
 	return cmd, nil
 }

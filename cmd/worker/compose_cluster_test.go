@@ -203,21 +203,6 @@ func TestDockerComposeCluster(t *testing.T) {
 	deployDir, err := filepath.Abs("../../deploy")
 	require.NoError(t, err)
 	promFile := mountedFile(t, prom, "/etc/prometheus/prometheus.yml", filepath.Join(deployDir, "prometheus", "prometheus.cluster.yml"))
-	var promCfg struct {
-		ScrapeConfigs []struct {
-			StaticConfigs []struct {
-				Targets []string `yaml:"targets"`
-			} `yaml:"static_configs"`
-		} `yaml:"scrape_configs"`
-	}
-	readYAML(t, promFile, &promCfg)
-	targets := map[string]bool{}
-	for _, sc := range promCfg.ScrapeConfigs {
-		for _, st := range sc.StaticConfigs {
-			for _, target := range st.Targets {
-				targets[target] = true
-			}
-		}
-	}
+	targets := scrapeTargets(t, promFile)
 	require.Equal(t, keys(metrics), keys(targets), "%s scrapes other targets than the workers' metrics listeners", promFile)
 }

@@ -64,22 +64,7 @@ func TestComposeMonitoring(t *testing.T) {
 		}
 	}
 	promFile := mountedFile(t, prom, configPath, filepath.Join(deployDir, "prometheus", "prometheus.yml"))
-	var promCfg struct {
-		ScrapeConfigs []struct {
-			StaticConfigs []struct {
-				Targets []string `yaml:"targets"`
-			} `yaml:"static_configs"`
-		} `yaml:"scrape_configs"`
-	}
-	readYAML(t, promFile, &promCfg)
-	got := map[string]bool{}
-	for _, sc := range promCfg.ScrapeConfigs {
-		for _, st := range sc.StaticConfigs {
-			for _, target := range st.Targets {
-				got[target] = true
-			}
-		}
-	}
+	got := scrapeTargets(t, promFile)
 	require.Equal(t, keys(want), keys(got), "%s scrapes other targets than the workers' and gateways' metrics listeners", promFile)
 	requireLocalPorts(t, "prometheus", prom)
 
@@ -197,4 +182,26 @@ func keys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// scrapeTargets is the set of static targets of a Prometheus configuration.
+func scrapeTargets(t *testing.T, promFile string) map[string]bool {
+	t.Helper()
+	var promCfg struct {
+		ScrapeConfigs []struct {
+			StaticConfigs []struct {
+				Targets []string `yaml:"targets"`
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	readYAML(t, promFile, &promCfg)
+	got := map[string]bool{}
+	for _, sc := range promCfg.ScrapeConfigs {
+		for _, st := range sc.StaticConfigs {
+			for _, target := range st.Targets {
+				got[target] = true
+			}
+		}
+	}
+	return got
 }

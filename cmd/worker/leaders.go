@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -39,31 +37,14 @@ func newSpreadLeadersFlagSet(cfg *config) *flag.FlagSet {
 }
 
 func spreadLeadersMain(args []string) int {
-	cfg, err := parseWith(newSpreadLeadersFlagSet, args, os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "worker spread-leaders:", err)
-		return 2
-	}
-	log, err := newLogger(cfg.LogLevel)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "worker spread-leaders:", err)
-		return 2
-	}
-	defer func() { _ = log.Sync() }()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	p, err := runSpreadLeaders(ctx, cfg, log, os.Stdout)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "worker spread-leaders:", err)
-		return 1
-	}
-	if !p.Balanced {
-		return 1
-	}
-	return 0
+	return subcommand("spread-leaders", args, newSpreadLeadersFlagSet, nil,
+		func(ctx context.Context, cfg config, log *zap.Logger) error {
+			p, err := runSpreadLeaders(ctx, cfg, log, os.Stdout)
+			if err == nil && !p.Balanced {
+				err = errors.New("the leaders are not spread over the nodes (see above)")
+			}
+			return err
+		})
 }
 
 // runSpreadLeaders connects as the worker does, opens the store (creating

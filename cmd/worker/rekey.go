@@ -41,28 +41,43 @@ func newRekeyFlagSet(cfg *config) *flag.FlagSet {
 }
 
 func rekeyMain(args []string) int {
-	cfg, err := parseWith(newRekeyFlagSet, args, os.Getenv)
+	return subcommand("rekey", args, newRekeyFlagSet, config.validateRekey,
+		func(ctx context.Context, cfg config, log *zap.Logger) error {
+			_, err := runRekey(ctx, cfg, log, os.Stdout)
+			if err != nil {
+				log.Error("rekey incomplete", zap.Error(err))
+			}
+			return err
+		})
+}
+
+// subcommand runs a worker subcommand: its flags and variables parsed and
+// validated (exit status 2 and the reason on a bad one), a logger, a
+// context that SIGINT and SIGTERM cancel, and run (exit status 1 and the
+// reason if it fails).
+func subcommand(name string, args []string, newFlags func(*config) *flag.FlagSet, validate func(config) error,
+	run func(context.Context, config, *zap.Logger) error) int {
+	cfg, err := parseWith(newFlags, args, os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
-	if err == nil {
-		err = cfg.validateRekey()
+	if err == nil && validate != nil {
+		err = validate(cfg)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "worker rekey:", err)
+		fmt.Fprintf(os.Stderr, "worker %s: %v\n", name, err)
 		return 2
 	}
 	log, err := newLogger(cfg.LogLevel)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "worker rekey:", err)
+		fmt.Fprintf(os.Stderr, "worker %s: %v\n", name, err)
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if _, err := runRekey(ctx, cfg, log, os.Stdout); err != nil {
-		log.Error("rekey incomplete", zap.Error(err))
-		fmt.Fprintln(os.Stderr, "worker rekey:", err)
+	if err := run(ctx, cfg, log); err != nil {
+		fmt.Fprintf(os.Stderr, "worker %s: %v\n", name, err)
 		return 1
 	}
 	return 0
