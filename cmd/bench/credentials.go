@@ -19,14 +19,14 @@ import (
 const credentialsScenario = 10
 
 // lastScenario is the highest scenario number --scenarios accepts.
-const lastScenario = clusterScenarioN
+const lastScenario = fanoutScenarioN
 
 // standaloneOnly reports whether only scenarios that bring their own
 // comparison (the gateway, credentials, observability) were asked for: the others'
 // baseline is then not needed.
 func standaloneOnly(cfg benchConfig) bool {
 	for n := range cfg.scenarios {
-		if n != gatewayScenario && n != credentialsScenario && n != observeScenario && n != clusterScenarioN {
+		if n != gatewayScenario && n != credentialsScenario && n != observeScenario && n != clusterScenarioN && n != fanoutScenarioN {
 			return false
 		}
 	}

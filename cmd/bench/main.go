@@ -134,6 +134,9 @@ func main() {
 	if err == nil && cfg.scenarios[clusterScenarioN] {
 		err = runClusterScenario(ctx, cfg, &rep) // cluster.go
 	}
+	if err == nil && cfg.scenarios[fanoutScenarioN] {
+		err = runFanoutScenario(ctx, cfg, &rep) // fanout.go
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -157,7 +160,7 @@ func parseFlags(args []string) (benchConfig, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.StringVar(&cfg.natsURL, "nats-url", "", "use this NATS server (JetStream enabled) instead of starting one as a child process")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "how long each measured point runs")
-	list := fs.String("scenarios", "1,2,3,4,5,6,7,8,9,10,11", "comma-separated scenarios to run (see README: 1 clients, 2 pool size, 3 filters, 4 selectors, 5 history, 6 hot pool, 7 memory, 8 gateway, 9 feedback, 10 credentials encryption, 11 metrics and tracing cost, 12 scale: one pool of --proxies, not in the default list, 13 cluster: --cluster N, not in the default list)")
+	list := fs.String("scenarios", "1,2,3,4,5,6,7,8,9,10,11", "comma-separated scenarios to run (see README: 1 clients, 2 pool size, 3 filters, 4 selectors, 5 history, 6 hot pool, 7 memory, 8 gateway, 9 feedback, 10 credentials encryption, 11 metrics and tracing cost, 12 scale: one pool of --proxies, not in the default list, 13 cluster: --cluster N, not in the default list, 14 watch fan-out: KV watch vs RePublish server cost, not in the default list)")
 	fs.IntVar(&cfg.cluster, "cluster", 0, "run scenario 13 (only it, unless --scenarios is given): a cluster of this many NATS nodes in child processes, one worker per node with R3 buckets, pairs/s, server CPU per pair and each node's share of the writes for every --shards count (a fresh cluster each)")
 	shardList := fs.String("shards", "1,3", "comma-separated shard counts scenario 13 measures, each on a fresh cluster, in this order; a count given twice (1,3,1,3) is measured in rounds and its targets count all of them")
 	fs.IntVar(&cfg.clusterPools, "cluster-pools", 30, "pools of scenario 13")
