@@ -39,36 +39,6 @@ func connectTunnel(t *testing.T, w *gw, user, target string) (net.Conn, *bufio.R
 	return conn, br, resp.Header.Get(gateway.HeaderLeaseID)
 }
 
-// echoServer answers each line with the same line.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := io.WriteString(c, line); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 func echoOnce(t *testing.T, conn net.Conn, br *bufio.Reader, msg string) {
 	t.Helper()
 	_, err := io.WriteString(conn, msg+"\n")
@@ -84,7 +54,7 @@ func echoOnce(t *testing.T, conn net.Conn, br *bufio.Reader, msg string) {
 func TestTunnelEnds(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envConfig{})
-	echo := echoServer(t)
+	echo := proxytest.Echo(t)
 	w := e.gateway(gateway.WithLeaseSeconds(1))
 	px := proxytest.HTTP(t, proxytest.HTTPConfig{})
 	e.pool("tunnels", 0, up(model.ProtocolHTTP, px, "", ""))

@@ -19,7 +19,7 @@ import (
 func TestShutdown(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envConfig{})
-	echo := echoServer(t)
+	echo := proxytest.Echo(t)
 	px := proxytest.HTTP(t, proxytest.HTTPConfig{})
 	e.pool("drain", 0, up(model.ProtocolHTTP, px, "", ""))
 

@@ -95,7 +95,11 @@ type Proxy struct {
 	Port int
 	// Requests counts forwarded requests and opened tunnels.
 	Requests atomic.Int64
-	close    func()
+	// Forwards and Connects split the HTTP proxy's Requests: absolute-URI
+	// requests it forwarded and CONNECT tunnels it opened.
+	Forwards, Connects atomic.Int64
+
+	close func()
 }
 
 // Addr is host:port.

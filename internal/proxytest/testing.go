@@ -1,6 +1,11 @@
 package proxytest
 
-import "testing"
+import (
+	"bufio"
+	"io"
+	"net"
+	"testing"
+)
 
 // HTTP starts an HTTP proxy for t, closed when t ends.
 func HTTP(t testing.TB, cfg HTTPConfig) *Proxy { return must(t)(StartHTTP(cfg)) }
@@ -19,5 +24,41 @@ func must(t testing.TB) func(*Proxy, error) *Proxy {
 		}
 		t.Cleanup(p.Close)
 		return p
+	}
+}
+
+// Echo starts a target for t on 127.0.0.1 that answers each line with the
+// same line, closed when t ends, and returns its host:port: what a test
+// tunnels to through a proxy to see bytes cross both ways.
+func Echo(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("start echo: %v", err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go echoLines(c)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func echoLines(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if _, err := io.WriteString(c, line); err != nil {
+			return
+		}
 	}
 }
