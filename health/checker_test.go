@@ -129,8 +129,8 @@ func TestHealthCheckEndpoint(t *testing.T) {
 	socks := model.ProtocolSOCKS5
 	added, err := w.mgr.AddProxies(ctx, model.ProxiesAddRequest{PoolName: "hc", Proxies: []model.ProxyInput{
 		{Host: "127.0.0.1", Port: fwd.Port},
-		{Host: "127.0.0.1", Port: closedPort(t)},
-		{Host: "127.0.0.1", Port: closedPort(t), Status: &banned},
+		{Host: "127.0.0.1", Port: natstest.FreePort(t)},
+		{Host: "127.0.0.1", Port: natstest.FreePort(t), Status: &banned},
 		{Host: "127.0.0.1", Port: proxytest.SOCKS5(t, "u", "p").Port, Protocol: &socks, Credentials: creds("u", "p")},
 	}})
 	require.NoError(t, err)

@@ -103,18 +103,6 @@ func startSilent(t *testing.T) int {
 	return port(ln)
 }
 
-// closedPort returns a port on 127.0.0.1 that nothing listens on.
-func closedPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := port(ln)
-	_ = ln.Close()
-	return p
-}
-
 func listen(t *testing.T) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

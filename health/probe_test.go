@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pharox/pharox-nats/health"
+	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/internal/proxytest"
 	"github.com/pharox/pharox-nats/model"
 )
@@ -144,7 +145,7 @@ func TestProbeFailures(t *testing.T) {
 	t.Run("refused connection", func(t *testing.T) {
 		t.Parallel()
 		for _, proto := range []model.Protocol{model.ProtocolHTTP, model.ProtocolHTTPS, model.ProtocolSOCKS4, model.ProtocolSOCKS5} {
-			px := proxyAt(proto, closedPort(t), creds("bot", "hunter2"))
+			px := proxyAt(proto, natstest.FreePort(t), creds("bot", "hunter2"))
 			r := p.Probe(ctx, px, opts(httpOK, func(o *model.HealthCheckOptions) { o.Attempts = 3 }))
 			requireInactive(t, r, 0, "refused")
 			require.Equal(t, 3, r.Attempts, string(proto))

@@ -78,7 +78,7 @@ func TestSweepsTwoWorkers(t *testing.T) {
 		}
 		inputs = append(inputs, in)
 	}
-	closed := []int{closedPort(t), closedPort(t), closedPort(t), closedPort(t), closedPort(t)}
+	closed := []int{natstest.FreePort(t), natstest.FreePort(t), natstest.FreePort(t), natstest.FreePort(t), natstest.FreePort(t)}
 	for i := range failing {
 		inputs = append(inputs, model.ProxyInput{Host: "127.0.0.1", Port: closed[i%len(closed)]})
 	}

@@ -1,12 +1,12 @@
 package monitor_test
 
 import (
-	"net"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/pharox/pharox-nats/client"
+	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/internal/worker"
 	"github.com/pharox/pharox-nats/model"
 )
@@ -18,12 +18,9 @@ func TestHealthChecksAreCounted(t *testing.T) {
 	ctx := t.Context()
 
 	// A proxy nobody listens on: its probes fail at once.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(t, ln.Close())
+	port := natstest.FreePort(t)
 	c := client.New(nc, client.WithTimeout(timeout))
-	_, err = c.CreatePool(ctx, model.PoolCreateRequest{Name: "h"})
+	_, err := c.CreatePool(ctx, model.PoolCreateRequest{Name: "h"})
 	require.NoError(t, err)
 	_, err = c.AddProxies(ctx, model.ProxiesAddRequest{PoolName: "h", Proxies: []model.ProxyInput{{Host: "127.0.0.1", Port: port}}})
 	require.NoError(t, err)
