@@ -76,46 +76,7 @@ func startTargets(t *testing.T) *targets {
 	return tg
 }
 
-// startSilent accepts connections and never says anything.
-func startSilent(t *testing.T) int {
-	t.Helper()
-	ln := listen(t)
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-	})
-	return port(ln)
-}
-
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	return ln
-}
-
-func port(ln net.Listener) int { return ln.Addr().(*net.TCPAddr).Port }
-
-func serverPort(s *httptest.Server) int { return port(s.Listener) }
+func serverPort(s *httptest.Server) int { return s.Listener.Addr().(*net.TCPAddr).Port }
 
 func proxyAt(protocol model.Protocol, p int, cred *model.Credentials) model.Proxy {
 	return model.Proxy{ID: uuid.NewString(), Host: "127.0.0.1", Port: p, Protocol: protocol, Status: model.ProxyActive, Credentials: cred}

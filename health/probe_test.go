@@ -163,7 +163,7 @@ func TestProbeFailures(t *testing.T) {
 	})
 	t.Run("timeout at a silent proxy", func(t *testing.T) {
 		t.Parallel()
-		silent := startSilent(t)
+		silent := proxytest.Silent(t).Port
 		for _, proto := range []model.Protocol{model.ProtocolHTTP, model.ProtocolHTTPS, model.ProtocolSOCKS4, model.ProtocolSOCKS5} {
 			px := proxyAt(proto, silent, nil)
 			start := time.Now()

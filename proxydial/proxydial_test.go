@@ -83,19 +83,7 @@ func TestTunnelFailures(t *testing.T) {
 	require.ErrorContains(t, err, `protocol "ftp"`)
 
 	// A proxy that accepts and never answers: ctx ends the handshake.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { _ = c.Close() })
-		}
-	}()
-	silent := proxydial.Upstream{Addr: ln.Addr().String()}
+	silent := proxydial.Upstream{Addr: proxytest.Silent(t).Addr()}
 	for _, p := range []model.Protocol{model.ProtocolHTTP, model.ProtocolSOCKS5, model.ProtocolSOCKS4} {
 		silent.Protocol = p
 		tctx, cancel := context.WithTimeout(ctx, 150*time.Millisecond)

@@ -16,6 +16,9 @@ func SOCKS5(t testing.TB, user, pass string) *Proxy { return must(t)(StartSOCKS5
 // SOCKS4 starts a SOCKS4 proxy for t, closed when t ends.
 func SOCKS4(t testing.TB, userID string) *Proxy { return must(t)(StartSOCKS4(userID)) }
 
+// Silent starts a silent proxy for t, closed when t ends.
+func Silent(t testing.TB) *Proxy { return must(t)(StartSilent()) }
+
 func must(t testing.TB) func(*Proxy, error) *Proxy {
 	return func(p *Proxy, err error) *Proxy {
 		t.Helper()
@@ -37,15 +40,7 @@ func Echo(t testing.TB) string {
 		t.Fatalf("start echo: %v", err)
 	}
 	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go echoLines(c)
-		}
-	}()
+	go acceptEach(ln, echoLines)
 	return ln.Addr().String()
 }
 
