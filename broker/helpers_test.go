@@ -264,16 +264,20 @@ func (e *env) mustAcquire(req map[string]any) (model.Lease, model.Proxy) {
 
 func (e *env) release(leaseID string) model.Lease {
 	e.t.Helper()
-	var rep model.LeaseReply
-	e.okInto("release", map[string]any{"lease_id": leaseID}, &rep)
-	require.NotNil(e.t, rep.Lease)
-	return *rep.Lease
+	return e.leaseOp("release", leaseID)
 }
 
 func (e *env) getLease(id string) model.Lease {
 	e.t.Helper()
+	return e.leaseOp("leases.get", id)
+}
+
+// leaseOp sends op for the lease leaseID, requires success and returns the
+// lease of the reply.
+func (e *env) leaseOp(op, leaseID string) model.Lease {
+	e.t.Helper()
 	var rep model.LeaseReply
-	e.okInto("leases.get", map[string]any{"lease_id": id}, &rep)
+	e.okInto(op, map[string]any{"lease_id": leaseID}, &rep)
 	require.NotNil(e.t, rep.Lease)
 	return *rep.Lease
 }
