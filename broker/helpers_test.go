@@ -75,12 +75,7 @@ type envConfig struct {
 // against its schema and against the PHAROX_EVENTS stream.
 func newEnv(t testing.TB, ec envConfig) *env {
 	t.Helper()
-	e := &env{t: t, sch: contractSchemas(t)}
-	e.srv = natstest.RunServer(t)
-	e.nc = natstest.Connect(t, e.srv)
-	js, err := jetstream.New(e.nc)
-	require.NoError(t, err)
-	e.js = js
+	e := newServerEnv(t)
 	sub, err := e.nc.SubscribeSync("pharox.events.*")
 	require.NoError(t, err)
 	require.NoError(t, sub.SetPendingLimits(-1, -1))
@@ -99,6 +94,19 @@ func newEnv(t testing.TB, ec envConfig) *env {
 	}
 	// Registered after the workers, so it runs before they stop.
 	t.Cleanup(e.checkEvents)
+	return e
+}
+
+// newServerEnv is what newEnv and newQuietEnv start from: a server, the
+// test's connection to it and its JetStream, and no workers yet.
+func newServerEnv(t testing.TB) *env {
+	t.Helper()
+	e := &env{t: t, sch: contractSchemas(t)}
+	e.srv = natstest.RunServer(t)
+	e.nc = natstest.Connect(t, e.srv)
+	js, err := jetstream.New(e.nc)
+	require.NoError(t, err)
+	e.js = js
 	return e
 }
 
@@ -256,16 +264,20 @@ func (e *env) mustAcquire(req map[string]any) (model.Lease, model.Proxy) {
 
 func (e *env) release(leaseID string) model.Lease {
 	e.t.Helper()
-	var rep model.LeaseReply
-	e.okInto("release", map[string]any{"lease_id": leaseID}, &rep)
-	require.NotNil(e.t, rep.Lease)
-	return *rep.Lease
+	return e.leaseOp("release", leaseID)
 }
 
 func (e *env) getLease(id string) model.Lease {
 	e.t.Helper()
+	return e.leaseOp("leases.get", id)
+}
+
+// leaseOp sends op for the lease leaseID, requires success and returns the
+// lease of the reply.
+func (e *env) leaseOp(op, leaseID string) model.Lease {
+	e.t.Helper()
 	var rep model.LeaseReply
-	e.okInto("leases.get", map[string]any{"lease_id": id}, &rep)
+	e.okInto(op, map[string]any{"lease_id": leaseID}, &rep)
 	require.NotNil(e.t, rep.Lease)
 	return *rep.Lease
 }

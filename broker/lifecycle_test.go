@@ -25,7 +25,6 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/require"
 
-	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/internal/workertest"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
@@ -112,12 +111,7 @@ func requireSameTime(t testing.TB, want, got time.Time, msgAndArgs ...any) {
 // them. The workers use the real clock.
 func newQuietEnv(t testing.TB, n int, cfg workertest.Config) *env {
 	t.Helper()
-	e := &env{t: t, sch: contractSchemas(t)}
-	e.srv = natstest.RunServer(t)
-	e.nc = natstest.Connect(t, e.srv)
-	js, err := jetstream.New(e.nc)
-	require.NoError(t, err)
-	e.js = js
+	e := newServerEnv(t)
 	for i := 0; i < n; i++ {
 		e.workers = append(e.workers, startWorker(t, e.srv, cfg))
 	}

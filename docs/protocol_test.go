@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"regexp"
 	"slices"
 	"sort"
@@ -328,14 +329,8 @@ func tableFields(t *testing.T, where string, tbl table) (fields, required map[st
 	return fields, required
 }
 
-func keys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+// keys is m's keys in order.
+func keys(m map[string]bool) []string { return slices.Sorted(maps.Keys(m)) }
 
 // TestProtocolFieldTablesMatchSchemas checks every field table against its
 // schema: the fields listed are exactly the schema's properties, and the

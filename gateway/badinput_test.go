@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pharox/pharox-nats/gateway"
-	"github.com/pharox/pharox-nats/internal/proxytest"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -46,8 +45,7 @@ func TestBadInput(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	tg := startTargets(t)
 	w := e.gateway(gateway.WithHeaderTimeout(300 * time.Millisecond))
-	px := proxytest.HTTP(t, proxytest.HTTPConfig{})
-	e.pool("badinput", 0, up(model.ProtocolHTTP, px, "", ""))
+	px := e.httpPool("badinput", 0)
 	e.pool("allowed", 0, up(model.ProtocolHTTP, px, "", ""))
 	require.Zero(t, e.stats("badinput").TotalLeases)
 

@@ -102,8 +102,7 @@ func TestTargetAnswersPassThrough(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	tg := startTargets(t)
 	w := e.gateway()
-	px := proxytest.HTTP(t, proxytest.HTTPConfig{})
-	e.pool("answers", 1, up(model.ProtocolHTTP, px, "", ""))
+	e.httpPool("answers", 1)
 	hc := w.httpClient("pool=answers", token, false, tg)
 	for _, code := range []int{500, 503, 403, 429, 404} {
 		got, _, hdr := get(t, hc, fmt.Sprintf("%s/status/%d", tg.http.URL, code))

@@ -179,14 +179,20 @@ func up(p model.Protocol, px *proxytest.Proxy, user, pass string) upstream {
 	return u
 }
 
+// httpPool starts a plain HTTP proxy (no login) for the test and creates
+// pool name with it as its only proxy, at most maxConc leases at once (0:
+// no limit): the pool most tests lease from. It returns the proxy.
+func (e *env) httpPool(name string, maxConc int) *proxytest.Proxy {
+	e.t.Helper()
+	px := proxytest.HTTP(e.t, proxytest.HTTPConfig{})
+	e.pool(name, maxConc, up(model.ProtocolHTTP, px, "", ""))
+	return px
+}
+
 // deadUpstream is a port nothing listens on.
 func deadUpstream(t *testing.T, p model.Protocol) upstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(t, ln.Close())
-	return upstream{protocol: p, host: "127.0.0.1", port: port}
+	return upstream{protocol: p, host: "127.0.0.1", port: natstest.FreePort(t)}
 }
 
 // gw is a running gateway with its own NATS connection.

@@ -39,36 +39,6 @@ func connectTunnel(t *testing.T, w *gw, user, target string) (net.Conn, *bufio.R
 	return conn, br, resp.Header.Get(gateway.HeaderLeaseID)
 }
 
-// echoServer answers each line with the same line.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := io.WriteString(c, line); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 func echoOnce(t *testing.T, conn net.Conn, br *bufio.Reader, msg string) {
 	t.Helper()
 	_, err := io.WriteString(conn, msg+"\n")
@@ -84,10 +54,9 @@ func echoOnce(t *testing.T, conn net.Conn, br *bufio.Reader, msg string) {
 func TestTunnelEnds(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envConfig{})
-	echo := echoServer(t)
+	echo := proxytest.Echo(t)
 	w := e.gateway(gateway.WithLeaseSeconds(1))
-	px := proxytest.HTTP(t, proxytest.HTTPConfig{})
-	e.pool("tunnels", 0, up(model.ProtocolHTTP, px, "", ""))
+	px := e.httpPool("tunnels", 0)
 
 	conn, br, leaseID := connectTunnel(t, w, "pool=tunnels", echo)
 	echoOnce(t, conn, br, "hello")
@@ -116,8 +85,7 @@ func TestNoProxyFree(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	tg := startTargets(t)
 	w := e.gateway()
-	px := proxytest.HTTP(t, proxytest.HTTPConfig{})
-	e.pool("busy", 1, up(model.ProtocolHTTP, px, "", ""))
+	e.httpPool("busy", 1)
 	held, _, err := e.c.Acquire(e.ctx(), model.AcquireRequest{PoolName: "busy"})
 	require.NoError(t, err)
 	require.NotNil(t, held)

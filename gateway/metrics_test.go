@@ -116,8 +116,7 @@ func TestMetrics(t *testing.T) {
 	tg := startTargets(t)
 	w := e.gateway()
 	base := serveMetrics(t, w)
-	px := proxytest.HTTP(t, proxytest.HTTPConfig{})
-	e.pool("metrics", 1, up(model.ProtocolHTTP, px, "", ""))
+	e.httpPool("metrics", 1)
 	e.pool("empty", 0)
 
 	resp, err := http.Get(base + "/healthz")

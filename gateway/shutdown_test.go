@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pharox/pharox-nats/internal/proxytest"
-	"github.com/pharox/pharox-nats/model"
 )
 
 // TestShutdown: Shutdown stops accepting, lets a tunnel finish within the
@@ -19,9 +18,8 @@ import (
 func TestShutdown(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envConfig{})
-	echo := echoServer(t)
-	px := proxytest.HTTP(t, proxytest.HTTPConfig{})
-	e.pool("drain", 0, up(model.ProtocolHTTP, px, "", ""))
+	echo := proxytest.Echo(t)
+	e.httpPool("drain", 0)
 
 	// A tunnel that ends within the drain timeout: Shutdown waits for it.
 	w := e.gateway()

@@ -15,6 +15,7 @@ import (
 	"github.com/pharox/pharox-nats/events"
 	"github.com/pharox/pharox-nats/health"
 	"github.com/pharox/pharox-nats/internal/natstest"
+	"github.com/pharox/pharox-nats/internal/proxytest"
 	"github.com/pharox/pharox-nats/internal/workertest"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/manager"
@@ -111,7 +112,7 @@ func TestHealthCheckEndpoint(t *testing.T) {
 	sch, err := schemas.Load()
 	require.NoError(t, err)
 	tg := startTargets(t)
-	fwd := startHTTPProxy(t, false, "", "")
+	fwd := proxytest.HTTP(t, proxytest.HTTPConfig{})
 	ctx := context.Background()
 
 	_, err = w.mgr.CreatePool(ctx, model.PoolCreateRequest{Name: "hc"})
@@ -127,10 +128,10 @@ func TestHealthCheckEndpoint(t *testing.T) {
 	banned := model.ProxyBanned
 	socks := model.ProtocolSOCKS5
 	added, err := w.mgr.AddProxies(ctx, model.ProxiesAddRequest{PoolName: "hc", Proxies: []model.ProxyInput{
-		{Host: "127.0.0.1", Port: serverPort(fwd.srv)},
-		{Host: "127.0.0.1", Port: closedPort(t)},
-		{Host: "127.0.0.1", Port: closedPort(t), Status: &banned},
-		{Host: "127.0.0.1", Port: startSOCKS5(t, "u", "p"), Protocol: &socks, Credentials: creds("u", "p")},
+		{Host: "127.0.0.1", Port: fwd.Port},
+		{Host: "127.0.0.1", Port: natstest.FreePort(t)},
+		{Host: "127.0.0.1", Port: natstest.FreePort(t), Status: &banned},
+		{Host: "127.0.0.1", Port: proxytest.SOCKS5(t, "u", "p").Port, Protocol: &socks, Credentials: creds("u", "p")},
 	}})
 	require.NoError(t, err)
 	good, bad, ban, sock := added[0], added[1], added[2], added[3]
@@ -168,7 +169,7 @@ func TestHealthCheckEndpoint(t *testing.T) {
 	px, err := w.mgr.GetProxy(ctx, good.ID)
 	require.NoError(t, err)
 	require.NotNil(t, px.CheckedAt, "applied: checked_at set")
-	require.EqualValues(t, 1, fwd.forwards.Load())
+	require.EqualValues(t, 1, fwd.Forwards.Load())
 	// Recorded as the proxy's last health result (v1.1), in the same write.
 	require.NotNil(t, px.LatencyMs)
 	require.Equal(t, rep.Results[0].LatencyMs, *px.LatencyMs)
@@ -258,7 +259,7 @@ func TestHealthCheckEndpoint(t *testing.T) {
 	// A pool without options needs a target in the request.
 	_, err = w.mgr.CreatePool(ctx, model.PoolCreateRequest{Name: "bare"})
 	require.NoError(t, err)
-	bare, err := w.mgr.AddProxies(ctx, model.ProxiesAddRequest{PoolName: "bare", Proxies: []model.ProxyInput{{Host: "127.0.0.1", Port: serverPort(fwd.srv)}}})
+	bare, err := w.mgr.AddProxies(ctx, model.ProxiesAddRequest{PoolName: "bare", Proxies: []model.ProxyInput{{Host: "127.0.0.1", Port: fwd.Port}}})
 	require.NoError(t, err)
 	refuse(map[string]any{"pool_name": "bare"}, "400", "bad_request", "target_url is required")
 	rep = check(map[string]any{"pool_name": "bare", "options": map[string]any{"target_url": target}})

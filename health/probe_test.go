@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pharox/pharox-nats/health"
+	"github.com/pharox/pharox-nats/internal/natstest"
+	"github.com/pharox/pharox-nats/internal/proxytest"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -66,14 +68,14 @@ func TestProbeProtocols(t *testing.T) {
 	ctx := context.Background()
 	httpOK, httpsOK := tg.http.URL+"/ok", tg.https.URL+"/ok"
 
-	fwd := startHTTPProxy(t, false, "", "")
-	fwdAuth := startHTTPProxy(t, false, "bot", "s3cret:/@")
-	conn := startHTTPProxy(t, true, "", "")
-	connAuth := startHTTPProxy(t, true, "bot", "s3cret")
-	s5 := startSOCKS5(t, "", "")
-	s5Auth := startSOCKS5(t, "bot", "s3cret")
-	s4 := startSOCKS4(t, "")
-	s4User := startSOCKS4(t, "bot")
+	fwd := proxytest.HTTP(t, proxytest.HTTPConfig{})
+	fwdAuth := proxytest.HTTP(t, proxytest.HTTPConfig{User: "bot", Password: "s3cret:/@"})
+	conn := proxytest.HTTP(t, proxytest.HTTPConfig{ConnectOnly: true})
+	connAuth := proxytest.HTTP(t, proxytest.HTTPConfig{User: "bot", Password: "s3cret", ConnectOnly: true})
+	s5 := proxytest.SOCKS5(t, "", "").Port
+	s5Auth := proxytest.SOCKS5(t, "bot", "s3cret").Port
+	s4 := proxytest.SOCKS4(t, "").Port
+	s4User := proxytest.SOCKS4(t, "bot").Port
 
 	cases := []struct {
 		name   string
@@ -81,16 +83,16 @@ func TestProbeProtocols(t *testing.T) {
 		target string
 		check  func(t *testing.T)
 	}{
-		{"http forward, http target", proxyAt(model.ProtocolHTTP, serverPort(fwd.srv), nil), httpOK,
-			func(t *testing.T) { require.EqualValues(t, 1, fwd.forwards.Load()) }},
-		{"http forward with credentials", proxyAt(model.ProtocolHTTP, serverPort(fwdAuth.srv), creds("bot", "s3cret:/@")), httpOK, nil},
-		{"http proxy, https target through CONNECT", proxyAt(model.ProtocolHTTP, serverPort(fwd.srv), nil), httpsOK,
-			func(t *testing.T) { require.EqualValues(t, 1, fwd.connects.Load()) }},
-		{"https proxy, https target", proxyAt(model.ProtocolHTTPS, serverPort(conn.srv), nil), httpsOK, nil},
-		{"https proxy, http target tunnelled", proxyAt(model.ProtocolHTTPS, serverPort(conn.srv), nil), httpOK,
-			func(t *testing.T) { require.EqualValues(t, 2, conn.connects.Load()) }},
-		{"https proxy with credentials, http target", proxyAt(model.ProtocolHTTPS, serverPort(connAuth.srv), creds("bot", "s3cret")), httpOK, nil},
-		{"https proxy with credentials, https target", proxyAt(model.ProtocolHTTPS, serverPort(connAuth.srv), creds("bot", "s3cret")), httpsOK, nil},
+		{"http forward, http target", proxyAt(model.ProtocolHTTP, fwd.Port, nil), httpOK,
+			func(t *testing.T) { require.EqualValues(t, 1, fwd.Forwards.Load()) }},
+		{"http forward with credentials", proxyAt(model.ProtocolHTTP, fwdAuth.Port, creds("bot", "s3cret:/@")), httpOK, nil},
+		{"http proxy, https target through CONNECT", proxyAt(model.ProtocolHTTP, fwd.Port, nil), httpsOK,
+			func(t *testing.T) { require.EqualValues(t, 1, fwd.Connects.Load()) }},
+		{"https proxy, https target", proxyAt(model.ProtocolHTTPS, conn.Port, nil), httpsOK, nil},
+		{"https proxy, http target tunnelled", proxyAt(model.ProtocolHTTPS, conn.Port, nil), httpOK,
+			func(t *testing.T) { require.EqualValues(t, 2, conn.Connects.Load()) }},
+		{"https proxy with credentials, http target", proxyAt(model.ProtocolHTTPS, connAuth.Port, creds("bot", "s3cret")), httpOK, nil},
+		{"https proxy with credentials, https target", proxyAt(model.ProtocolHTTPS, connAuth.Port, creds("bot", "s3cret")), httpsOK, nil},
 		{"socks5", proxyAt(model.ProtocolSOCKS5, s5, nil), httpOK, nil},
 		{"socks5, https target", proxyAt(model.ProtocolSOCKS5, s5, nil), httpsOK, nil},
 		{"socks5 with user/password", proxyAt(model.ProtocolSOCKS5, s5Auth, creds("bot", "s3cret")), httpOK, nil},
@@ -116,8 +118,8 @@ func TestProbeFailures(t *testing.T) {
 	p := health.NewProber(tg.tls)
 	ctx := context.Background()
 	httpOK, httpsOK := tg.http.URL+"/ok", tg.https.URL+"/ok"
-	fwd := startHTTPProxy(t, false, "", "")
-	fwdPort := serverPort(fwd.srv)
+	fwd := proxytest.HTTP(t, proxytest.HTTPConfig{})
+	fwdPort := fwd.Port
 
 	t.Run("slow", func(t *testing.T) {
 		t.Parallel()
@@ -143,7 +145,7 @@ func TestProbeFailures(t *testing.T) {
 	t.Run("refused connection", func(t *testing.T) {
 		t.Parallel()
 		for _, proto := range []model.Protocol{model.ProtocolHTTP, model.ProtocolHTTPS, model.ProtocolSOCKS4, model.ProtocolSOCKS5} {
-			px := proxyAt(proto, closedPort(t), creds("bot", "hunter2"))
+			px := proxyAt(proto, natstest.FreePort(t), creds("bot", "hunter2"))
 			r := p.Probe(ctx, px, opts(httpOK, func(o *model.HealthCheckOptions) { o.Attempts = 3 }))
 			requireInactive(t, r, 0, "refused")
 			require.Equal(t, 3, r.Attempts, string(proto))
@@ -161,7 +163,7 @@ func TestProbeFailures(t *testing.T) {
 	})
 	t.Run("timeout at a silent proxy", func(t *testing.T) {
 		t.Parallel()
-		silent := startSilent(t)
+		silent := proxytest.Silent(t).Port
 		for _, proto := range []model.Protocol{model.ProtocolHTTP, model.ProtocolHTTPS, model.ProtocolSOCKS4, model.ProtocolSOCKS5} {
 			px := proxyAt(proto, silent, nil)
 			start := time.Now()
@@ -173,10 +175,10 @@ func TestProbeFailures(t *testing.T) {
 	})
 	t.Run("bad credentials", func(t *testing.T) {
 		t.Parallel()
-		fwdAuth := startHTTPProxy(t, false, "bot", "right")
-		connAuth := startHTTPProxy(t, true, "bot", "right")
-		s5Auth := startSOCKS5(t, "bot", "right")
-		s4User := startSOCKS4(t, "bot")
+		fwdAuth := proxytest.HTTP(t, proxytest.HTTPConfig{User: "bot", Password: "right"})
+		connAuth := proxytest.HTTP(t, proxytest.HTTPConfig{User: "bot", Password: "right", ConnectOnly: true})
+		s5Auth := proxytest.SOCKS5(t, "bot", "right").Port
+		s4User := proxytest.SOCKS4(t, "bot").Port
 		wrong := creds("bot", "wrong-Pa55")
 		cases := []struct {
 			px     model.Proxy
@@ -184,11 +186,11 @@ func TestProbeFailures(t *testing.T) {
 			code   int
 			msg    string
 		}{
-			{proxyAt(model.ProtocolHTTP, serverPort(fwdAuth.srv), wrong), httpOK, 407, "proxy authentication failed"},
-			{proxyAt(model.ProtocolHTTP, serverPort(fwdAuth.srv), nil), httpOK, 407, "proxy authentication failed"},
-			{proxyAt(model.ProtocolHTTP, serverPort(fwdAuth.srv), wrong), httpsOK, 0, "proxy authentication failed"},
-			{proxyAt(model.ProtocolHTTPS, serverPort(connAuth.srv), wrong), httpOK, 0, "proxy authentication failed"},
-			{proxyAt(model.ProtocolHTTPS, serverPort(connAuth.srv), wrong), httpsOK, 0, "proxy authentication failed"},
+			{proxyAt(model.ProtocolHTTP, fwdAuth.Port, wrong), httpOK, 407, "proxy authentication failed"},
+			{proxyAt(model.ProtocolHTTP, fwdAuth.Port, nil), httpOK, 407, "proxy authentication failed"},
+			{proxyAt(model.ProtocolHTTP, fwdAuth.Port, wrong), httpsOK, 0, "proxy authentication failed"},
+			{proxyAt(model.ProtocolHTTPS, connAuth.Port, wrong), httpOK, 0, "proxy authentication failed"},
+			{proxyAt(model.ProtocolHTTPS, connAuth.Port, wrong), httpsOK, 0, "proxy authentication failed"},
 			{proxyAt(model.ProtocolSOCKS5, s5Auth, wrong), httpOK, 0, "proxy authentication failed"},
 			{proxyAt(model.ProtocolSOCKS5, s5Auth, nil), httpOK, 0, "socks"},
 			{proxyAt(model.ProtocolSOCKS4, s4User, creds("mallory", "x")), httpOK, 0, "rejected"},
@@ -215,7 +217,7 @@ func TestProbeFailures(t *testing.T) {
 	})
 	t.Run("headers", func(t *testing.T) {
 		t.Parallel()
-		px := proxyAt(model.ProtocolSOCKS5, startSOCKS5(t, "", ""), nil)
+		px := proxyAt(model.ProtocolSOCKS5, proxytest.SOCKS5(t, "", "").Port, nil)
 		r := p.Probe(ctx, px, opts(tg.http.URL+"/header", func(o *model.HealthCheckOptions) {
 			o.Headers = map[string]string{"X-Probe": "yes", "Host": "probe.test"}
 		}))

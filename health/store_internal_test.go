@@ -12,19 +12,25 @@ import (
 	"github.com/pharox/pharox-nats/kvstore"
 )
 
+// newBucket creates the bucket cfg describes on a server of the test's own,
+// as the checker creates its buckets.
+func newBucket(t *testing.T, cfg jetstream.KeyValueConfig) jetstream.KeyValue {
+	t.Helper()
+	nc := natstest.Connect(t, natstest.RunServer(t))
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	kv, err := kvstore.EnsureBucket(context.Background(), js, cfg)
+	require.NoError(t, err)
+	return kv
+}
+
 // TestClaims: one Create wins a slot, a released claim can be won again,
 // and claims lapse with their TTL.
 func TestClaims(t *testing.T) {
 	t.Parallel()
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv)
 	ctx := context.Background()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	kv, err := kvstore.EnsureBucket(ctx, js, jetstream.KeyValueConfig{Bucket: ClaimsBucket, History: 1,
-		Storage: jetstream.MemoryStorage, LimitMarkerTTL: time.Second})
-	require.NoError(t, err)
-	c := &claims{kv: kv}
+	c := &claims{kv: newBucket(t, jetstream.KeyValueConfig{Bucket: ClaimsBucket, History: 1,
+		Storage: jetstream.MemoryStorage, LimitMarkerTTL: time.Second})}
 
 	rev, won, err := c.claim(ctx, "p1", 7, 2*time.Second, "a")
 	require.NoError(t, err)
@@ -57,14 +63,8 @@ func TestClaims(t *testing.T) {
 // concurrent checks all count.
 func TestCounters(t *testing.T) {
 	t.Parallel()
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv)
 	ctx := context.Background()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	kv, err := kvstore.EnsureBucket(ctx, js, jetstream.KeyValueConfig{Bucket: CountersBucket, History: 1})
-	require.NoError(t, err)
-	c := &counters{kv: kv}
+	c := &counters{kv: newBucket(t, jetstream.KeyValueConfig{Bucket: CountersBucket, History: 1})}
 	now := time.Now()
 
 	n, err := c.record(ctx, "p", false, now)

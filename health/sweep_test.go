@@ -14,6 +14,7 @@ import (
 
 	"github.com/pharox/pharox-nats/health"
 	"github.com/pharox/pharox-nats/internal/natstest"
+	"github.com/pharox/pharox-nats/internal/proxytest"
 	"github.com/pharox/pharox-nats/internal/workertest"
 	"github.com/pharox/pharox-nats/model"
 )
@@ -67,17 +68,17 @@ func TestSweepsTwoWorkers(t *testing.T) {
 
 	const healthy, startInactive, failing, bannedN = 20, 10, 175, 5
 	var inputs []model.ProxyInput
-	proxies := make([]*httpProxy, healthy)
+	proxies := make([]*proxytest.Proxy, healthy)
 	inactive, banned := model.ProxyInactive, model.ProxyBanned
 	for i := range healthy {
-		proxies[i] = startHTTPProxy(t, false, "", "")
-		in := model.ProxyInput{Host: "127.0.0.1", Port: serverPort(proxies[i].srv)}
+		proxies[i] = proxytest.HTTP(t, proxytest.HTTPConfig{})
+		in := model.ProxyInput{Host: "127.0.0.1", Port: proxies[i].Port}
 		if i < startInactive {
 			in.Status = &inactive
 		}
 		inputs = append(inputs, in)
 	}
-	closed := []int{closedPort(t), closedPort(t), closedPort(t), closedPort(t), closedPort(t)}
+	closed := []int{natstest.FreePort(t), natstest.FreePort(t), natstest.FreePort(t), natstest.FreePort(t), natstest.FreePort(t)}
 	for i := range failing {
 		inputs = append(inputs, model.ProxyInput{Host: "127.0.0.1", Port: closed[i%len(closed)]})
 	}
@@ -90,7 +91,7 @@ func TestSweepsTwoWorkers(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, added, 200)
 	kind := map[string]string{} // proxy id -> healthy-active, healthy-inactive, failing, banned
-	proxyOf := map[string]*httpProxy{}
+	proxyOf := map[string]*proxytest.Proxy{}
 	for i, px := range added {
 		switch {
 		case i < startInactive:
@@ -267,7 +268,7 @@ func TestSweepsTwoWorkers(t *testing.T) {
 					good++
 				}
 			}
-			hits := int(px.forwards.Load())
+			hits := int(px.Forwards.Load())
 			require.LessOrEqual(t, good, hits, "proxy %s", id)
 			require.LessOrEqual(t, hits, len(ps)+2, "proxy %s", id)
 		}

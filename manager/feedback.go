@@ -17,9 +17,7 @@ type CooldownCallback func(model.CooldownEvent)
 // RegisterCooldownCallback adds fn to the hooks run when a release sets or
 // moves a proxy's cooldown.
 func (m *Manager) RegisterCooldownCallback(fn CooldownCallback) {
-	m.cbMu.Lock()
-	defer m.cbMu.Unlock()
-	m.onCooldown = append(m.onCooldown, fn)
+	addHook(m, &m.onCooldown, fn)
 }
 
 // feedback is what a release's outcome did to its proxy's record.

@@ -201,40 +201,30 @@ func (m *Manager) Close() { m.stopWatch() }
 // RegisterAcquireCallback adds fn to the hooks run after every acquire,
 // successful or not (lease nil), like pharox's register_acquire_callback.
 func (m *Manager) RegisterAcquireCallback(fn AcquireCallback) {
-	m.cbMu.Lock()
-	defer m.cbMu.Unlock()
-	m.onAcquire = append(m.onAcquire, fn)
+	addHook(m, &m.onAcquire, fn)
 }
 
 // RegisterReleaseCallback adds fn to the hooks run after every release that
 // ended a lease.
 func (m *Manager) RegisterReleaseCallback(fn ReleaseCallback) {
-	m.cbMu.Lock()
-	defer m.cbMu.Unlock()
-	m.onRelease = append(m.onRelease, fn)
+	addHook(m, &m.onRelease, fn)
 }
 
 // RegisterExpiredCallback adds fn to the hooks run once per lease recorded
 // as expired by this worker.
 func (m *Manager) RegisterExpiredCallback(fn ExpiredCallback) {
-	m.cbMu.Lock()
-	defer m.cbMu.Unlock()
-	m.onExpired = append(m.onExpired, fn)
+	addHook(m, &m.onExpired, fn)
 }
 
 // RegisterRenewCallback adds fn to the hooks run after every renew.
 func (m *Manager) RegisterRenewCallback(fn RenewCallback) {
-	m.cbMu.Lock()
-	defer m.cbMu.Unlock()
-	m.onRenew = append(m.onRenew, fn)
+	addHook(m, &m.onRenew, fn)
 }
 
 // RegisterHealthCallback adds fn to the hooks run when a health result
 // changes a proxy's status.
 func (m *Manager) RegisterHealthCallback(fn HealthCallback) {
-	m.cbMu.Lock()
-	defer m.cbMu.Unlock()
-	m.onHealth = append(m.onHealth, fn)
+	addHook(m, &m.onHealth, fn)
 }
 
 // WithLease acquires a lease, runs fn with it and always releases it, also
@@ -299,6 +289,14 @@ func (m *Manager) Sweep(ctx context.Context, interval time.Duration) {
 			cancel()
 		}
 	}
+}
+
+// addHook appends fn to one of the manager's lists of callbacks, under the
+// lock hooks reads them with.
+func addHook[T any](m *Manager, list *[]T, fn T) {
+	m.cbMu.Lock()
+	defer m.cbMu.Unlock()
+	*list = append(*list, fn)
 }
 
 // hooks returns the callbacks registered so far. They are called without

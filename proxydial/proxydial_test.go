@@ -17,34 +17,6 @@ import (
 	"github.com/pharox/pharox-nats/proxydial"
 )
 
-// echo answers each line with the same line, on 127.0.0.1.
-func echo(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					_, _ = c.Write([]byte(line))
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 func up(p model.Protocol, px *proxytest.Proxy, user, pass string) proxydial.Upstream {
 	u := proxydial.Upstream{Protocol: p, Addr: px.Addr()}
 	if user != "" {
@@ -58,7 +30,7 @@ func up(p model.Protocol, px *proxytest.Proxy, user, pass string) proxydial.Upst
 // carrying bytes both ways.
 func TestTunnelKeepsTheTCPConn(t *testing.T) {
 	t.Parallel()
-	target := echo(t)
+	target := proxytest.Echo(t)
 	_, port, _ := net.SplitHostPort(target)
 	httpPx := proxytest.HTTP(t, proxytest.HTTPConfig{User: "bot", Password: "s3cret"})
 	s5 := proxytest.SOCKS5(t, "bot", "s3cret")
@@ -94,7 +66,7 @@ func TestTunnelKeepsTheTCPConn(t *testing.T) {
 
 func TestTunnelFailures(t *testing.T) {
 	t.Parallel()
-	target := echo(t)
+	target := proxytest.Echo(t)
 	httpPx := proxytest.HTTP(t, proxytest.HTTPConfig{User: "bot", Password: "right"})
 	s5 := proxytest.SOCKS5(t, "bot", "right")
 	s4 := proxytest.SOCKS4(t, "bot")
@@ -111,19 +83,7 @@ func TestTunnelFailures(t *testing.T) {
 	require.ErrorContains(t, err, `protocol "ftp"`)
 
 	// A proxy that accepts and never answers: ctx ends the handshake.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { _ = c.Close() })
-		}
-	}()
-	silent := proxydial.Upstream{Addr: ln.Addr().String()}
+	silent := proxydial.Upstream{Addr: proxytest.Silent(t).Addr()}
 	for _, p := range []model.Protocol{model.ProtocolHTTP, model.ProtocolSOCKS5, model.ProtocolSOCKS4} {
 		silent.Protocol = p
 		tctx, cancel := context.WithTimeout(ctx, 150*time.Millisecond)

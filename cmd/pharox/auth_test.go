@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/pharox/pharox-nats/credkey"
 	"github.com/pharox/pharox-nats/internal/authtest"
+	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/natsconn"
 )
@@ -163,14 +163,6 @@ func withEnv(base map[string]string, kv ...string) map[string]string {
 	return out
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // TestAuthMethods joins the worker binary and runs the CLI with each login
 // method against a server that requires it, and checks that a wrong
 // credential stops both with a message that says what was refused.
@@ -263,7 +255,7 @@ func TestAuthMethods(t *testing.T) {
 
 	t.Run("refused at start", func(t *testing.T) {
 		t.Parallel()
-		port := strconv.Itoa(freePort(t))
+		port := strconv.Itoa(natstest.FreePort(t))
 		code, log := failWorker(t, nil, "--listen", "0.0.0.0:"+port, "--data-dir", t.TempDir())
 		require.Equal(t, 1, code, log)
 		require.Contains(t, log, "refusing to listen on 0.0.0.0:"+port)
@@ -351,7 +343,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	}
 
 	t.Run("passwords, embedded server with the shipped roles", func(t *testing.T) {
-		port := strconv.Itoa(freePort(t))
+		port := strconv.Itoa(natstest.FreePort(t))
 		w := startWorker(t, map[string]string{
 			"NATS_WORKER_PASSWORD": authtest.WorkerPassword, "NATS_ADMIN_PASSWORD": authtest.AdminPassword, "NATS_LEASER_PASSWORD": authtest.LeaserPassword,
 			"PHAROX_NATS_USER": "worker", natsconn.EnvPassword: authtest.WorkerPassword,

@@ -149,31 +149,43 @@ exit status 1
 // worker whose pool "scrapers" has an AR proxy (a stand-in).
 func TestDocsGoProgram(t *testing.T) {
 	t.Parallel()
-	blocks := docBlocks(t, "go")
-	require.Len(t, blocks, 1)
+	file := docProgram(t, "go")
 	h := newHarness(t)
 	proxyAddr := standInProxy(t)
 	h.pool("scrapers", "http://"+proxyAddr)
 
-	file := filepath.Join(t.TempDir(), "main.go")
-	require.NoError(t, os.WriteFile(file, []byte(blocks[0]), 0o600))
-	cmd := exec.Command("go", "run", file)
-	cmd.Dir = "../.." // the module, whose go.mod resolves the imports
-	cmd.Env = append(os.Environ(), "PHAROX_NATS_URL="+h.url)
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	out := goRun(t, file, "PHAROX_NATS_URL="+h.url)
 	require.Regexp(t, `^200 OK through http://`+regexp.QuoteMeta(proxyAddr)+`: 30 bytes
 released crawler-1 after \d+ms; 1 of 1 proxies free
-$`, string(out))
+$`, out)
 
 	// The proxy is leased: the program says so, like pharox's None.
 	h.ok("acquire", "--pool", "scrapers")
-	cmd = exec.Command("go", "run", file)
-	cmd.Dir = "../.."
-	cmd.Env = append(os.Environ(), "PHAROX_NATS_URL="+h.url)
-	out, err = cmd.CombinedOutput()
+	out = goRun(t, file, "PHAROX_NATS_URL="+h.url)
+	require.Equal(t, "no proxy free; try again later\n", out)
+}
+
+// docProgram writes the one block of lang in the documentation, a Go
+// program, to main.go in a directory of the test's and returns its path.
+func docProgram(t *testing.T, lang string) string {
+	t.Helper()
+	blocks := docBlocks(t, lang)
+	require.Len(t, blocks, 1)
+	file := filepath.Join(t.TempDir(), "main.go")
+	require.NoError(t, os.WriteFile(file, []byte(blocks[0]), 0o600))
+	return file
+}
+
+// goRun runs the Go program file with go run, with env added to the
+// test's environment, and returns what it printed; it must exit 0.
+func goRun(t *testing.T, file string, env ...string) string {
+	t.Helper()
+	cmd := exec.Command("go", "run", file)
+	cmd.Dir = "../.." // the module, whose go.mod resolves the imports
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
-	require.Equal(t, "no proxy free; try again later\n", string(out))
+	return string(out)
 }
 
 // freeAddr is a loopback address nothing listens on.
@@ -191,8 +203,7 @@ func freeAddr(t *testing.T) string {
 // stand-in.
 func TestDocsGatewayGo(t *testing.T) {
 	t.Parallel()
-	blocks := docBlocks(t, "go-gateway")
-	require.Len(t, blocks, 1)
+	file := docProgram(t, "go-gateway")
 	h := newHarness(t)
 	proxyAddr := standInProxy(t)
 	h.pool("web", "http://"+proxyAddr)
@@ -206,16 +217,10 @@ func TestDocsGatewayGo(t *testing.T) {
 	go func() { _ = g.ServeHTTPProxy(ln) }()
 	t.Cleanup(func() { _ = g.Shutdown(context.Background()) })
 
-	file := filepath.Join(t.TempDir(), "main.go")
-	require.NoError(t, os.WriteFile(file, []byte(blocks[0]), 0o600))
-	cmd := exec.Command("go", "run", file)
-	cmd.Dir = "../.."
-	cmd.Env = append(os.Environ(), "PHAROX_GATEWAY_ADDR="+ln.Addr().String(), "PHAROX_GATEWAY_TOKEN="+token, "HTTP_PROXY=", "http_proxy=")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	out := goRun(t, file, "PHAROX_GATEWAY_ADDR="+ln.Addr().String(), "PHAROX_GATEWAY_TOKEN="+token, "HTTP_PROXY=", "http_proxy=")
 	m := regexp.MustCompile(`^200 OK via proxy (\S+): hello from the stand-in proxy
 200 OK via proxy (\S+): hello from the stand-in proxy
-$`).FindStringSubmatch(string(out))
+$`).FindStringSubmatch(out)
 	require.NotNil(t, m, "%s", out)
 	require.Equal(t, m[1], m[2], "one session, one proxy")
 }

@@ -187,9 +187,7 @@ func TestDockerComposeCluster(t *testing.T) {
 		}
 		require.ElementsMatch(t, nodes, hosts, "service %q: --nats-url %q should list every node, to reconnect to another when its own goes", name, cfg.NATS.URL)
 		for _, node := range nodes {
-			dep, ok := svc.DependsOn[node]
-			require.True(t, ok, "service %q: does not depend on %q", name, node)
-			require.Equal(t, types.ServiceConditionHealthy, dep.Condition, "service %q: wait for %q with condition: service_healthy", name, node)
+			requireWaitsForHealthy(t, name, svc, node)
 		}
 		if cfg.MetricsListen != "" && cfg.MetricsListen != "off" {
 			_, port, err := net.SplitHostPort(cfg.MetricsListen)

@@ -101,15 +101,10 @@ func checkGateway(t *testing.T, name string, svc types.ServiceConfig, natsName, 
 	require.Equal(t, "_INBOX_leaser", conn.InboxPrefix, "service %q: the leaser may only read replies on _INBOX_leaser", name)
 	require.True(t, strings.HasPrefix(conn.PasswordFile, "/run/secrets/"), "service %q: the password should come from a compose secret, got %q", name, conn.PasswordFile)
 	require.NotEmpty(t, svc.Secrets, "service %q: mounts no secret", name)
-	dep, ok := svc.DependsOn[natsName]
-	require.True(t, ok, "service %q: does not depend on %q", name, natsName)
-	require.Equal(t, types.ServiceConditionHealthy, dep.Condition, "service %q: should wait for %q with condition: service_healthy", name, natsName)
+	requireWaitsForHealthy(t, name, svc, natsName)
 
 	if cfg.TokenFile != "" {
-		i := slices.IndexFunc(svc.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Target == cfg.TokenFile })
-		require.NotEqual(t, -1, i, "service %q: --token-file %q is not mounted into the container", name, cfg.TokenFile)
-		vol := svc.Volumes[i]
-		require.True(t, vol.ReadOnly, "service %q: the token file should be mounted read-only", name)
+		vol := requireReadOnlyMount(t, name, svc, "--token-file", cfg.TokenFile)
 		if vol.Type == types.VolumeTypeBind {
 			// The file the container will read must hold tokens.
 			local := cfg

@@ -2,11 +2,11 @@ package main
 
 import (
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 
@@ -175,14 +175,8 @@ func readYAML(t *testing.T, path string, v any) {
 	require.NoError(t, yaml.Unmarshal(data, v), path)
 }
 
-func keys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+// keys is m's keys in order.
+func keys(m map[string]bool) []string { return slices.Sorted(maps.Keys(m)) }
 
 // scrapeTargets is the set of static targets of a Prometheus configuration.
 func scrapeTargets(t *testing.T, promFile string) map[string]bool {

@@ -260,15 +260,10 @@ func TestDockerCompose(t *testing.T) {
 				require.Contains(t, []string{"", "4222"}, u.Port(), "service %q: --nats-url %q should use the NATS client port 4222", name, raw)
 			}
 
-			dep, ok := svc.DependsOn[natsName]
-			require.True(t, ok, "service %q: does not depend on %q (depends_on)", name, natsName)
-			require.Equal(t, types.ServiceConditionHealthy, dep.Condition, "service %q: should wait for %q with condition: service_healthy, or it races the server's start", name, natsName)
+			requireWaitsForHealthy(t, name, svc, natsName)
 
 			if cfg.Seed != "" {
-				i := slices.IndexFunc(svc.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Target == cfg.Seed })
-				require.NotEqual(t, -1, i, "service %q: --seed %q is not mounted into the container", name, cfg.Seed)
-				seed := svc.Volumes[i]
-				require.True(t, seed.ReadOnly, "service %q: the seed file %q should be mounted read-only", name, cfg.Seed)
+				seed := requireReadOnlyMount(t, name, svc, "--seed", cfg.Seed)
 				if seed.Type == types.VolumeTypeBind {
 					info, err := os.Stat(seed.Source)
 					require.NoError(t, err, "service %q: seed file %q to mount at %s is missing; docker compose would refuse to start (or mount an empty directory)", name, seed.Source, cfg.Seed)
@@ -364,4 +359,26 @@ func TestDockerfile(t *testing.T) {
 	require.Contains(t, entrypoint, "worker", "%s: ENTRYPOINT %s should run the worker binary", dockerfile, entrypoint)
 	userName, _, _ := strings.Cut(user, ":")
 	require.NotContains(t, []string{"", "root", "0"}, userName, "%s: the final stage should run as a non-root USER", dockerfile)
+}
+
+// requireWaitsForHealthy fails unless service name (svc) depends on the
+// service dep with condition service_healthy: started sooner, it races
+// the NATS server's start.
+func requireWaitsForHealthy(t *testing.T, name string, svc types.ServiceConfig, dep string) {
+	t.Helper()
+	d, ok := svc.DependsOn[dep]
+	require.True(t, ok, "service %q: does not depend on %q (depends_on)", name, dep)
+	require.Equal(t, types.ServiceConditionHealthy, d.Condition, "service %q: should wait for %q with condition: service_healthy, or it races the server's start", name, dep)
+}
+
+// requireReadOnlyMount returns the volume of service name (svc) mounted at
+// target, the file its flag names, and fails unless there is one and it is
+// read-only.
+func requireReadOnlyMount(t *testing.T, name string, svc types.ServiceConfig, flag, target string) types.ServiceVolumeConfig {
+	t.Helper()
+	i := slices.IndexFunc(svc.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Target == target })
+	require.NotEqual(t, -1, i, "service %q: %s %q is not mounted into the container", name, flag, target)
+	vol := svc.Volumes[i]
+	require.True(t, vol.ReadOnly, "service %q: the file of %s %q should be mounted read-only", name, flag, target)
+	return vol
 }

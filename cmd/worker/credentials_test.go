@@ -166,7 +166,7 @@ func TestJetStreamEncryptionFromConfig(t *testing.T) {
 				text = "jetstream {\n  cipher: aes\n  key: \"" + genKey(t) + "\"\n}\n"
 			}
 			require.NoError(t, os.WriteFile(conf, []byte(text), 0o600))
-			port := freePort(t)
+			port := natstest.FreePort(t)
 			dataDir := t.TempDir()
 			cfg, err := parseConfig([]string{"--nats-config", conf, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", dataDir}, envMap(nil))
 			require.NoError(t, err)

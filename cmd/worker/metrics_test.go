@@ -1,18 +1,13 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"io"
 	"net/http"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestMetricsListenFlag: the flag and its variable, the refusal of an
@@ -35,26 +30,8 @@ func TestRunServesMetrics(t *testing.T) {
 	cfg, err := parseConfig([]string{"--listen", "127.0.0.1:-1", "--data-dir", t.TempDir(), "--seed", "../../examples/seed.json",
 		"--metrics-listen", "127.0.0.1:0"}, envMap(nil))
 	require.NoError(t, err)
-	serving := make(chan string, 1)
-	core, logs := observer.New(zapcore.InfoLevel)
-	log := zap.New(core, zap.Hooks(func(e zapcore.Entry) error {
-		if e.Message == "pharox worker serving" {
-			serving <- e.Message
-		}
-		return nil
-	}))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, log) }()
-	select {
-	case <-serving:
-	case err := <-done:
-		t.Fatalf("run returned before serving: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("not serving after 30s")
-	}
-	addr, _ := logs.FilterMessage("pharox worker serving").All()[0].ContextMap()["metrics_listen"].(string)
+	r := startObservedRun(t, cfg)
+	addr, _ := r.serving["metrics_listen"].(string)
 	require.NotEqual(t, "off", addr)
 	base := "http://" + addr
 	code, body := httpGet(t, base+"/readyz")
@@ -63,8 +40,8 @@ func TestRunServesMetrics(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, body, `pharox_pool_proxies{pool="latam",status="active"} 4`)
 
-	cancel()
-	require.NoError(t, <-done)
+	r.cancel()
+	require.NoError(t, <-r.done)
 	_, err = http.Get(base + "/healthz")
 	require.Error(t, err, "the listener closes with the worker")
 }

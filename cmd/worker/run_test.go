@@ -24,29 +24,9 @@ func TestRun(t *testing.T) {
 		func(string) string { return "" })
 	require.NoError(t, err)
 
-	serving := make(chan string, 1)
-	core, logs := observer.New(zapcore.InfoLevel)
-	log := zap.New(core, zap.Hooks(func(e zapcore.Entry) error {
-		if e.Message == "pharox worker serving" {
-			serving <- e.Message
-		}
-		return nil
-	}))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, log) }()
-
-	select {
-	case <-serving:
-	case err := <-done:
-		t.Fatalf("run returned before serving: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("not serving after 30s")
-	}
-	fields := logs.FilterMessage("pharox worker serving").All()[0].ContextMap()
-	require.Equal(t, true, fields["embedded_server"])
-	url, _ := fields["nats_url"].(string)
+	r := startObservedRun(t, cfg)
+	require.Equal(t, true, r.serving["embedded_server"])
+	url, _ := r.serving["nats_url"].(string)
 	require.True(t, strings.HasPrefix(url, "nats://127.0.0.1:"), url)
 
 	nc, err := nats.Connect(url)
@@ -58,15 +38,54 @@ func TestRun(t *testing.T) {
 	require.NoError(t, json.Unmarshal(msg.Data, &st), string(msg.Data))
 	require.Equal(t, 4, st.TotalProxies, "the seed file's pool is there")
 
-	cancel()
+	r.cancel()
 	select {
-	case err := <-done:
+	case err := <-r.done:
 		require.NoError(t, err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not return after its context ended")
 	}
-	require.NotEmpty(t, logs.FilterMessage("worker stopped").All())
-	require.Empty(t, logs.FilterMessage("shutdown incomplete").All())
+	require.NotEmpty(t, r.logs.FilterMessage("worker stopped").All())
+	require.Empty(t, r.logs.FilterMessage("shutdown incomplete").All())
+}
+
+// observedRun is the worker's run function running in a test, its log
+// lines kept.
+type observedRun struct {
+	logs    *observer.ObservedLogs
+	serving map[string]any     // the fields of its "pharox worker serving" line
+	cancel  context.CancelFunc // ends run's context
+	done    chan error         // run's result, once it returned
+}
+
+// startObservedRun runs the worker's run function with cfg, as main does,
+// logging at info level into an observer, and waits until it serves: the
+// start of the tests that look at a running worker and then at how it
+// stops (the context ends with the test at the latest).
+func startObservedRun(t *testing.T, cfg config) *observedRun {
+	t.Helper()
+	serving := make(chan string, 1)
+	core, logs := observer.New(zapcore.InfoLevel)
+	log := zap.New(core, zap.Hooks(func(e zapcore.Entry) error {
+		if e.Message == "pharox worker serving" {
+			serving <- e.Message
+		}
+		return nil
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, log) }()
+
+	select {
+	case <-serving:
+	case err := <-done:
+		t.Fatalf("run returned before serving: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("not serving after 30s")
+	}
+	fields := logs.FilterMessage("pharox worker serving").All()[0].ContextMap()
+	return &observedRun{logs: logs, serving: fields, cancel: cancel, done: done}
 }
 
 // TestRunRefusesWhatCannotWork: a worker whose start fails (a --listen that

@@ -17,6 +17,7 @@ import (
 
 	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/internal/authtest"
+	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/natsconn"
 )
@@ -131,17 +132,8 @@ func startRun(t *testing.T, args []string, env map[string]string) *logSink {
 	return sink
 }
 
-// freePort returns a TCP port nobody listens on right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func TestWorkerRefusesAnOpenListener(t *testing.T) {
-	port := strconv.Itoa(freePort(t))
+	port := strconv.Itoa(natstest.FreePort(t))
 	cfg, err := parseConfig([]string{"--listen", "0.0.0.0:" + port, "--data-dir", t.TempDir()}, envMap(nil))
 	require.NoError(t, err)
 	log, sink := newLogSink(zapcore.DebugLevel)
@@ -179,7 +171,7 @@ func TestWorkerAsWorkerRole(t *testing.T) {
 		// A pool whose only proxy is down, swept every half second: the
 		// sweep claims it (PHAROX_HEALTH_CLAIMS), probes, counts the
 		// failure (PHAROX_HEALTH) and marks the proxy inactive.
-		closed := freePort(t)
+		closed := natstest.FreePort(t)
 		_, err = admin.CreatePool(ctx, model.PoolCreateRequest{Name: "swept"})
 		require.NoError(t, err)
 		_, err = admin.UpdatePool(ctx, model.PoolUpdateRequest{Name: "swept", HealthCheck: model.Some(model.HealthCheck{
@@ -210,7 +202,7 @@ func TestWorkerAsWorkerRole(t *testing.T) {
 	})
 
 	t.Run("embedded, listening on every interface", func(t *testing.T) {
-		port := strconv.Itoa(freePort(t))
+		port := strconv.Itoa(natstest.FreePort(t))
 		sink := startRun(t, []string{"--nats-config", deployConfig, "--listen", "0.0.0.0:" + port, "--data-dir", t.TempDir()}, workerEnv)
 		require.Contains(t, sink.String(), `"listen":"0.0.0.0:`+port+`"`)
 		url := "nats://127.0.0.1:" + port
@@ -252,7 +244,7 @@ func roleClient(t *testing.T, url, user, password string) *client.Client {
 // itself talks to it in-process.
 func TestEmbeddedTLS(t *testing.T) {
 	pki := authtest.NewPKI(t)
-	port := strconv.Itoa(freePort(t))
+	port := strconv.Itoa(natstest.FreePort(t))
 	startRun(t, []string{"--listen", "127.0.0.1:" + port, "--data-dir", t.TempDir(), "--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey}, nil)
 
 	cfg := natsconn.Config{URL: "tls://127.0.0.1:" + port, TLSCA: pki.CAFile}

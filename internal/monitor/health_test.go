@@ -1,13 +1,11 @@
 package monitor_test
 
 import (
-	"net"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/pharox/pharox-nats/client"
-	"github.com/pharox/pharox-nats/internal/monitor"
 	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/internal/worker"
 	"github.com/pharox/pharox-nats/model"
@@ -16,22 +14,13 @@ import (
 // TestHealthChecksAreCounted: each probe the worker runs is counted by the
 // status it found.
 func TestHealthChecksAreCounted(t *testing.T) {
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv)
+	nc, _, base := startMonitored(t, worker.Config{})
 	ctx := t.Context()
-	mon := monitor.New()
-	base := listen(t, mon)
-	w, err := worker.Start(ctx, worker.Config{Conn: nc, Monitor: mon})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = w.Stop(t.Context()) })
 
 	// A proxy nobody listens on: its probes fail at once.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(t, ln.Close())
+	port := natstest.FreePort(t)
 	c := client.New(nc, client.WithTimeout(timeout))
-	_, err = c.CreatePool(ctx, model.PoolCreateRequest{Name: "h"})
+	_, err := c.CreatePool(ctx, model.PoolCreateRequest{Name: "h"})
 	require.NoError(t, err)
 	_, err = c.AddProxies(ctx, model.ProxiesAddRequest{PoolName: "h", Proxies: []model.ProxyInput{{Host: "127.0.0.1", Port: port}}})
 	require.NoError(t, err)

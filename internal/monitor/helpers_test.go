@@ -18,6 +18,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/internal/monitor"
+	"github.com/pharox/pharox-nats/internal/natstest"
+	"github.com/pharox/pharox-nats/internal/worker"
 )
 
 const timeout = 10 * time.Second
@@ -29,6 +31,24 @@ func listen(t *testing.T, mon *monitor.Monitor) string {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = srv.Close(context.Background()) })
 	return "http://" + srv.Addr()
+}
+
+// startMonitored runs a worker built from cfg on an embedded server, with
+// a new monitor served on a loopback port (cfg's Conn and Monitor are set
+// here), stopped when the test ends: the setup of every test that reads
+// what a running worker counts. It returns the worker's connection, the
+// worker and the monitor's base URL.
+func startMonitored(t *testing.T, cfg worker.Config) (*nats.Conn, *worker.Worker, string) {
+	t.Helper()
+	srv := natstest.RunServer(t)
+	nc := natstest.Connect(t, srv)
+	cfg.Conn = nc
+	cfg.Monitor = monitor.New()
+	base := listen(t, cfg.Monitor)
+	w, err := worker.Start(t.Context(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = w.Stop(t.Context()) })
+	return nc, w, base
 }
 
 // get returns the status and body of GET url.

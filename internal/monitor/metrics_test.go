@@ -25,19 +25,12 @@ import (
 // cooldown runs, once after), and the request histogram against
 // $SRV.STATS.
 func TestMetricsAfterAKnownSequence(t *testing.T) {
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv)
-	ctx := t.Context()
-	mon := monitor.New()
-	base := listen(t, mon)
-
 	clock := testclock.New()
-	w, err := worker.Start(ctx, worker.Config{Conn: nc, Monitor: mon, Clock: clock.Now})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = w.Stop(t.Context()) })
+	nc, _, base := startMonitored(t, worker.Config{Clock: clock.Now})
+	ctx := t.Context()
 
 	c := client.New(nc, client.WithTimeout(timeout))
-	_, err = c.CreatePool(ctx, model.PoolCreateRequest{Name: "metrics", Cooldown: &model.Cooldown{Failures: 1, Seconds: 5, MaxSeconds: 5}})
+	_, err := c.CreatePool(ctx, model.PoolCreateRequest{Name: "metrics", Cooldown: &model.Cooldown{Failures: 1, Seconds: 5, MaxSeconds: 5}})
 	require.NoError(t, err)
 	one := 1
 	var proxies []model.ProxyInput

@@ -8,8 +8,6 @@ import (
 
 	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/events"
-	"github.com/pharox/pharox-nats/internal/monitor"
-	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/internal/worker"
 	"github.com/pharox/pharox-nats/model"
 )
@@ -18,16 +16,10 @@ import (
 // events cannot be stored; each failed attempt is counted, and once the
 // stream is back the event is stored and the count stops growing.
 func TestPublishFailuresAreCounted(t *testing.T) {
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv)
+	nc, w, base := startMonitored(t, worker.Config{})
 	ctx := t.Context()
-	mon := monitor.New()
-	base := listen(t, mon)
-	w, err := worker.Start(ctx, worker.Config{Conn: nc, Monitor: mon})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = w.Stop(t.Context()) })
 	c := client.New(nc, client.WithTimeout(timeout))
-	_, err = c.CreatePool(ctx, model.PoolCreateRequest{Name: "p"})
+	_, err := c.CreatePool(ctx, model.PoolCreateRequest{Name: "p"})
 	require.NoError(t, err)
 	_, err = c.AddProxies(ctx, model.ProxiesAddRequest{PoolName: "p", Proxies: []model.ProxyInput{{Host: "127.0.0.1", Port: 3128}}})
 	require.NoError(t, err)

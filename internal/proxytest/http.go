@@ -48,6 +48,7 @@ func StartHTTP(cfg HTTPConfig) (*Proxy, error) {
 			}
 			if r.Method == http.MethodConnect {
 				p.Requests.Add(1)
+				p.Connects.Add(1)
 				tunnel(w, r.Host)
 				return
 			}
@@ -56,6 +57,7 @@ func StartHTTP(cfg HTTPConfig) (*Proxy, error) {
 				return
 			}
 			p.Requests.Add(1)
+			p.Forwards.Add(1)
 			rp.ServeHTTP(w, r)
 		}),
 	}

@@ -1,8 +1,8 @@
 // Package proxytest runs upstream proxies on loopback for tests and the
 // benchmark: an HTTP proxy (forward and CONNECT), SOCKS5 with optional
-// username/password, and SOCKS4/4a. Each counts the client connections it
-// holds open, so a test can check that no proxy ever saw more at once than
-// the leases on it allowed.
+// username/password, SOCKS4/4a, and a silent one that never answers. Each
+// counts the client connections it holds open, so a test can check that no
+// proxy ever saw more at once than the leases on it allowed.
 //
 // A connection stops counting when the proxy sends its FIN (CloseWrite or
 // Close, whichever comes first), which is the earliest moment a client can
@@ -88,6 +88,52 @@ func listen(c *Counter) (net.Listener, error) {
 
 func portOf(ln net.Listener) int { return ln.Addr().(*net.TCPAddr).Port }
 
+// acceptEach hands every connection ln accepts to handle, each on a
+// goroutine of its own, until ln is closed.
+func acceptEach(ln net.Listener, handle func(net.Conn)) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go handle(conn)
+	}
+}
+
+// StartSilent starts a proxy on 127.0.0.1 that accepts connections and
+// never says anything: an upstream whose handshake only a deadline ends.
+// Close closes the connections it holds too.
+func StartSilent() (*Proxy, error) {
+	p := &Proxy{Host: "127.0.0.1"}
+	ln, err := listen(&p.Counter)
+	if err != nil {
+		return nil, err
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	closed := false
+	go acceptEach(ln, func(conn net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			_ = conn.Close()
+			return
+		}
+		held = append(held, conn)
+	})
+	p.Port = portOf(ln)
+	p.close = func() {
+		_ = ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		closed = true
+		for _, conn := range held {
+			_ = conn.Close()
+		}
+	}
+	return p, nil
+}
+
 // Proxy is a running upstream proxy.
 type Proxy struct {
 	Counter
@@ -95,7 +141,11 @@ type Proxy struct {
 	Port int
 	// Requests counts forwarded requests and opened tunnels.
 	Requests atomic.Int64
-	close    func()
+	// Forwards and Connects split the HTTP proxy's Requests: absolute-URI
+	// requests it forwarded and CONNECT tunnels it opened.
+	Forwards, Connects atomic.Int64
+
+	close func()
 }
 
 // Addr is host:port.

@@ -52,15 +52,7 @@ func StartSOCKS4(userID string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serveSOCKS4(p, conn, userID)
-		}
-	}()
+	go acceptEach(ln, func(conn net.Conn) { serveSOCKS4(p, conn, userID) })
 	p.Port = portOf(ln)
 	p.close = func() { _ = ln.Close() }
 	return p, nil

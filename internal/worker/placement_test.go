@@ -3,7 +3,6 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"testing"
 	"time"
 
@@ -112,20 +111,8 @@ func TestShardsSpreadLeaders(t *testing.T) {
 
 	// Pools of every shard lease through either worker.
 	cnc := natstest.ConnectCluster(t, c)
-	pools := map[int]string{}
-	for i := 0; len(pools) < 3; i++ {
-		name := fmt.Sprintf("pool%d", i)
-		if _, ok := pools[kvstore.ShardOf(name, 3)]; !ok {
-			pools[kvstore.ShardOf(name, 3)] = name
-		}
-	}
-	for _, pool := range pools {
-		request(t, cnc, "pharox.admin.pools.create", map[string]any{"name": pool}, nil)
-		request(t, cnc, "pharox.admin.proxies.add", map[string]any{"pool_name": pool,
-			"proxies": []any{map[string]any{"host": "h" + pool, "port": 1}}}, nil)
-		var rep model.AcquireReply
-		request(t, cnc, "pharox.acquire", map[string]any{"pool_name": pool}, &rep)
-		require.NotNil(t, rep.Lease, pool)
+	for _, pool := range poolPerShard(3) {
+		rep := acquireInNewPool(t, cnc, pool)
 		request(t, cnc, "pharox.release", map[string]any{"lease_id": rep.Lease.ID}, nil)
 		var st model.PoolStatsSnapshot
 		request(t, cnc, "pharox.stats", map[string]any{"pool_name": pool}, &st)

@@ -1,7 +1,6 @@
 package worker_test
 
 import (
-	"fmt"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,22 +25,11 @@ func TestShards(t *testing.T) {
 	t.Cleanup(func() { _ = w.Stop(ctx) })
 
 	// One pool per shard.
-	pools := map[int]string{}
-	for i := 0; len(pools) < 3; i++ {
-		name := fmt.Sprintf("pool%d", i)
-		if _, ok := pools[kvstore.ShardOf(name, 3)]; !ok {
-			pools[kvstore.ShardOf(name, 3)] = name
-		}
-	}
+	pools := poolPerShard(3)
 	js, err := jetstream.New(cnc)
 	require.NoError(t, err)
 	for shard, pool := range pools {
-		request(t, cnc, "pharox.admin.pools.create", map[string]any{"name": pool}, nil)
-		request(t, cnc, "pharox.admin.proxies.add", map[string]any{"pool_name": pool,
-			"proxies": []any{map[string]any{"host": "h" + pool, "port": 1}}}, nil)
-		var rep model.AcquireReply
-		request(t, cnc, "pharox.acquire", map[string]any{"pool_name": pool}, &rep)
-		require.NotNil(t, rep.Lease)
+		rep := acquireInNewPool(t, cnc, pool)
 		var st model.PoolStatsSnapshot
 		request(t, cnc, "pharox.stats", map[string]any{"pool_name": pool}, &st)
 		require.Equal(t, 1, st.TotalLeases, pool)

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -38,6 +39,33 @@ func request(t *testing.T, nc *nats.Conn, subject string, req, out any) {
 	if out != nil {
 		require.NoError(t, json.Unmarshal(msg.Data, out))
 	}
+}
+
+// poolPerShard names a pool for each of shards shards (pool0, pool1, ...
+// until every shard has one), keyed by shard: for the sharding tests that
+// use every shard.
+func poolPerShard(shards int) map[int]string {
+	pools := map[int]string{}
+	for i := 0; len(pools) < shards; i++ {
+		name := fmt.Sprintf("pool%d", i)
+		if _, ok := pools[kvstore.ShardOf(name, shards)]; !ok {
+			pools[kvstore.ShardOf(name, shards)] = name
+		}
+	}
+	return pools
+}
+
+// acquireInNewPool creates pool with one proxy (host "h"+pool) and acquires
+// it: the lease must be granted.
+func acquireInNewPool(t *testing.T, nc *nats.Conn, pool string) model.AcquireReply {
+	t.Helper()
+	request(t, nc, "pharox.admin.pools.create", map[string]any{"name": pool}, nil)
+	request(t, nc, "pharox.admin.proxies.add", map[string]any{"pool_name": pool,
+		"proxies": []any{map[string]any{"host": "h" + pool, "port": 1}}}, nil)
+	var rep model.AcquireReply
+	request(t, nc, "pharox.acquire", map[string]any{"pool_name": pool}, &rep)
+	require.NotNil(t, rep.Lease, pool)
+	return rep
 }
 
 // TestStartFailureLeavesNothingRunning makes each step of Start fail in
