@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/pharox/pharox-nats/internal/periodic"
 	"github.com/pharox/pharox-nats/internal/retry"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
@@ -450,38 +451,22 @@ func (p *Publisher) heartbeat(ctx context.Context, timeout time.Duration) error 
 }
 
 func (p *Publisher) beatLoop(ctx context.Context) {
-	t := time.NewTicker(p.opts.beat)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			// An attempt waits one period at most: a write whose answer
-			// was lost in a leader election must not hold back the next
-			// beat, or this worker would look dead to the others for
-			// as long as it waited, once the others' beats resume.
-			if err := p.heartbeat(ctx, p.opts.beat); err != nil && ctx.Err() == nil {
-				p.log.Warn("outbox heartbeat not written", zap.Error(err))
-			}
+	periodic.Run(ctx, p.opts.beat, func() {
+		// An attempt waits one period at most: a write whose answer was
+		// lost in a leader election must not hold back the next beat, or
+		// this worker would look dead to the others for as long as it
+		// waited, once the others' beats resume.
+		if err := p.heartbeat(ctx, p.opts.beat); err != nil && ctx.Err() == nil {
+			p.log.Warn("outbox heartbeat not written", zap.Error(err))
 		}
-	}
+	})
 }
 
 // relayLoop looks for what dead workers owed at every heartbeat period,
 // apart from the heartbeats: publishing a dead worker's backlog must not
 // make this worker look dead too.
 func (p *Publisher) relayLoop(ctx context.Context) {
-	t := time.NewTicker(p.opts.beat)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			p.relay.tick(ctx)
-		}
-	}
+	periodic.Run(ctx, p.opts.beat, func() { p.relay.tick(ctx) })
 }
 
 func waitAck(fut jetstream.PubAckFuture) error {

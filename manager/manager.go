@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pharox/pharox-nats/internal/periodic"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/outbox"
@@ -269,26 +270,19 @@ const sweepTimeout = time.Minute
 
 // Sweep runs CleanupExpiredLeases every interval until ctx ends.
 func (m *Manager) Sweep(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			// Not cut short at the next tick: a proxy write abandoned in
-			// flight may still commit, and the expiries it recorded would
-			// then never be published nor written to their lease records.
-			sctx, cancel := context.WithTimeout(ctx, max(interval, sweepTimeout))
-			if _, err := m.CleanupExpiredLeases(sctx); err != nil && ctx.Err() == nil {
-				m.log.Warn("expiry sweep incomplete; the next one retries", zap.Error(err))
-			}
-			if err := m.sweepPools(sctx); err != nil && ctx.Err() == nil {
-				m.log.Warn("sweep of deleted pools incomplete; the next one retries", zap.Error(err))
-			}
-			cancel()
+	periodic.Run(ctx, interval, func() {
+		// Not cut short at the next tick: a proxy write abandoned in
+		// flight may still commit, and the expiries it recorded would
+		// then never be published nor written to their lease records.
+		sctx, cancel := context.WithTimeout(ctx, max(interval, sweepTimeout))
+		defer cancel()
+		if _, err := m.CleanupExpiredLeases(sctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("expiry sweep incomplete; the next one retries", zap.Error(err))
 		}
-	}
+		if err := m.sweepPools(sctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("sweep of deleted pools incomplete; the next one retries", zap.Error(err))
+		}
+	})
 }
 
 // addHook appends fn to one of the manager's lists of callbacks, under the
