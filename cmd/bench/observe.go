@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pharox/pharox-nats/internal/monitor"
+	"github.com/pharox/pharox-nats/internal/periodic"
 	"github.com/pharox/pharox-nats/internal/worker"
 	"github.com/pharox/pharox-nats/model"
 )
@@ -142,20 +143,13 @@ func scrapeEvery(ctx context.Context, url string, interval time.Duration) func()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
+		periodic.Run(ctx, interval, func() {
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 			if resp, err := http.DefaultClient.Do(req); err == nil {
 				_, _ = io.Copy(io.Discard, resp.Body)
 				_ = resp.Body.Close()
 			}
-		}
+		})
 	}()
 	return func() { cancel(); <-done }
 }
