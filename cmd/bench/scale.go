@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -20,7 +21,12 @@ const scaleScenarioN = 12
 // own, then measures a fresh worker (in a child process) loading it: the
 // time until it serves and its resident set; then acquire latency with one
 // client for every selector, and list pages at the start of the pool and
-// half-way through.
+// half-way through. After the random selector it rewrites as many random
+// proxies of the pool with raw KV get+update, and one proxy as many times,
+// with no pharox code: random picks write keys whose latest message sits
+// in a message block the server has not cached, and the server loads that
+// whole block to check the write's expected revision; the raw rows show
+// what that costs the server alone.
 func scaleScenario(ctx context.Context, cfg benchConfig, rep *report, add func(row)) error {
 	n := cfg.proxies
 	scn := "12 scale"
@@ -87,14 +93,31 @@ func scaleScenario(ctx context.Context, cfg benchConfig, rep *report, add func(r
 		if cfg.selectors != "" && !strings.Contains(","+cfg.selectors+",", ","+string(sel)+",") {
 			continue
 		}
+		if sel == model.SelectorRandom {
+			// Random picks write keys spread over every message block of
+			// the pool's stream; start it, and the raw KV rows it is
+			// compared with, from the same state: blocks uncached.
+			time.Sleep(blockCacheIdle)
+		}
+		gcBefore := gcCycles()
 		pr := e.pairs(ctx, pairSpec{clients: 1, duration: cfg.duration, limit: 1, acquire: simple(pool, sel)})
 		if pr.OverLease {
 			rep.OverLease = true
 		}
 		p99 := float64(pr.AcqP99) / 1e6
 		rep.M.selectorP99[string(sel)] = p99
+		// The worker's heap holds the million proxies: a GC cycle marks
+		// all of it, and whichever selector it falls on pays for it.
 		add(row{Scenario: scn, Case: "acquire, 1 client, " + string(sel), Value: pr.perSecond(), Unit: "pairs/s",
-			P50Ms: float64(pr.AcqP50) / 1e6, P99Ms: p99, CPU: pr.CPU.perOp(pr.Pairs), Note: fmt.Sprintf("acquire latency; %d pairs, %d errors", pr.Pairs, pr.Errors)})
+			P50Ms: float64(pr.AcqP50) / 1e6, P99Ms: p99, CPU: pr.CPU.perOp(pr.Pairs),
+			Note: fmt.Sprintf("acquire latency; %d pairs, %d errors; %d GC cycles of the bench process", pr.Pairs, pr.Errors, gcCycles()-gcBefore)})
+		if sel == model.SelectorRandom && pr.Pairs > 0 {
+			cold, err := coldKeyRows(ctx, e, pool, n, int(pr.Pairs), add)
+			if err != nil {
+				return fmt.Errorf("raw KV baseline: %w", err)
+			}
+			rep.M.randomRawP99 = ptr(durMs(cold.P99))
+		}
 	}
 
 	pos := min(500000, n/2)
@@ -144,6 +167,14 @@ func listPages(c client, pool string, a, b int) (float64, float64, error) {
 	}
 	y, err := page(b)
 	return x, y, err
+}
+
+// gcCycles is how many GC cycles the bench process (clients and the
+// in-process worker) has completed.
+func gcCycles() uint32 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.NumGC
 }
 
 // processRSS reads a process's resident set from /proc, in bytes.

@@ -25,6 +25,10 @@ type measures struct {
 	loadRSSMB   *float64
 	serverRSSMB *float64
 	selectorP99 map[string]float64 // ms
+	// randomRawP99 is the p99 of raw KV get+update of as many random keys
+	// of the pool as the random selector acquired, blocks uncached at the
+	// start: the server's part of the random selector's p99.
+	randomRawP99 *float64 // ms
 	// list pages: ms per page at the pool's start and at listPos (scenario
 	// 2 on --big, or 12 on --proxies, whichever is larger)
 	listAt0, listAtPos *float64
@@ -96,6 +100,9 @@ func issueTable(m measures) []tableRow {
 		if worst == nil || v > *worst {
 			worst = &v
 		}
+	}
+	if m.randomRawP99 != nil {
+		each = append(each, fmt.Sprintf("raw KV get+update of random keys, no pharox code: %.2f", *m.randomRawP99))
 	}
 	add(n+" proxies: acquire p99, 1 client, worst selector", worst, "ms", atMost, 2, scale, strings.Join(each, ", "))
 	var listRatio *float64
