@@ -12,10 +12,10 @@ func BenchmarkLoad(b *testing.B) {
 	pool, datas := benchProxies("load", 100000)
 	b.ResetTimer()
 	for range b.N {
-		r := New()
+		r, codec := New(), record.NewCodec(nil)
 		r.InstallPool(pool.Name, pool, 1)
 		for i, d := range datas {
-			rec, err := record.DecodeProxy(d)
+			rec, err := codec.Decode(d)
 			if err != nil {
 				b.Fatal(err)
 			}
