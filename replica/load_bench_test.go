@@ -13,6 +13,7 @@ func BenchmarkLoad(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		r, codec := New(), record.NewCodec(nil)
+		r.Reserve(len(datas)) // as the watch does with the server's count
 		r.InstallPool(pool.Name, pool, 1)
 		for i, d := range datas {
 			rec, err := codec.Decode(d)

@@ -45,6 +45,25 @@ func TestReplicaMemoryPerProxy(t *testing.T) {
 	runtime.KeepAlive(r)
 }
 
+// Reserve sizes only an empty replica: proxies installed before it stay.
+func TestReserve(t *testing.T) {
+	pool, datas := benchProxies("reserve", 3)
+	r := New()
+	r.Reserve(2)
+	r.InstallPool(pool.Name, pool, 1)
+	for i, d := range datas {
+		rec, err := record.DecodeProxy(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.InstallProxy(rec.ID, rec, uint64(i+1))
+		r.Reserve(100)
+	}
+	if got := len(r.ProxyIDs()); got != 3 {
+		t.Fatalf("%d proxies, want 3", got)
+	}
+}
+
 // benchProxies is a pool and n encoded proxy records of it as the bench
 // makes them: a country out of 50, a coordinate grid, max_concurrency 1.
 func benchProxies(name string, n int) (*record.Pool, [][]byte) {
