@@ -37,6 +37,8 @@ type Entry struct {
 	// this one as the server counted when it sent it: on the first one,
 	// about the size of the bucket.
 	Pending uint64
+	// Initial: one of the versions the bucket held when the watch started.
+	Initial bool
 }
 
 // WatchBucket delivers the last version of every key of the KV bucket,
@@ -74,7 +76,7 @@ func WatchBucket(ctx context.Context, nc *nats.Conn, bucket string, fn func(Entr
 		fn(Entry{
 			Key: m.Subject[len(prefix):], Value: m.Data, Revision: meta.Sequence.Stream, Created: meta.Timestamp,
 			Deleted: m.Header.Get(kvOperation) != "" || m.Header.Get(jetstream.MarkerReasonHeader) != "",
-			Header:  m.Header, Pending: meta.NumPending,
+			Header:  m.Header, Pending: meta.NumPending, Initial: !initDone,
 		})
 		if !initDone {
 			received++

@@ -190,6 +190,9 @@ func (r *Replica) installProxy(id string, rec *record.Proxy, rev uint64, fromWat
 	return true
 }
 
+// nearEnd is how far from the end insertMember looks before it searches.
+const nearEnd = 32
+
 // insertMember puts e in list in added order. A pool loads in added order,
 // so e usually goes last: that costs no search (a binary search here reads
 // a record per step, a cache miss each in a large pool).
@@ -198,7 +201,14 @@ func insertMember(list []*proxyEntry, e *proxyEntry) []*proxyEntry {
 	if n := len(list); n == 0 || list[n-1].rec.Seq < seq {
 		return append(list, e)
 	}
-	i := sort.Search(len(list), func(i int) bool { return list[i].rec.Seq >= seq })
+	// Concurrent adds reach the stream a little out of order: look near
+	// the end first.
+	i := len(list) - 1
+	for stop := max(0, i-nearEnd); i > stop && list[i-1].rec.Seq >= seq; i-- {
+	}
+	if i > 0 && list[i-1].rec.Seq >= seq {
+		i = sort.Search(len(list), func(i int) bool { return list[i].rec.Seq >= seq })
+	}
 	list = append(list, nil)
 	copy(list[i+1:], list[i:])
 	list[i] = e

@@ -160,15 +160,32 @@ func (l *sortedList[T]) ascendFrom(ci, i int, fn func(T) bool) {
 // search finds the first item not less than x: its chunk and place there,
 // or len(chunks) when every item is less.
 func (l *sortedList[T]) search(x T) (int, int) {
-	ci := sort.Search(len(l.chunks), func(k int) bool {
-		c := l.chunks[k]
-		return !l.less(c[len(c)-1], x)
-	})
+	ci := l.searchChunks(x)
 	if ci == len(l.chunks) {
 		return ci, 0
 	}
 	c := l.chunks[ci]
 	return ci, sort.Search(len(c), func(k int) bool { return !l.less(c[k], x) })
+}
+
+// searchChunks finds the chunk of the first item not less than x. An item
+// of the last chunk (a little out of order in a load) is found there with
+// no search over the chunks, each step of which reads another chunk.
+func (l *sortedList[T]) searchChunks(x T) int {
+	n := len(l.chunks)
+	if n > 1 {
+		last, prev := l.chunks[n-1], l.chunks[n-2]
+		if l.less(prev[len(prev)-1], x) {
+			if l.less(last[len(last)-1], x) {
+				return n
+			}
+			return n - 1
+		}
+	}
+	return sort.Search(n, func(k int) bool {
+		c := l.chunks[k]
+		return !l.less(c[len(c)-1], x)
+	})
 }
 
 // cursor walks a sortedList in order, for merging several lists lazily.
