@@ -9,11 +9,12 @@ import (
 	"github.com/pharox/pharox-nats/model"
 )
 
-// Codec writes and reads proxy records in the proxies bucket. With a key
-// ring it seals a proxy's credentials with the ring's first key
-// (AES-256-GCM, bound to the proxy's id) in the record's
-// "sealed_credentials", leaving "credentials" null; without one it writes
-// them in clear. It reads both forms.
+// Codec writes and reads proxy records in the proxies bucket: it writes
+// the binary layout (binary.go) and reads it and the JSON written before
+// it. With a key ring it seals a proxy's credentials with the ring's first
+// key (AES-256-GCM, bound to the proxy's id) in the record's sealed field
+// ("sealed_credentials" in JSON), with none in clear; without one it
+// writes them in clear. It reads both forms.
 //
 // A record read into memory holds its credentials in clear: a worker
 // decrypts once per version it installs, not once per acquire reply (see
