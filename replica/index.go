@@ -96,7 +96,7 @@ func newPoolIndex() *poolIndex {
 		byUse:  newSortedList(lessUse),
 		byLat:  newSortedList(lessLat),
 		byAttr: map[string]*sortedList[seqItem]{},
-		byCell: newScatteredList(lessCell),
+		byCell: newSortedList(lessCell),
 	}
 }
 

@@ -8,26 +8,61 @@ import (
 	"github.com/pharox/pharox-nats/record"
 )
 
-// insertMember keeps the added order whatever order proxies come in: in
-// order, a little out of order (concurrent adds), or shuffled.
-func TestInsertMemberOrder(t *testing.T) {
+// A pool's members keep their added order whatever order the proxies come
+// in: in order, a little out of order (concurrent adds), or shuffled (a
+// pool written to in no particular order, as a fresh worker loads it);
+// moves and deletes included.
+func TestMembersOrder(t *testing.T) {
 	for name, swap := range map[string]int{"in order": 0, "near the end": 40, "shuffled": 1 << 20} {
 		t.Run(name, func(t *testing.T) {
-			seqs := make([]uint64, 5000)
-			for i := range seqs {
-				seqs[i] = uint64(i + 1)
-			}
-			for i := range seqs {
-				if j := i + rand.IntN(swap+1); swap > 0 && j < len(seqs) {
-					seqs[i], seqs[j] = seqs[j], seqs[i]
+			pool, datas := benchProxies("members", 3000)
+			for i := range datas {
+				if j := i + rand.IntN(swap+1); swap > 0 && j < len(datas) {
+					datas[i], datas[j] = datas[j], datas[i]
 				}
 			}
-			var list []*proxyEntry
-			for _, s := range seqs {
-				list = insertMember(list, &proxyEntry{rec: &record.Proxy{Seq: s}})
+			r := New()
+			r.InstallPool(pool.Name, pool, 1)
+			var recs []*record.Proxy
+			for i, d := range datas {
+				rec, err := record.DecodeProxy(d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.InstallProxy(rec.ID, rec, uint64(i+2))
+				recs = append(recs, rec)
 			}
-			if !slices.IsSortedFunc(list, func(a, b *proxyEntry) int { return int(a.rec.Seq) - int(b.rec.Seq) }) || len(list) != len(seqs) {
+			// Every third proxy is deleted, every fifth moves to the end.
+			rev := uint64(len(datas) + 2)
+			for i, rec := range recs {
+				rev++
+				switch {
+				case i%3 == 0:
+					r.InstallProxy(rec.ID, nil, rev)
+				case i%5 == 0:
+					moved := rec.Clone()
+					moved.Seq += 1 << 20
+					r.InstallProxy(rec.ID, moved, rev)
+				}
+			}
+			var seqs []uint64
+			r.Members(pool.Name, 0, func(p *record.Proxy) bool {
+				seqs = append(seqs, p.Seq)
+				return true
+			})
+			if !slices.IsSorted(seqs) {
 				t.Fatal("members out of added order")
+			}
+			if want := len(recs) - (len(recs)+2)/3; len(seqs) != want || len(r.MembersOf(pool.ID)) != want {
+				t.Fatalf("%d members, want %d", len(seqs), want)
+			}
+			var after []uint64
+			r.Members(pool.Name, seqs[len(seqs)/2], func(p *record.Proxy) bool {
+				after = append(after, p.Seq)
+				return true
+			})
+			if !slices.Equal(after, seqs[len(seqs)/2+1:]) {
+				t.Fatal("members after a position")
 			}
 		})
 	}

@@ -23,12 +23,12 @@ import (
 // them without a lock.
 type Replica struct {
 	mu       sync.RWMutex
-	proxies  map[string]*proxyEntry   // by proxy id
-	members  map[string][]*proxyEntry // by pool id, in added order (Seq)
-	pools    map[string]*poolEntry    // by pool name
-	poolIDs  map[string]string        // pool id -> name, for pools not deleted
-	seen     map[string]uint64        // highest stream sequence applied, by bucket
-	advanced chan struct{}            // closed and replaced whenever seen grows
+	proxies  map[string]*proxyEntry              // by proxy id
+	members  map[string]*sortedList[*proxyEntry] // by pool id, in added order (Seq)
+	pools    map[string]*poolEntry               // by pool name
+	poolIDs  map[string]string                   // pool id -> name, for pools not deleted
+	seen     map[string]uint64                   // highest stream sequence applied, by bucket
+	advanced chan struct{}                       // closed and replaced whenever seen grows
 
 	counts   map[string]*poolCounts // by pool id, as of countsAt
 	index    map[string]*poolIndex  // by pool id, as of countsAt
@@ -96,7 +96,7 @@ func WithEndedWindow(d time.Duration) Option { return func(r *Replica) { r.ended
 func New(opts ...Option) *Replica {
 	r := &Replica{
 		proxies:  map[string]*proxyEntry{},
-		members:  map[string][]*proxyEntry{},
+		members:  map[string]*sortedList[*proxyEntry]{},
 		pools:    map[string]*poolEntry{},
 		poolIDs:  map[string]string{},
 		seen:     map[string]uint64{},
@@ -178,42 +178,33 @@ func (r *Replica) installProxy(id string, rec *record.Proxy, rev uint64, fromWat
 	} else if old != nil {
 		delete(r.held, rec.ID)
 	}
-	if old != nil && old.rec.PoolID == rec.PoolID && old.rec.Seq == rec.Seq {
-		list := r.members[rec.PoolID]
-		list[memberIndex(list, rec.Seq)] = e
-		return true
-	}
-	if old != nil {
+	if old != nil && (old.rec.PoolID != rec.PoolID || old.rec.Seq != rec.Seq) {
 		r.removeMember(old)
 	}
-	r.members[rec.PoolID] = insertMember(r.members[rec.PoolID], e)
+	// The same pool and added order replace the old entry in place.
+	r.membersOf(rec.PoolID).ReplaceOrInsert(e)
 	return true
 }
 
-// nearEnd is how far from the end insertMember looks before it searches.
-const nearEnd = 32
-
-// insertMember puts e in list in added order. A pool loads in added order,
-// so e usually goes last: that costs no search (a binary search here reads
-// a record per step, a cache miss each in a large pool).
-func insertMember(list []*proxyEntry, e *proxyEntry) []*proxyEntry {
-	seq := e.rec.Seq
-	if n := len(list); n == 0 || list[n-1].rec.Seq < seq {
-		return append(list, e)
+// membersOf is the member list of pool id poolID, made when missing.
+// It is a sorted list, not a slice: a pool whose proxies were written in
+// no particular order reaches a fresh worker in that order (the watch
+// delivers each proxy's last version in stream order), and inserting into
+// the middle of a slice of a million made that load quadratic.
+func (r *Replica) membersOf(poolID string) *sortedList[*proxyEntry] {
+	l := r.members[poolID]
+	if l == nil {
+		l = newSortedList(lessMember)
+		r.members[poolID] = l
 	}
-	// Concurrent adds reach the stream a little out of order: look near
-	// the end first.
-	i := len(list) - 1
-	for stop := max(0, i-nearEnd); i > stop && list[i-1].rec.Seq >= seq; i-- {
-	}
-	if i > 0 && list[i-1].rec.Seq >= seq {
-		i = sort.Search(len(list), func(i int) bool { return list[i].rec.Seq >= seq })
-	}
-	list = append(list, nil)
-	copy(list[i+1:], list[i:])
-	list[i] = e
-	return list
+	return l
 }
+
+func lessMember(a, b *proxyEntry) bool { return a.rec.Seq < b.rec.Seq }
+
+// seqProbe is an entry that sorts as added order seq, to search a member
+// list with.
+func seqProbe(seq uint64) *proxyEntry { return &proxyEntry{rec: &record.Proxy{Seq: seq}} }
 
 // InstallPool installs the pool version the watch delivered (rec nil:
 // deleted) at rev.
@@ -371,12 +362,10 @@ func (r *Replica) Members(pool string, after uint64, fn func(*record.Proxy) bool
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	list := r.members[r.poolID(pool)]
-	i := sort.Search(len(list), func(i int) bool { return list[i].rec.Seq > after })
-	for _, e := range list[i:] {
-		if !fn(e.rec) {
-			return
-		}
+	if list == nil || after == ^uint64(0) {
+		return
 	}
+	list.AscendGreaterOrEqual(seqProbe(after+1), func(e *proxyEntry) bool { return fn(e.rec) })
 }
 
 // WithExpiredHolders returns the ids of the proxies holding a lease that
@@ -426,10 +415,14 @@ func (r *Replica) MembersOf(poolID string) []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	list := r.members[poolID]
-	out := make([]string, len(list))
-	for i, e := range list {
-		out[i] = e.rec.ID
+	if list == nil {
+		return []string{}
 	}
+	out := make([]string, 0, list.Len())
+	list.Ascend(func(e *proxyEntry) bool {
+		out = append(out, e.rec.ID)
+		return true
+	})
 	return out
 }
 
@@ -443,9 +436,10 @@ func (r *Replica) Orphans() []string {
 		if _, ok := r.poolIDs[id]; ok {
 			continue
 		}
-		for _, e := range list {
+		list.Ascend(func(e *proxyEntry) bool {
 			out = append(out, e.rec.ID)
-		}
+			return true
+		})
 	}
 	return out
 }
@@ -473,24 +467,13 @@ func (r *Replica) InPool(rec *record.Proxy) bool {
 
 func (r *Replica) removeMember(e *proxyEntry) {
 	list := r.members[e.rec.PoolID]
-	i := memberIndex(list, e.rec.Seq)
-	if i < 0 {
+	if list == nil {
 		return
 	}
-	list = append(list[:i], list[i+1:]...)
-	if len(list) == 0 {
+	list.Delete(e)
+	if list.Len() == 0 {
 		delete(r.members, e.rec.PoolID)
-		return
 	}
-	r.members[e.rec.PoolID] = list
-}
-
-func memberIndex(list []*proxyEntry, seq uint64) int {
-	i := sort.Search(len(list), func(i int) bool { return list[i].rec.Seq >= seq })
-	if i < len(list) && list[i].rec.Seq == seq {
-		return i
-	}
-	return -1
 }
 
 // intern replaces rec's repeated values by shared copies. Records are never

@@ -16,22 +16,12 @@ type sortedList[T any] struct {
 	less   func(a, b T) bool
 	chunks [][]T
 	n      int
-	max    int // items per chunk at most
 }
 
-// chunkMax is the size of a chunk of a list filled mostly in order.
 const chunkMax = 512
 
 func newSortedList[T any](less func(a, b T) bool) *sortedList[T] {
-	return &sortedList[T]{less: less, max: chunkMax}
-}
-
-// newScatteredList is a list whose items mostly arrive out of order (the
-// coordinate cells): each insert shifts half a chunk, so its chunks are
-// smaller (a million proxies spread over the cells spent 0.8 s of their
-// load shifting chunks of 512).
-func newScatteredList[T any](less func(a, b T) bool) *sortedList[T] {
-	return &sortedList[T]{less: less, max: chunkMax / 4}
+	return &sortedList[T]{less: less}
 }
 
 // Len is the number of items.
@@ -56,7 +46,7 @@ func (l *sortedList[T]) ReplaceOrInsert(x T) {
 		ci, i = ci-1, len(l.chunks[ci-1])
 	}
 	c := l.chunks[ci]
-	if len(c) < l.max {
+	if len(c) < chunkMax {
 		l.chunks[ci] = slices.Insert(c, i, x)
 		return
 	}
@@ -89,7 +79,7 @@ func (l *sortedList[T]) appendLast(x T) bool {
 		return false
 	}
 	l.n++
-	if len(last) < l.max {
+	if len(last) < chunkMax {
 		l.chunks[n-1] = append(last, x)
 	} else {
 		l.chunks = append(l.chunks, l.newChunk(x))
@@ -101,7 +91,7 @@ func (l *sortedList[T]) appendLast(x T) bool {
 // chunk's room at once: in-order loading fills it, and growing it by
 // doubling would leave as much garbage behind as the chunk itself.
 func (l *sortedList[T]) newChunk(x T) []T {
-	c := make([]T, 1, l.max)
+	c := make([]T, 1, chunkMax)
 	c[0] = x
 	return c
 }
@@ -123,10 +113,10 @@ func (l *sortedList[T]) Delete(x T) (T, bool) {
 	switch {
 	case len(c) == 0:
 		l.chunks = slices.Delete(l.chunks, ci, ci+1)
-	case ci > 0 && len(l.chunks[ci-1])+len(c) <= l.max/2:
+	case ci > 0 && len(l.chunks[ci-1])+len(c) <= chunkMax/2:
 		l.chunks[ci-1] = append(l.chunks[ci-1], c...)
 		l.chunks = slices.Delete(l.chunks, ci, ci+1)
-	case ci+1 < len(l.chunks) && len(c)+len(l.chunks[ci+1]) <= l.max/2:
+	case ci+1 < len(l.chunks) && len(c)+len(l.chunks[ci+1]) <= chunkMax/2:
 		l.chunks[ci] = append(c, l.chunks[ci+1]...)
 		l.chunks = slices.Delete(l.chunks, ci+1, ci+2)
 	default:
