@@ -479,7 +479,7 @@ func (r *Replica) removeMember(e *proxyEntry) {
 // intern replaces rec's repeated values by shared copies. Records are never
 // changed once installed, so sharing is safe. Callers hold r.mu.
 func (r *Replica) intern(rec *record.Proxy) {
-	str := func(s string) string { return *share(r.strs, &s) }
+	str := r.sharedString
 	rec.PoolID, rec.PoolName = str(rec.PoolID), str(rec.PoolName)
 	rec.Protocol = model.Protocol(str(string(rec.Protocol)))
 	rec.Status = model.ProxyStatus(str(string(rec.Status)))
@@ -494,6 +494,20 @@ func (r *Replica) intern(rec *record.Proxy) {
 		rec.Holders[i].ConsumerID = str(rec.Holders[i].ConsumerID)
 		rec.Holders[i].ConsumerName = str(rec.Holders[i].ConsumerName)
 	}
+}
+
+// sharedString returns the shared copy of s. Only a value not seen yet
+// is copied to the heap (taking the address of s itself would move every
+// s there: four garbage allocations per record installed).
+func (r *Replica) sharedString(s string) string {
+	if p, ok := r.strs[s]; ok {
+		return *p
+	}
+	if len(r.strs) < internMax {
+		c := s
+		r.strs[c] = &c
+	}
+	return s
 }
 
 // share returns the shared pointer to *p's value, making p the shared one
