@@ -33,6 +33,12 @@ type Entry struct {
 	Created  time.Time   // when the stream stored it, by the server's clock
 	Deleted  bool        // a delete, purge or TTL marker
 	Header   nats.Header // the write's headers
+	// Pending is how many messages the watch has still to deliver after
+	// this one as the server counted when it sent it: on the first one,
+	// about the size of the bucket.
+	Pending uint64
+	// Initial: one of the versions the bucket held when the watch started.
+	Initial bool
 }
 
 // WatchBucket delivers the last version of every key of the KV bucket,
@@ -70,7 +76,7 @@ func WatchBucket(ctx context.Context, nc *nats.Conn, bucket string, fn func(Entr
 		fn(Entry{
 			Key: m.Subject[len(prefix):], Value: m.Data, Revision: meta.Sequence.Stream, Created: meta.Timestamp,
 			Deleted: m.Header.Get(kvOperation) != "" || m.Header.Get(jetstream.MarkerReasonHeader) != "",
-			Header:  m.Header,
+			Header:  m.Header, Pending: meta.NumPending, Initial: !initDone,
 		})
 		if !initDone {
 			received++

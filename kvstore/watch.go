@@ -28,6 +28,14 @@ type Sink interface {
 	Seen(bucket string, seq uint64, at time.Time)
 }
 
+// LoadSizer is a Sink that sizes its tables for a bucket's initial load
+// once, from the count the server gives with its first message, instead of
+// growing them step by step (a million proxies spent 0.7 s of their load
+// growing the replica's map).
+type LoadSizer interface {
+	ExpectProxies(n int)
+}
+
 // Watch feeds sink from the pools bucket and every shard's proxies bucket
 // (one goroutine each) until stop is called,
 // and returns once sink has everything the buckets held when it started.
@@ -46,7 +54,14 @@ func (s *Store) Watch(ctx context.Context, sink Sink) (stop func(), err error) {
 	}
 	for i := range s.shards {
 		sh := &s.shards[i]
-		stop, err := WatchBucket(ctx, s.nc, sh.bucket, func(e Entry) { s.deliverProxy(sink, i, e) })
+		first := true
+		stop, err := WatchBucket(ctx, s.nc, sh.bucket, func(e Entry) {
+			if sizer, ok := sink.(LoadSizer); ok && first {
+				sizer.ExpectProxies(int(min(e.Pending, 1<<30)) + 1)
+			}
+			first = false
+			s.deliverProxy(sink, i, e)
+		})
 		if err != nil {
 			stopAll()
 			return nil, storeErr("watch "+sh.bucket, err)
@@ -82,7 +97,11 @@ func (s *Store) deliverProxy(sink Sink, i int, e Entry) {
 	if entry := e.Header.Get(outbox.Header); entry != "" {
 		sink.ProxyOwed(sh.stream, e.Revision, Owed{Worker: e.Header.Get(outbox.WorkerHeader), Entry: entry, At: e.Created})
 	}
-	if !sink.HasProxy(e.Key, e.Revision) {
+	// Only this worker's own writes can be in the sink already, which it
+	// makes once it serves, after the initial load: there the lookup always
+	// missed and cost a million-proxy load 0.6 s. (Were one there, the
+	// sink's revision check would refuse it all the same.)
+	if e.Initial || !sink.HasProxy(e.Key, e.Revision) {
 		var rec *record.Proxy
 		var err error
 		if !e.Deleted {

@@ -12,7 +12,12 @@ import (
 // waiting acquires of every proxy version installed.
 type feed struct{ m *Manager }
 
-var _ kvstore.Sink = feed{}
+var (
+	_ kvstore.Sink      = feed{}
+	_ kvstore.LoadSizer = feed{}
+)
+
+func (f feed) ExpectProxies(n int) { f.m.replica.Reserve(n) }
 
 func (f feed) HasProxy(id string, rev uint64) bool { return f.m.replica.Has(id, rev) }
 

@@ -2,7 +2,6 @@ package manager_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -208,10 +207,12 @@ func startFailureWatch(t *testing.T, ctx context.Context, js jetstream.JetStream
 				}
 				continue
 			}
-			var rec record.Proxy
+			rec := new(record.Proxy)
 			if e.Operation() == jetstream.KeyValuePut {
-				if err := json.Unmarshal(e.Value(), &rec); err != nil {
+				var err error
+				if rec, err = record.DecodeProxy(e.Value()); err != nil {
 					t.Errorf("undecodable proxy record %s@%d: %v", e.Key(), e.Revision(), err)
+					rec = new(record.Proxy)
 				}
 			}
 			r := failureRev{rev: e.Revision(), failures: rec.ConsecutiveFailures}

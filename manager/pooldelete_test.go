@@ -2,7 +2,6 @@ package manager_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"github.com/pharox/pharox-nats/internal/workertest"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
+	"github.com/pharox/pharox-nats/record"
 )
 
 // A pool deleted while proxies are being added to it through two workers
@@ -114,10 +114,8 @@ func recordsOfPool(t *testing.T, ctx context.Context, kv jetstream.KeyValue, poo
 			continue
 		}
 		require.NoError(t, err)
-		var rec struct {
-			PoolID string `json:"pool_id"`
-		}
-		require.NoError(t, json.Unmarshal(e.Value(), &rec))
+		rec, err := record.DecodeProxy(e.Value())
+		require.NoError(t, err)
 		if rec.PoolID == poolID {
 			n++
 		}

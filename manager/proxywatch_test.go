@@ -2,7 +2,6 @@ package manager_test
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"testing"
 
@@ -59,10 +58,12 @@ func (w *proxyWatch) waitCaughtUp(t *testing.T, ctx context.Context, js jetstrea
 	w.revs = map[string][]watchedRev{}
 	prefix := "$KV." + kvstore.ProxiesBucket + "."
 	for _, m := range w.log.Messages() {
-		var rec record.Proxy
+		rec := new(record.Proxy)
 		if m.Header.Get("KV-Operation") == "" && len(m.Data) > 0 {
-			if err := json.Unmarshal(m.Data, &rec); err != nil {
+			var err error
+			if rec, err = record.DecodeProxy(m.Data); err != nil {
 				t.Errorf("undecodable proxy record at %d: %v", m.Seq, err)
+				rec = new(record.Proxy)
 			}
 		}
 		holders := make([]string, 0, len(rec.Holders))

@@ -2,17 +2,19 @@ package record
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 
 	"github.com/pharox/pharox-nats/credkey"
 	"github.com/pharox/pharox-nats/model"
 )
 
-// Codec writes and reads proxy records in the proxies bucket. With a key
-// ring it seals a proxy's credentials with the ring's first key
-// (AES-256-GCM, bound to the proxy's id) in the record's
-// "sealed_credentials", leaving "credentials" null; without one it writes
-// them in clear. It reads both forms.
+// Codec writes and reads proxy records in the proxies bucket: it writes
+// the binary layout (binary.go) and reads it and the JSON written before
+// it. With a key ring it seals a proxy's credentials with the ring's first
+// key (AES-256-GCM, bound to the proxy's id) in the record's sealed field
+// ("sealed_credentials" in JSON), with none in clear; without one it
+// writes them in clear. It reads both forms.
 //
 // A record read into memory holds its credentials in clear: a worker
 // decrypts once per version it installs, not once per acquire reply (see
@@ -25,6 +27,9 @@ type Codec struct {
 	// states holds one shared sealState per key of the ring, so that a
 	// record sealed under a known key costs one pointer in memory.
 	states map[string]*sealState
+	// strs shares the values records repeat as they are decoded (nil in
+	// the zero Codec: nothing shared).
+	strs *strTable
 }
 
 // sealState is how a stored version keeps its credentials: sealed under
@@ -39,7 +44,7 @@ type sealState struct {
 // any of its keys; a nil ring writes credentials in clear and cannot open
 // sealed ones.
 func NewCodec(ring *credkey.Ring) *Codec {
-	c := &Codec{ring: ring, states: map[string]*sealState{}}
+	c := &Codec{ring: ring, states: map[string]*sealState{}, strs: newStrTable()}
 	for _, id := range ring.IDs() {
 		c.states[id] = &sealState{keyID: id}
 	}
@@ -52,7 +57,8 @@ func (c *Codec) Ring() *credkey.Ring { return c.ring }
 // aad binds a sealed value to its proxy.
 func aad(proxyID string) []byte { return []byte("pharox proxy credentials\x00" + proxyID) }
 
-// Encode is rec as written to the bucket, with a nonce new in every write, so
+// Encode is rec as written to the bucket (in the binary layout, see
+// binary.go), with a nonce new in every write, so
 // that a write whose answer was lost (or that the watch delivers back) can
 // be told from another worker's identical one. The nonce is not kept in
 // memory. With a key, the credentials are sealed afresh (a new GCM nonce)
@@ -60,7 +66,28 @@ func aad(proxyID string) []byte { return []byte("pharox proxy credentials\x00" +
 // record the writer installs knows its key. rec must be the writer's own
 // copy (not one installed in a replica).
 func (c *Codec) Encode(rec *Proxy) []byte {
-	creds, sealed := rec.Credentials, ""
+	creds, sealed := c.stored(rec)
+	return encodeBinary(rec, creds, sealed, rand.Uint64())
+}
+
+// encodeJSON is rec as written before the binary layout: what Decode still
+// reads (tests write it to check the migration).
+func (c *Codec) encodeJSON(rec *Proxy) []byte {
+	creds, sealed := c.stored(rec)
+	data, _ := json.Marshal(struct {
+		*Proxy
+		// Shallower than Proxy's own field of the same name, so it wins.
+		Credentials *model.Credentials `json:"credentials"`
+		Sealed      string             `json:"sealed_credentials,omitempty"`
+		Nonce       uint64             `json:"nonce"`
+	}{rec, creds, sealed, rand.Uint64()})
+	return data
+}
+
+// stored is how a write stores rec's credentials: in clear (creds), sealed
+// (sealed), or neither; it records on rec how they are now stored.
+func (c *Codec) stored(rec *Proxy) (creds *model.Credentials, sealed string) {
+	creds = rec.Credentials
 	switch {
 	case rec.CredentialsUnreadable():
 		// Unreadable here and not replaced: carried on as it is.
@@ -72,43 +99,58 @@ func (c *Codec) Encode(rec *Proxy) []byte {
 	default:
 		rec.sealed = nil
 	}
-	data, _ := json.Marshal(struct {
-		*Proxy
-		// Shallower than Proxy's own field of the same name, so it wins.
-		Credentials *model.Credentials `json:"credentials"`
-		Sealed      string             `json:"sealed_credentials,omitempty"`
-		Nonce       uint64             `json:"nonce"`
-	}{rec, creds, sealed, rand.Uint64()})
-	return data
+	return creds, sealed
 }
 
-// Decode reads a proxy record as Encode wrote it, with or without a key.
+// Decode reads a proxy record as Encode wrote it, with or without a key,
+// in the binary layout or in the JSON written before it.
 // Sealed credentials that no key of the codec opens are no error: the
 // record comes back with CredentialsUnreadable set.
 func (c *Codec) Decode(data []byte) (*Proxy, error) {
+	rec, sealed, err := c.decodeStored(data)
+	if err != nil {
+		return nil, err
+	}
+	if sealed != "" {
+		c.open(rec, sealed)
+	}
+	return rec, nil
+}
+
+// decodeStored reads either format, credentials as stored.
+func (c *Codec) decodeStored(data []byte) (*Proxy, string, error) {
+	if len(data) > 0 && data[0] == formatV1 {
+		return decodeBinary(data, c.strs)
+	}
+	// Layout versions are control bytes; JSON starts with '{' (or space).
+	if len(data) > 0 && data[0] < ' ' && data[0] != '\t' && data[0] != '\n' && data[0] != '\r' {
+		return nil, "", fmt.Errorf("proxy record of an unknown layout (version %d)", data[0])
+	}
 	rec := new(Proxy)
 	w := struct {
 		*Proxy
 		Sealed string `json:"sealed_credentials"`
 	}{Proxy: rec}
 	if err := json.Unmarshal(data, &w); err != nil {
-		return nil, err
+		return nil, "", fmt.Errorf("decode proxy record (JSON): %w", err)
 	}
-	if w.Sealed == "" {
-		return rec, nil
-	}
+	return rec, w.Sealed, nil
+}
+
+// open decrypts sealed into rec, or keeps it as it is when no key of the
+// codec opens it.
+func (c *Codec) open(rec *Proxy, sealed string) {
 	rec.Credentials = nil
-	plain, err := c.ring.Open(w.Sealed, aad(rec.ID))
+	plain, err := c.ring.Open(sealed, aad(rec.ID))
 	if err == nil {
 		var creds model.Credentials
 		if err = json.Unmarshal(plain, &creds); err == nil {
 			rec.Credentials = &creds
-			rec.sealed = c.states[credkey.KeyID(w.Sealed)]
-			return rec, nil
+			rec.sealed = c.states[credkey.KeyID(sealed)]
+			return
 		}
 	}
-	rec.sealed = &sealState{keyID: credkey.KeyID(w.Sealed), blob: w.Sealed}
-	return rec, nil
+	rec.sealed = &sealState{keyID: credkey.KeyID(sealed), blob: sealed}
 }
 
 // Current reports whether rec is stored as the codec would write it now:

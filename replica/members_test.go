@@ -1,153 +1,69 @@
 package replica
 
 import (
-	"cmp"
-	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
-	"time"
 
-	"github.com/pharox/pharox-nats/model"
 	"github.com/pharox/pharox-nats/record"
 )
 
-// TestMembersInAddedOrder installs, reinstalls, moves between pools and
-// deletes proxies at random, and checks after every step that each pool's
-// members are the proxies it holds, in added order, and that MembersOf
-// and Members from a position agree with that.
-func TestMembersInAddedOrder(t *testing.T) {
-	rng := rand.New(rand.NewPCG(7, 17))
-	pools := []string{"a", "b"}
-	r := withPools(New(), pools...)
-	type state struct {
-		pool string
-		seq  uint64
-	}
-	live := map[string]state{}
-	used := map[state]bool{} // added orders are unique within a pool
-	place := func(pool string) state {
-		for {
-			s := state{pool, uint64(rng.IntN(1000) + 1)}
-			if !used[s] {
-				used[s] = true
-				return s
-			}
-		}
-	}
-	rev := uint64(0)
-	for step := 0; step < 3000; step++ {
-		rev++
-		id := fmt.Sprintf("p%d", rng.IntN(200))
-		switch cur, ok := live[id]; {
-		case ok && rng.IntN(5) == 0:
-			r.InstallProxy(id, nil, rev)
-			delete(live, id)
-		case ok && rng.IntN(4) == 0:
-			// Moved to the other pool, at a new place in its order.
-			next := place(pools[1-slices.Index(pools, cur.pool)])
-			r.InstallProxy(id, memberRecord(id, next.pool, next.seq), rev)
-			live[id] = next
-		case ok:
-			r.InstallProxy(id, memberRecord(id, cur.pool, cur.seq), rev) // a new version
-		default:
-			s := place(pools[rng.IntN(2)])
-			r.InstallProxy(id, memberRecord(id, s.pool, s.seq), rev)
-			live[id] = s
-		}
-		for _, pool := range pools {
-			want := wantMembers(live, pool, func(s state) (string, uint64) { return s.pool, s.seq })
-			var got []string
-			r.Members(pool, 0, func(rec *record.Proxy) bool { got = append(got, rec.ID); return true })
-			if !slices.Equal(got, want) {
-				t.Fatalf("step %d: pool %s members %v, want %v", step, pool, got, want)
-			}
-			if of := r.MembersOf(pool); !slices.Equal(of, want) {
-				t.Fatalf("step %d: MembersOf %s = %v, want %v", step, pool, of, want)
-			}
-			if len(want) > 1 {
-				mid := live[want[len(want)/2]].seq
-				var after []string
-				r.Members(pool, mid, func(rec *record.Proxy) bool { after = append(after, rec.ID); return true })
-				for _, id := range after {
-					if live[id].seq <= mid {
-						t.Fatalf("step %d: Members after %d lists %s at %d", step, mid, id, live[id].seq)
-					}
+// A pool's members keep their added order whatever order the proxies come
+// in: in order, a little out of order (concurrent adds), or shuffled (a
+// pool written to in no particular order, as a fresh worker loads it);
+// moves and deletes included.
+func TestMembersOrder(t *testing.T) {
+	for name, swap := range map[string]int{"in order": 0, "near the end": 40, "shuffled": 1 << 20} {
+		t.Run(name, func(t *testing.T) {
+			pool, datas := benchProxies("members", 3000)
+			for i := range datas {
+				if j := i + rand.IntN(swap+1); swap > 0 && j < len(datas) {
+					datas[i], datas[j] = datas[j], datas[i]
 				}
 			}
-		}
-	}
-}
-
-// wantMembers lists the ids live in pool, in added order.
-func wantMembers[S any](live map[string]S, pool string, of func(S) (string, uint64)) []string {
-	type m struct {
-		id  string
-		seq uint64
-	}
-	var ms []m
-	for id, s := range live {
-		if p, seq := of(s); p == pool {
-			ms = append(ms, m{id, seq})
-		}
-	}
-	slices.SortFunc(ms, func(a, b m) int { return cmp.Compare(a.seq, b.seq) })
-	out := make([]string, len(ms))
-	for i, x := range ms {
-		out[i] = x.id
-	}
-	return out
-}
-
-func memberRecord(id, pool string, seq uint64) *record.Proxy {
-	one := 1
-	return &record.Proxy{ID: id, PoolID: pool, PoolName: pool, Seq: seq, Status: model.ProxyActive,
-		Protocol: model.ProtocolHTTP, MaxConcurrency: &one}
-}
-
-// BenchmarkInstallVersion is the replica's share of an acquire and release
-// on a pool of a million proxies: two new versions of a random proxy (a
-// holder added, then removed), as the worker installs its own writes and
-// its watch delivers them.
-func BenchmarkInstallVersion(b *testing.B) {
-	const n = 1 << 20
-	r := withPools(New(), "p")
-	for i := 1; i <= n; i++ {
-		id := fmt.Sprintf("p%d", i)
-		r.InstallProxy(id, memberRecord(id, "p", uint64(i)), uint64(i))
-	}
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	rng := rand.New(rand.NewPCG(1, 2))
-	rev := uint64(n)
-	b.ResetTimer()
-	for range b.N {
-		seq := uint64(rng.IntN(n) + 1)
-		id := fmt.Sprintf("p%d", seq)
-		held := memberRecord(id, "p", seq)
-		held.Holders = []record.Holder{{LeaseID: "l", ConsumerName: "c", ExpiresAt: t0.Add(time.Hour)}}
-		rev++
-		r.InstallProxy(id, held, rev)
-		rev++
-		r.InstallProxy(id, memberRecord(id, "p", seq), rev)
-	}
-}
-
-// BenchmarkMemberIndex finds a random proxy among a million members whose
-// entries and records were allocated in no particular order, as a watch's
-// decoding leaves them (1.8 µs a search when each step read the entry and
-// its record; 0.3-0.5 µs with the order in the array).
-func BenchmarkMemberIndex(b *testing.B) {
-	const n = 1 << 20
-	members := make([]member, n)
-	for _, i := range rand.Perm(n) {
-		rec := &record.Proxy{ID: fmt.Sprintf("p%d", i+1), Seq: uint64(i + 1)}
-		members[i] = member{rec.Seq, &proxyEntry{rec: rec}}
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	b.ResetTimer()
-	for range b.N {
-		if memberIndex(members, uint64(rng.IntN(n)+1)) < 0 {
-			b.Fatal("member not found")
-		}
+			r := New()
+			r.InstallPool(pool.Name, pool, 1)
+			var recs []*record.Proxy
+			for i, d := range datas {
+				rec, err := record.DecodeProxy(d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.InstallProxy(rec.ID, rec, uint64(i+2))
+				recs = append(recs, rec)
+			}
+			// Every third proxy is deleted, every fifth moves to the end.
+			rev := uint64(len(datas) + 2)
+			for i, rec := range recs {
+				rev++
+				switch {
+				case i%3 == 0:
+					r.InstallProxy(rec.ID, nil, rev)
+				case i%5 == 0:
+					moved := rec.Clone()
+					moved.Seq += 1 << 20
+					r.InstallProxy(rec.ID, moved, rev)
+				}
+			}
+			var seqs []uint64
+			r.Members(pool.Name, 0, func(p *record.Proxy) bool {
+				seqs = append(seqs, p.Seq)
+				return true
+			})
+			if !slices.IsSorted(seqs) {
+				t.Fatal("members out of added order")
+			}
+			if want := len(recs) - (len(recs)+2)/3; len(seqs) != want || len(r.MembersOf(pool.ID)) != want {
+				t.Fatalf("%d members, want %d", len(seqs), want)
+			}
+			var after []uint64
+			r.Members(pool.Name, seqs[len(seqs)/2], func(p *record.Proxy) bool {
+				after = append(after, p.Seq)
+				return true
+			})
+			if !slices.Equal(after, seqs[len(seqs)/2+1:]) {
+				t.Fatal("members after a position")
+			}
+		})
 	}
 }

@@ -1,7 +1,6 @@
 package replica
 
 import (
-	"encoding/json"
 	"fmt"
 	"runtime"
 	"testing"
@@ -16,19 +15,19 @@ import (
 // The replica of a large pool, indexes included, stays well under the 1 KiB
 // per proxy a worker may use (the bench's scenario 7 measures the whole
 // process). Proxies as the bench makes them: a country out of 50, a
-// coordinate grid, max_concurrency 1, decoded from their JSON as the watch
-// does.
+// coordinate grid, max_concurrency 1, decoded from their records as the
+// watch does.
 func TestReplicaMemoryPerProxy(t *testing.T) {
 	const n = 50000
 	pool, datas := benchProxies("mem", n)
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	r := New()
+	r, codec := New(), record.NewCodec(nil)
 	r.InstallPool(pool.Name, pool, 1)
 	for i, d := range datas {
-		rec := new(record.Proxy)
-		if err := json.Unmarshal(d, rec); err != nil {
+		rec, err := codec.Decode(d)
+		if err != nil {
 			t.Fatal(err)
 		}
 		r.InstallProxy(rec.ID, rec, uint64(i+1))
@@ -36,7 +35,7 @@ func TestReplicaMemoryPerProxy(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	per := float64(after.HeapAlloc-before.HeapAlloc) / n
-	t.Logf("%.0f bytes of live heap per proxy (record JSON %d bytes)", per, len(datas[0]))
+	t.Logf("%.0f bytes of live heap per proxy (record %d bytes)", per, len(datas[0]))
 	if got := r.Stats("mem", time.Time{}).AvailableProxies; got != n {
 		t.Fatalf("%d proxies available, want %d", got, n)
 	}
@@ -44,6 +43,25 @@ func TestReplicaMemoryPerProxy(t *testing.T) {
 		t.Fatalf("%.0f bytes per proxy", per)
 	}
 	runtime.KeepAlive(r)
+}
+
+// Reserve sizes only an empty replica: proxies installed before it stay.
+func TestReserve(t *testing.T) {
+	pool, datas := benchProxies("reserve", 3)
+	r := New()
+	r.Reserve(2)
+	r.InstallPool(pool.Name, pool, 1)
+	for i, d := range datas {
+		rec, err := record.DecodeProxy(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.InstallProxy(rec.ID, rec, uint64(i+1))
+		r.Reserve(100)
+	}
+	if got := len(r.ProxyIDs()); got != 3 {
+		t.Fatalf("%d proxies, want 3", got)
+	}
 }
 
 // benchProxies is a pool and n encoded proxy records of it as the bench

@@ -10,7 +10,6 @@ package replica
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -24,12 +23,12 @@ import (
 // them without a lock.
 type Replica struct {
 	mu       sync.RWMutex
-	proxies  map[string]*proxyEntry // by proxy id
-	members  map[string][]member    // by pool id, in added order (Seq)
-	pools    map[string]*poolEntry  // by pool name
-	poolIDs  map[string]string      // pool id -> name, for pools not deleted
-	seen     map[string]uint64      // highest stream sequence applied, by bucket
-	advanced chan struct{}          // closed and replaced whenever seen grows
+	proxies  map[string]*proxyEntry              // by proxy id
+	members  map[string]*sortedList[*proxyEntry] // by pool id, in added order (Seq)
+	pools    map[string]*poolEntry               // by pool name
+	poolIDs  map[string]string                   // pool id -> name, for pools not deleted
+	seen     map[string]uint64                   // highest stream sequence applied, by bucket
+	advanced chan struct{}                       // closed and replaced whenever seen grows
 
 	counts   map[string]*poolCounts // by pool id, as of countsAt
 	index    map[string]*poolIndex  // by pool id, as of countsAt
@@ -76,17 +75,6 @@ type proxyEntry struct {
 	slot    int32
 }
 
-// member is a pool's proxy in its added order. The order is kept beside
-// the entry so that finding a proxy in a pool of a million (every version
-// installed does, four per acquire+release pair) reads one array, not an
-// entry and a record per step of the binary search, each a cache miss:
-// that search was 11% of the worker's CPU samples in the bench's random
-// selector run at a million proxies; BenchmarkMemberIndex.
-type member struct {
-	seq uint64
-	e   *proxyEntry
-}
-
 type poolEntry struct {
 	rec *record.Pool
 	rev uint64
@@ -108,7 +96,7 @@ func WithEndedWindow(d time.Duration) Option { return func(r *Replica) { r.ended
 func New(opts ...Option) *Replica {
 	r := &Replica{
 		proxies:  map[string]*proxyEntry{},
-		members:  map[string][]member{},
+		members:  map[string]*sortedList[*proxyEntry]{},
 		pools:    map[string]*poolEntry{},
 		poolIDs:  map[string]string{},
 		seen:     map[string]uint64{},
@@ -137,6 +125,17 @@ func (r *Replica) InstallProxy(id string, rec *record.Proxy, rev uint64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.installProxy(id, rec, rev, true)
+}
+
+// Reserve sizes an empty replica's proxy table for n proxies, so that the
+// initial load does not grow it step by step; it does nothing once the
+// replica holds proxies.
+func (r *Replica) Reserve(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.proxies) == 0 && n > 0 {
+		r.proxies = make(map[string]*proxyEntry, n)
+	}
 }
 
 // InstallOwnProxy installs a version this worker's own write committed (rec
@@ -179,20 +178,33 @@ func (r *Replica) installProxy(id string, rec *record.Proxy, rev uint64, fromWat
 	} else if old != nil {
 		delete(r.held, rec.ID)
 	}
-	if old != nil && old.rec.PoolID == rec.PoolID && old.rec.Seq == rec.Seq {
-		list := r.members[rec.PoolID]
-		list[memberIndex(list, rec.Seq)].e = e
-		return true
-	}
-	if old != nil {
+	if old != nil && (old.rec.PoolID != rec.PoolID || old.rec.Seq != rec.Seq) {
 		r.removeMember(old)
 	}
-	list := r.members[rec.PoolID]
-	i := sort.Search(len(list), func(i int) bool { return list[i].seq >= rec.Seq })
-	list = slices.Insert(list, i, member{rec.Seq, e})
-	r.members[rec.PoolID] = list
+	// The same pool and added order replace the old entry in place.
+	r.membersOf(rec.PoolID).ReplaceOrInsert(e)
 	return true
 }
+
+// membersOf is the member list of pool id poolID, made when missing.
+// It is a sorted list, not a slice: a pool whose proxies were written in
+// no particular order reaches a fresh worker in that order (the watch
+// delivers each proxy's last version in stream order), and inserting into
+// the middle of a slice of a million made that load quadratic.
+func (r *Replica) membersOf(poolID string) *sortedList[*proxyEntry] {
+	l := r.members[poolID]
+	if l == nil {
+		l = newSortedList(lessMember)
+		r.members[poolID] = l
+	}
+	return l
+}
+
+func lessMember(a, b *proxyEntry) bool { return a.rec.Seq < b.rec.Seq }
+
+// seqProbe is an entry that sorts as added order seq, to search a member
+// list with.
+func seqProbe(seq uint64) *proxyEntry { return &proxyEntry{rec: &record.Proxy{Seq: seq}} }
 
 // InstallPool installs the pool version the watch delivered (rec nil:
 // deleted) at rev.
@@ -350,12 +362,10 @@ func (r *Replica) Members(pool string, after uint64, fn func(*record.Proxy) bool
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	list := r.members[r.poolID(pool)]
-	i := sort.Search(len(list), func(i int) bool { return list[i].seq > after })
-	for _, m := range list[i:] {
-		if !fn(m.e.rec) {
-			return
-		}
+	if list == nil || after == ^uint64(0) {
+		return
 	}
+	list.AscendGreaterOrEqual(seqProbe(after+1), func(e *proxyEntry) bool { return fn(e.rec) })
 }
 
 // WithExpiredHolders returns the ids of the proxies holding a lease that
@@ -405,10 +415,14 @@ func (r *Replica) MembersOf(poolID string) []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	list := r.members[poolID]
-	out := make([]string, len(list))
-	for i, m := range list {
-		out[i] = m.e.rec.ID
+	if list == nil {
+		return []string{}
 	}
+	out := make([]string, 0, list.Len())
+	list.Ascend(func(e *proxyEntry) bool {
+		out = append(out, e.rec.ID)
+		return true
+	})
 	return out
 }
 
@@ -422,9 +436,10 @@ func (r *Replica) Orphans() []string {
 		if _, ok := r.poolIDs[id]; ok {
 			continue
 		}
-		for _, m := range list {
-			out = append(out, m.e.rec.ID)
-		}
+		list.Ascend(func(e *proxyEntry) bool {
+			out = append(out, e.rec.ID)
+			return true
+		})
 	}
 	return out
 }
@@ -452,30 +467,19 @@ func (r *Replica) InPool(rec *record.Proxy) bool {
 
 func (r *Replica) removeMember(e *proxyEntry) {
 	list := r.members[e.rec.PoolID]
-	i := memberIndex(list, e.rec.Seq)
-	if i < 0 {
+	if list == nil {
 		return
 	}
-	list = slices.Delete(list, i, i+1)
-	if len(list) == 0 {
+	list.Delete(e)
+	if list.Len() == 0 {
 		delete(r.members, e.rec.PoolID)
-		return
 	}
-	r.members[e.rec.PoolID] = list
-}
-
-func memberIndex(list []member, seq uint64) int {
-	i := sort.Search(len(list), func(i int) bool { return list[i].seq >= seq })
-	if i < len(list) && list[i].seq == seq {
-		return i
-	}
-	return -1
 }
 
 // intern replaces rec's repeated values by shared copies. Records are never
 // changed once installed, so sharing is safe. Callers hold r.mu.
 func (r *Replica) intern(rec *record.Proxy) {
-	str := func(s string) string { return *share(r.strs, &s) }
+	str := r.sharedString
 	rec.PoolID, rec.PoolName = str(rec.PoolID), str(rec.PoolName)
 	rec.Protocol = model.Protocol(str(string(rec.Protocol)))
 	rec.Status = model.ProxyStatus(str(string(rec.Status)))
@@ -490,6 +494,20 @@ func (r *Replica) intern(rec *record.Proxy) {
 		rec.Holders[i].ConsumerID = str(rec.Holders[i].ConsumerID)
 		rec.Holders[i].ConsumerName = str(rec.Holders[i].ConsumerName)
 	}
+}
+
+// sharedString returns the shared copy of s. Only a value not seen yet
+// is copied to the heap (taking the address of s itself would move every
+// s there: four garbage allocations per record installed).
+func (r *Replica) sharedString(s string) string {
+	if p, ok := r.strs[s]; ok {
+		return *p
+	}
+	if len(r.strs) < internMax {
+		c := s
+		r.strs[c] = &c
+	}
+	return s
 }
 
 // share returns the shared pointer to *p's value, making p the shared one

@@ -29,6 +29,9 @@ func (l *sortedList[T]) Len() int { return l.n }
 
 // ReplaceOrInsert adds x, or replaces the item equal to it.
 func (l *sortedList[T]) ReplaceOrInsert(x T) {
+	if l.appendLast(x) {
+		return
+	}
 	ci, i := l.search(x)
 	if ci < len(l.chunks) && i < len(l.chunks[ci]) && !l.less(x, l.chunks[ci][i]) {
 		l.chunks[ci][i] = x
@@ -50,7 +53,7 @@ func (l *sortedList[T]) ReplaceOrInsert(x T) {
 	if i == len(c) {
 		// Appending to a full chunk: start the next one, leaving this one
 		// full, which is what in-order loading does.
-		l.chunks = slices.Insert(l.chunks, ci+1, []T{x})
+		l.chunks = slices.Insert(l.chunks, ci+1, l.newChunk(x))
 		return
 	}
 	half := len(c) / 2
@@ -62,6 +65,35 @@ func (l *sortedList[T]) ReplaceOrInsert(x T) {
 	}
 	l.chunks[ci] = left
 	l.chunks = slices.Insert(l.chunks, ci+1, right)
+}
+
+// appendLast adds x after every item, if it belongs there: a pool loads in
+// added order, so most inserts of a load land here, with no search.
+func (l *sortedList[T]) appendLast(x T) bool {
+	n := len(l.chunks)
+	if n == 0 {
+		return false
+	}
+	last := l.chunks[n-1]
+	if !l.less(last[len(last)-1], x) {
+		return false
+	}
+	l.n++
+	if len(last) < chunkMax {
+		l.chunks[n-1] = append(last, x)
+	} else {
+		l.chunks = append(l.chunks, l.newChunk(x))
+	}
+	return true
+}
+
+// newChunk is a chunk started after a full one, holding x. It gets a full
+// chunk's room at once: in-order loading fills it, and growing it by
+// doubling would leave as much garbage behind as the chunk itself.
+func (l *sortedList[T]) newChunk(x T) []T {
+	c := make([]T, 1, chunkMax)
+	c[0] = x
+	return c
 }
 
 // Delete removes the item equal to x and returns it.
@@ -118,15 +150,32 @@ func (l *sortedList[T]) ascendFrom(ci, i int, fn func(T) bool) {
 // search finds the first item not less than x: its chunk and place there,
 // or len(chunks) when every item is less.
 func (l *sortedList[T]) search(x T) (int, int) {
-	ci := sort.Search(len(l.chunks), func(k int) bool {
-		c := l.chunks[k]
-		return !l.less(c[len(c)-1], x)
-	})
+	ci := l.searchChunks(x)
 	if ci == len(l.chunks) {
 		return ci, 0
 	}
 	c := l.chunks[ci]
 	return ci, sort.Search(len(c), func(k int) bool { return !l.less(c[k], x) })
+}
+
+// searchChunks finds the chunk of the first item not less than x. An item
+// of the last chunk (a little out of order in a load) is found there with
+// no search over the chunks, each step of which reads another chunk.
+func (l *sortedList[T]) searchChunks(x T) int {
+	n := len(l.chunks)
+	if n > 1 {
+		last, prev := l.chunks[n-1], l.chunks[n-2]
+		if l.less(prev[len(prev)-1], x) {
+			if l.less(last[len(last)-1], x) {
+				return n
+			}
+			return n - 1
+		}
+	}
+	return sort.Search(n, func(k int) bool {
+		c := l.chunks[k]
+		return !l.less(c[len(c)-1], x)
+	})
 }
 
 // cursor walks a sortedList in order, for merging several lists lazily.

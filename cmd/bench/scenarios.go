@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -528,7 +529,9 @@ func serveWorker(url string) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	stopProfile := profileLoad(os.Getenv(workerLoadProfileEnv))
 	w, err := worker.Start(ctx, benchWorker(nc, 30*time.Second))
+	stopProfile()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		os.Exit(1)
@@ -550,4 +553,32 @@ func serveWorker(url string) {
 	<-ctx.Done()
 	stopWorker(w)
 	nc.Close()
+}
+
+// workerLoadProfileEnv names a file for a CPU profile of the worker child
+// process from its start until it serves (its replica's load), as in
+// PHAROX_BENCH_WORKER_LOAD_PROFILE=/tmp/load.prof go run ./cmd/bench
+// --scenarios 12 --proxies 1000000.
+const workerLoadProfileEnv = "PHAROX_BENCH_WORKER_LOAD_PROFILE"
+
+// profileLoad starts a CPU profile into path ("" for none) and returns
+// what stops it.
+func profileLoad(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "worker: load profile:", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, "worker: load profile:", err)
+		_ = f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}
 }

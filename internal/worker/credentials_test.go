@@ -170,7 +170,7 @@ func TestCredentialsAtRest(t *testing.T) {
 			flushedToStore(t, c, srv, "rest")
 			if keyed {
 				require.NotContains(t, raw, pw)
-				require.Contains(t, raw, `"sealed_credentials":"pxc1.`+cfg.CredentialsKeys.Primary()+`.`)
+				require.Contains(t, raw, `pxc1.`+cfg.CredentialsKeys.Primary()+`.`, "sealed in the record")
 				require.False(t, storeHolds(t, srv, pw), "the password is in the server's files")
 			} else {
 				require.Contains(t, raw, pw, "without a key the record holds it in clear")

@@ -120,6 +120,7 @@ func Start(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		manager.WithMaxLeasesPerConsumer(cfg.MaxLeasesPerConsumer), manager.WithMaxWaiters(cfg.MaxWaiters)); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
+	returnLoadGarbage(log)
 	if cfg.Maintenance {
 		return w, nil
 	}
