@@ -62,6 +62,13 @@ func WatchBucket(ctx context.Context, nc *nats.Conn, bucket string, fn func(Entr
 		initDone = true
 		close(ready)
 	}
+	opts := []nats.SubOpt{nats.BindStream("KV_" + bucket), nats.OrderedConsumer(), nats.DeliverLastPerSubject(), nats.IdleHeartbeat(WatchHeartbeat)}
+	if _, ok := ctx.Deadline(); ok {
+		// The consumer is made within ctx, not nats.go's default 5 s: on
+		// a cluster just started, or one electing a leader, making it has
+		// taken longer (seen in CI under -race).
+		opts = append(opts, nats.Context(ctx))
+	}
 	mu.Lock()
 	sub, err := legacy.Subscribe(prefix+">", func(m *nats.Msg) {
 		meta, err := m.Metadata()
@@ -84,10 +91,10 @@ func WatchBucket(ctx context.Context, nc *nats.Conn, bucket string, fn func(Entr
 				signal()
 			}
 		}
-	}, nats.BindStream("KV_"+bucket), nats.OrderedConsumer(), nats.DeliverLastPerSubject(), nats.IdleHeartbeat(WatchHeartbeat))
+	}, opts...)
 	if err != nil {
 		mu.Unlock()
-		return nil, err
+		return nil, fmt.Errorf("watch %s: %w", bucket, err)
 	}
 	stop = func() {
 		_ = sub.Unsubscribe()
