@@ -128,20 +128,23 @@ func (l *Log) Settle(ctx context.Context, seq uint64) ([]uint64, error) {
 	if err := l.WaitFor(ctx, seq); err != nil {
 		return nil, err
 	}
+	// A node restarted moments ago may not serve the consumer's info yet:
+	// any error is tried again until ctx ends, and then reported.
 	for {
+		state := "unknown"
 		cons, err := l.js.Consumer(ctx, l.stream, l.consumer)
 		if err == nil {
 			var info *jetstream.ConsumerInfo
-			if info, err = cons.Info(ctx); err == nil && info.NumAckPending == 0 && info.NumPending == 0 {
-				break
+			if info, err = cons.Info(ctx); err == nil {
+				if info.NumAckPending == 0 && info.NumPending == 0 {
+					break
+				}
+				state = fmt.Sprintf("%d pending, %d unacknowledged", info.NumPending, info.NumAckPending)
 			}
-		}
-		if err != nil && !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("audit consumer on %s: %w", l.stream, err)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("audit consumer on %s never settled: %w", l.stream, ctx.Err())
+			return nil, fmt.Errorf("audit consumer on %s never settled (%s, last error %v): %w", l.stream, state, err, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
