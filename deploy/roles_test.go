@@ -234,6 +234,14 @@ func TestRoles(t *testing.T) {
 		// NATS checks no permission for a push consumer's deliver subject:
 		// stored events can be delivered to pharox.admin.pools.delete. Every
 		// endpoint refuses them (unknown fields), so nothing is deleted.
+		// Barrier: a request is answered once its write commits, and its
+		// events are published after that; the worker has stored every
+		// event of the leases above, so the consumer's num_pending counts
+		// each message it will deliver (one stored later would be delivered
+		// too, and refused once more than counted).
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		require.NoError(t, w.Events.Flush(fctx))
 		before := endpointStats(t, admin, "admin.pools.delete")
 		req := `{"stream_name":"PHAROX_EVENTS","config":{"name":"evil","deliver_subject":"pharox.admin.pools.delete","deliver_group":"q","deliver_policy":"all","ack_policy":"none"}}`
 		reply, err := leaser.nc.Request("$JS.API.CONSUMER.CREATE.PHAROX_EVENTS.evil", []byte(req), 5*time.Second)
