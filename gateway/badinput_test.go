@@ -143,6 +143,15 @@ func TestBadInput(t *testing.T) {
 		require.Equal(t, c.reply, socksConnectReply(t, w.socksAddr, c.user, c.tok, tg.http.Listener.Addr().String()), c.user)
 	}
 
+	// An address type the gateway does not know: it cannot read the rest
+	// of the request, answers 0x08 and closes. The request's unread bytes
+	// must not turn that close into a reset that loses the answer (Linux
+	// resets a connection closed with input unread): 20 tries, every one
+	// reads its 0x08.
+	for i := 0; i < 20; i++ {
+		require.Equal(t, byte(0x08), socksUnknownAddressReply(t, w.socksAddr, "pool=badinput", token), "try %d", i)
+	}
+
 	// Barrier: a good request is leased, and is the only lease there was.
 	hc := w.httpClient("pool=badinput", token, false, tg)
 	code, _, hdr := get(t, hc, target)
@@ -213,6 +222,22 @@ func socksConnectReply(t *testing.T, addr, user, pass, target string) byte {
 	req := append([]byte{5, 1, 0, 1}, tcp.IP.To4()...)
 	req = append(req, byte(tcp.Port>>8), byte(tcp.Port))
 	_, err = conn.Write(req)
+	require.NoError(t, err)
+	var reply [10]byte
+	_, err = io.ReadFull(conn, reply[:])
+	require.NoError(t, err)
+	return reply[1]
+}
+
+// socksUnknownAddressReply authenticates, then sends a CONNECT with
+// address type 0x02 (none in RFC 1928) and bytes after it in the same
+// segment, and returns the reply code.
+func socksUnknownAddressReply(t *testing.T, addr, user, pass string) byte {
+	t.Helper()
+	conn := socksDial(t, addr)
+	defer conn.Close()
+	require.Equal(t, byte(0), socksAuth(t, conn, user, pass))
+	_, err := conn.Write(append([]byte{5, 1, 0, 2}, make([]byte, 64)...))
 	require.NoError(t, err)
 	var reply [10]byte
 	_, err = io.ReadFull(conn, reply[:])

@@ -92,14 +92,18 @@ func (g *Gateway) serveSOCKS(conn net.Conn, t *tunnel) {
 	}
 	target, code, err := readSOCKSRequest(conn)
 	if err != nil {
-		gerr := errClient(err)
-		if code != 0 {
-			socksReply(conn, code)
-			gerr = errBadRequest("bad_socks_request", err)
-		}
-		g.metrics.answered(KindSOCKS5, start, gerr)
 		g.log.Info("SOCKS5 request refused", zap.String("reason", err.Error()))
-		_ = conn.Close()
+		if code == 0 {
+			g.metrics.answered(KindSOCKS5, start, errClient(err))
+			_ = conn.Close()
+			return
+		}
+		socksReply(conn, code)
+		g.metrics.answered(KindSOCKS5, start, errBadRequest("bad_socks_request", err))
+		// The rest of the request (an address the gateway cannot parse) is
+		// unread: closing now would reset the connection, and a reset
+		// drops the reply if it is still in flight.
+		lingerClose(conn)
 		return
 	}
 	sp, gerr := g.resolve(user, tok)
@@ -264,6 +268,16 @@ func readSOCKSRequest(conn net.Conn) (string, byte, error) {
 }
 
 // socksReply sends a reply with an unspecified bound address.
+// lingerClose closes a connection whose input may not all have been read
+// without a reset: half-close (the client reads the reply, then EOF),
+// then read and drop what the client still sends, for at most a second.
+func lingerClose(conn net.Conn) {
+	closeWrite(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, io.LimitReader(conn, 64<<10))
+	_ = conn.Close()
+}
+
 func socksReply(conn net.Conn, code byte) bool {
 	_, err := conn.Write([]byte{socksVersion, code, 0, socksIPv4, 0, 0, 0, 0, 0, 0})
 	return err == nil
