@@ -38,8 +38,16 @@ type copied struct {
 // so the connections are passed as they are, never wrapped.
 //
 // The client ending its side (EOF) half-closes the upstream, which then has
-// closeWait to finish; the upstream ending its side, or any error, ends the
-// tunnel at once.
+// closeWait to finish. Any other end (the upstream's EOF, an error on either
+// side, such as a client that closes with unread data and so resets its
+// connection) closes the client at once.
+//
+// Whatever ended the tunnel, the upstream is never simply closed under the
+// proxy: unless its EOF was already read, it is half-closed and read to its
+// EOF (bounded by closeWait) before pipe returns and the caller releases the
+// lease. Closing it outright would release the slot while the proxy still
+// holds the connection, and the next lease on that proxy would then make it
+// see more connections at once than max_concurrency allows.
 func (g *Gateway) pipe(client net.Conn, pending []byte, upstream net.Conn) copied {
 	type result struct {
 		toUpstream bool
@@ -77,15 +85,25 @@ func (g *Gateway) pipe(client net.Conn, pending []byte, upstream net.Conn) copie
 	}
 	first := <-done
 	record(first)
-	if first.toUpstream && first.err == nil {
+	if !first.toUpstream || first.err != nil {
+		// Nothing more can reach the client, or it is gone: closing it
+		// ends a copy reading from or writing to it, and the past write
+		// deadline ends a copy stuck writing to an upstream that stopped
+		// reading (what closing the upstream used to do).
+		_ = client.Close()
+		_ = upstream.SetWriteDeadline(time.Now())
+	}
+	if !c.upstreamEOF {
 		closeWrite(upstream)
 		_ = upstream.SetReadDeadline(time.Now().Add(g.closeWait))
-	} else {
-		_ = client.Close()
-		_ = upstream.Close()
 	}
 	record(<-done)
 	_ = client.Close()
+	if !c.upstreamEOF {
+		// The copy to the client stopped before the upstream's EOF (the
+		// client went away): drain until the proxy has closed its side.
+		drain(upstream)
+	}
 	_ = upstream.Close()
 	return c
 }
@@ -113,11 +131,17 @@ func closeWrite(c net.Conn) {
 func (g *Gateway) finishUpstream(c net.Conn) {
 	closeWrite(c)
 	_ = c.SetReadDeadline(time.Now().Add(g.closeWait))
+	drain(c)
+	_ = c.Close()
+}
+
+// drain reads and discards from c until its EOF, an error or the read
+// deadline already set on c.
+func drain(c net.Conn) {
 	var buf [512]byte
 	for {
 		if _, err := c.Read(buf[:]); err != nil {
-			break
+			return
 		}
 	}
-	_ = c.Close()
 }
