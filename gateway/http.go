@@ -68,14 +68,7 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request, sp *spec,
 		gerr.write(w)
 		return
 	}
-	var upstream net.Conn
-	u, gerr := g.obtain(r.Context(), sp, func(ctx context.Context, u *use) error {
-		dctx, cancel := context.WithTimeout(ctx, g.dialTimeout)
-		defer cancel()
-		c, err := g.dialer.Tunnel(dctx, proxydial.FromProxy(u.proxy), target)
-		upstream = c
-		return err
-	})
+	u, upstream, gerr := g.obtainTunnel(r.Context(), sp, target)
 	if gerr != nil {
 		g.metrics.answered(KindConnect, start, gerr)
 		gerr.write(w)
@@ -99,25 +92,15 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request, sp *spec,
 		g.metrics.answered(KindConnect, start, errClient(err))
 		return
 	}
-	t.set(func() { _ = client.Close(); _ = upstream.Close() })
 	var pending []byte
 	if n := brw.Reader.Buffered(); n > 0 {
 		pending, _ = brw.Reader.Peek(n)
 	}
-	_, err = fmt.Fprintf(client, "HTTP/1.1 200 Connection established\r\n%s: %s\r\n%s: %s\r\n\r\n",
-		HeaderLeaseID, u.lease.ID, HeaderProxyID, u.proxy.ID)
-	if err != nil {
-		_ = client.Close()
-		g.finishUpstream(upstream)
-		u.end(OutcomeNone, "")
-		g.metrics.answered(KindConnect, start, errClient(err))
-		return
-	}
-	g.metrics.answered(KindConnect, start, nil)
-	u.setLost(func() { _ = client.Close(); _ = upstream.Close() })
-	c := g.metrics.tunnel(func() copied { return g.pipe(client, pending, upstream) })
-	u.end(OutcomeSuccess, "")
-	g.logTunnel(KindConnect, u, target, c, start)
+	g.carry(KindConnect, t, u, client, pending, upstream, target, start, func() error {
+		_, err := fmt.Fprintf(client, "HTTP/1.1 200 Connection established\r\n%s: %s\r\n%s: %s\r\n\r\n",
+			HeaderLeaseID, u.lease.ID, HeaderProxyID, u.proxy.ID)
+		return err
+	})
 }
 
 func (g *Gateway) logRefused(kind string, sp *spec, target string, gerr *Error, start time.Time) {
@@ -340,7 +323,7 @@ func (b *upstreamBody) Close() error {
 		conn, eof, u := b.conn, b.eof, b.u
 		b.g.background(func() {
 			if eof {
-				b.g.finishUpstream(conn)
+				lingerClose(conn, b.g.closeWait, 0)
 			} else {
 				_ = conn.Close()
 			}
