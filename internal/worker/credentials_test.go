@@ -190,8 +190,7 @@ func TestCredentialsAtRest(t *testing.T) {
 // which the worker with the key still reads.
 func TestWorkerWithoutTheKey(t *testing.T) {
 	t.Parallel()
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv)
+	nc := serverConn(t)
 	ctx := t.Context()
 	ring := newRing(t, newKey(t))
 	c := client.New(nc, client.WithTimeout(timeout))
