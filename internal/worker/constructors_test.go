@@ -20,7 +20,7 @@ import (
 // parts an option value that cannot work: each returns an error naming the
 // option, before it creates or subscribes anything.
 func TestConstructorsRefuseBadOptions(t *testing.T) {
-	nc := serverConn(t)
+	_, nc := runServer(t)
 	ctx := t.Context()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)

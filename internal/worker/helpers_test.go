@@ -3,15 +3,16 @@ package worker_test
 import (
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/pharox/pharox-nats/internal/natstest"
 )
 
-// serverConn runs an embedded NATS server for the test alone and returns a
-// connection to it: for the tests that need no other connection and never
-// the server itself.
-func serverConn(t testing.TB) *nats.Conn {
+// runServer runs an embedded NATS server for the test alone and returns it
+// and a connection to it.
+func runServer(t testing.TB) (*server.Server, *nats.Conn) {
 	t.Helper()
-	return natstest.Connect(t, natstest.RunServer(t))
+	srv := natstest.RunServer(t)
+	return srv, natstest.Connect(t, srv)
 }

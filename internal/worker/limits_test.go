@@ -18,7 +18,7 @@ import (
 // replica has a lease taken through the first, counts it too.
 func TestLeasesPerConsumer(t *testing.T) {
 	t.Parallel()
-	nc := serverConn(t)
+	_, nc := runServer(t)
 	ctx := t.Context()
 	workertest.Start(t, nc, workertest.Config{MaxLeasesPerConsumer: 2})
 	c := client.New(nc, client.WithTimeout(timeout))
@@ -84,7 +84,7 @@ func TestLeasesPerConsumer(t *testing.T) {
 // gets the proxy when it is released.
 func TestMaxWaiters(t *testing.T) {
 	t.Parallel()
-	nc := serverConn(t)
+	_, nc := runServer(t)
 	ctx := t.Context()
 	w := workertest.Start(t, nc, workertest.Config{MaxWaiters: 1})
 	c := client.New(nc, client.WithTimeout(timeout))
