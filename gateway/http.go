@@ -229,9 +229,8 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return fail(fmt.Errorf("reading the upstream answer: %w", err))
 		}
-		if rs.StatusCode == http.StatusProxyAuthRequired && u.proxy.Protocol == model.ProtocolHTTP {
-			_ = rs.Body.Close()
-			return fail(errors.New("the upstream proxy refused its credentials: 407 Proxy Authentication Required"))
+		if err := refusedCredentials(u, rs); err != nil {
+			return fail(err)
 		}
 		conn, resp, stop = c, rs, s
 		return nil
@@ -260,11 +259,21 @@ func (t transport) viaSession(u *use, req *http.Request, hasBody bool) (*http.Re
 		}
 		return nil, err
 	}
-	if rs.StatusCode == http.StatusProxyAuthRequired && u.proxy.Protocol == model.ProtocolHTTP {
-		_ = rs.Body.Close()
-		return nil, errors.New("the upstream proxy refused its credentials: 407 Proxy Authentication Required")
+	if err := refusedCredentials(u, rs); err != nil {
+		return nil, err
 	}
 	return rs, nil
+}
+
+// refusedCredentials is the error of an http upstream that answered 407 to
+// its own credentials (its body closed): the proxy's failure, not an answer
+// for the client. Nil for any other answer.
+func refusedCredentials(u *use, rs *http.Response) error {
+	if rs.StatusCode == http.StatusProxyAuthRequired && u.proxy.Protocol == model.ProtocolHTTP {
+		_ = rs.Body.Close()
+		return errors.New("the upstream proxy refused its credentials: 407 Proxy Authentication Required")
+	}
+	return nil
 }
 
 // upstreamBody is a forwarded response's body; closing it ends the lease's
