@@ -7,9 +7,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/pharox/pharox-nats/internal/proxytest"
-	"github.com/pharox/pharox-nats/model"
 )
 
 // TestConcurrencyLimitsHoldThroughTwoGateways: 200 CONNECT tunnels at once
@@ -22,13 +19,7 @@ func TestConcurrencyLimitsHoldThroughTwoGateways(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	tg := startTargets(t)
 	gws := []*gw{e.gateway(), e.gateway()}
-	var pxs []*proxytest.Proxy
-	var ups []upstream
-	for range 5 {
-		px := proxytest.HTTP(t, proxytest.HTTPConfig{User: "bot", Password: "s3cret"})
-		pxs = append(pxs, px)
-		ups = append(ups, up(model.ProtocolHTTP, px, "bot", "s3cret"))
-	}
+	pxs, ups := httpProxies(t, 5, "bot", "s3cret")
 	e.pool("limited", 2, ups...)
 
 	const tunnels = 200

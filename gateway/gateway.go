@@ -278,12 +278,31 @@ func (g *Gateway) checkListener(ln net.Listener) error {
 // ErrClosed is returned by the Serve methods after Shutdown.
 var ErrClosed = errors.New("gateway: closed")
 
-// ServeHTTPProxy serves the HTTP proxy on ln (wrap it with tls.NewListener
-// for an HTTPS proxy) until Shutdown, then returns ErrClosed.
-func (g *Gateway) ServeHTTPProxy(ln net.Listener) error {
+// open admits a Serve method's listener and registers what Shutdown must
+// close: srv, which closes ln itself, or (srv nil) ln. After Shutdown began
+// it closes ln and returns ErrClosed.
+func (g *Gateway) open(ln net.Listener, srv *http.Server) error {
 	if err := g.checkListener(ln); err != nil {
 		return err
 	}
+	g.mu.Lock()
+	if g.closing {
+		g.mu.Unlock()
+		_ = ln.Close()
+		return ErrClosed
+	}
+	if srv != nil {
+		g.servers = append(g.servers, srv)
+	} else {
+		g.listeners = append(g.listeners, ln)
+	}
+	g.mu.Unlock()
+	return nil
+}
+
+// ServeHTTPProxy serves the HTTP proxy on ln (wrap it with tls.NewListener
+// for an HTTPS proxy) until Shutdown, then returns ErrClosed.
+func (g *Gateway) ServeHTTPProxy(ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           http.HandlerFunc(g.serveHTTP),
 		ReadHeaderTimeout: g.headerTimeout,
@@ -293,14 +312,9 @@ func (g *Gateway) ServeHTTPProxy(ln net.Listener) error {
 	}
 	// A proxy speaks HTTP/1.1 to its clients, also over TLS.
 	srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
-	g.mu.Lock()
-	if g.closing {
-		g.mu.Unlock()
-		_ = ln.Close()
-		return ErrClosed
+	if err := g.open(ln, srv); err != nil {
+		return err
 	}
-	g.servers = append(g.servers, srv)
-	g.mu.Unlock()
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

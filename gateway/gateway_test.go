@@ -35,9 +35,7 @@ func socksGet(t *testing.T, w *gw, user, tok, url string, tg *targets) (string, 
 // credentials; every lease is released once its request is over.
 func TestEveryUpstreamProtocol(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{})
-	tg := startTargets(t)
-	w := e.gateway()
+	e, tg, w := envWithGateway(t)
 	httpPx := proxytest.HTTP(t, proxytest.HTTPConfig{User: "bot", Password: "s3cret:/@"})
 	connectPx := proxytest.HTTP(t, proxytest.HTTPConfig{User: "bot", Password: "s3cret", ConnectOnly: true})
 	s5 := proxytest.SOCKS5(t, "bot", "s3cret")
@@ -99,9 +97,7 @@ func TestEveryUpstreamProtocol(t *testing.T) {
 // client as they are and count as the lease's success.
 func TestTargetAnswersPassThrough(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{})
-	tg := startTargets(t)
-	w := e.gateway()
+	e, tg, w := envWithGateway(t)
 	e.httpPool("answers", 1)
 	hc := w.httpClient("pool=answers", token, false, tg)
 	for _, code := range []int{500, 503, 403, 429, 404} {

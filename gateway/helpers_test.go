@@ -35,7 +35,7 @@ const token = "t0ken-for-tests"
 // env is an embedded NATS server with two workers, a client, and every
 // event the workers publish.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *server.Server
 	c     *client.Client
 	clock *workertest.Clock // nil: real time
@@ -50,7 +50,7 @@ type envConfig struct {
 	grace time.Duration
 }
 
-func newEnv(t *testing.T, cfg envConfig) *env {
+func newEnv(t testing.TB, cfg envConfig) *env {
 	t.Helper()
 	e := &env{t: t, srv: natstest.RunServer(t)}
 	e.cond = sync.NewCond(&e.mu)
@@ -72,6 +72,14 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 	require.NoError(t, err)
 	t.Cleanup(sub.Stop)
 	return e
+}
+
+// envWithGateway is what most tests start with: an env on real time, the
+// targets to fetch, and one gateway with opts.
+func envWithGateway(t testing.TB, opts ...gateway.Option) (*env, *targets, *gw) {
+	t.Helper()
+	e := newEnv(t, envConfig{})
+	return e, startTargets(t), e.gateway(opts...)
 }
 
 func (e *env) ctx() context.Context {
@@ -189,6 +197,20 @@ func (e *env) httpPool(name string, maxConc int) *proxytest.Proxy {
 	return px
 }
 
+// httpProxies starts n HTTP proxies that want user:pass (no login if user
+// is empty) and returns them and their upstreams, to put in a pool.
+func httpProxies(t testing.TB, n int, user, pass string) ([]*proxytest.Proxy, []upstream) {
+	t.Helper()
+	var pxs []*proxytest.Proxy
+	var ups []upstream
+	for range n {
+		px := proxytest.HTTP(t, proxytest.HTTPConfig{User: user, Password: pass})
+		pxs = append(pxs, px)
+		ups = append(ups, up(model.ProtocolHTTP, px, user, pass))
+	}
+	return pxs, ups
+}
+
 // deadUpstream is a port nothing listens on.
 func deadUpstream(t *testing.T, p model.Protocol) upstream {
 	t.Helper()
@@ -255,7 +277,7 @@ type targets struct {
 	tls         *tls.Config
 }
 
-func startTargets(t *testing.T) *targets {
+func startTargets(t testing.TB) *targets {
 	t.Helper()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ok", func(w http.ResponseWriter, r *http.Request) {

@@ -68,14 +68,7 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request, sp *spec,
 		gerr.write(w)
 		return
 	}
-	var upstream net.Conn
-	u, gerr := g.obtain(r.Context(), sp, func(ctx context.Context, u *use) error {
-		dctx, cancel := context.WithTimeout(ctx, g.dialTimeout)
-		defer cancel()
-		c, err := g.dialer.Tunnel(dctx, proxydial.FromProxy(u.proxy), target)
-		upstream = c
-		return err
-	})
+	u, upstream, gerr := g.obtainTunnel(r.Context(), sp, target)
 	if gerr != nil {
 		g.metrics.answered(KindConnect, start, gerr)
 		gerr.write(w)
@@ -99,25 +92,15 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request, sp *spec,
 		g.metrics.answered(KindConnect, start, errClient(err))
 		return
 	}
-	t.set(func() { _ = client.Close(); _ = upstream.Close() })
 	var pending []byte
 	if n := brw.Reader.Buffered(); n > 0 {
 		pending, _ = brw.Reader.Peek(n)
 	}
-	_, err = fmt.Fprintf(client, "HTTP/1.1 200 Connection established\r\n%s: %s\r\n%s: %s\r\n\r\n",
-		HeaderLeaseID, u.lease.ID, HeaderProxyID, u.proxy.ID)
-	if err != nil {
-		_ = client.Close()
-		g.finishUpstream(upstream)
-		u.end(OutcomeNone, "")
-		g.metrics.answered(KindConnect, start, errClient(err))
-		return
-	}
-	g.metrics.answered(KindConnect, start, nil)
-	u.setLost(func() { _ = client.Close(); _ = upstream.Close() })
-	c := g.metrics.tunnel(func() copied { return g.pipe(client, pending, upstream) })
-	u.end(OutcomeSuccess, "")
-	g.logTunnel(KindConnect, u, target, c, start)
+	g.carry(KindConnect, t, u, client, pending, upstream, target, start, func() error {
+		_, err := fmt.Fprintf(client, "HTTP/1.1 200 Connection established\r\n%s: %s\r\n%s: %s\r\n\r\n",
+			HeaderLeaseID, u.lease.ID, HeaderProxyID, u.proxy.ID)
+		return err
+	})
 }
 
 func (g *Gateway) logRefused(kind string, sp *spec, target string, gerr *Error, start time.Time) {
@@ -246,9 +229,8 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return fail(fmt.Errorf("reading the upstream answer: %w", err))
 		}
-		if rs.StatusCode == http.StatusProxyAuthRequired && u.proxy.Protocol == model.ProtocolHTTP {
-			_ = rs.Body.Close()
-			return fail(errors.New("the upstream proxy refused its credentials: 407 Proxy Authentication Required"))
+		if err := refusedCredentials(u, rs); err != nil {
+			return fail(err)
 		}
 		conn, resp, stop = c, rs, s
 		return nil
@@ -277,11 +259,21 @@ func (t transport) viaSession(u *use, req *http.Request, hasBody bool) (*http.Re
 		}
 		return nil, err
 	}
-	if rs.StatusCode == http.StatusProxyAuthRequired && u.proxy.Protocol == model.ProtocolHTTP {
-		_ = rs.Body.Close()
-		return nil, errors.New("the upstream proxy refused its credentials: 407 Proxy Authentication Required")
+	if err := refusedCredentials(u, rs); err != nil {
+		return nil, err
 	}
 	return rs, nil
+}
+
+// refusedCredentials is the error of an http upstream that answered 407 to
+// its own credentials (its body closed): the proxy's failure, not an answer
+// for the client. Nil for any other answer.
+func refusedCredentials(u *use, rs *http.Response) error {
+	if rs.StatusCode == http.StatusProxyAuthRequired && u.proxy.Protocol == model.ProtocolHTTP {
+		_ = rs.Body.Close()
+		return errors.New("the upstream proxy refused its credentials: 407 Proxy Authentication Required")
+	}
+	return nil
 }
 
 // upstreamBody is a forwarded response's body; closing it ends the lease's
@@ -340,7 +332,7 @@ func (b *upstreamBody) Close() error {
 		conn, eof, u := b.conn, b.eof, b.u
 		b.g.background(func() {
 			if eof {
-				b.g.finishUpstream(conn)
+				lingerClose(conn, b.g.closeWait, 0)
 			} else {
 				_ = conn.Close()
 			}

@@ -82,9 +82,7 @@ func TestTunnelEnds(t *testing.T) {
 // request gets the proxy once it is released.
 func TestNoProxyFree(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{})
-	tg := startTargets(t)
-	w := e.gateway()
+	e, tg, w := envWithGateway(t)
 	e.httpPool("busy", 1)
 	held, _, err := e.c.Acquire(e.ctx(), model.AcquireRequest{PoolName: "busy"})
 	require.NoError(t, err)
@@ -122,9 +120,7 @@ func TestNoProxyFree(t *testing.T) {
 // lease is released.
 func TestUpstreamFailures(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{})
-	tg := startTargets(t)
-	w := e.gateway(gateway.WithRetries(2))
+	e, tg, w := envWithGateway(t, gateway.WithRetries(2))
 	e.pool("dead", 0, deadUpstream(t, model.ProtocolHTTP), deadUpstream(t, model.ProtocolSOCKS5), deadUpstream(t, model.ProtocolHTTP))
 	for _, url := range []string{tg.http.URL + "/ok", tg.https.URL + "/ok"} {
 		resp, err := w.httpClient("pool=dead,selector=random", token, false, tg).Get(url)

@@ -112,9 +112,7 @@ func (s scraped) labelValues(label string) map[string]bool {
 // the exact counts, and the made-up pool never becomes a label.
 func TestMetrics(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{})
-	tg := startTargets(t)
-	w := e.gateway()
+	e, tg, w := envWithGateway(t)
 	base := serveMetrics(t, w)
 	e.httpPool("metrics", 1)
 	e.pool("empty", 0)
@@ -221,9 +219,7 @@ func TestMetrics(t *testing.T) {
 // counted under pool="".
 func TestMetricsSOCKS5(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{})
-	tg := startTargets(t)
-	w := e.gateway()
+	e, tg, w := envWithGateway(t)
 	base := serveMetrics(t, w)
 	s5 := proxytest.SOCKS5(t, "bot", "s3cret")
 	e.pool("socks", 0, up(model.ProtocolSOCKS5, s5, "bot", "s3cret"))

@@ -1,10 +1,13 @@
 package gateway
 
 import (
+	"context"
 	"io"
 	"net"
 	"sync"
 	"time"
+
+	"github.com/pharox/pharox-nats/proxydial"
 )
 
 // copyBufSize is the buffer io.CopyBuffer uses when neither side can
@@ -22,6 +25,45 @@ func (b *bufPool) Get() []byte {
 }
 
 func (b *bufPool) Put(buf []byte) { b.p.Put(&buf) }
+
+// obtainTunnel leases a proxy for sp and opens a tunnel through it to
+// target (host:port), trying other proxies as obtain does: a CONNECT
+// tunnel's and a SOCKS5 connection's upstream.
+func (g *Gateway) obtainTunnel(ctx context.Context, sp *spec, target string) (*use, net.Conn, *Error) {
+	var upstream net.Conn
+	u, gerr := g.obtain(ctx, sp, func(ctx context.Context, u *use) error {
+		dctx, cancel := context.WithTimeout(ctx, g.dialTimeout)
+		defer cancel()
+		c, err := g.dialer.Tunnel(dctx, proxydial.FromProxy(u.proxy), target)
+		upstream = c
+		return err
+	})
+	return u, upstream, gerr
+}
+
+// carry runs an open tunnel of the given kind (KindConnect, KindSOCKS5)
+// from the client's success reply to its end: reply sends it (an error:
+// the client went away, and the lease is let go unused), then pipe carries
+// the bytes, and the lease's use ends a success. t, the client's tracked
+// connection, closes both sides from here on.
+func (g *Gateway) carry(kind string, t *tunnel, u *use, client net.Conn, pending []byte, upstream net.Conn,
+	target string, start time.Time, reply func() error,
+) {
+	closeBoth := func() { _ = client.Close(); _ = upstream.Close() }
+	t.set(closeBoth)
+	if err := reply(); err != nil {
+		_ = client.Close()
+		lingerClose(upstream, g.closeWait, 0)
+		u.end(OutcomeNone, "")
+		g.metrics.answered(kind, start, errClient(err))
+		return
+	}
+	g.metrics.answered(kind, start, nil)
+	u.setLost(closeBoth)
+	c := g.metrics.tunnel(func() copied { return g.pipe(client, pending, upstream) })
+	u.end(OutcomeSuccess, "")
+	g.logTunnel(kind, u, target, c, start)
+}
 
 // copied is what a tunnel carried and how it ended.
 type copied struct {
@@ -102,7 +144,7 @@ func (g *Gateway) pipe(client net.Conn, pending []byte, upstream net.Conn) copie
 	if !c.upstreamEOF {
 		// The copy to the client stopped before the upstream's EOF (the
 		// client went away): drain until the proxy has closed its side.
-		drain(upstream)
+		drain(upstream, 0)
 	}
 	_ = upstream.Close()
 	return c
@@ -124,24 +166,26 @@ func closeWrite(c net.Conn) {
 	_ = c.Close()
 }
 
-// finishUpstream closes an upstream connection the way that lets its
-// lease go: half-close, then wait up to closeWait for the upstream's EOF,
-// so the upstream has let go of the connection before anyone else is
-// leased its slot.
-func (g *Gateway) finishUpstream(c net.Conn) {
+// lingerClose closes c without cutting off what is in flight: it
+// half-closes c (the peer reads all it was sent, then EOF), reads and drops
+// what the peer still sends until its EOF, an error, wait or (limit > 0)
+// limit bytes, then closes c. For an upstream (no limit, closeWait) this
+// waits until the proxy has let go of the connection before anyone else is
+// leased its slot; for a client whose request was not all read, it keeps a
+// reset from dropping the reply still in flight.
+func lingerClose(c net.Conn, wait time.Duration, limit int64) {
 	closeWrite(c)
-	_ = c.SetReadDeadline(time.Now().Add(g.closeWait))
-	drain(c)
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	drain(c, limit)
 	_ = c.Close()
 }
 
-// drain reads and discards from c until its EOF, an error or the read
-// deadline already set on c.
-func drain(c net.Conn) {
-	var buf [512]byte
-	for {
-		if _, err := c.Read(buf[:]); err != nil {
-			return
-		}
+// drain reads and discards from c, at most limit bytes when limit > 0,
+// until its EOF, an error or the read deadline already set on c.
+func drain(c net.Conn, limit int64) {
+	var r io.Reader = c
+	if limit > 0 {
+		r = io.LimitReader(c, limit)
 	}
+	_, _ = io.Copy(io.Discard, r)
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/pharox/pharox-nats/internal/proxytest"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -24,13 +23,7 @@ func TestStickySession(t *testing.T) {
 	e := newEnv(t, envConfig{clock: true, grace: grace})
 	tg := startTargets(t)
 	gws := []*gw{e.gateway(), e.gateway()}
-	var pxs []*proxytest.Proxy
-	var ups []upstream
-	for range 3 {
-		px := proxytest.HTTP(t, proxytest.HTTPConfig{})
-		pxs = append(pxs, px)
-		ups = append(ups, up(model.ProtocolHTTP, px, "", ""))
-	}
+	pxs, ups := httpProxies(t, 3, "", "")
 	e.pool("sticky", 5, ups...)
 	e.pool("barrier", 0, ups[0])
 	// The session name holds a comma, percent-encoded in the username.

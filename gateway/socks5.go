@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/pharox/pharox-nats/proxydial"
 )
 
 // The SOCKS5 server side is written here (RFC 1928 CONNECT, RFC 1929
@@ -38,17 +36,9 @@ const (
 // ServeSOCKS5 serves the SOCKS5 proxy on ln until Shutdown, then returns
 // ErrClosed.
 func (g *Gateway) ServeSOCKS5(ln net.Listener) error {
-	if err := g.checkListener(ln); err != nil {
+	if err := g.open(ln, nil); err != nil {
 		return err
 	}
-	g.mu.Lock()
-	if g.closing {
-		g.mu.Unlock()
-		_ = ln.Close()
-		return ErrClosed
-	}
-	g.listeners = append(g.listeners, ln)
-	g.mu.Unlock()
 	var backoff time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -102,8 +92,9 @@ func (g *Gateway) serveSOCKS(conn net.Conn, t *tunnel) {
 		g.metrics.answered(KindSOCKS5, start, errBadRequest("bad_socks_request", err))
 		// The rest of the request (an address the gateway cannot parse) is
 		// unread: closing now would reset the connection, and a reset
-		// drops the reply if it is still in flight.
-		lingerClose(conn)
+		// drops the reply if it is still in flight. A second, 64 KiB at
+		// most, is what a client gets to stop sending.
+		lingerClose(conn, time.Second, 64<<10)
 		return
 	}
 	sp, gerr := g.resolve(user, tok)
@@ -118,14 +109,7 @@ func (g *Gateway) serveSOCKS(conn net.Conn, t *tunnel) {
 	_ = conn.SetDeadline(time.Time{})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.set(func() { cancel(); _ = conn.Close() })
-	var upstream net.Conn
-	u, gerr := g.obtain(ctx, sp, func(ctx context.Context, u *use) error {
-		dctx, cancel := context.WithTimeout(ctx, g.dialTimeout)
-		defer cancel()
-		c, err := g.dialer.Tunnel(dctx, proxydial.FromProxy(u.proxy), target)
-		upstream = c
-		return err
-	})
+	u, upstream, gerr := g.obtainTunnel(ctx, sp, target)
 	cancel()
 	if gerr != nil {
 		g.metrics.answered(KindSOCKS5, start, gerr)
@@ -135,19 +119,12 @@ func (g *Gateway) serveSOCKS(conn net.Conn, t *tunnel) {
 		_ = conn.Close()
 		return
 	}
-	t.set(func() { _ = conn.Close(); _ = upstream.Close() })
-	if !socksReply(conn, socksSucceeded) {
-		_ = conn.Close()
-		g.finishUpstream(upstream)
-		u.end(OutcomeNone, "")
-		g.metrics.answered(KindSOCKS5, start, errClient(errors.New("the client went away before the SOCKS5 reply")))
-		return
-	}
-	g.metrics.answered(KindSOCKS5, start, nil)
-	u.setLost(func() { _ = conn.Close(); _ = upstream.Close() })
-	c := g.metrics.tunnel(func() copied { return g.pipe(conn, nil, upstream) })
-	u.end(OutcomeSuccess, "")
-	g.logTunnel(KindSOCKS5, u, target, c, start)
+	g.carry(KindSOCKS5, t, u, conn, nil, upstream, target, start, func() error {
+		if !socksReply(conn, socksSucceeded) {
+			return errors.New("the client went away before the SOCKS5 reply")
+		}
+		return nil
+	})
 }
 
 // socksAuth runs the method negotiation and, when chosen, RFC 1929
@@ -268,16 +245,6 @@ func readSOCKSRequest(conn net.Conn) (string, byte, error) {
 }
 
 // socksReply sends a reply with an unspecified bound address.
-// lingerClose closes a connection whose input may not all have been read
-// without a reset: half-close (the client reads the reply, then EOF),
-// then read and drop what the client still sends, for at most a second.
-func lingerClose(conn net.Conn) {
-	closeWrite(conn)
-	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
-	_, _ = io.Copy(io.Discard, io.LimitReader(conn, 64<<10))
-	_ = conn.Close()
-}
-
 func socksReply(conn net.Conn, code byte) bool {
 	_, err := conn.Write([]byte{socksVersion, code, 0, socksIPv4, 0, 0, 0, 0, 0, 0})
 	return err == nil

@@ -90,9 +90,7 @@ func TestLeaserWireForm(t *testing.T) {
 // acquire exclude_proxy_ids and pool cooldowns), as this repository's do.
 func TestFailureFeedbackWithCooldown(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{})
-	tg := startTargets(t)
-	w := e.gateway()
+	e, tg, w := envWithGateway(t)
 	good := proxytest.HTTP(t, proxytest.HTTPConfig{})
 	pxs := e.pool("feedback", 0, deadUpstream(t, model.ProtocolHTTP), up(model.ProtocolHTTP, good, "", ""))
 	dead := pxs[0].ID

@@ -12,7 +12,6 @@ import (
 	"github.com/pharox/pharox-nats/broker"
 	"github.com/pharox/pharox-nats/events"
 	"github.com/pharox/pharox-nats/health"
-	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/manager"
 )
@@ -21,8 +20,7 @@ import (
 // parts an option value that cannot work: each returns an error naming the
 // option, before it creates or subscribes anything.
 func TestConstructorsRefuseBadOptions(t *testing.T) {
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv)
+	_, nc := runServer(t)
 	ctx := t.Context()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)

@@ -21,7 +21,6 @@ import (
 
 	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/credkey"
-	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/internal/workertest"
 	"github.com/pharox/pharox-nats/kvstore"
 	"github.com/pharox/pharox-nats/model"
@@ -124,8 +123,7 @@ func TestCredentialsAtRest(t *testing.T) {
 		name := map[bool]string{true: "with a key", false: "without a key"}[keyed]
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			srv := natstest.RunServer(t)
-			nc := natstest.Connect(t, srv)
+			srv, nc := runServer(t)
 			cfg := workertest.Config{}
 			if keyed {
 				cfg.CredentialsKeys = newRing(t, newKey(t))
@@ -190,8 +188,7 @@ func TestCredentialsAtRest(t *testing.T) {
 // which the worker with the key still reads.
 func TestWorkerWithoutTheKey(t *testing.T) {
 	t.Parallel()
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv)
+	_, nc := runServer(t)
 	ctx := t.Context()
 	ring := newRing(t, newKey(t))
 	c := client.New(nc, client.WithTimeout(timeout))

@@ -67,6 +67,20 @@ func TestFloodOfLargeAddsKeepsLeasing(t *testing.T) {
 		timeouts  atomic.Int64
 		failures  []string
 	)
+	// tally counts a leasing request's error, a time-out or a failure of
+	// op, and says whether it was a time-out (worth asking again).
+	tally := func(op string, err error) (timedOut bool) {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			timeouts.Add(1)
+			return true
+		case err != nil:
+			mu.Lock()
+			failures = append(failures, op+": "+err.Error())
+			mu.Unlock()
+		}
+		return false
+	}
 	flooding := make(chan struct{})
 	stop := make(chan struct{})
 	var leasing sync.WaitGroup
@@ -92,31 +106,15 @@ func TestFloodOfLargeAddsKeepsLeasing(t *testing.T) {
 					mu.Unlock()
 				default:
 				}
-				if errors.Is(err, context.DeadlineExceeded) {
-					timeouts.Add(1)
-					continue
-				}
-				if err != nil {
-					mu.Lock()
-					failures = append(failures, "acquire: "+err.Error())
-					mu.Unlock()
-					continue
-				}
-				if lease == nil {
+				tally("acquire", err)
+				if err != nil || lease == nil {
 					continue
 				}
 				for ctx.Err() == nil {
 					_, err := c.Release(ctx, model.ReleaseRequest{LeaseID: lease.ID})
-					if errors.Is(err, context.DeadlineExceeded) {
-						timeouts.Add(1)
-						continue
+					if !tally("release", err) {
+						break
 					}
-					if err != nil {
-						mu.Lock()
-						failures = append(failures, "release: "+err.Error())
-						mu.Unlock()
-					}
-					break
 				}
 			}
 		})

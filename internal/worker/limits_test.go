@@ -7,7 +7,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pharox/pharox-nats/client"
-	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/internal/workertest"
 	"github.com/pharox/pharox-nats/model"
 )
@@ -19,8 +18,7 @@ import (
 // replica has a lease taken through the first, counts it too.
 func TestLeasesPerConsumer(t *testing.T) {
 	t.Parallel()
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv)
+	_, nc := runServer(t)
 	ctx := t.Context()
 	workertest.Start(t, nc, workertest.Config{MaxLeasesPerConsumer: 2})
 	c := client.New(nc, client.WithTimeout(timeout))
@@ -86,8 +84,7 @@ func TestLeasesPerConsumer(t *testing.T) {
 // gets the proxy when it is released.
 func TestMaxWaiters(t *testing.T) {
 	t.Parallel()
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv)
+	_, nc := runServer(t)
 	ctx := t.Context()
 	w := workertest.Start(t, nc, workertest.Config{MaxWaiters: 1})
 	c := client.New(nc, client.WithTimeout(timeout))

@@ -24,8 +24,7 @@ import (
 // a worker with only the new key reads every proxy.
 func TestRekeyUnderLoad(t *testing.T) {
 	t.Parallel()
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv)
+	srv, nc := runServer(t)
 	ctx := t.Context()
 	oldKey, newKey := newKey(t), newKey(t)
 	c := client.New(nc, client.WithTimeout(timeout))

@@ -73,8 +73,7 @@ func acquireInNewPool(t *testing.T, nc *nats.Conn, pool string) model.AcquireRep
 // publisher, the health checker, subscriptions) is shut down, with no
 // goroutine left behind.
 func TestStartFailureLeavesNothingRunning(t *testing.T) {
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv)
+	_, nc := runServer(t)
 	ctx := t.Context()
 
 	// A whole worker first, so that the server has every bucket and the
@@ -114,8 +113,7 @@ func TestStartFailureLeavesNothingRunning(t *testing.T) {
 // TestStartRefusesBadConfig: what no part checks is refused before anything
 // is created.
 func TestStartRefusesBadConfig(t *testing.T) {
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv)
+	_, nc := runServer(t)
 	ctx := t.Context()
 	for _, tc := range []struct {
 		cfg  worker.Config
@@ -217,8 +215,7 @@ func TestStopFlushesEvents(t *testing.T) {
 // TestSeedFile seeds from a file on start; a second worker with the same
 // file adds nothing.
 func TestSeedFile(t *testing.T) {
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv)
+	_, nc := runServer(t)
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "seed.json")
 	require.NoError(t, os.WriteFile(path, []byte(`{"pools":[{"name":"latam","proxies":[{"host":"10.0.0.1","port":3128},{"host":"10.0.0.2","port":3128}]}]}`), 0o600))
