@@ -87,9 +87,7 @@ func TestAcquireNoneFreeIsNil(t *testing.T) {
 func TestCleanupExpires(t *testing.T) {
 	t.Parallel()
 	clock := workertest.NewClock()
-	e := newEnvWith(t, workertest.Config{Clock: clock.Now})
-	ctx := ctxT(t)
-	e.pool("short", 1, 1)
+	e, ctx, _ := newPoolEnvWith(t, workertest.Config{Clock: clock.Now}, "short", 1, 1)
 	lease, _, err := e.c.Acquire(ctx, model.AcquireRequest{PoolName: "short", DurationSeconds: ptr(1)})
 	require.NoError(t, err)
 	clock.Advance(1100 * time.Millisecond)
@@ -239,9 +237,7 @@ func TestHealthCheckWire(t *testing.T) {
 
 func TestPrefixMovesEverySubject(t *testing.T) {
 	t.Parallel()
-	e := newEnvWith(t, workertest.Config{Prefix: "px"}, client.WithPrefix("px"))
-	ctx := ctxT(t)
-	e.pool("moved", 1, 0)
+	e, ctx, _ := newPoolEnvWith(t, workertest.Config{Prefix: "px"}, "moved", 1, 0, client.WithPrefix("px"))
 	lease, _, err := e.c.Acquire(ctx, model.AcquireRequest{PoolName: "moved"})
 	require.NoError(t, err)
 	require.NotNil(t, lease)

@@ -51,7 +51,13 @@ func ctxT(t testing.TB) context.Context {
 // and pool name with n proxies of max_concurrency limit (see env.pool).
 func newPoolEnv(t testing.TB, name string, n, limit int) (*env, context.Context, []model.Proxy) {
 	t.Helper()
-	e := newEnv(t)
+	return newPoolEnvWith(t, workertest.Config{}, name, n, limit)
+}
+
+// newPoolEnvWith is newPoolEnv with a worker config and client options.
+func newPoolEnvWith(t testing.TB, cfg workertest.Config, name string, n, limit int, opts ...client.Option) (*env, context.Context, []model.Proxy) {
+	t.Helper()
+	e := newEnvWith(t, cfg, opts...)
 	return e, ctxT(t), e.pool(name, n, limit)
 }
 

@@ -102,9 +102,7 @@ func TestWithLeaseNoProxyAvailable(t *testing.T) {
 func TestWithLeaseRenewsLongRunningFn(t *testing.T) {
 	t.Parallel()
 	clock := workertest.NewClock()
-	e := newEnvWith(t, workertest.Config{Clock: clock.Now})
-	ctx := ctxT(t)
-	e.pool("wl", 1, 1)
+	e, ctx, _ := newPoolEnvWith(t, workertest.Config{Clock: clock.Now}, "wl", 1, 1)
 	renewed := make(chan model.RenewedEvent, 4)
 	sub, err := e.c.SubscribeEvents(ctx, func(ev client.Event) { renewed <- *ev.Renewed }, client.WithEventNames(model.EventRenewed))
 	require.NoError(t, err)
