@@ -114,6 +114,14 @@ func (c *Client) callWait(ctx context.Context, op string, req, out any, extra ti
 	return nil
 }
 
+// callFor is call for the operations whose reply decodes into one value of
+// type T, which it returns (with an error, as far as call filled it in).
+func callFor[T any](ctx context.Context, c *Client, op string, req any) (T, error) {
+	var out T
+	err := c.call(ctx, op, req, &out)
+	return out, err
+}
+
 // Acquire leases a proxy (pharox.acquire). It returns nil, nil, nil when no
 // eligible proxy is free, like pharox's acquire_proxy returning None.
 func (c *Client) Acquire(ctx context.Context, req model.AcquireRequest) (*model.Lease, *model.Proxy, error) {
@@ -150,8 +158,8 @@ func (c *Client) Lease(ctx context.Context, leaseID string) (model.Lease, error)
 }
 
 func (c *Client) leaseCall(ctx context.Context, op string, req any) (model.Lease, error) {
-	var reply model.LeaseReply
-	if err := c.call(ctx, op, req, &reply); err != nil {
+	reply, err := callFor[model.LeaseReply](ctx, c, op, req)
+	if err != nil {
 		return model.Lease{}, err
 	}
 	if reply.Lease == nil {
@@ -162,40 +170,32 @@ func (c *Client) leaseCall(ctx context.Context, op string, req any) (model.Lease
 
 // Stats returns a pool's statistics (pharox.stats).
 func (c *Client) Stats(ctx context.Context, pool string) (model.PoolStatsSnapshot, error) {
-	var s model.PoolStatsSnapshot
-	err := c.call(ctx, "stats", model.StatsRequest{PoolName: pool}, &s)
-	return s, err
+	return callFor[model.PoolStatsSnapshot](ctx, c, "stats", model.StatsRequest{PoolName: pool})
 }
 
 // Cleanup marks every lease past its expiry as expired and returns how many
 // this call expired (pharox.cleanup, pharox's cleanup_expired_leases).
 func (c *Client) Cleanup(ctx context.Context) (int, error) {
-	var reply model.CleanupReply
-	err := c.call(ctx, "cleanup", model.EmptyRequest{}, &reply)
+	reply, err := callFor[model.CleanupReply](ctx, c, "cleanup", model.EmptyRequest{})
 	return reply.Released, err
 }
 
 // CreatePool creates a pool (pharox.admin.pools.create); an existing name
 // is ErrConflict.
 func (c *Client) CreatePool(ctx context.Context, req model.PoolCreateRequest) (model.ProxyPool, error) {
-	var p model.ProxyPool
-	err := c.call(ctx, "admin.pools.create", req, &p)
-	return p, err
+	return callFor[model.ProxyPool](ctx, c, "admin.pools.create", req)
 }
 
 // ListPools lists every pool (pharox.admin.pools.list).
 func (c *Client) ListPools(ctx context.Context) ([]model.ProxyPool, error) {
-	var reply model.PoolsReply
-	err := c.call(ctx, "admin.pools.list", model.EmptyRequest{}, &reply)
+	reply, err := callFor[model.PoolsReply](ctx, c, "admin.pools.list", model.EmptyRequest{})
 	return reply.Pools, err
 }
 
 // UpdatePool changes a pool's description or health check
 // (pharox.admin.pools.update).
 func (c *Client) UpdatePool(ctx context.Context, req model.PoolUpdateRequest) (model.ProxyPool, error) {
-	var p model.ProxyPool
-	err := c.call(ctx, "admin.pools.update", req, &p)
-	return p, err
+	return callFor[model.ProxyPool](ctx, c, "admin.pools.update", req)
 }
 
 // DeletePool deletes a pool and its proxies (pharox.admin.pools.delete);
@@ -207,17 +207,14 @@ func (c *Client) DeletePool(ctx context.Context, req model.PoolDeleteRequest) er
 // AddProxies adds 1..1000 proxies to a pool, all or none
 // (pharox.admin.proxies.add).
 func (c *Client) AddProxies(ctx context.Context, req model.ProxiesAddRequest) ([]model.Proxy, error) {
-	var reply model.ProxiesReply
-	err := c.call(ctx, "admin.proxies.add", req, &reply)
+	reply, err := callFor[model.ProxiesReply](ctx, c, "admin.proxies.add", req)
 	return reply.Proxies, err
 }
 
 // ListProxies returns one page of a pool's proxies in added order
 // (pharox.admin.proxies.list); pass NextCursor back as Cursor for the next.
 func (c *Client) ListProxies(ctx context.Context, req model.ProxiesListRequest) (model.ProxiesPage, error) {
-	var page model.ProxiesPage
-	err := c.call(ctx, "admin.proxies.list", req, &page)
-	return page, err
+	return callFor[model.ProxiesPage](ctx, c, "admin.proxies.list", req)
 }
 
 // AllProxies iterates over every page of ListProxies. The iteration stops
@@ -245,17 +242,13 @@ func (c *Client) AllProxies(ctx context.Context, req model.ProxiesListRequest) i
 
 // GetProxy reads a proxy (pharox.admin.proxies.get).
 func (c *Client) GetProxy(ctx context.Context, proxyID string) (model.Proxy, error) {
-	var p model.Proxy
-	err := c.call(ctx, "admin.proxies.get", model.ProxyGetRequest{ProxyID: proxyID}, &p)
-	return p, err
+	return callFor[model.Proxy](ctx, c, "admin.proxies.get", model.ProxyGetRequest{ProxyID: proxyID})
 }
 
 // UpdateProxy changes the fields that are set (pharox.admin.proxies.update);
 // model.Null clears a nullable field.
 func (c *Client) UpdateProxy(ctx context.Context, req model.ProxyUpdateRequest) (model.Proxy, error) {
-	var p model.Proxy
-	err := c.call(ctx, "admin.proxies.update", req, &p)
-	return p, err
+	return callFor[model.Proxy](ctx, c, "admin.proxies.update", req)
 }
 
 // DeleteProxy deletes a proxy (pharox.admin.proxies.delete); with active
@@ -267,15 +260,12 @@ func (c *Client) DeleteProxy(ctx context.Context, req model.ProxyDeleteRequest) 
 // EnsureConsumer registers a consumer if needed and returns it; the id is
 // the same on every call (pharox.admin.consumers.ensure).
 func (c *Client) EnsureConsumer(ctx context.Context, name string) (model.Consumer, error) {
-	var cons model.Consumer
-	err := c.call(ctx, "admin.consumers.ensure", model.ConsumerEnsureRequest{Name: name}, &cons)
-	return cons, err
+	return callFor[model.Consumer](ctx, c, "admin.consumers.ensure", model.ConsumerEnsureRequest{Name: name})
 }
 
 // ListConsumers lists every consumer (pharox.admin.consumers.list).
 func (c *Client) ListConsumers(ctx context.Context) ([]model.Consumer, error) {
-	var reply model.ConsumersReply
-	err := c.call(ctx, "admin.consumers.list", model.EmptyRequest{}, &reply)
+	reply, err := callFor[model.ConsumersReply](ctx, c, "admin.consumers.list", model.EmptyRequest{})
 	return reply.Consumers, err
 }
 
@@ -284,24 +274,20 @@ func (c *Client) ListConsumers(ctx context.Context) ([]model.Consumer, error) {
 // and returns the results (pharox.admin.health.check). Workers that do not
 // run health checks answer ErrUnavailable.
 func (c *Client) HealthCheck(ctx context.Context, req model.HealthCheckRequest) ([]model.HealthCheckResult, error) {
-	var reply model.HealthCheckReply
-	err := c.call(ctx, "admin.health.check", req, &reply)
+	reply, err := callFor[model.HealthCheckReply](ctx, c, "admin.health.check", req)
 	return reply.Results, err
 }
 
 // ApplyHealth records a health-check result on its proxy and returns the
 // proxy (pharox.admin.health.apply, pharox's apply_health_check_result).
 func (c *Client) ApplyHealth(ctx context.Context, req model.HealthApplyRequest) (model.Proxy, error) {
-	var p model.Proxy
-	err := c.call(ctx, "admin.health.apply", req, &p)
-	return p, err
+	return callFor[model.Proxy](ctx, c, "admin.health.apply", req)
 }
 
 // LastHealth returns the last health result recorded for a proxy, or nil
 // if it was never checked (pharox.admin.health.last).
 func (c *Client) LastHealth(ctx context.Context, proxyID string) (*model.HealthCheckResult, error) {
-	var reply model.HealthLastReply
-	err := c.call(ctx, "admin.health.last", model.HealthLastRequest{ProxyID: proxyID}, &reply)
+	reply, err := callFor[model.HealthLastReply](ctx, c, "admin.health.last", model.HealthLastRequest{ProxyID: proxyID})
 	return reply.Result, err
 }
 

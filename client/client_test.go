@@ -19,9 +19,7 @@ import (
 
 func TestLeasingRoundTrip(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	ctx := ctxT(t)
-	proxies := e.pool("scrapers", 2, 1)
+	e, ctx, proxies := newPoolEnv(t, "scrapers", 2, 1)
 
 	lease, proxy, err := e.c.Acquire(ctx, model.AcquireRequest{
 		PoolName: "scrapers", ConsumerName: ptr("crawler-1"), DurationSeconds: ptr(60),
@@ -70,9 +68,7 @@ func TestLeasingRoundTrip(t *testing.T) {
 
 func TestAcquireNoneFreeIsNil(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	ctx := ctxT(t)
-	e.pool("one", 1, 1)
+	e, ctx, _ := newPoolEnv(t, "one", 1, 1)
 	lease, _, err := e.c.Acquire(ctx, model.AcquireRequest{PoolName: "one"})
 	require.NoError(t, err)
 	require.NotNil(t, lease)
@@ -91,9 +87,7 @@ func TestAcquireNoneFreeIsNil(t *testing.T) {
 func TestCleanupExpires(t *testing.T) {
 	t.Parallel()
 	clock := workertest.NewClock()
-	e := newEnvWith(t, workertest.Config{Clock: clock.Now})
-	ctx := ctxT(t)
-	e.pool("short", 1, 1)
+	e, ctx, _ := newPoolEnvWith(t, workertest.Config{Clock: clock.Now}, "short", 1, 1)
 	lease, _, err := e.c.Acquire(ctx, model.AcquireRequest{PoolName: "short", DurationSeconds: ptr(1)})
 	require.NoError(t, err)
 	clock.Advance(1100 * time.Millisecond)
@@ -110,9 +104,7 @@ func TestCleanupExpires(t *testing.T) {
 // model sentinels and the client aliases.
 func TestErrorSentinels(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	ctx := ctxT(t)
-	e.pool("errs", 1, 1)
+	e, ctx, _ := newPoolEnv(t, "errs", 1, 1)
 	lease, _, err := e.c.Acquire(ctx, model.AcquireRequest{PoolName: "errs", ConsumerName: ptr("owner")})
 	require.NoError(t, err)
 	done, _, err := e.c.Acquire(ctx, model.AcquireRequest{PoolName: "errs"})
@@ -245,9 +237,7 @@ func TestHealthCheckWire(t *testing.T) {
 
 func TestPrefixMovesEverySubject(t *testing.T) {
 	t.Parallel()
-	e := newEnvWith(t, workertest.Config{Prefix: "px"}, client.WithPrefix("px"))
-	ctx := ctxT(t)
-	e.pool("moved", 1, 0)
+	e, ctx, _ := newPoolEnvWith(t, workertest.Config{Prefix: "px"}, "moved", 1, 0, client.WithPrefix("px"))
 	lease, _, err := e.c.Acquire(ctx, model.AcquireRequest{PoolName: "moved"})
 	require.NoError(t, err)
 	require.NotNil(t, lease)

@@ -44,36 +44,34 @@ type Event struct {
 
 // Lease returns the event's lease, or nil (health events, acquire_failed).
 func (e Event) Lease() *model.Lease {
-	switch {
-	case e.Acquire != nil:
-		return e.Acquire.Lease
-	case e.Release != nil:
-		return e.Release.Lease
-	case e.Expired != nil:
-		return e.Expired.Lease
-	case e.Renewed != nil:
-		return e.Renewed.Lease
-	}
-	return nil
+	lease, _ := e.about()
+	return lease
 }
 
 // PoolName returns the pool the event is about.
 func (e Event) PoolName() string {
+	_, pool := e.about()
+	return pool
+}
+
+// about is the lease (nil for health and cooldown events) and the pool of
+// whichever typed payload is set: one dispatch for Lease and PoolName.
+func (e Event) about() (*model.Lease, string) {
 	switch {
 	case e.Acquire != nil:
-		return e.Acquire.PoolName
+		return e.Acquire.Lease, e.Acquire.PoolName
 	case e.Release != nil:
-		return e.Release.PoolName
+		return e.Release.Lease, e.Release.PoolName
 	case e.Expired != nil:
-		return e.Expired.PoolName
+		return e.Expired.Lease, e.Expired.PoolName
 	case e.Renewed != nil:
-		return e.Renewed.PoolName
+		return e.Renewed.Lease, e.Renewed.PoolName
 	case e.Health != nil:
-		return e.Health.PoolName
+		return nil, e.Health.PoolName
 	case e.Cooldown != nil:
-		return e.Cooldown.PoolName
+		return nil, e.Cooldown.PoolName
 	}
-	return ""
+	return nil, ""
 }
 
 // EventOption configures SubscribeEvents.
@@ -209,21 +207,23 @@ func (c *Client) SubscribeEvents(ctx context.Context, handler func(Event), opts 
 // OnAcquire calls fn for every acquired and acquire_failed event (the lease
 // is nil for the latter), like pharox's register_acquire_callback.
 func (c *Client) OnAcquire(ctx context.Context, fn func(model.AcquireEvent), opts ...EventOption) (*Subscription, error) {
-	opts = append(opts, WithEventNames(model.EventAcquired, model.EventAcquireFailed))
-	return c.SubscribeEvents(ctx, func(ev Event) {
-		if ev.Acquire != nil {
-			fn(*ev.Acquire)
-		}
-	}, opts...)
+	return onPayload(ctx, c, func(ev Event) *model.AcquireEvent { return ev.Acquire }, fn, opts,
+		model.EventAcquired, model.EventAcquireFailed)
 }
 
 // OnRelease calls fn for every released event, like pharox's
 // register_release_callback.
 func (c *Client) OnRelease(ctx context.Context, fn func(model.ReleaseEvent), opts ...EventOption) (*Subscription, error) {
-	opts = append(opts, WithEventNames(model.EventReleased))
+	return onPayload(ctx, c, func(ev Event) *model.ReleaseEvent { return ev.Release }, fn, opts, model.EventReleased)
+}
+
+// onPayload subscribes to the events of names and calls fn with the payload
+// that payload picks from each, skipping the events it could not decode.
+func onPayload[T any](ctx context.Context, c *Client, payload func(Event) *T, fn func(T), opts []EventOption, names ...string) (*Subscription, error) {
+	opts = append(opts, WithEventNames(names...))
 	return c.SubscribeEvents(ctx, func(ev Event) {
-		if ev.Release != nil {
-			fn(*ev.Release)
+		if p := payload(ev); p != nil {
+			fn(*p)
 		}
 	}, opts...)
 }
@@ -241,41 +241,25 @@ func decodeEvent(subject string, hdr nats.Header, data []byte, seq uint64, fallb
 	var err error
 	switch ev.Name {
 	case model.EventAcquired, model.EventAcquireFailed:
-		var p model.AcquireEvent
-		if err = json.Unmarshal(data, &p); err == nil {
-			ev.Acquire = &p
-			ev.Time = p.CompletedAt
+		if err = decodePayload(data, &ev.Acquire); err == nil {
+			ev.Time = ev.Acquire.CompletedAt
 		}
 	case model.EventReleased:
-		var p model.ReleaseEvent
-		if err = json.Unmarshal(data, &p); err == nil {
-			ev.Release = &p
-			ev.Time = p.ReleasedAt
+		if err = decodePayload(data, &ev.Release); err == nil {
+			ev.Time = ev.Release.ReleasedAt
 		}
 	case model.EventExpired:
-		var p model.ExpiredEvent
-		if err = json.Unmarshal(data, &p); err == nil {
-			ev.Expired = &p
-			ev.Time = p.ExpiredAt
+		if err = decodePayload(data, &ev.Expired); err == nil {
+			ev.Time = ev.Expired.ExpiredAt
 		}
 	case model.EventRenewed:
-		var p model.RenewedEvent
-		if err = json.Unmarshal(data, &p); err == nil {
-			ev.Renewed = &p
-		}
+		err = decodePayload(data, &ev.Renewed)
 	case model.EventHealth:
-		var p model.HealthEvent
-		if err = json.Unmarshal(data, &p); err == nil {
-			ev.Health = &p
-			if !p.Result.CheckedAt.IsZero() {
-				ev.Time = p.Result.CheckedAt
-			}
+		if err = decodePayload(data, &ev.Health); err == nil && !ev.Health.Result.CheckedAt.IsZero() {
+			ev.Time = ev.Health.Result.CheckedAt
 		}
 	case model.EventCooldown:
-		var p model.CooldownEvent
-		if err = json.Unmarshal(data, &p); err == nil {
-			ev.Cooldown = &p
-		}
+		err = decodePayload(data, &ev.Cooldown)
 	default:
 		err = fmt.Errorf("unknown event %q", ev.Name)
 	}
@@ -287,4 +271,15 @@ func decodeEvent(subject string, hdr nats.Header, data []byte, seq uint64, fallb
 	}
 	ev.Time = ev.Time.UTC()
 	return ev
+}
+
+// decodePayload decodes data as a T into *dst, which stays nil when data is
+// not one: an Event has only the payload it could read.
+func decodePayload[T any](data []byte, dst **T) error {
+	var p T
+	if err := json.Unmarshal(data, &p); err != nil {
+		return err
+	}
+	*dst = &p
+	return nil
 }

@@ -48,9 +48,7 @@ func (c *collector) waitFor(t *testing.T, names ...string) []client.Event {
 
 func TestSubscribeEventsLive(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	ctx := ctxT(t)
-	proxies := e.pool("ev", 1, 1)
+	e, ctx, proxies := newPoolEnv(t, "ev", 1, 1)
 	var col collector
 	sub, err := e.c.SubscribeEvents(ctx, col.add)
 	require.NoError(t, err)
@@ -109,9 +107,8 @@ func TestSubscribeEventsLive(t *testing.T) {
 
 func TestOnAcquireOnRelease(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.pool("cb", 2, 1)
-	ctx, cancel := context.WithCancel(ctxT(t))
+	e, ctx, _ := newPoolEnv(t, "cb", 2, 1)
+	ctx, cancel := context.WithCancel(ctx)
 	var mu sync.Mutex
 	var acquired, failed, released []string
 	subA, err := e.c.OnAcquire(ctx, func(ev model.AcquireEvent) {
@@ -155,9 +152,7 @@ func TestOnAcquireOnRelease(t *testing.T) {
 // on live with the same ordered consumer.
 func TestReplaySince(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	ctx := ctxT(t)
-	e.pool("rp", 1, 1)
+	e, ctx, _ := newPoolEnv(t, "rp", 1, 1)
 	// An event before the start time is not replayed.
 	early, _, err := e.c.Acquire(ctx, model.AcquireRequest{PoolName: "rp"})
 	require.NoError(t, err)

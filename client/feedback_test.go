@@ -53,9 +53,8 @@ func (r *releases) next(t *testing.T) model.ReleaseEvent {
 
 func TestWithLeaseReportsOutcome(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	ctx := ctxT(t)
-	px := e.pool("fb", 1, 0)[0]
+	e, ctx, ps := newPoolEnv(t, "fb", 1, 0)
+	px := ps[0]
 	rels := onRelease(t, e)
 	run := func(fn func(context.Context) error) error {
 		return e.c.WithLease(ctx, model.AcquireRequest{PoolName: "fb"}, func(ctx context.Context, _ model.Lease, _ model.Proxy) error {
@@ -164,9 +163,7 @@ func startFlaky(t *testing.T, e *env, refuse, lose int) *flaky {
 
 func TestAcquireWithRetryCarriesOneRequestID(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	ctx := ctxT(t)
-	e.pool("rt", 1, 1)
+	e, ctx, _ := newPoolEnv(t, "rt", 1, 1)
 	f := startFlaky(t, e, 2, 1)
 	c := client.New(e.nc, client.WithPrefix("flaky"), client.WithTimeout(time.Second))
 	lease, proxy, err := c.AcquireWithRetry(ctx, model.AcquireRequest{PoolName: "rt", ConsumerName: ptr("bot")},
@@ -194,9 +191,7 @@ func TestAcquireWithRetryCarriesOneRequestID(t *testing.T) {
 
 func TestAcquireWithRetryWaitsForAFreeProxy(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	ctx := ctxT(t)
-	e.pool("busy", 1, 1)
+	e, ctx, _ := newPoolEnv(t, "busy", 1, 1)
 	held, _, err := e.c.Acquire(ctx, model.AcquireRequest{PoolName: "busy"})
 	require.NoError(t, err)
 	failed := make(chan struct{}, 100)
@@ -257,9 +252,7 @@ func TestAcquireWithRetryWaitsForAFreeProxy(t *testing.T) {
 
 func TestExcludeAndLastHealth(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	ctx := ctxT(t)
-	ps := e.pool("ex", 3, 0)
+	e, ctx, ps := newPoolEnv(t, "ex", 3, 0)
 	lease, proxy, err := e.c.Acquire(ctx, model.AcquireRequest{PoolName: "ex", ExcludeProxyIDs: []string{ps[0].ID},
 		Filters: &model.ProxyFilters{Protocol: model.Protocols{model.ProtocolHTTP}}})
 	require.NoError(t, err)

@@ -17,18 +17,18 @@ import (
 // env is an embedded server, a real worker on its own connection and a
 // client on another.
 type env struct {
-	t  *testing.T
+	t  testing.TB
 	nc *nats.Conn
 	c  *client.Client
 	w  *workertest.Worker
 }
 
-func newEnv(t *testing.T, opts ...client.Option) *env {
+func newEnv(t testing.TB, opts ...client.Option) *env {
 	t.Helper()
 	return newEnvWith(t, workertest.Config{}, opts...)
 }
 
-func newEnvWith(t *testing.T, cfg workertest.Config, opts ...client.Option) *env {
+func newEnvWith(t testing.TB, cfg workertest.Config, opts ...client.Option) *env {
 	t.Helper()
 	srv := natstest.RunServer(t)
 	wnc := natstest.Connect(t, srv)
@@ -40,10 +40,25 @@ func newEnvWith(t *testing.T, cfg workertest.Config, opts ...client.Option) *env
 	return &env{t: t, nc: nc, c: client.New(nc, opts...), w: w}
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// newPoolEnv is the prelude most tests share: an env, the test's context
+// and pool name with n proxies of max_concurrency limit (see env.pool).
+func newPoolEnv(t testing.TB, name string, n, limit int) (*env, context.Context, []model.Proxy) {
+	t.Helper()
+	return newPoolEnvWith(t, workertest.Config{}, name, n, limit)
+}
+
+// newPoolEnvWith is newPoolEnv with a worker config and client options.
+func newPoolEnvWith(t testing.TB, cfg workertest.Config, name string, n, limit int, opts ...client.Option) (*env, context.Context, []model.Proxy) {
+	t.Helper()
+	e := newEnvWith(t, cfg, opts...)
+	return e, ctxT(t), e.pool(name, n, limit)
 }
 
 // pool creates a pool with n proxies of max_concurrency limit (0: unlimited),

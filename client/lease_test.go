@@ -15,9 +15,7 @@ import (
 
 func TestWithLeaseReleasesAfterSuccess(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	ctx := ctxT(t)
-	e.pool("wl", 1, 1)
+	e, ctx, _ := newPoolEnv(t, "wl", 1, 1)
 	var leaseID string
 	err := e.c.WithLease(ctx, model.AcquireRequest{PoolName: "wl", ConsumerName: ptr("bot")},
 		func(ctx context.Context, lease model.Lease, proxy model.Proxy) error {
@@ -34,9 +32,7 @@ func TestWithLeaseReleasesAfterSuccess(t *testing.T) {
 
 func TestWithLeaseReleasesOnError(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	ctx := ctxT(t)
-	e.pool("wl", 1, 1)
+	e, ctx, _ := newPoolEnv(t, "wl", 1, 1)
 	boom := errors.New("scrape failed")
 	var leaseID string
 	err := e.c.WithLease(ctx, model.AcquireRequest{PoolName: "wl"}, func(_ context.Context, lease model.Lease, _ model.Proxy) error {
@@ -50,9 +46,7 @@ func TestWithLeaseReleasesOnError(t *testing.T) {
 
 func TestWithLeaseReleasesOnPanic(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	ctx := ctxT(t)
-	e.pool("wl", 1, 1)
+	e, ctx, _ := newPoolEnv(t, "wl", 1, 1)
 	var leaseID string
 	func() {
 		defer func() {
@@ -70,9 +64,8 @@ func TestWithLeaseReleasesOnPanic(t *testing.T) {
 
 func TestWithLeaseReleasesOnCancel(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.pool("wl", 1, 1)
-	ctx, cancel := context.WithCancel(ctxT(t))
+	e, ctx, _ := newPoolEnv(t, "wl", 1, 1)
+	ctx, cancel := context.WithCancel(ctx)
 	var leaseID string
 	err := e.c.WithLease(ctx, model.AcquireRequest{PoolName: "wl"}, func(ctx context.Context, lease model.Lease, _ model.Proxy) error {
 		leaseID = lease.ID
@@ -86,9 +79,7 @@ func TestWithLeaseReleasesOnCancel(t *testing.T) {
 
 func TestWithLeaseNoProxyAvailable(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	ctx := ctxT(t)
-	e.pool("wl", 1, 1)
+	e, ctx, _ := newPoolEnv(t, "wl", 1, 1)
 	called := false
 	err := e.c.WithLease(ctx, model.AcquireRequest{PoolName: "wl"}, func(ctx context.Context, _ model.Lease, _ model.Proxy) error {
 		return e.c.WithLease(ctx, model.AcquireRequest{PoolName: "wl"}, func(context.Context, model.Lease, model.Proxy) error {
@@ -111,9 +102,7 @@ func TestWithLeaseNoProxyAvailable(t *testing.T) {
 func TestWithLeaseRenewsLongRunningFn(t *testing.T) {
 	t.Parallel()
 	clock := workertest.NewClock()
-	e := newEnvWith(t, workertest.Config{Clock: clock.Now})
-	ctx := ctxT(t)
-	e.pool("wl", 1, 1)
+	e, ctx, _ := newPoolEnvWith(t, workertest.Config{Clock: clock.Now}, "wl", 1, 1)
 	renewed := make(chan model.RenewedEvent, 4)
 	sub, err := e.c.SubscribeEvents(ctx, func(ev client.Event) { renewed <- *ev.Renewed }, client.WithEventNames(model.EventRenewed))
 	require.NoError(t, err)
@@ -149,9 +138,7 @@ func TestWithLeaseRenewsLongRunningFn(t *testing.T) {
 // WithLease reports it.
 func TestWithLeaseCancelsFnWhenRenewFails(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	ctx := ctxT(t)
-	e.pool("wl", 1, 1)
+	e, ctx, _ := newPoolEnv(t, "wl", 1, 1)
 	start := time.Now()
 	err := e.c.WithLease(ctx, model.AcquireRequest{PoolName: "wl", DurationSeconds: ptr(2)},
 		func(ctx context.Context, lease model.Lease, _ model.Proxy) error {
@@ -170,7 +157,7 @@ func TestWithLeaseCancelsFnWhenRenewFails(t *testing.T) {
 	require.Less(t, time.Since(start), 3*time.Second, "cancelled at the first renewal, after about 1 s")
 }
 
-func requireReleased(t *testing.T, e *env, leaseID string) model.Lease {
+func requireReleased(t testing.TB, e *env, leaseID string) model.Lease {
 	t.Helper()
 	require.NotEmpty(t, leaseID)
 	l, err := e.c.Lease(ctxT(t), leaseID)

@@ -4,8 +4,6 @@
 package model
 
 import (
-	"bytes"
-	"encoding/json"
 	"net"
 	"net/url"
 	"strconv"
@@ -214,9 +212,7 @@ type HealthCheckResult struct {
 // true, timeout 5, attempts 1) and refuses unknown fields.
 func (o *HealthCheckOptions) UnmarshalJSON(b []byte) error {
 	p := healthCheckDefaults()
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
+	if err := decodeStrict(b, &p); err != nil {
 		return err
 	}
 	o.set(p)

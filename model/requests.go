@@ -56,13 +56,20 @@ func (o *Optional[T]) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	var v T
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&v); err != nil {
+	if err := decodeStrict(b, &v); err != nil {
 		return err
 	}
 	o.Value = &v
 	return nil
+}
+
+// decodeStrict decodes b into v refusing unknown fields: the encoding/json
+// path of the types whose nested objects must keep refusing them, where a
+// plain json.Unmarshal would not.
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
 }
 
 // UnmarshalJSONFrom is UnmarshalJSON for the json/v2 API, which the

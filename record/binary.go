@@ -216,14 +216,15 @@ func (r *reader) uvarint() uint64 {
 	return v
 }
 
+// varint is a signed varint: an unsigned one, zigzag-decoded as
+// binary.Varint does, so a truncated one fails the same way.
 func (r *reader) varint() int64 {
-	v, n := binary.Varint(r.data)
-	if n <= 0 {
-		r.fail(errTruncated)
-		return 0
+	ux := r.uvarint()
+	x := int64(ux >> 1)
+	if ux&1 != 0 {
+		x = ^x
 	}
-	r.data = r.data[n:]
-	return v
+	return x
 }
 
 func (r *reader) int() int {
