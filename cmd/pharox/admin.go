@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/url"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -24,24 +26,18 @@ func (a *app) poolsCmd() *cobra.Command {
 		Short: "Create a pool",
 		Args:  exactArgs(1, "one pool NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			req := model.PoolCreateRequest{Name: args[0]}
-			if cmd.Flags().Changed("description") {
-				req.Description = &description
-			}
-			cd, err := createCooldown.build(nil)
-			if err != nil {
-				return err
-			}
-			req.Cooldown = cd
-			p, err := c.CreatePool(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return a.printPools(p)
+			return send(a, cmd, func(c *client.Client, ctx context.Context) (model.ProxyPool, error) {
+				req := model.PoolCreateRequest{Name: args[0]}
+				if cmd.Flags().Changed("description") {
+					req.Description = &description
+				}
+				cd, err := createCooldown.build(nil)
+				if err != nil {
+					return model.ProxyPool{}, err
+				}
+				req.Cooldown = cd
+				return c.CreatePool(ctx, req)
+			}, a.printPool)
 		},
 	}
 	create.Flags().StringVar(&description, "description", "", "what the pool is for")
@@ -52,43 +48,36 @@ func (a *app) poolsCmd() *cobra.Command {
 		Short: "List pools",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			pools, err := c.ListPools(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				if pools == nil {
-					pools = []model.ProxyPool{}
-				}
-				return a.printJSON(model.PoolsReply{Pools: pools})
-			}
-			return a.printPools(pools...)
+			return send(a, cmd, (*client.Client).ListPools,
+				listed(a, func(pools []model.ProxyPool) any { return model.PoolsReply{Pools: pools} }, a.printPools))
 		},
 	}
 
-	var force bool
-	del := &cobra.Command{
-		Use:   "delete NAME",
-		Short: "Delete a pool and its proxies (--force releases active leases first)",
-		Args:  exactArgs(1, "one pool NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			if err := c.DeletePool(cmd.Context(), model.PoolDeleteRequest{Name: args[0], Force: force}); err != nil {
-				return err
-			}
-			return a.deleted("pool", args[0])
-		},
-	}
-	del.Flags().BoolVar(&force, "force", false, "release the pool's active leases and delete anyway")
+	del := a.deleteCmd("pool", "delete NAME", "Delete a pool and its proxies (--force releases active leases first)", "one pool NAME",
+		"release the pool's active leases and delete anyway",
+		func(c *client.Client, ctx context.Context, name string, force bool) error {
+			return c.DeletePool(ctx, model.PoolDeleteRequest{Name: name, Force: force})
+		})
 
 	cmd.AddCommand(create, list, a.poolsUpdateCmd(), del)
+	return cmd
+}
+
+// deleteCmd is the delete command of pools and proxies: one NAME or ID, and
+// --force to release its active leases first.
+func (a *app) deleteCmd(kind, use, short, what, forceUsage string, del func(c *client.Client, ctx context.Context, name string, force bool) error) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  exactArgs(1, what),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return send(a, cmd, func(c *client.Client, ctx context.Context) (struct{}, error) {
+				return struct{}{}, del(c, ctx, args[0], force)
+			}, func(struct{}) error { return a.deleted(kind, args[0]) })
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, forceUsage)
 	return cmd
 }
 
@@ -100,10 +89,16 @@ func (a *app) deleted(kind, name string) error {
 	return nil
 }
 
-func (a *app) printPools(pools ...model.ProxyPool) error {
-	if a.jsonOut && len(pools) == 1 {
-		return a.printJSON(pools[0])
+// printPool prints a pool created or updated: as JSON the pool itself, else
+// a table of one row.
+func (a *app) printPool(p model.ProxyPool) error {
+	if a.jsonOut {
+		return a.printJSON(p)
 	}
+	return a.printPools(p)
+}
+
+func (a *app) printPools(pools ...model.ProxyPool) error {
 	w := a.table()
 	fmt.Fprintln(w, "NAME\tID\tHEALTH CHECK\tCOOLDOWN\tDESCRIPTION")
 	for _, p := range pools {
@@ -182,18 +177,14 @@ to every proxy given. For files of proxies, see "pharox proxies import".`,
 				}
 				inputs[i] = in
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			proxies, err := c.AddProxies(cmd.Context(), model.ProxiesAddRequest{PoolName: pool, Proxies: inputs})
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(model.ProxiesReply{Proxies: proxies})
-			}
-			return a.printProxies(proxies)
+			return send(a, cmd, func(c *client.Client, ctx context.Context) ([]model.Proxy, error) {
+				return c.AddProxies(ctx, model.ProxiesAddRequest{PoolName: pool, Proxies: inputs})
+			}, func(proxies []model.Proxy) error {
+				if a.jsonOut {
+					return a.printJSON(model.ProxiesReply{Proxies: proxies})
+				}
+				return a.printProxies(proxies)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&pool, "pool", "p", "", "pool to add to (required)")
@@ -366,35 +357,35 @@ func (a *app) proxiesListCmd() *cobra.Command {
 			if limit < 0 {
 				return usageErrorf("--limit must be >= 0, got %d", limit)
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
 			req := model.ProxiesListRequest{PoolName: pool, Limit: ptr(model.MaxListLimit)}
 			if status != "" {
 				s := model.ProxyStatus(status)
 				req.Status = &s
 			}
-			proxies := []model.Proxy{}
-			for p, err := range c.AllProxies(cmd.Context(), req) {
-				if err != nil {
-					return err
+			return send(a, cmd, func(c *client.Client, ctx context.Context) ([]model.Proxy, error) {
+				proxies := []model.Proxy{}
+				for p, err := range c.AllProxies(ctx, req) {
+					if err != nil {
+						return nil, err
+					}
+					proxies = append(proxies, p)
+					if limit > 0 && len(proxies) == limit {
+						break
+					}
 				}
-				proxies = append(proxies, p)
-				if limit > 0 && len(proxies) == limit {
-					break
+				return proxies, nil
+			}, func(proxies []model.Proxy) error {
+				switch {
+				case a.jsonOut:
+					return a.printJSON(model.ProxiesReply{Proxies: proxies})
+				case quiet:
+					for _, p := range proxies {
+						fmt.Fprintln(a.stdout, p.ID)
+					}
+					return nil
 				}
-			}
-			switch {
-			case a.jsonOut:
-				return a.printJSON(model.ProxiesReply{Proxies: proxies})
-			case quiet:
-				for _, p := range proxies {
-					fmt.Fprintln(a.stdout, p.ID)
-				}
-				return nil
-			}
-			return a.printProxies(proxies)
+				return a.printProxies(proxies)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&pool, "pool", "p", "", "pool name (required)")
@@ -410,15 +401,7 @@ func (a *app) proxiesGetCmd() *cobra.Command {
 		Short: "Show a proxy (its password is masked; --json shows it)",
 		Args:  exactArgs(1, "one PROXY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			p, err := c.GetProxy(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return a.printProxy(p)
+			return send(a, cmd, bind((*client.Client).GetProxy, args[0]), a.printProxy)
 		},
 	}
 }
@@ -508,15 +491,7 @@ func (a *app) proxiesUpdateCmd() *cobra.Command {
 					return usageErrorf("--clear %q: only source, country, city, isp, asn, latitude, longitude, max_concurrency, credentials and cooldown_until can be cleared", field)
 				}
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			p, err := c.UpdateProxy(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return a.printProxy(p)
+			return send(a, cmd, bind((*client.Client).UpdateProxy, req), a.printProxy)
 		},
 	}
 	fs := cmd.Flags()
@@ -539,24 +514,11 @@ func setOpt[T any](dst *model.Optional[T], v *T) {
 }
 
 func (a *app) proxiesDeleteCmd() *cobra.Command {
-	var force bool
-	cmd := &cobra.Command{
-		Use:   "delete PROXY_ID",
-		Short: "Delete a proxy (--force releases its active leases first)",
-		Args:  exactArgs(1, "one PROXY_ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			if err := c.DeleteProxy(cmd.Context(), model.ProxyDeleteRequest{ProxyID: args[0], Force: force}); err != nil {
-				return err
-			}
-			return a.deleted("proxy", args[0])
-		},
-	}
-	cmd.Flags().BoolVar(&force, "force", false, "release the proxy's active leases and delete anyway")
-	return cmd
+	return a.deleteCmd("proxy", "delete PROXY_ID", "Delete a proxy (--force releases its active leases first)", "one PROXY_ID",
+		"release the proxy's active leases and delete anyway",
+		func(c *client.Client, ctx context.Context, id string, force bool) error {
+			return c.DeleteProxy(ctx, model.ProxyDeleteRequest{ProxyID: id, Force: force})
+		})
 }
 
 func (a *app) consumersCmd() *cobra.Command {
@@ -566,18 +528,7 @@ func (a *app) consumersCmd() *cobra.Command {
 		Short: "Register a consumer if needed and show it (same id every time)",
 		Args:  exactArgs(1, "one consumer NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			cons, err := c.EnsureConsumer(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(cons)
-			}
-			return a.printConsumers(cons)
+			return send(a, cmd, bind((*client.Client).EnsureConsumer, args[0]), a.printConsumer)
 		},
 	}
 	list := &cobra.Command{
@@ -585,25 +536,21 @@ func (a *app) consumersCmd() *cobra.Command {
 		Short: "List consumers",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			cons, err := c.ListConsumers(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				if cons == nil {
-					cons = []model.Consumer{}
-				}
-				return a.printJSON(model.ConsumersReply{Consumers: cons})
-			}
-			return a.printConsumers(cons...)
+			return send(a, cmd, (*client.Client).ListConsumers,
+				listed(a, func(cons []model.Consumer) any { return model.ConsumersReply{Consumers: cons} }, a.printConsumers))
 		},
 	}
 	cmd.AddCommand(ensure, list)
 	return cmd
+}
+
+// printConsumer prints a consumer ensured: as JSON the consumer itself, else
+// a table of one row.
+func (a *app) printConsumer(c model.Consumer) error {
+	if a.jsonOut {
+		return a.printJSON(c)
+	}
+	return a.printConsumers(c)
 }
 
 func (a *app) printConsumers(cons ...model.Consumer) error {

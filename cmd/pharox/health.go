@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -49,21 +50,8 @@ for the probes: give --timeout enough for them.`,
 				req.Options = &model.HealthCheckOptions{TargetURL: target, Timeout: timeout, Attempts: attempts,
 					ExpectedStatusCodes: expect, SlowThresholdMs: slowMs, AllowRedirects: true, Headers: map[string]string{}}
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			results, err := c.HealthCheck(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				if results == nil {
-					results = []model.HealthCheckResult{}
-				}
-				return a.printJSON(model.HealthCheckReply{Results: results})
-			}
-			return a.printResults(results...)
+			return send(a, cmd, bind((*client.Client).HealthCheck, req),
+				listed(a, func(results []model.HealthCheckResult) any { return model.HealthCheckReply{Results: results} }, a.printResults))
 		},
 	}
 	fs := cmd.Flags()
@@ -83,22 +71,16 @@ func (a *app) healthLastCmd() *cobra.Command {
 		Short: "Show the last health result recorded for a proxy",
 		Args:  exactArgs(1, "one PROXY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.LastHealth(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(model.HealthLastReply{Result: res})
-			}
-			if res == nil {
-				fmt.Fprintf(a.stdout, "proxy %s has no health result yet\n", args[0])
-				return nil
-			}
-			return a.printResults(*res)
+			return send(a, cmd, bind((*client.Client).LastHealth, args[0]), func(res *model.HealthCheckResult) error {
+				if a.jsonOut {
+					return a.printJSON(model.HealthLastReply{Result: res})
+				}
+				if res == nil {
+					fmt.Fprintf(a.stdout, "proxy %s has no health result yet\n", args[0])
+					return nil
+				}
+				return a.printResults(*res)
+			})
 		},
 	}
 }
@@ -144,15 +126,7 @@ func (a *app) healthApplyCmd() *cobra.Command {
 			if fs.Changed("error") {
 				req.ErrorMessage = &errMsg
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			p, err := c.ApplyHealth(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return a.printProxy(p)
+			return send(a, cmd, bind((*client.Client).ApplyHealth, req), a.printProxy)
 		},
 	}
 	fs := cmd.Flags()

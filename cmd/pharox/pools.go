@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -198,10 +199,6 @@ Cooldown: once a proxy's consecutive failures (reported on release) reach
 			if (cleared["cooldown"] && cd.given()) || (cleared["description"] && cmd.Flags().Changed("description")) {
 				return usageErrorf("a field cannot be both set and cleared")
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
 			if cd.given() || hf.changed("interval", "threshold", "enabled", "url", "timeout", "attempts", "expect", "slow-ms") {
 				// Partial settings merge into the pool's current ones.
 				cur, err := a.findPool(cmd, args[0])
@@ -222,11 +219,7 @@ Cooldown: once a proxy's consecutive failures (reported on release) reach
 					req.HealthCheck = model.Some(*v)
 				}
 			}
-			p, err := c.UpdatePool(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return a.printPools(p)
+			return send(a, cmd, bind((*client.Client).UpdatePool, req), a.printPool)
 		},
 	}
 	fs := cmd.Flags()

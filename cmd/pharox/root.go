@@ -212,6 +212,42 @@ func (a *app) client() (*client.Client, error) {
 	return a.c, nil
 }
 
+// send is the round trip most commands make once their command line is
+// checked: connect on first use, make one call, print its reply with show.
+// call takes the client first so that a method expression such as
+// (*client.Client).ListPools is one.
+func send[T any](a *app, cmd *cobra.Command, call func(*client.Client, context.Context) (T, error), show func(T) error) error {
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	reply, err := call(c, cmd.Context())
+	if err != nil {
+		return err
+	}
+	return show(reply)
+}
+
+// bind is the call of send for a client method that takes a request, as in
+// bind((*client.Client).Lease, id).
+func bind[R, T any](method func(*client.Client, context.Context, R) (T, error), req R) func(*client.Client, context.Context) (T, error) {
+	return func(c *client.Client, ctx context.Context) (T, error) { return method(c, ctx, req) }
+}
+
+// listed is the show of a list reply: as JSON, wrap(items), an empty list
+// rather than null when there are none; else the table.
+func listed[T any](a *app, wrap func([]T) any, table func(...T) error) func([]T) error {
+	return func(items []T) error {
+		if a.jsonOut {
+			if items == nil {
+				items = []T{}
+			}
+			return a.printJSON(wrap(items))
+		}
+		return table(items...)
+	}
+}
+
 func (a *app) close() {
 	if a.nc != nil {
 		a.nc.Close()
