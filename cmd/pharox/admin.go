@@ -17,8 +17,6 @@ import (
 )
 
 func (a *app) poolsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "pools", Short: "Create, list, update and delete pools", Args: cobra.ArbitraryArgs, RunE: groupRun}
-
 	var description string
 	var createCooldown cooldownFlags
 	create := &cobra.Command{
@@ -28,16 +26,14 @@ func (a *app) poolsCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return send(a, cmd, func(c *client.Client, ctx context.Context) (model.ProxyPool, error) {
 				req := model.PoolCreateRequest{Name: args[0]}
-				if cmd.Flags().Changed("description") {
-					req.Description = &description
-				}
+				setIfGiven(cmd.Flags(), "description", &req.Description, &description)
 				cd, err := createCooldown.build(nil)
 				if err != nil {
 					return model.ProxyPool{}, err
 				}
 				req.Cooldown = cd
 				return c.CreatePool(ctx, req)
-			}, a.printPool)
+			}, single(a, a.printPools))
 		},
 	}
 	create.Flags().StringVar(&description, "description", "", "what the pool is for")
@@ -59,8 +55,7 @@ func (a *app) poolsCmd() *cobra.Command {
 			return c.DeletePool(ctx, model.PoolDeleteRequest{Name: name, Force: force})
 		})
 
-	cmd.AddCommand(create, list, a.poolsUpdateCmd(), del)
-	return cmd
+	return group("pools", "Create, list, update and delete pools", create, list, a.poolsUpdateCmd(), del)
 }
 
 // deleteCmd is the delete command of pools and proxies: one NAME or ID, and
@@ -87,15 +82,6 @@ func (a *app) deleted(kind, name string) error {
 	}
 	fmt.Fprintf(a.stdout, "deleted %s %s\n", kind, name)
 	return nil
-}
-
-// printPool prints a pool created or updated: as JSON the pool itself, else
-// a table of one row.
-func (a *app) printPool(p model.ProxyPool) error {
-	if a.jsonOut {
-		return a.printJSON(p)
-	}
-	return a.printPools(p)
 }
 
 func (a *app) printPools(pools ...model.ProxyPool) error {
@@ -137,9 +123,8 @@ func (p *proxyAttrs) register(fs *pflag.FlagSet) {
 }
 
 func (a *app) proxiesCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "proxies", Short: "Add, import, list, show, update and delete proxies", Args: cobra.ArbitraryArgs, RunE: groupRun}
-	cmd.AddCommand(a.proxiesAddCmd(), a.proxiesListCmd(), a.proxiesGetCmd(), a.proxiesUpdateCmd(), a.proxiesDeleteCmd(), a.importCmd())
-	return cmd
+	return group("proxies", "Add, import, list, show, update and delete proxies",
+		a.proxiesAddCmd(), a.proxiesListCmd(), a.proxiesGetCmd(), a.proxiesUpdateCmd(), a.proxiesDeleteCmd(), a.importCmd())
 }
 
 func (a *app) proxiesAddCmd() *cobra.Command {
@@ -199,30 +184,14 @@ func (p *proxyAttrs) apply(in *model.ProxyInput) error {
 		s := model.ProxyStatus(p.status)
 		in.Status = &s
 	}
-	if fs.Changed("source") {
-		in.Source = &p.source
-	}
-	if fs.Changed("country") {
-		in.Country = &p.country
-	}
-	if fs.Changed("city") {
-		in.City = &p.city
-	}
-	if fs.Changed("isp") {
-		in.ISP = &p.isp
-	}
-	if fs.Changed("asn") {
-		in.ASN = &p.asn
-	}
-	if fs.Changed("latitude") {
-		in.Latitude = &p.lat
-	}
-	if fs.Changed("longitude") {
-		in.Longitude = &p.lon
-	}
-	if fs.Changed("max-concurrency") {
-		in.MaxConcurrency = &p.maxConcurrency
-	}
+	setIfGiven(fs, "source", &in.Source, &p.source)
+	setIfGiven(fs, "country", &in.Country, &p.country)
+	setIfGiven(fs, "city", &in.City, &p.city)
+	setIfGiven(fs, "isp", &in.ISP, &p.isp)
+	setIfGiven(fs, "asn", &in.ASN, &p.asn)
+	setIfGiven(fs, "latitude", &in.Latitude, &p.lat)
+	setIfGiven(fs, "longitude", &in.Longitude, &p.lon)
+	setIfGiven(fs, "max-concurrency", &in.MaxConcurrency, &p.maxConcurrency)
 	return nil
 }
 
@@ -287,12 +256,8 @@ func (a *app) printProxies(proxies []model.Proxy) error {
 	w := a.table()
 	fmt.Fprintln(w, "ID\tPROTOCOL\tHOST\tPORT\tSTATUS\tCOUNTRY\tCITY\tSOURCE\tLEASES")
 	for _, p := range proxies {
-		limit := "-"
-		if p.MaxConcurrency != nil {
-			limit = strconv.Itoa(*p.MaxConcurrency)
-		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d/%s\n", p.ID, p.Protocol, p.Host, p.Port, p.Status,
-			orDash(p.Country), orDash(p.City), orDash(p.Source), p.CurrentLeases, limit)
+			orDash(p.Country), orDash(p.City), orDash(p.Source), p.CurrentLeases, dashOr(p.MaxConcurrency, strconv.Itoa))
 	}
 	return w.Flush()
 }
@@ -301,21 +266,10 @@ func (a *app) printProxy(p model.Proxy) error {
 	if a.jsonOut {
 		return a.printJSON(p)
 	}
-	f := func(v *float64) string {
-		if v == nil {
-			return "-"
-		}
-		return strconv.FormatFloat(*v, 'f', -1, 64)
-	}
-	limit, asn, user, latency := "unlimited", "-", "-", "-"
-	if p.LatencyMs != nil {
-		latency = fmtMs(*p.LatencyMs)
-	}
+	f := func(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) }
+	limit, user := "unlimited", "-"
 	if p.MaxConcurrency != nil {
 		limit = strconv.Itoa(*p.MaxConcurrency)
-	}
-	if p.ASN != nil {
-		asn = strconv.FormatInt(*p.ASN, 10)
 	}
 	if p.Credentials != nil {
 		user = p.Credentials.User
@@ -331,12 +285,12 @@ func (a *app) printProxy(p model.Proxy) error {
 		[2]string{"city", orDash(p.City)},
 		[2]string{"source", orDash(p.Source)},
 		[2]string{"isp", orDash(p.ISP)},
-		[2]string{"asn", asn},
-		[2]string{"latitude", f(p.Latitude)},
-		[2]string{"longitude", f(p.Longitude)},
+		[2]string{"asn", dashOr(p.ASN, func(n int64) string { return strconv.FormatInt(n, 10) })},
+		[2]string{"latitude", dashOr(p.Latitude, f)},
+		[2]string{"longitude", dashOr(p.Longitude, f)},
 		[2]string{"max_concurrency", limit},
 		[2]string{"current_leases", strconv.Itoa(p.CurrentLeases)},
-		[2]string{"latency", latency},
+		[2]string{"latency", dashOr(p.LatencyMs, fmtMs)},
 		[2]string{"consecutive_failures", strconv.Itoa(p.ConsecutiveFailures)},
 		[2]string{"cooldown_until", fmtTimePtr(p.CooldownUntil)},
 	)
@@ -396,14 +350,8 @@ func (a *app) proxiesListCmd() *cobra.Command {
 }
 
 func (a *app) proxiesGetCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "get PROXY_ID",
-		Short: "Show a proxy (its password is masked; --json shows it)",
-		Args:  exactArgs(1, "one PROXY_ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return send(a, cmd, bind((*client.Client).GetProxy, args[0]), a.printProxy)
-		},
-	}
+	return showCmd(a, "get PROXY_ID", "Show a proxy (its password is masked; --json shows it)", "one PROXY_ID",
+		(*client.Client).GetProxy, a.printProxy)
 }
 
 func (a *app) proxiesUpdateCmd() *cobra.Command {
@@ -422,15 +370,9 @@ func (a *app) proxiesUpdateCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fs := cmd.Flags()
 			req := model.ProxyUpdateRequest{ProxyID: args[0]}
-			if fs.Changed("host") {
-				req.Host = model.Some(host)
-			}
-			if fs.Changed("port") {
-				req.Port = model.Some(port)
-			}
-			if fs.Changed("protocol") {
-				req.Protocol = model.Some(model.Protocol(protocol))
-			}
+			setIfGiven(fs, "host", &req.Host, model.Some(host))
+			setIfGiven(fs, "port", &req.Port, model.Some(port))
+			setIfGiven(fs, "protocol", &req.Protocol, model.Some(model.Protocol(protocol)))
 			var in model.ProxyInput
 			if err := attrs.apply(&in); err != nil {
 				return err
@@ -522,15 +464,8 @@ func (a *app) proxiesDeleteCmd() *cobra.Command {
 }
 
 func (a *app) consumersCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "consumers", Short: "Register and list consumers", Args: cobra.ArbitraryArgs, RunE: groupRun}
-	ensure := &cobra.Command{
-		Use:   "ensure NAME",
-		Short: "Register a consumer if needed and show it (same id every time)",
-		Args:  exactArgs(1, "one consumer NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return send(a, cmd, bind((*client.Client).EnsureConsumer, args[0]), a.printConsumer)
-		},
-	}
+	ensure := showCmd(a, "ensure NAME", "Register a consumer if needed and show it (same id every time)", "one consumer NAME",
+		(*client.Client).EnsureConsumer, single(a, a.printConsumers))
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List consumers",
@@ -540,17 +475,7 @@ func (a *app) consumersCmd() *cobra.Command {
 				listed(a, func(cons []model.Consumer) any { return model.ConsumersReply{Consumers: cons} }, a.printConsumers))
 		},
 	}
-	cmd.AddCommand(ensure, list)
-	return cmd
-}
-
-// printConsumer prints a consumer ensured: as JSON the consumer itself, else
-// a table of one row.
-func (a *app) printConsumer(c model.Consumer) error {
-	if a.jsonOut {
-		return a.printJSON(c)
-	}
-	return a.printConsumers(c)
+	return group("consumers", "Register and list consumers", ensure, list)
 }
 
 func (a *app) printConsumers(cons ...model.Consumer) error {

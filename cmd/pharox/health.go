@@ -12,9 +12,7 @@ import (
 )
 
 func (a *app) healthCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "health", Short: "Check proxies, show and record health results", Args: cobra.ArbitraryArgs, RunE: groupRun}
-	cmd.AddCommand(a.healthCheckCmd(), a.healthLastCmd(), a.healthApplyCmd())
-	return cmd
+	return group("health", "Check proxies, show and record health results", a.healthCheckCmd(), a.healthLastCmd(), a.healthApplyCmd())
 }
 
 func (a *app) healthCheckCmd() *cobra.Command {
@@ -38,9 +36,7 @@ for the probes: give --timeout enough for them.`,
 				req.ProxyID = &args[0]
 			case len(args) == 0 && pool != "":
 				req.PoolName = &pool
-				if cmd.Flags().Changed("limit") {
-					req.Limit = &limit
-				}
+				setIfGiven(cmd.Flags(), "limit", &req.Limit, &limit)
 			default:
 				return usageErrorf("give one PROXY_ID or --pool POOL")
 			}
@@ -109,12 +105,8 @@ func (a *app) healthApplyCmd() *cobra.Command {
 			if !req.Protocol.Valid() {
 				return usageErrorf("--protocol must be http, https, socks4 or socks5, got %q", protocol)
 			}
-			if fs.Changed("attempts") {
-				req.Attempts = &attempts
-			}
-			if fs.Changed("status-code") {
-				req.StatusCode = &code
-			}
+			setIfGiven(fs, "attempts", &req.Attempts, &attempts)
+			setIfGiven(fs, "status-code", &req.StatusCode, &code)
 			if fs.Changed("checked-at") {
 				t, err := parseWhen(checkedAt, time.Now())
 				if err != nil {
@@ -123,9 +115,7 @@ func (a *app) healthApplyCmd() *cobra.Command {
 				s := t.UTC().Format(time.RFC3339Nano)
 				req.CheckedAt = &s
 			}
-			if fs.Changed("error") {
-				req.ErrorMessage = &errMsg
-			}
+			setIfGiven(fs, "error", &req.ErrorMessage, &errMsg)
 			return send(a, cmd, bind((*client.Client).ApplyHealth, req), a.printProxy)
 		},
 	}
@@ -144,11 +134,7 @@ func (a *app) printResults(results ...model.HealthCheckResult) error {
 	w := a.table()
 	fmt.Fprintln(w, "PROXY_ID\tSTATUS\tLATENCY\tCODE\tATTEMPTS\tCHECKED_AT\tERROR")
 	for _, r := range results {
-		code := "-"
-		if r.StatusCode != nil {
-			code = strconv.Itoa(*r.StatusCode)
-		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ProxyID, r.Status, fmtMs(r.LatencyMs), code, r.Attempts, fmtTime(r.CheckedAt), orDash(r.ErrorMessage))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ProxyID, r.Status, fmtMs(r.LatencyMs), dashOr(r.StatusCode, strconv.Itoa), r.Attempts, fmtTime(r.CheckedAt), orDash(r.ErrorMessage))
 	}
 	return w.Flush()
 }

@@ -59,9 +59,7 @@ func (f *acquireFlags) request() (model.AcquireRequest, error) {
 	if f.consumer != "" {
 		req.ConsumerName = &f.consumer
 	}
-	if f.fs.Changed("duration") {
-		req.DurationSeconds = &f.duration
-	}
+	setIfGiven(f.fs, "duration", &req.DurationSeconds, &f.duration)
 	var filt model.ProxyFilters
 	any := false
 	str := func(name string, v string, dst **string) {
@@ -305,14 +303,7 @@ func (a *app) renewCmd() *cobra.Command {
 }
 
 func (a *app) leaseCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "lease LEASE_ID",
-		Short: "Show a lease",
-		Args:  exactArgs(1, "one LEASE_ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return send(a, cmd, bind((*client.Client).Lease, args[0]), a.printLease)
-		},
-	}
+	return showCmd(a, "lease LEASE_ID", "Show a lease", "one LEASE_ID", (*client.Client).Lease, a.printLease)
 }
 
 func (a *app) statsCmd() *cobra.Command {
