@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/url"
@@ -11,12 +12,11 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/model"
 )
 
 func (a *app) poolsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "pools", Short: "Create, list, update and delete pools", Args: cobra.ArbitraryArgs, RunE: groupRun}
-
 	var description string
 	var createCooldown cooldownFlags
 	create := &cobra.Command{
@@ -24,24 +24,16 @@ func (a *app) poolsCmd() *cobra.Command {
 		Short: "Create a pool",
 		Args:  exactArgs(1, "one pool NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			req := model.PoolCreateRequest{Name: args[0]}
-			if cmd.Flags().Changed("description") {
-				req.Description = &description
-			}
-			cd, err := createCooldown.build(nil)
-			if err != nil {
-				return err
-			}
-			req.Cooldown = cd
-			p, err := c.CreatePool(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return a.printPools(p)
+			return send(a, cmd, func(c *client.Client, ctx context.Context) (model.ProxyPool, error) {
+				req := model.PoolCreateRequest{Name: args[0]}
+				setIfGiven(cmd.Flags(), "description", &req.Description, &description)
+				cd, err := createCooldown.build(nil)
+				if err != nil {
+					return model.ProxyPool{}, err
+				}
+				req.Cooldown = cd
+				return c.CreatePool(ctx, req)
+			}, single(a, a.printPools))
 		},
 	}
 	create.Flags().StringVar(&description, "description", "", "what the pool is for")
@@ -52,43 +44,35 @@ func (a *app) poolsCmd() *cobra.Command {
 		Short: "List pools",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			pools, err := c.ListPools(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				if pools == nil {
-					pools = []model.ProxyPool{}
-				}
-				return a.printJSON(model.PoolsReply{Pools: pools})
-			}
-			return a.printPools(pools...)
+			return send(a, cmd, (*client.Client).ListPools,
+				listed(a, func(pools []model.ProxyPool) any { return model.PoolsReply{Pools: pools} }, a.printPools))
 		},
 	}
 
+	del := a.deleteCmd("pool", "delete NAME", "Delete a pool and its proxies (--force releases active leases first)", "one pool NAME",
+		"release the pool's active leases and delete anyway",
+		func(c *client.Client, ctx context.Context, name string, force bool) error {
+			return c.DeletePool(ctx, model.PoolDeleteRequest{Name: name, Force: force})
+		})
+
+	return group("pools", "Create, list, update and delete pools", create, list, a.poolsUpdateCmd(), del)
+}
+
+// deleteCmd is the delete command of pools and proxies: one NAME or ID, and
+// --force to release its active leases first.
+func (a *app) deleteCmd(kind, use, short, what, forceUsage string, del func(c *client.Client, ctx context.Context, name string, force bool) error) *cobra.Command {
 	var force bool
-	del := &cobra.Command{
-		Use:   "delete NAME",
-		Short: "Delete a pool and its proxies (--force releases active leases first)",
-		Args:  exactArgs(1, "one pool NAME"),
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  exactArgs(1, what),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			if err := c.DeletePool(cmd.Context(), model.PoolDeleteRequest{Name: args[0], Force: force}); err != nil {
-				return err
-			}
-			return a.deleted("pool", args[0])
+			return send(a, cmd, func(c *client.Client, ctx context.Context) (struct{}, error) {
+				return struct{}{}, del(c, ctx, args[0], force)
+			}, func(struct{}) error { return a.deleted(kind, args[0]) })
 		},
 	}
-	del.Flags().BoolVar(&force, "force", false, "release the pool's active leases and delete anyway")
-
-	cmd.AddCommand(create, list, a.poolsUpdateCmd(), del)
+	cmd.Flags().BoolVar(&force, "force", false, forceUsage)
 	return cmd
 }
 
@@ -101,9 +85,6 @@ func (a *app) deleted(kind, name string) error {
 }
 
 func (a *app) printPools(pools ...model.ProxyPool) error {
-	if a.jsonOut && len(pools) == 1 {
-		return a.printJSON(pools[0])
-	}
 	w := a.table()
 	fmt.Fprintln(w, "NAME\tID\tHEALTH CHECK\tCOOLDOWN\tDESCRIPTION")
 	for _, p := range pools {
@@ -142,9 +123,8 @@ func (p *proxyAttrs) register(fs *pflag.FlagSet) {
 }
 
 func (a *app) proxiesCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "proxies", Short: "Add, import, list, show, update and delete proxies", Args: cobra.ArbitraryArgs, RunE: groupRun}
-	cmd.AddCommand(a.proxiesAddCmd(), a.proxiesListCmd(), a.proxiesGetCmd(), a.proxiesUpdateCmd(), a.proxiesDeleteCmd(), a.importCmd())
-	return cmd
+	return group("proxies", "Add, import, list, show, update and delete proxies",
+		a.proxiesAddCmd(), a.proxiesListCmd(), a.proxiesGetCmd(), a.proxiesUpdateCmd(), a.proxiesDeleteCmd(), a.importCmd())
 }
 
 func (a *app) proxiesAddCmd() *cobra.Command {
@@ -182,18 +162,14 @@ to every proxy given. For files of proxies, see "pharox proxies import".`,
 				}
 				inputs[i] = in
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			proxies, err := c.AddProxies(cmd.Context(), model.ProxiesAddRequest{PoolName: pool, Proxies: inputs})
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(model.ProxiesReply{Proxies: proxies})
-			}
-			return a.printProxies(proxies)
+			return send(a, cmd, func(c *client.Client, ctx context.Context) ([]model.Proxy, error) {
+				return c.AddProxies(ctx, model.ProxiesAddRequest{PoolName: pool, Proxies: inputs})
+			}, func(proxies []model.Proxy) error {
+				if a.jsonOut {
+					return a.printJSON(model.ProxiesReply{Proxies: proxies})
+				}
+				return a.printProxies(proxies)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&pool, "pool", "p", "", "pool to add to (required)")
@@ -208,30 +184,14 @@ func (p *proxyAttrs) apply(in *model.ProxyInput) error {
 		s := model.ProxyStatus(p.status)
 		in.Status = &s
 	}
-	if fs.Changed("source") {
-		in.Source = &p.source
-	}
-	if fs.Changed("country") {
-		in.Country = &p.country
-	}
-	if fs.Changed("city") {
-		in.City = &p.city
-	}
-	if fs.Changed("isp") {
-		in.ISP = &p.isp
-	}
-	if fs.Changed("asn") {
-		in.ASN = &p.asn
-	}
-	if fs.Changed("latitude") {
-		in.Latitude = &p.lat
-	}
-	if fs.Changed("longitude") {
-		in.Longitude = &p.lon
-	}
-	if fs.Changed("max-concurrency") {
-		in.MaxConcurrency = &p.maxConcurrency
-	}
+	setIfGiven(fs, "source", &in.Source, &p.source)
+	setIfGiven(fs, "country", &in.Country, &p.country)
+	setIfGiven(fs, "city", &in.City, &p.city)
+	setIfGiven(fs, "isp", &in.ISP, &p.isp)
+	setIfGiven(fs, "asn", &in.ASN, &p.asn)
+	setIfGiven(fs, "latitude", &in.Latitude, &p.lat)
+	setIfGiven(fs, "longitude", &in.Longitude, &p.lon)
+	setIfGiven(fs, "max-concurrency", &in.MaxConcurrency, &p.maxConcurrency)
 	return nil
 }
 
@@ -296,12 +256,8 @@ func (a *app) printProxies(proxies []model.Proxy) error {
 	w := a.table()
 	fmt.Fprintln(w, "ID\tPROTOCOL\tHOST\tPORT\tSTATUS\tCOUNTRY\tCITY\tSOURCE\tLEASES")
 	for _, p := range proxies {
-		limit := "-"
-		if p.MaxConcurrency != nil {
-			limit = strconv.Itoa(*p.MaxConcurrency)
-		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d/%s\n", p.ID, p.Protocol, p.Host, p.Port, p.Status,
-			orDash(p.Country), orDash(p.City), orDash(p.Source), p.CurrentLeases, limit)
+			orDash(p.Country), orDash(p.City), orDash(p.Source), p.CurrentLeases, dashOr(p.MaxConcurrency, strconv.Itoa))
 	}
 	return w.Flush()
 }
@@ -310,21 +266,10 @@ func (a *app) printProxy(p model.Proxy) error {
 	if a.jsonOut {
 		return a.printJSON(p)
 	}
-	f := func(v *float64) string {
-		if v == nil {
-			return "-"
-		}
-		return strconv.FormatFloat(*v, 'f', -1, 64)
-	}
-	limit, asn, user, latency := "unlimited", "-", "-", "-"
-	if p.LatencyMs != nil {
-		latency = fmtMs(*p.LatencyMs)
-	}
+	f := func(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) }
+	limit, user := "unlimited", "-"
 	if p.MaxConcurrency != nil {
 		limit = strconv.Itoa(*p.MaxConcurrency)
-	}
-	if p.ASN != nil {
-		asn = strconv.FormatInt(*p.ASN, 10)
 	}
 	if p.Credentials != nil {
 		user = p.Credentials.User
@@ -340,12 +285,12 @@ func (a *app) printProxy(p model.Proxy) error {
 		[2]string{"city", orDash(p.City)},
 		[2]string{"source", orDash(p.Source)},
 		[2]string{"isp", orDash(p.ISP)},
-		[2]string{"asn", asn},
-		[2]string{"latitude", f(p.Latitude)},
-		[2]string{"longitude", f(p.Longitude)},
+		[2]string{"asn", dashOr(p.ASN, func(n int64) string { return strconv.FormatInt(n, 10) })},
+		[2]string{"latitude", dashOr(p.Latitude, f)},
+		[2]string{"longitude", dashOr(p.Longitude, f)},
 		[2]string{"max_concurrency", limit},
 		[2]string{"current_leases", strconv.Itoa(p.CurrentLeases)},
-		[2]string{"latency", latency},
+		[2]string{"latency", dashOr(p.LatencyMs, fmtMs)},
 		[2]string{"consecutive_failures", strconv.Itoa(p.ConsecutiveFailures)},
 		[2]string{"cooldown_until", fmtTimePtr(p.CooldownUntil)},
 	)
@@ -366,35 +311,35 @@ func (a *app) proxiesListCmd() *cobra.Command {
 			if limit < 0 {
 				return usageErrorf("--limit must be >= 0, got %d", limit)
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
 			req := model.ProxiesListRequest{PoolName: pool, Limit: ptr(model.MaxListLimit)}
 			if status != "" {
 				s := model.ProxyStatus(status)
 				req.Status = &s
 			}
-			proxies := []model.Proxy{}
-			for p, err := range c.AllProxies(cmd.Context(), req) {
-				if err != nil {
-					return err
+			return send(a, cmd, func(c *client.Client, ctx context.Context) ([]model.Proxy, error) {
+				proxies := []model.Proxy{}
+				for p, err := range c.AllProxies(ctx, req) {
+					if err != nil {
+						return nil, err
+					}
+					proxies = append(proxies, p)
+					if limit > 0 && len(proxies) == limit {
+						break
+					}
 				}
-				proxies = append(proxies, p)
-				if limit > 0 && len(proxies) == limit {
-					break
+				return proxies, nil
+			}, func(proxies []model.Proxy) error {
+				switch {
+				case a.jsonOut:
+					return a.printJSON(model.ProxiesReply{Proxies: proxies})
+				case quiet:
+					for _, p := range proxies {
+						fmt.Fprintln(a.stdout, p.ID)
+					}
+					return nil
 				}
-			}
-			switch {
-			case a.jsonOut:
-				return a.printJSON(model.ProxiesReply{Proxies: proxies})
-			case quiet:
-				for _, p := range proxies {
-					fmt.Fprintln(a.stdout, p.ID)
-				}
-				return nil
-			}
-			return a.printProxies(proxies)
+				return a.printProxies(proxies)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&pool, "pool", "p", "", "pool name (required)")
@@ -405,22 +350,8 @@ func (a *app) proxiesListCmd() *cobra.Command {
 }
 
 func (a *app) proxiesGetCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "get PROXY_ID",
-		Short: "Show a proxy (its password is masked; --json shows it)",
-		Args:  exactArgs(1, "one PROXY_ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			p, err := c.GetProxy(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return a.printProxy(p)
-		},
-	}
+	return showCmd(a, "get PROXY_ID", "Show a proxy (its password is masked; --json shows it)", "one PROXY_ID",
+		(*client.Client).GetProxy, a.printProxy)
 }
 
 func (a *app) proxiesUpdateCmd() *cobra.Command {
@@ -439,15 +370,9 @@ func (a *app) proxiesUpdateCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fs := cmd.Flags()
 			req := model.ProxyUpdateRequest{ProxyID: args[0]}
-			if fs.Changed("host") {
-				req.Host = model.Some(host)
-			}
-			if fs.Changed("port") {
-				req.Port = model.Some(port)
-			}
-			if fs.Changed("protocol") {
-				req.Protocol = model.Some(model.Protocol(protocol))
-			}
+			setIfGiven(fs, "host", &req.Host, model.Some(host))
+			setIfGiven(fs, "port", &req.Port, model.Some(port))
+			setIfGiven(fs, "protocol", &req.Protocol, model.Some(model.Protocol(protocol)))
 			var in model.ProxyInput
 			if err := attrs.apply(&in); err != nil {
 				return err
@@ -508,15 +433,7 @@ func (a *app) proxiesUpdateCmd() *cobra.Command {
 					return usageErrorf("--clear %q: only source, country, city, isp, asn, latitude, longitude, max_concurrency, credentials and cooldown_until can be cleared", field)
 				}
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			p, err := c.UpdateProxy(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return a.printProxy(p)
+			return send(a, cmd, bind((*client.Client).UpdateProxy, req), a.printProxy)
 		},
 	}
 	fs := cmd.Flags()
@@ -539,71 +456,26 @@ func setOpt[T any](dst *model.Optional[T], v *T) {
 }
 
 func (a *app) proxiesDeleteCmd() *cobra.Command {
-	var force bool
-	cmd := &cobra.Command{
-		Use:   "delete PROXY_ID",
-		Short: "Delete a proxy (--force releases its active leases first)",
-		Args:  exactArgs(1, "one PROXY_ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			if err := c.DeleteProxy(cmd.Context(), model.ProxyDeleteRequest{ProxyID: args[0], Force: force}); err != nil {
-				return err
-			}
-			return a.deleted("proxy", args[0])
-		},
-	}
-	cmd.Flags().BoolVar(&force, "force", false, "release the proxy's active leases and delete anyway")
-	return cmd
+	return a.deleteCmd("proxy", "delete PROXY_ID", "Delete a proxy (--force releases its active leases first)", "one PROXY_ID",
+		"release the proxy's active leases and delete anyway",
+		func(c *client.Client, ctx context.Context, id string, force bool) error {
+			return c.DeleteProxy(ctx, model.ProxyDeleteRequest{ProxyID: id, Force: force})
+		})
 }
 
 func (a *app) consumersCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "consumers", Short: "Register and list consumers", Args: cobra.ArbitraryArgs, RunE: groupRun}
-	ensure := &cobra.Command{
-		Use:   "ensure NAME",
-		Short: "Register a consumer if needed and show it (same id every time)",
-		Args:  exactArgs(1, "one consumer NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			cons, err := c.EnsureConsumer(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(cons)
-			}
-			return a.printConsumers(cons)
-		},
-	}
+	ensure := showCmd(a, "ensure NAME", "Register a consumer if needed and show it (same id every time)", "one consumer NAME",
+		(*client.Client).EnsureConsumer, single(a, a.printConsumers))
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List consumers",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			cons, err := c.ListConsumers(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				if cons == nil {
-					cons = []model.Consumer{}
-				}
-				return a.printJSON(model.ConsumersReply{Consumers: cons})
-			}
-			return a.printConsumers(cons...)
+			return send(a, cmd, (*client.Client).ListConsumers,
+				listed(a, func(cons []model.Consumer) any { return model.ConsumersReply{Consumers: cons} }, a.printConsumers))
 		},
 	}
-	cmd.AddCommand(ensure, list)
-	return cmd
+	return group("consumers", "Register and list consumers", ensure, list)
 }
 
 func (a *app) printConsumers(cons ...model.Consumer) error {

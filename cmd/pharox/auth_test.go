@@ -122,12 +122,21 @@ func (w *workerProc) stop(t *testing.T) {
 	default:
 	}
 	_ = w.cmd.Process.Signal(syscall.SIGTERM)
+	if !w.exited(20 * time.Second) {
+		t.Errorf("worker did not stop on SIGTERM\n%s", w.Log())
+	}
+}
+
+// exited waits up to d for the worker to exit; past d it kills the worker,
+// waits for that, and reports false.
+func (w *workerProc) exited(d time.Duration) bool {
 	select {
 	case <-w.done:
-	case <-time.After(20 * time.Second):
+		return true
+	case <-time.After(d):
 		_ = w.cmd.Process.Kill()
 		<-w.done
-		t.Errorf("worker did not stop on SIGTERM\n%s", w.Log())
+		return false
 	}
 }
 
@@ -136,11 +145,7 @@ func (w *workerProc) stop(t *testing.T) {
 func failWorker(t *testing.T, env map[string]string, args ...string) (int, string) {
 	t.Helper()
 	w := launchWorker(t, env, args...)
-	select {
-	case <-w.done:
-	case <-time.After(30 * time.Second):
-		_ = w.cmd.Process.Kill()
-		<-w.done
+	if !w.exited(30 * time.Second) {
 		t.Fatalf("worker did not exit\n%s", w.Log())
 	}
 	return w.cmd.ProcessState.ExitCode(), w.Log()

@@ -149,10 +149,7 @@ exit status 1
 // worker whose pool "scrapers" has an AR proxy (a stand-in).
 func TestDocsGoProgram(t *testing.T) {
 	t.Parallel()
-	file := docProgram(t, "go")
-	h := newHarness(t)
-	proxyAddr := standInProxy(t)
-	h.pool("scrapers", "http://"+proxyAddr)
+	file, h, proxyAddr := docProgramWithPool(t, "go", "scrapers")
 
 	out := goRun(t, file, "PHAROX_NATS_URL="+h.url)
 	require.Regexp(t, `^200 OK through http://`+regexp.QuoteMeta(proxyAddr)+`: 30 bytes
@@ -174,6 +171,18 @@ func docProgram(t *testing.T, lang string) string {
 	file := filepath.Join(t.TempDir(), "main.go")
 	require.NoError(t, os.WriteFile(file, []byte(blocks[0]), 0o600))
 	return file
+}
+
+// docProgramWithPool is the setting of a documented Go program: its file
+// (docProgram), and a worker whose pool has one proxy, a stand-in at
+// proxyAddr.
+func docProgramWithPool(t *testing.T, lang, pool string) (file string, h *harness, proxyAddr string) {
+	t.Helper()
+	file = docProgram(t, lang)
+	h = newHarness(t)
+	proxyAddr = standInProxy(t)
+	h.pool(pool, "http://"+proxyAddr)
+	return file, h, proxyAddr
 }
 
 // goRun runs the Go program file with go run, with env added to the
@@ -203,10 +212,7 @@ func freeAddr(t *testing.T) string {
 // stand-in.
 func TestDocsGatewayGo(t *testing.T) {
 	t.Parallel()
-	file := docProgram(t, "go-gateway")
-	h := newHarness(t)
-	proxyAddr := standInProxy(t)
-	h.pool("web", "http://"+proxyAddr)
+	file, h, _ := docProgramWithPool(t, "go-gateway", "web")
 	const token = "docs-token"
 	tokens, err := gateway.ParseTokens(strings.NewReader(token + " pools=web"))
 	require.NoError(t, err)

@@ -7,13 +7,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/model"
 )
 
 func (a *app) healthCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "health", Short: "Check proxies, show and record health results", Args: cobra.ArbitraryArgs, RunE: groupRun}
-	cmd.AddCommand(a.healthCheckCmd(), a.healthLastCmd(), a.healthApplyCmd())
-	return cmd
+	return group("health", "Check proxies, show and record health results", a.healthCheckCmd(), a.healthLastCmd(), a.healthApplyCmd())
 }
 
 func (a *app) healthCheckCmd() *cobra.Command {
@@ -37,9 +36,7 @@ for the probes: give --timeout enough for them.`,
 				req.ProxyID = &args[0]
 			case len(args) == 0 && pool != "":
 				req.PoolName = &pool
-				if cmd.Flags().Changed("limit") {
-					req.Limit = &limit
-				}
+				setIfGiven(cmd.Flags(), "limit", &req.Limit, &limit)
 			default:
 				return usageErrorf("give one PROXY_ID or --pool POOL")
 			}
@@ -49,21 +46,8 @@ for the probes: give --timeout enough for them.`,
 				req.Options = &model.HealthCheckOptions{TargetURL: target, Timeout: timeout, Attempts: attempts,
 					ExpectedStatusCodes: expect, SlowThresholdMs: slowMs, AllowRedirects: true, Headers: map[string]string{}}
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			results, err := c.HealthCheck(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				if results == nil {
-					results = []model.HealthCheckResult{}
-				}
-				return a.printJSON(model.HealthCheckReply{Results: results})
-			}
-			return a.printResults(results...)
+			return send(a, cmd, bind((*client.Client).HealthCheck, req),
+				listed(a, func(results []model.HealthCheckResult) any { return model.HealthCheckReply{Results: results} }, a.printResults))
 		},
 	}
 	fs := cmd.Flags()
@@ -83,22 +67,16 @@ func (a *app) healthLastCmd() *cobra.Command {
 		Short: "Show the last health result recorded for a proxy",
 		Args:  exactArgs(1, "one PROXY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.LastHealth(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(model.HealthLastReply{Result: res})
-			}
-			if res == nil {
-				fmt.Fprintf(a.stdout, "proxy %s has no health result yet\n", args[0])
-				return nil
-			}
-			return a.printResults(*res)
+			return send(a, cmd, bind((*client.Client).LastHealth, args[0]), func(res *model.HealthCheckResult) error {
+				if a.jsonOut {
+					return a.printJSON(model.HealthLastReply{Result: res})
+				}
+				if res == nil {
+					fmt.Fprintf(a.stdout, "proxy %s has no health result yet\n", args[0])
+					return nil
+				}
+				return a.printResults(*res)
+			})
 		},
 	}
 }
@@ -127,12 +105,8 @@ func (a *app) healthApplyCmd() *cobra.Command {
 			if !req.Protocol.Valid() {
 				return usageErrorf("--protocol must be http, https, socks4 or socks5, got %q", protocol)
 			}
-			if fs.Changed("attempts") {
-				req.Attempts = &attempts
-			}
-			if fs.Changed("status-code") {
-				req.StatusCode = &code
-			}
+			setIfGiven(fs, "attempts", &req.Attempts, &attempts)
+			setIfGiven(fs, "status-code", &req.StatusCode, &code)
 			if fs.Changed("checked-at") {
 				t, err := parseWhen(checkedAt, time.Now())
 				if err != nil {
@@ -141,18 +115,8 @@ func (a *app) healthApplyCmd() *cobra.Command {
 				s := t.UTC().Format(time.RFC3339Nano)
 				req.CheckedAt = &s
 			}
-			if fs.Changed("error") {
-				req.ErrorMessage = &errMsg
-			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			p, err := c.ApplyHealth(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return a.printProxy(p)
+			setIfGiven(fs, "error", &req.ErrorMessage, &errMsg)
+			return send(a, cmd, bind((*client.Client).ApplyHealth, req), a.printProxy)
 		},
 	}
 	fs := cmd.Flags()
@@ -170,11 +134,7 @@ func (a *app) printResults(results ...model.HealthCheckResult) error {
 	w := a.table()
 	fmt.Fprintln(w, "PROXY_ID\tSTATUS\tLATENCY\tCODE\tATTEMPTS\tCHECKED_AT\tERROR")
 	for _, r := range results {
-		code := "-"
-		if r.StatusCode != nil {
-			code = strconv.Itoa(*r.StatusCode)
-		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ProxyID, r.Status, fmtMs(r.LatencyMs), code, r.Attempts, fmtTime(r.CheckedAt), orDash(r.ErrorMessage))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ProxyID, r.Status, fmtMs(r.LatencyMs), dashOr(r.StatusCode, strconv.Itoa), r.Attempts, fmtTime(r.CheckedAt), orDash(r.ErrorMessage))
 	}
 	return w.Flush()
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -57,9 +59,7 @@ func (f *acquireFlags) request() (model.AcquireRequest, error) {
 	if f.consumer != "" {
 		req.ConsumerName = &f.consumer
 	}
-	if f.fs.Changed("duration") {
-		req.DurationSeconds = &f.duration
-	}
+	setIfGiven(f.fs, "duration", &req.DurationSeconds, &f.duration)
 	var filt model.ProxyFilters
 	any := false
 	str := func(name string, v string, dst **string) {
@@ -170,40 +170,38 @@ which sets PHAROX_LEASE_ID, PHAROX_PROXY_ID and PHAROX_PROXY_URL.`,
 			if err != nil {
 				return err
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			lease, proxy, err := c.Acquire(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			switch {
-			case a.jsonOut:
-				if err := a.printJSON(model.AcquireReply{Lease: lease, Proxy: proxy}); err != nil {
-					return err
+			return send(a, cmd, func(c *client.Client, ctx context.Context) (model.AcquireReply, error) {
+				lease, proxy, err := c.Acquire(ctx, req)
+				return model.AcquireReply{Lease: lease, Proxy: proxy}, err
+			}, func(reply model.AcquireReply) error {
+				lease, proxy := reply.Lease, reply.Proxy
+				switch {
+				case a.jsonOut:
+					if err := a.printJSON(reply); err != nil {
+						return err
+					}
+				case lease == nil:
+				case env:
+					fmt.Fprintf(a.stdout, "PHAROX_LEASE_ID=%s\nPHAROX_PROXY_ID=%s\nPHAROX_PROXY_URL=%s\n",
+						shellQuote(lease.ID), shellQuote(proxy.ID), shellQuote(proxy.URL))
+				default:
+					if err := a.kv(
+						[2]string{"lease", lease.ID},
+						[2]string{"proxy", proxy.URL},
+						[2]string{"proxy_id", proxy.ID},
+						[2]string{"pool", lease.PoolName},
+						[2]string{"consumer", lease.ConsumerName},
+						[2]string{"expires", fmt.Sprintf("%s (in %s)", fmtTime(lease.ExpiresAt), lease.ExpiresAt.Sub(lease.AcquiredAt).Round(time.Second))},
+						[2]string{"fencing_token", strconv.FormatUint(lease.FencingToken, 10)},
+					); err != nil {
+						return err
+					}
 				}
-			case lease == nil:
-			case env:
-				fmt.Fprintf(a.stdout, "PHAROX_LEASE_ID=%s\nPHAROX_PROXY_ID=%s\nPHAROX_PROXY_URL=%s\n",
-					shellQuote(lease.ID), shellQuote(proxy.ID), shellQuote(proxy.URL))
-			default:
-				if err := a.kv(
-					[2]string{"lease", lease.ID},
-					[2]string{"proxy", proxy.URL},
-					[2]string{"proxy_id", proxy.ID},
-					[2]string{"pool", lease.PoolName},
-					[2]string{"consumer", lease.ConsumerName},
-					[2]string{"expires", fmt.Sprintf("%s (in %s)", fmtTime(lease.ExpiresAt), lease.ExpiresAt.Sub(lease.AcquiredAt).Round(time.Second))},
-					[2]string{"fencing_token", strconv.FormatUint(lease.FencingToken, 10)},
-				); err != nil {
-					return err
+				if lease == nil {
+					return noProxyError(req.PoolName)
 				}
-			}
-			if lease == nil {
-				return noProxyError(req.PoolName)
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	f.register(cmd.Flags())
@@ -254,15 +252,7 @@ out of rotation for a while). --reason says why, for the events.`,
 			if err := releaseOutcome(&req, cmd.Flags().Changed("outcome"), outcome, cmd.Flags().Changed("reason"), reason); err != nil {
 				return err
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			l, err := c.Release(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return a.printLease(l)
+			return send(a, cmd, bind((*client.Client).Release, req), a.printLease)
 		},
 	}
 	cmd.Flags().StringVarP(&consumer, "consumer", "c", "", "refuse unless the lease is this consumer's")
@@ -300,19 +290,11 @@ func (a *app) renewCmd() *cobra.Command {
 		Short: "Extend an active lease to now + --duration seconds",
 		Args:  exactArgs(1, "one LEASE_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
 			req := model.RenewRequest{LeaseID: args[0], DurationSeconds: &duration}
 			if consumer != "" {
 				req.ConsumerName = &consumer
 			}
-			l, err := c.Renew(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return a.printLease(l)
+			return send(a, cmd, bind((*client.Client).Renew, req), a.printLease)
 		},
 	}
 	cmd.Flags().StringVarP(&consumer, "consumer", "c", "", "refuse unless the lease is this consumer's")
@@ -321,22 +303,7 @@ func (a *app) renewCmd() *cobra.Command {
 }
 
 func (a *app) leaseCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "lease LEASE_ID",
-		Short: "Show a lease",
-		Args:  exactArgs(1, "one LEASE_ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			l, err := c.Lease(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return a.printLease(l)
-		},
-	}
+	return showCmd(a, "lease LEASE_ID", "Show a lease", "one LEASE_ID", (*client.Client).Lease, a.printLease)
 }
 
 func (a *app) statsCmd() *cobra.Command {
@@ -349,31 +316,27 @@ func (a *app) statsCmd() *cobra.Command {
 			if pool == "" {
 				return usageErrorf("--pool is required")
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			s, err := c.Stats(cmd.Context(), pool)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(s)
-			}
-			return a.kv(
-				[2]string{"pool", s.PoolName},
-				[2]string{"total_proxies", strconv.Itoa(s.TotalProxies)},
-				[2]string{"active_proxies", strconv.Itoa(s.ActiveProxies)},
-				[2]string{"available_proxies", strconv.Itoa(s.AvailableProxies)},
-				[2]string{"leased_proxies", strconv.Itoa(s.LeasedProxies)},
-				[2]string{"total_leases", strconv.Itoa(s.TotalLeases)},
-				[2]string{"cooling_proxies", strconv.Itoa(s.CoolingProxies)},
-				[2]string{"collected_at", fmtTime(s.CollectedAt)},
-			)
+			return send(a, cmd, bind((*client.Client).Stats, pool), a.printStats)
 		},
 	}
 	cmd.Flags().StringVarP(&pool, "pool", "p", "", "pool name (required)")
 	return cmd
+}
+
+func (a *app) printStats(s model.PoolStatsSnapshot) error {
+	if a.jsonOut {
+		return a.printJSON(s)
+	}
+	return a.kv(
+		[2]string{"pool", s.PoolName},
+		[2]string{"total_proxies", strconv.Itoa(s.TotalProxies)},
+		[2]string{"active_proxies", strconv.Itoa(s.ActiveProxies)},
+		[2]string{"available_proxies", strconv.Itoa(s.AvailableProxies)},
+		[2]string{"leased_proxies", strconv.Itoa(s.LeasedProxies)},
+		[2]string{"total_leases", strconv.Itoa(s.TotalLeases)},
+		[2]string{"cooling_proxies", strconv.Itoa(s.CoolingProxies)},
+		[2]string{"collected_at", fmtTime(s.CollectedAt)},
+	)
 }
 
 func (a *app) cleanupCmd() *cobra.Command {
@@ -382,19 +345,13 @@ func (a *app) cleanupCmd() *cobra.Command {
 		Short: "Mark every lease past its expiry as expired and free its slot",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			n, err := c.Cleanup(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(model.CleanupReply{Released: n})
-			}
-			fmt.Fprintf(a.stdout, "expired %d lease(s)\n", n)
-			return nil
+			return send(a, cmd, (*client.Client).Cleanup, func(n int) error {
+				if a.jsonOut {
+					return a.printJSON(model.CleanupReply{Released: n})
+				}
+				fmt.Fprintf(a.stdout, "expired %d lease(s)\n", n)
+				return nil
+			})
 		},
 	}
 }

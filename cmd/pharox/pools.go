@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -38,18 +39,14 @@ func (c *cooldownFlags) build(current *model.Cooldown) (*model.Cooldown, error) 
 	if current != nil {
 		cd = *current
 	}
-	if c.fs.Changed("cooldown-failures") {
-		cd.Failures = c.failures
-	}
+	setIfGiven(c.fs, "cooldown-failures", &cd.Failures, c.failures)
 	if c.fs.Changed("cooldown-seconds") {
 		cd.Seconds = c.seconds
 		if current == nil && !c.fs.Changed("cooldown-max") {
 			cd.MaxSeconds = c.seconds
 		}
 	}
-	if c.fs.Changed("cooldown-max") {
-		cd.MaxSeconds = c.maxSecs
-	}
+	setIfGiven(c.fs, "cooldown-max", &cd.MaxSeconds, c.maxSecs)
 	if current == nil && (cd.Failures == 0 || cd.Seconds == 0) {
 		return nil, usageErrorf("a new cooldown needs --cooldown-failures and --cooldown-seconds")
 	}
@@ -113,15 +110,9 @@ func (h *healthFlags) build(current *model.HealthCheck) (*model.HealthCheck, err
 	if current != nil {
 		hc = *current
 	}
-	if h.changed("interval") {
-		hc.IntervalSeconds = h.interval
-	}
-	if h.changed("threshold") {
-		hc.FailureThreshold = h.threshold
-	}
-	if h.changed("enabled") {
-		hc.Enabled = h.enabled
-	}
+	setIfGiven(h.fs, "health-interval", &hc.IntervalSeconds, h.interval)
+	setIfGiven(h.fs, "health-threshold", &hc.FailureThreshold, h.threshold)
+	setIfGiven(h.fs, "health-enabled", &hc.Enabled, h.enabled)
 	if hc.IntervalSeconds <= 0 {
 		return nil, usageErrorf("a new health check needs --health-interval SECONDS")
 	}
@@ -131,21 +122,11 @@ func (h *healthFlags) build(current *model.HealthCheck) (*model.HealthCheck, err
 		if hc.Options != nil {
 			o = *hc.Options
 		}
-		if h.changed("url") {
-			o.TargetURL = h.url
-		}
-		if h.changed("timeout") {
-			o.Timeout = h.timeout
-		}
-		if h.changed("attempts") {
-			o.Attempts = h.attempts
-		}
-		if h.changed("expect") {
-			o.ExpectedStatusCodes = h.expect
-		}
-		if h.changed("slow-ms") {
-			o.SlowThresholdMs = h.slowMs
-		}
+		setIfGiven(h.fs, "health-url", &o.TargetURL, h.url)
+		setIfGiven(h.fs, "health-timeout", &o.Timeout, h.timeout)
+		setIfGiven(h.fs, "health-attempts", &o.Attempts, h.attempts)
+		setIfGiven(h.fs, "health-expect", &o.ExpectedStatusCodes, h.expect)
+		setIfGiven(h.fs, "health-slow-ms", &o.SlowThresholdMs, h.slowMs)
 		if o.TargetURL == "" {
 			return nil, usageErrorf("health check options need --health-url")
 		}
@@ -177,9 +158,7 @@ Cooldown: once a proxy's consecutive failures (reported on release) reach
 		Args: exactArgs(1, "one pool NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := model.PoolUpdateRequest{Name: args[0]}
-			if cmd.Flags().Changed("description") {
-				req.Description = model.Some(description)
-			}
+			setIfGiven(cmd.Flags(), "description", &req.Description, model.Some(description))
 			cleared := map[string]bool{}
 			for _, field := range clear {
 				f := strings.ReplaceAll(strings.TrimSpace(field), "-", "_")
@@ -197,10 +176,6 @@ Cooldown: once a proxy's consecutive failures (reported on release) reach
 			}
 			if (cleared["cooldown"] && cd.given()) || (cleared["description"] && cmd.Flags().Changed("description")) {
 				return usageErrorf("a field cannot be both set and cleared")
-			}
-			c, err := a.client()
-			if err != nil {
-				return err
 			}
 			if cd.given() || hf.changed("interval", "threshold", "enabled", "url", "timeout", "attempts", "expect", "slow-ms") {
 				// Partial settings merge into the pool's current ones.
@@ -222,11 +197,7 @@ Cooldown: once a proxy's consecutive failures (reported on release) reach
 					req.HealthCheck = model.Some(*v)
 				}
 			}
-			p, err := c.UpdatePool(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return a.printPools(p)
+			return send(a, cmd, bind((*client.Client).UpdatePool, req), single(a, a.printPools))
 		},
 	}
 	fs := cmd.Flags()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/model"
@@ -157,6 +158,14 @@ with its command's status.`,
 	return root, a
 }
 
+// setIfGiven sets *dst to v when the flag name was given on the command
+// line: what no flag names is not sent (or keeps its current value).
+func setIfGiven[T any](fs *pflag.FlagSet, name string, dst *T, v T) {
+	if fs.Changed(name) {
+		*dst = v
+	}
+}
+
 func envOr(getenv func(string) string, key, def string) string {
 	if v := getenv(key); v != "" {
 		return v
@@ -175,6 +184,13 @@ func groupRun(cmd *cobra.Command, args []string) error {
 		return usageError{errors.New(msg)}
 	}
 	return cmd.Help()
+}
+
+// group is a command that only holds subcommands (see groupRun).
+func group(use, short string, subs ...*cobra.Command) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short, Args: cobra.ArbitraryArgs, RunE: groupRun}
+	cmd.AddCommand(subs...)
+	return cmd
 }
 
 // exactArgs is cobra.ExactArgs as a usage error naming what is expected.
@@ -210,6 +226,66 @@ func (a *app) client() (*client.Client, error) {
 	a.nc = nc
 	a.c = client.New(nc, client.WithPrefix(a.prefix), client.WithTimeout(a.timeout))
 	return a.c, nil
+}
+
+// send is the round trip most commands make once their command line is
+// checked: connect on first use, make one call, print its reply with show.
+// call takes the client first so that a method expression such as
+// (*client.Client).ListPools is one.
+func send[T any](a *app, cmd *cobra.Command, call func(*client.Client, context.Context) (T, error), show func(T) error) error {
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	reply, err := call(c, cmd.Context())
+	if err != nil {
+		return err
+	}
+	return show(reply)
+}
+
+// bind is the call of send for a client method that takes a request, as in
+// bind((*client.Client).Lease, id).
+func bind[R, T any](method func(*client.Client, context.Context, R) (T, error), req R) func(*client.Client, context.Context) (T, error) {
+	return func(c *client.Client, ctx context.Context) (T, error) { return method(c, ctx, req) }
+}
+
+// single is the show of one item created or read: as JSON the item itself,
+// else a table of one row.
+func single[T any](a *app, table func(...T) error) func(T) error {
+	return func(v T) error {
+		if a.jsonOut {
+			return a.printJSON(v)
+		}
+		return table(v)
+	}
+}
+
+// listed is the show of a list reply: as JSON, wrap(items), an empty list
+// rather than null when there are none; else the table.
+func listed[T any](a *app, wrap func([]T) any, table func(...T) error) func([]T) error {
+	return func(items []T) error {
+		if a.jsonOut {
+			if items == nil {
+				items = []T{}
+			}
+			return a.printJSON(wrap(items))
+		}
+		return table(items...)
+	}
+}
+
+// showCmd is a command that reads one thing by its id or name, its one
+// argument, and prints it.
+func showCmd[T any](a *app, use, short, what string, get func(*client.Client, context.Context, string) (T, error), show func(T) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  exactArgs(1, what),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return send(a, cmd, bind(get, args[0]), show)
+		},
+	}
 }
 
 func (a *app) close() {
@@ -320,11 +396,14 @@ func orDash(s *string) string {
 
 func fmtTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
-func fmtTimePtr(t *time.Time) string {
-	if t == nil {
+func fmtTimePtr(t *time.Time) string { return dashOr(t, fmtTime) }
+
+// dashOr is *v in format, or "-" for nil.
+func dashOr[T any](v *T, format func(T) string) string {
+	if v == nil {
 		return "-"
 	}
-	return fmtTime(*t)
+	return format(*v)
 }
 
 // fmtMs renders milliseconds as a rounded Go duration (1.234ms, 2m0s).
