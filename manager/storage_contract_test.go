@@ -133,48 +133,47 @@ func (w worker) ApplyHealth(ctx context.Context, id string, status model.ProxySt
 	return p, previous, err
 }
 
+// must returns a call's result, failing the test on its error: the tail
+// that every helper below shares.
+func must[T any](t testing.TB) func(T, error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		require.NoError(t, err)
+		return v
+	}
+}
+
 func (e *env) pool(s worker, name string) model.ProxyPool {
 	e.t.Helper()
-	p, err := s.CreatePool(e.ctx, name, nil)
-	require.NoError(e.t, err)
-	return p
+	return must[model.ProxyPool](e.t)(s.CreatePool(e.ctx, name, nil))
 }
 
 func (e *env) add(s worker, pool string, inputs ...model.ProxyInput) []model.Proxy {
 	e.t.Helper()
-	out, err := s.AddProxies(e.ctx, pool, inputs)
-	require.NoError(e.t, err)
+	out := must[[]model.Proxy](e.t)(s.AddProxies(e.ctx, pool, inputs))
 	require.Len(e.t, out, len(inputs))
 	return out
 }
 
 func (e *env) consumer(s worker, name string) model.Consumer {
 	e.t.Helper()
-	c, err := s.EnsureConsumer(e.ctx, name)
-	require.NoError(e.t, err)
-	return c
+	return must[model.Consumer](e.t)(s.EnsureConsumer(e.ctx, name))
 }
 
 // grant acquires a lease that must be granted.
 func (e *env) grant(s worker, proxyID string, c model.Consumer, d time.Duration) testGrant {
 	e.t.Helper()
-	g, err := acquire(e.ctx, s, proxyID, c, d, nil)
-	require.NoError(e.t, err)
-	return g
+	return must[testGrant](e.t)(acquire(e.ctx, s, proxyID, c, d, nil))
 }
 
 func (e *env) proxy(s worker, id string) model.Proxy {
 	e.t.Helper()
-	p, err := s.GetProxy(e.ctx, id)
-	require.NoError(e.t, err)
-	return p
+	return must[model.Proxy](e.t)(s.GetProxy(e.ctx, id))
 }
 
 func (e *env) lease(s worker, id string) model.Lease {
 	e.t.Helper()
-	l, err := s.GetLease(e.ctx, id)
-	require.NoError(e.t, err)
-	return l
+	return must[model.Lease](e.t)(s.GetLease(e.ctx, id))
 }
 
 // testGrant is a committed lease as the suite checks it.
@@ -201,6 +200,24 @@ func acquire(ctx context.Context, s worker, proxyID string, c model.Consumer, d 
 		return testGrant{Lease: g.lease, Proxy: g.proxy, Expired: append(expired, g.expired...)}, nil
 	}
 	return testGrant{Expired: expired}, fmt.Errorf("acquire on %s: still conflicting after 500 attempts", proxyID)
+}
+
+// onBoth makes n calls at once, alternately on a and b (even i on a), and
+// returns their results and errors by i: the races between two workers
+// the suite runs.
+func onBoth[T any](n int, a, b worker, call func(worker) (T, error)) ([]T, []error) {
+	got := make([]T, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i], errs[i] = call([]worker{a, b}[i%2])
+		}()
+	}
+	wg.Wait()
+	return got, errs
 }
 
 func anyProxy(*record.Proxy) bool { return true }
@@ -303,21 +320,7 @@ func testConsumers(t *testing.T, newEnv envMaker) {
 	require.Equal(t, c1, e.consumer(b, "alice"), "another worker agrees on the id")
 
 	// First registration racing on two workers still yields one id.
-	var wg sync.WaitGroup
-	got := make([]model.Consumer, 8)
-	errs := make([]error, 8)
-	for i := range got {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := a
-			if i%2 == 1 {
-				s = b
-			}
-			got[i], errs[i] = s.EnsureConsumer(e.ctx, "bob")
-		}()
-	}
-	wg.Wait()
+	got, errs := onBoth(8, a, b, func(s worker) (model.Consumer, error) { return s.EnsureConsumer(e.ctx, "bob") })
 	require.NoError(t, errors.Join(errs...))
 	for _, c := range got {
 		require.Equal(t, got[0], c)
@@ -630,20 +633,7 @@ func testConcurrencyLimits(t *testing.T, newEnv envMaker) {
 
 	// Guarantee 1 under a race of two workers: exactly max_concurrency win.
 	const racers = 12
-	var wg sync.WaitGroup
-	errs := make([]error, racers)
-	for i := 0; i < racers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := a
-			if i%2 == 1 {
-				s = b
-			}
-			_, errs[i] = acquire(e.ctx, s, raced, c, time.Minute, nil)
-		}()
-	}
-	wg.Wait()
+	_, errs := onBoth(racers, a, b, func(s worker) (testGrant, error) { return acquire(e.ctx, s, raced, c, time.Minute, nil) })
 	won := 0
 	for _, err := range errs {
 		if err == nil {
@@ -791,21 +781,7 @@ func testExpiry(t *testing.T, newEnv envMaker) {
 		e.clock.Advance(2 * time.Second)
 		require.NoError(t, a.SyncProxies(e.ctx))
 		require.NoError(t, b.SyncProxies(e.ctx))
-		var wg sync.WaitGroup
-		results := make([][]model.Lease, 4)
-		errs := make([]error, 4)
-		for i := range results {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s := a
-				if i%2 == 1 {
-					s = b
-				}
-				results[i], errs[i] = s.CleanupExpired(e.ctx)
-			}()
-		}
-		wg.Wait()
+		results, errs := onBoth(4, a, b, func(s worker) ([]model.Lease, error) { return s.CleanupExpired(e.ctx) })
 		require.NoError(t, errors.Join(errs...))
 		var all []model.Lease
 		for _, r := range results {
@@ -962,33 +938,22 @@ func testFencingTokens(t *testing.T, newEnv envMaker) {
 	}
 
 	// Concurrent leases of one proxy get distinct tokens.
-	var wg sync.WaitGroup
-	tokens := make([]uint64, 16)
-	ids := make([]string, 16)
-	errs := make([]error, 16)
-	for i := range tokens {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			g, err := acquire(e.ctx, []worker{a, b}[i%2], other, c, time.Minute, nil)
-			tokens[i], ids[i], errs[i] = g.Lease.FencingToken, g.Lease.ID, err
-		}()
-	}
-	wg.Wait()
+	grants, errs := onBoth(16, a, b, func(s worker) (testGrant, error) { return acquire(e.ctx, s, other, c, time.Minute, nil) })
 	require.NoError(t, errors.Join(errs...))
 	seen := map[uint64]bool{}
-	for i, tok := range tokens {
+	for _, g := range grants {
+		tok := g.Lease.FencingToken
 		require.False(t, seen[tok], "token %d handed out twice", tok)
 		seen[tok] = true
 		// Each holder's token survives the writes that added the others.
-		require.Equal(t, tok, e.lease(a, ids[i]).FencingToken)
-		require.Equal(t, tok, e.lease(b, ids[i]).FencingToken)
+		require.Equal(t, tok, e.lease(a, g.Lease.ID).FencingToken)
+		require.Equal(t, tok, e.lease(b, g.Lease.ID).FencingToken)
 	}
-	for i, id := range ids {
-		l, changed, err := []worker{b, a}[i%2].Release(e.ctx, id, nil)
+	for i, g := range grants {
+		l, changed, err := []worker{b, a}[i%2].Release(e.ctx, g.Lease.ID, nil)
 		require.NoError(t, err)
 		require.True(t, changed)
-		require.Equal(t, tokens[i], l.FencingToken)
+		require.Equal(t, g.Lease.FencingToken, l.FencingToken)
 	}
 }
 
