@@ -608,14 +608,7 @@ func checkEvents(t *testing.T, ctx context.Context, env *invEnv, all []invGrant,
 	}
 	env.events.mu.Unlock()
 
-	stream, err := env.js.Stream(ctx, "PHAROX_EVENTS")
-	if err != nil {
-		t.Fatalf("events stream: %v", err)
-	}
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter("pharox.events.>"))
-	if err != nil {
-		t.Fatalf("events stream info: %v", err)
-	}
+	info := streamInfo(t, ctx, env.js, "PHAROX_EVENTS", jetstream.WithSubjectFilter("pharox.events.>"))
 	for name, n := range want {
 		if s := info.State.Subjects["pharox.events."+name]; s != uint64(n) {
 			t.Errorf("PHAROX_EVENTS holds %d %s events, want %d", s, name, n)
