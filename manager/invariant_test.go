@@ -21,7 +21,6 @@ import (
 	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/internal/workertest"
 	"github.com/pharox/pharox-nats/kvstore"
-	"github.com/pharox/pharox-nats/manager"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -806,14 +805,7 @@ func TestReleaseOnLaggingReplicaFreesTheSlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lagging, err := kvstore.Open(ctx, natstest.Connect(t, srv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m2, err := manager.New(ctx, lagging)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m2 := openManager(t, ctx, srv)
 	m2.Close() // the replica keeps the proxy as it was: no holder
 	var released []model.ReleaseEvent
 	m2.RegisterReleaseCallback(func(ev model.ReleaseEvent) { released = append(released, ev) })
