@@ -176,6 +176,15 @@ func (e *env) lease(s worker, id string) model.Lease {
 	return must[model.Lease](e.t)(s.GetLease(e.ctx, id))
 }
 
+// seed creates pool on s with the consumer alice and adds inputs to the
+// pool, in that order: where most cases start.
+func (e *env) seed(s worker, pool string, inputs ...model.ProxyInput) (model.Consumer, []model.Proxy) {
+	e.t.Helper()
+	e.pool(s, pool)
+	c := e.consumer(s, "alice")
+	return c, e.add(s, pool, inputs...)
+}
+
 // testGrant is a committed lease as the suite checks it.
 type testGrant struct {
 	Lease   model.Lease
@@ -202,20 +211,26 @@ func acquire(ctx context.Context, s worker, proxyID string, c model.Consumer, d 
 	return testGrant{Expired: expired}, fmt.Errorf("acquire on %s: still conflicting after 500 attempts", proxyID)
 }
 
-// onBoth makes n calls at once, alternately on a and b (even i on a), and
-// returns their results and errors by i: the races between two workers
-// the suite runs.
-func onBoth[T any](n int, a, b worker, call func(worker) (T, error)) ([]T, []error) {
-	got := make([]T, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
+// goOnBoth starts n goroutines counted by wg, the i-th running body on a
+// for even i and on b for odd: the races between two workers the suite
+// runs.
+func goOnBoth(wg *sync.WaitGroup, n int, a, b worker, body func(s worker, i int)) {
 	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got[i], errs[i] = call([]worker{a, b}[i%2])
+			body([]worker{a, b}[i%2], i)
 		}()
 	}
+}
+
+// onBoth makes n calls at once as goOnBoth places them and returns their
+// results and errors by i.
+func onBoth[T any](n int, a, b worker, call func(worker) (T, error)) ([]T, []error) {
+	got := make([]T, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	goOnBoth(&wg, n, a, b, func(s worker, i int) { got[i], errs[i] = call(s) })
 	wg.Wait()
 	return got, errs
 }
@@ -607,9 +622,7 @@ func testFilters(t *testing.T, newEnv envMaker) {
 func testConcurrencyLimits(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
-	e.pool(a, "lim")
-	c := e.consumer(a, "alice")
-	px := e.add(a, "lim", withMax(in("10.0.0.1", 1), 2), in("10.0.0.2", 2), withMax(in("10.0.0.3", 3), 3))
+	c, px := e.seed(a, "lim", withMax(in("10.0.0.1", 1), 2), in("10.0.0.2", 2), withMax(in("10.0.0.3", 3), 3))
 	limited, unlimited, raced := px[0].ID, px[1].ID, px[2].ID
 	require.Equal(t, ptr(2), px[0].MaxConcurrency)
 	require.Nil(t, px[1].MaxConcurrency)
@@ -649,9 +662,8 @@ func testConcurrencyLimits(t *testing.T, newEnv envMaker) {
 func testReleaseCycle(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
-	e.pool(a, "rel")
-	c := e.consumer(a, "alice")
-	p := e.add(a, "rel", withMax(in("10.0.0.1", 1), 1))[0]
+	c, px := e.seed(a, "rel", withMax(in("10.0.0.1", 1), 1))
+	p := px[0]
 
 	g := e.grant(a, p.ID, c, time.Minute)
 	_, err := acquire(e.ctx, b, p.ID, c, time.Minute, nil)
@@ -700,9 +712,7 @@ func testReleaseCycle(t *testing.T, newEnv envMaker) {
 func testExpiry(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
-	e.pool(a, "exp")
-	c := e.consumer(a, "alice")
-	px := e.add(a, "exp", withMax(in("10.0.0.1", 1), 1), withMax(in("10.0.0.2", 2), 1), in("10.0.0.3", 3))
+	c, px := e.seed(a, "exp", withMax(in("10.0.0.1", 1), 1), withMax(in("10.0.0.2", 2), 1), in("10.0.0.3", 3))
 	one := px[0].ID
 
 	// An expired lease never blocks an acquire; the committing acquire
@@ -799,9 +809,8 @@ func testExpiry(t *testing.T, newEnv envMaker) {
 func testExpiryGrace(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(WithExpiryGrace(500*time.Millisecond)), e.open(WithExpiryGrace(500*time.Millisecond))
-	e.pool(a, "grace")
-	c := e.consumer(a, "alice")
-	p := e.add(a, "grace", withMax(in("10.0.0.1", 1), 1))[0]
+	c, px := e.seed(a, "grace", withMax(in("10.0.0.1", 1), 1))
+	p := px[0]
 
 	g := e.grant(a, p.ID, c, time.Second)
 	// Past expires_at but within the grace: still held everywhere.
@@ -834,9 +843,7 @@ func testExpiryGrace(t *testing.T, newEnv envMaker) {
 func testRenew(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
-	e.pool(a, "renew")
-	c := e.consumer(a, "alice")
-	px := e.add(a, "renew", withMax(in("10.0.0.1", 1), 1), in("10.0.0.2", 2))
+	c, px := e.seed(a, "renew", withMax(in("10.0.0.1", 1), 1), in("10.0.0.2", 2))
 	p := px[0].ID
 
 	g := e.grant(a, p, c, 2*time.Second)
@@ -890,9 +897,7 @@ func testRenew(t *testing.T, newEnv envMaker) {
 func testFencingTokens(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
-	e.pool(a, "fence")
-	c := e.consumer(a, "alice")
-	px := e.add(a, "fence", withMax(in("10.0.0.1", 1), 1), in("10.0.0.2", 2))
+	c, px := e.seed(a, "fence", withMax(in("10.0.0.1", 1), 1), in("10.0.0.2", 2))
 	p, other := px[0].ID, px[1].ID
 
 	var last uint64
@@ -960,9 +965,7 @@ func testFencingTokens(t *testing.T, newEnv envMaker) {
 func testHealthApply(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
-	e.pool(a, "health")
-	c := e.consumer(a, "alice")
-	px := e.add(a, "health", in("10.0.0.1", 1), in("10.0.0.2", 2))
+	c, px := e.seed(a, "health", in("10.0.0.1", 1), in("10.0.0.2", 2))
 	p, hot := px[0].ID, px[1].ID
 
 	g := e.grant(a, p, c, time.Minute)
@@ -1001,50 +1004,40 @@ func testHealthApply(t *testing.T, newEnv envMaker) {
 		errs = append(errs, err)
 		mu.Unlock()
 	}
-	for w := 0; w < acquirers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := []worker{a, b}[w%2]
-			for i := 0; i < perAcquirer; i++ {
-				g, err := acquire(e.ctx, s, hot, c, time.Minute, nil)
-				if err != nil {
-					fail(err)
+	goOnBoth(&wg, acquirers, a, b, func(s worker, _ int) {
+		for i := 0; i < perAcquirer; i++ {
+			g, err := acquire(e.ctx, s, hot, c, time.Minute, nil)
+			if err != nil {
+				fail(err)
+				return
+			}
+			mu.Lock()
+			granted++
+			mu.Unlock()
+			if i%3 == 0 {
+				_, changed, err := s.Release(e.ctx, g.Lease.ID, nil)
+				if err != nil || !changed {
+					fail(fmt.Errorf("release %s: changed=%v err=%v", g.Lease.ID, changed, err))
 					return
 				}
 				mu.Lock()
-				granted++
+				released++
 				mu.Unlock()
-				if i%3 == 0 {
-					_, changed, err := s.Release(e.ctx, g.Lease.ID, nil)
-					if err != nil || !changed {
-						fail(fmt.Errorf("release %s: changed=%v err=%v", g.Lease.ID, changed, err))
-						return
-					}
-					mu.Lock()
-					released++
-					mu.Unlock()
-				} else {
-					mu.Lock()
-					held = append(held, g.Lease.ID)
-					mu.Unlock()
-				}
+			} else {
+				mu.Lock()
+				held = append(held, g.Lease.ID)
+				mu.Unlock()
 			}
-		}()
-	}
-	for w := 0; w < appliers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := []worker{a, b}[w%2]
-			for i := 0; i < perApplier; i++ {
-				if _, _, err := s.ApplyHealth(e.ctx, hot, model.ProxyActive, at.Add(time.Duration(i)*time.Millisecond)); err != nil {
-					fail(err)
-					return
-				}
+		}
+	})
+	goOnBoth(&wg, appliers, a, b, func(s worker, _ int) {
+		for i := 0; i < perApplier; i++ {
+			if _, _, err := s.ApplyHealth(e.ctx, hot, model.ProxyActive, at.Add(time.Duration(i)*time.Millisecond)); err != nil {
+				fail(err)
+				return
 			}
-		}()
-	}
+		}
+	})
 	wg.Wait()
 	require.NoError(t, errors.Join(errs...))
 	require.Equal(t, acquirers*perAcquirer, granted)
@@ -1189,9 +1182,7 @@ func testListProxies(t *testing.T, newEnv envMaker) {
 func testDeleteProxy(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
-	e.pool(a, "del")
-	c := e.consumer(a, "alice")
-	px := e.add(a, "del", in("10.0.0.1", 1), in("10.0.0.2", 2), in("10.0.0.3", 3), in("10.0.0.4", 4))
+	c, px := e.seed(a, "del", in("10.0.0.1", 1), in("10.0.0.2", 2), in("10.0.0.3", 3), in("10.0.0.4", 4))
 	busy, idle, lapsed, kept := px[0].ID, px[1].ID, px[2].ID, px[3].ID
 
 	g1 := e.grant(a, busy, c, time.Minute)
@@ -1255,31 +1246,25 @@ func testDeleteProxy(t *testing.T, newEnv envMaker) {
 func testMutateContention(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
-	e.pool(a, "hot")
-	c := e.consumer(a, "alice")
-	p := e.add(a, "hot", in("10.0.0.1", 1000))[0]
+	c, px := e.seed(a, "hot", in("10.0.0.1", 1000))
+	p := px[0]
 	g := e.grant(a, p.ID, c, time.Hour)
 
 	const writers, increments = 8, 50
 	var wg sync.WaitGroup
 	errs := make([]error, writers)
-	for w := 0; w < writers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := []worker{a, b}[w%2]
-			for i := 0; i < increments; i++ {
-				_, err := s.mutateProxy(e.ctx, p.ID, func(rec *record.Proxy, _ time.Time) ([]outbox.Event, error) {
-					rec.Port++
-					return nil, nil
-				})
-				if err != nil {
-					errs[w] = err
-					return
-				}
+	goOnBoth(&wg, writers, a, b, func(s worker, w int) {
+		for i := 0; i < increments; i++ {
+			_, err := s.mutateProxy(e.ctx, p.ID, func(rec *record.Proxy, _ time.Time) ([]outbox.Event, error) {
+				rec.Port++
+				return nil, nil
+			})
+			if err != nil {
+				errs[w] = err
+				return
 			}
-		}()
-	}
+		}
+	})
 	e.leaderChange() // while the writers write
 	wg.Wait()
 	require.NoError(t, errors.Join(errs...))
@@ -1312,9 +1297,8 @@ func testEndingRecordLate(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	// A short window, so that the test sees it pass.
 	a, b := e.open(WithEndedWindow(2*time.Second)), e.open(WithEndedWindow(2*time.Second))
-	e.pool(a, "late")
-	c := e.consumer(a, "alice")
-	p := e.add(a, "late", withMax(in("10.0.0.1", 1), 1))[0].ID
+	c, px := e.seed(a, "late", withMax(in("10.0.0.1", 1), 1))
+	p := px[0].ID
 	js, err := jetstream.New(e.connect())
 	require.NoError(t, err)
 	leases, err := js.KeyValue(e.ctx, kvstore.LeasesBucket)
