@@ -48,19 +48,13 @@ func TestDiscovery(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	w := e.workers[0]
 
-	msg, err := e.nc.Request("$SRV.PING.pharox", nil, requestTimeout)
-	require.NoError(t, err)
-	var ping micro.Ping
-	require.NoError(t, json.Unmarshal(msg.Data, &ping))
+	ping := srvReply[micro.Ping](t, e.nc, "$SRV.PING.pharox")
 	require.Equal(t, "pharox", ping.Name)
 	require.Equal(t, broker.Version, ping.Version)
 	require.Equal(t, micro.PingResponseType, ping.Type)
 	require.Equal(t, w.Broker.Info().ID, ping.ID)
 
-	msg, err = e.nc.Request("$SRV.INFO.pharox", nil, requestTimeout)
-	require.NoError(t, err)
-	var info micro.Info
-	require.NoError(t, json.Unmarshal(msg.Data, &info))
+	info := srvReply[micro.Info](t, e.nc, "$SRV.INFO.pharox")
 	require.Equal(t, "pharox", info.Name)
 	require.Equal(t, broker.Version, info.Version)
 	require.Equal(t, micro.InfoResponseType, info.Type)

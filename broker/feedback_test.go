@@ -430,10 +430,7 @@ func TestProtocolFilterAndExclusion(t *testing.T) {
 
 func TestV11DiscoveryAndOldRecords(t *testing.T) {
 	e := newEnv(t, envConfig{})
-	msg, err := e.nc.Request("$SRV.INFO.pharox", nil, requestTimeout)
-	require.NoError(t, err)
-	var info micro.Info
-	require.NoError(t, json.Unmarshal(msg.Data, &info))
+	info := srvReply[micro.Info](t, e.nc, "$SRV.INFO.pharox")
 	require.Equal(t, "1.1.0", info.Version, "workers implementing v1.1 say so")
 
 	// Records as the previous version wrote them, with none of the v1.1

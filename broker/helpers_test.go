@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pharox/pharox-nats/broker"
 	"github.com/pharox/pharox-nats/events"
 	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/internal/workertest"
@@ -24,6 +25,25 @@ import (
 
 // requestTimeout bounds every request a test sends.
 const requestTimeout = 10 * time.Second
+
+// srvRequest asks a $SRV subject of one broker instance and decodes the
+// reply.
+func srvRequest[T any](t testing.TB, nc *nats.Conn, verb micro.Verb, id string) T {
+	t.Helper()
+	subject, err := micro.ControlSubject(verb, broker.ServiceName, id)
+	require.NoError(t, err)
+	return srvReply[T](t, nc, subject)
+}
+
+// srvReply sends an empty request to a $SRV subject and decodes the reply.
+func srvReply[T any](t testing.TB, nc *nats.Conn, subject string) T {
+	t.Helper()
+	msg, err := nc.Request(subject, nil, requestTimeout)
+	require.NoError(t, err, subject)
+	var v T
+	require.NoError(t, json.Unmarshal(msg.Data, &v), "%s: %s", subject, msg.Data)
+	return v
+}
 
 var (
 	schemaOnce sync.Once

@@ -2,7 +2,6 @@ package broker_test
 
 import (
 	"context"
-	"encoding/json"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,19 +16,6 @@ import (
 	"github.com/pharox/pharox-nats/internal/workertest"
 	"github.com/pharox/pharox-nats/model"
 )
-
-// srvRequest asks a $SRV subject of one broker instance and decodes the
-// reply.
-func srvRequest[T any](t *testing.T, nc *nats.Conn, verb micro.Verb, id string) T {
-	t.Helper()
-	subject, err := micro.ControlSubject(verb, broker.ServiceName, id)
-	require.NoError(t, err)
-	msg, err := nc.Request(subject, nil, requestTimeout)
-	require.NoError(t, err, subject)
-	var v T
-	require.NoError(t, json.Unmarshal(msg.Data, &v), "%s: %s", subject, msg.Data)
-	return v
-}
 
 // TestServiceStatsCountWhatHappened sends a known mix of requests
 // (successes, 400s, 404s, a 503) to one broker and reads its $SRV.STATS:

@@ -242,14 +242,7 @@ func startFailureWatch(t *testing.T, ctx context.Context, js jetstream.JetStream
 // waitCaughtUp waits until the watcher has seen the bucket's last sequence.
 func (w *failureWatch) waitCaughtUp(t *testing.T, ctx context.Context, js jetstream.JetStream) {
 	t.Helper()
-	stream, err := js.Stream(ctx, "KV_"+kvstore.ProxiesBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := streamInfo(t, ctx, js, "KV_"+kvstore.ProxiesBucket)
 	for {
 		w.mu.Lock()
 		seen, ch := w.lastSeq, w.changed

@@ -21,7 +21,6 @@ import (
 	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/internal/workertest"
 	"github.com/pharox/pharox-nats/kvstore"
-	"github.com/pharox/pharox-nats/manager"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -608,14 +607,7 @@ func checkEvents(t *testing.T, ctx context.Context, env *invEnv, all []invGrant,
 	}
 	env.events.mu.Unlock()
 
-	stream, err := env.js.Stream(ctx, "PHAROX_EVENTS")
-	if err != nil {
-		t.Fatalf("events stream: %v", err)
-	}
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter("pharox.events.>"))
-	if err != nil {
-		t.Fatalf("events stream info: %v", err)
-	}
+	info := streamInfo(t, ctx, env.js, "PHAROX_EVENTS", jetstream.WithSubjectFilter("pharox.events.>"))
 	for name, n := range want {
 		if s := info.State.Subjects["pharox.events."+name]; s != uint64(n) {
 			t.Errorf("PHAROX_EVENTS holds %d %s events, want %d", s, name, n)
@@ -813,14 +805,7 @@ func TestReleaseOnLaggingReplicaFreesTheSlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lagging, err := kvstore.Open(ctx, natstest.Connect(t, srv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m2, err := manager.New(ctx, lagging)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m2 := openManager(t, ctx, srv)
 	m2.Close() // the replica keeps the proxy as it was: no holder
 	var released []model.ReleaseEvent
 	m2.RegisterReleaseCallback(func(ev model.ReleaseEvent) { released = append(released, ev) })

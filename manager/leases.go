@@ -52,21 +52,14 @@ func (m *Manager) release(ctx context.Context, req model.ReleaseRequest) (model.
 			return *held, false, err
 		}
 	}
-	var released *model.Lease
-	mut, err := m.mutateProxy(ctx, held.ProxyID, func(rec *record.Proxy, now time.Time) ([]outbox.Event, error) {
-		released = nil
-		i := rec.Holder(req.LeaseID)
-		if i < 0 {
-			return nil, errNoChange
-		}
+	released, mut, err := mutateHolder(ctx, m, held.ProxyID, req.LeaseID, func(rec *record.Proxy, i int, now time.Time) (*model.Lease, []outbox.Event) {
 		ev := releasedEvent(rec, rec.Holders[i], now, req.Outcome, req.Reason)
-		released = ev.Payload.(*model.ReleaseEvent).Lease
 		rec.Holders = append(rec.Holders[:i], rec.Holders[i+1:]...)
 		events := []outbox.Event{ev}
 		if fb := recordOutcome(rec, req.Outcome, cooldown, now); fb.cooled {
 			events = append(events, cooldownEvent(rec, req.Reason))
 		}
-		return events, nil
+		return ev.Payload.(*model.ReleaseEvent).Lease, events
 	})
 	if err != nil && !errors.Is(err, model.ErrProxyNotFound) {
 		return *held, false, err
@@ -120,18 +113,12 @@ func (m *Manager) renew(ctx context.Context, req model.RenewRequest) (model.Leas
 	if held.Status != model.LeaseActive {
 		return *held, none, leaseNotActive(*held)
 	}
-	var renewed *model.RenewedEvent
-	mut, err := m.mutateProxy(ctx, held.ProxyID, func(rec *record.Proxy, now time.Time) ([]outbox.Event, error) {
-		renewed = nil
-		i := rec.Holder(req.LeaseID)
-		if i < 0 {
-			return nil, errNoChange
-		}
+	renewed, mut, err := mutateHolder(ctx, m, held.ProxyID, req.LeaseID, func(rec *record.Proxy, i int, now time.Time) (*model.RenewedEvent, []outbox.Event) {
 		previous := rec.Holders[i].ExpiresAt
 		rec.Holders[i].ExpiresAt = now.Add(d)
 		lease := rec.LeaseFor(rec.Holders[i], 0, model.LeaseActive)
-		renewed = &model.RenewedEvent{Lease: &lease, PoolName: lease.PoolName, PreviousExpiresAt: previous}
-		return []outbox.Event{{Name: model.EventRenewed, Payload: renewed}}, nil
+		renewed := &model.RenewedEvent{Lease: &lease, PoolName: lease.PoolName, PreviousExpiresAt: previous}
+		return renewed, []outbox.Event{{Name: model.EventRenewed, Payload: renewed}}
 	})
 	if err != nil && !errors.Is(err, model.ErrProxyNotFound) {
 		return *held, none, err
@@ -145,6 +132,28 @@ func (m *Manager) renew(ctx context.Context, req model.RenewRequest) (model.Leas
 	}
 	m.log.Debug("renew", zap.String("lease_id", renewed.Lease.ID), zap.Time("expires_at", renewed.Lease.ExpiresAt))
 	return *renewed.Lease, renewed.PreviousExpiresAt, nil
+}
+
+// mutateHolder applies change to the holder of leaseID (at index i of the
+// record's holders) with mutateProxy's revision-checked write, and returns
+// what change made of the attempt that ended the retries. An attempt that
+// finds no such holder (the lease ended meanwhile) changes nothing and
+// leaves the result zero, so a value made by an earlier attempt that lost
+// its race is never taken for this write's.
+func mutateHolder[T any](ctx context.Context, m *Manager, proxyID, leaseID string, change func(rec *record.Proxy, i int, now time.Time) (T, []outbox.Event)) (T, mutation, error) {
+	var made T
+	mut, err := m.mutateProxy(ctx, proxyID, func(rec *record.Proxy, now time.Time) ([]outbox.Event, error) {
+		var zero T
+		made = zero
+		i := rec.Holder(leaseID)
+		if i < 0 {
+			return nil, errNoChange
+		}
+		var events []outbox.Event
+		made, events = change(rec, i, now)
+		return events, nil
+	})
+	return made, mut, err
 }
 
 // GetLease reads a lease as of now, reflecting every write acknowledged

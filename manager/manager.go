@@ -293,12 +293,16 @@ func addHook[T any](m *Manager, list *[]T, fn T) {
 	*list = append(*list, fn)
 }
 
-// hooks returns the callbacks registered so far. They are called without
-// the lock held, so a callback may register another or re-enter the manager.
-func hooks[T any](m *Manager, list *[]T) []T {
+// runHooks calls the callbacks of list registered so far with ev. They are
+// called without the lock held, so a callback may register another or
+// re-enter the manager.
+func runHooks[E any, F ~func(E)](m *Manager, list *[]F, ev E) {
 	m.cbMu.RLock()
-	defer m.cbMu.RUnlock()
-	return *list
+	fns := *list
+	m.cbMu.RUnlock()
+	for _, fn := range fns {
+		fn(ev)
+	}
 }
 
 // unavailable wraps an error of reaching the store (or the replica catching

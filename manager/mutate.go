@@ -241,30 +241,18 @@ func (m *Manager) committed(ctx context.Context, ticket, rev uint64, pool string
 func (m *Manager) fire(ev outbox.Event) {
 	switch p := ev.Payload.(type) {
 	case *model.AcquireEvent:
-		for _, fn := range hooks(m, &m.onAcquire) {
-			fn(*p)
-		}
+		runHooks(m, &m.onAcquire, *p)
 	case *model.ReleaseEvent:
-		for _, fn := range hooks(m, &m.onRelease) {
-			fn(*p)
-		}
+		runHooks(m, &m.onRelease, *p)
 	case *model.ExpiredEvent:
-		for _, fn := range hooks(m, &m.onExpired) {
-			fn(*p)
-		}
+		runHooks(m, &m.onExpired, *p)
 		m.log.Debug("expired", zap.String("lease_id", p.Lease.ID), zap.String("proxy_id", p.Lease.ProxyID))
 	case *model.RenewedEvent:
-		for _, fn := range hooks(m, &m.onRenew) {
-			fn(*p)
-		}
+		runHooks(m, &m.onRenew, *p)
 	case *model.HealthEvent:
-		for _, fn := range hooks(m, &m.onHealth) {
-			fn(*p)
-		}
+		runHooks(m, &m.onHealth, *p)
 	case *model.CooldownEvent:
-		for _, fn := range hooks(m, &m.onCooldown) {
-			fn(*p)
-		}
+		runHooks(m, &m.onCooldown, *p)
 		m.log.Info("proxy cooling down", zap.String("proxy_id", p.ProxyID), zap.String("pool", p.PoolName),
 			zap.Int("consecutive_failures", p.ConsecutiveFailures), zap.Time("cooldown_until", p.CooldownUntil))
 	}

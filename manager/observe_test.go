@@ -7,8 +7,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pharox/pharox-nats/internal/natstest"
-	"github.com/pharox/pharox-nats/kvstore"
-	"github.com/pharox/pharox-nats/manager"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -18,14 +16,7 @@ import (
 func TestReplicaLag(t *testing.T) {
 	srv := natstest.RunServer(t)
 	ctx := t.Context()
-	open := func() *manager.Manager {
-		store, err := kvstore.Open(ctx, natstest.Connect(t, srv))
-		require.NoError(t, err)
-		m, err := manager.New(ctx, store)
-		require.NoError(t, err)
-		return m
-	}
-	behind, current := open(), open()
+	behind, current := openManager(t, ctx, srv), openManager(t, ctx, srv)
 	t.Cleanup(current.Close)
 	_, err := current.CreatePool(ctx, model.PoolCreateRequest{Name: "first"})
 	require.NoError(t, err)

@@ -43,14 +43,7 @@ func startProxyWatch(t *testing.T, ctx context.Context, js jetstream.JetStream, 
 // sequence, then decodes every revision it received.
 func (w *proxyWatch) waitCaughtUp(t *testing.T, ctx context.Context, js jetstream.JetStream) {
 	t.Helper()
-	stream, err := js.Stream(ctx, kvstore.ProxiesStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := streamInfo(t, ctx, js, kvstore.ProxiesStream)
 	direct, err := w.log.Settle(ctx, info.State.LastSeq)
 	if err != nil {
 		t.Fatalf("proxy watch: %v", err)

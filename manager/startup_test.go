@@ -112,14 +112,7 @@ func checkStartupState(t *testing.T, ctx context.Context, nc *nats.Conn, ws []*w
 			t.Errorf("bucket %s holds %d values on a fresh start, want %d", name, st.Values(), want)
 		}
 	}
-	s, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := streamInfo(t, ctx, js, events.StreamName)
 	if len(info.Config.Subjects) != 1 || info.Config.Subjects[0] != "pharox.events.>" || info.Config.Duplicates <= 0 {
 		t.Errorf("events stream config: subjects %v, duplicates window %v", info.Config.Subjects, info.Config.Duplicates)
 	}

@@ -133,48 +133,56 @@ func (w worker) ApplyHealth(ctx context.Context, id string, status model.ProxySt
 	return p, previous, err
 }
 
+// must returns a call's result, failing the test on its error: the tail
+// that every helper below shares.
+func must[T any](t testing.TB) func(T, error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		require.NoError(t, err)
+		return v
+	}
+}
+
 func (e *env) pool(s worker, name string) model.ProxyPool {
 	e.t.Helper()
-	p, err := s.CreatePool(e.ctx, name, nil)
-	require.NoError(e.t, err)
-	return p
+	return must[model.ProxyPool](e.t)(s.CreatePool(e.ctx, name, nil))
 }
 
 func (e *env) add(s worker, pool string, inputs ...model.ProxyInput) []model.Proxy {
 	e.t.Helper()
-	out, err := s.AddProxies(e.ctx, pool, inputs)
-	require.NoError(e.t, err)
+	out := must[[]model.Proxy](e.t)(s.AddProxies(e.ctx, pool, inputs))
 	require.Len(e.t, out, len(inputs))
 	return out
 }
 
 func (e *env) consumer(s worker, name string) model.Consumer {
 	e.t.Helper()
-	c, err := s.EnsureConsumer(e.ctx, name)
-	require.NoError(e.t, err)
-	return c
+	return must[model.Consumer](e.t)(s.EnsureConsumer(e.ctx, name))
 }
 
 // grant acquires a lease that must be granted.
 func (e *env) grant(s worker, proxyID string, c model.Consumer, d time.Duration) testGrant {
 	e.t.Helper()
-	g, err := acquire(e.ctx, s, proxyID, c, d, nil)
-	require.NoError(e.t, err)
-	return g
+	return must[testGrant](e.t)(acquire(e.ctx, s, proxyID, c, d, nil))
 }
 
 func (e *env) proxy(s worker, id string) model.Proxy {
 	e.t.Helper()
-	p, err := s.GetProxy(e.ctx, id)
-	require.NoError(e.t, err)
-	return p
+	return must[model.Proxy](e.t)(s.GetProxy(e.ctx, id))
 }
 
 func (e *env) lease(s worker, id string) model.Lease {
 	e.t.Helper()
-	l, err := s.GetLease(e.ctx, id)
-	require.NoError(e.t, err)
-	return l
+	return must[model.Lease](e.t)(s.GetLease(e.ctx, id))
+}
+
+// seed creates pool on s with the consumer alice and adds inputs to the
+// pool, in that order: where most cases start.
+func (e *env) seed(s worker, pool string, inputs ...model.ProxyInput) (model.Consumer, []model.Proxy) {
+	e.t.Helper()
+	e.pool(s, pool)
+	c := e.consumer(s, "alice")
+	return c, e.add(s, pool, inputs...)
 }
 
 // testGrant is a committed lease as the suite checks it.
@@ -201,6 +209,30 @@ func acquire(ctx context.Context, s worker, proxyID string, c model.Consumer, d 
 		return testGrant{Lease: g.lease, Proxy: g.proxy, Expired: append(expired, g.expired...)}, nil
 	}
 	return testGrant{Expired: expired}, fmt.Errorf("acquire on %s: still conflicting after 500 attempts", proxyID)
+}
+
+// goOnBoth starts n goroutines counted by wg, the i-th running body on a
+// for even i and on b for odd: the races between two workers the suite
+// runs.
+func goOnBoth(wg *sync.WaitGroup, n int, a, b worker, body func(s worker, i int)) {
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body([]worker{a, b}[i%2], i)
+		}()
+	}
+}
+
+// onBoth makes n calls at once as goOnBoth places them and returns their
+// results and errors by i.
+func onBoth[T any](n int, a, b worker, call func(worker) (T, error)) ([]T, []error) {
+	got := make([]T, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	goOnBoth(&wg, n, a, b, func(s worker, i int) { got[i], errs[i] = call(s) })
+	wg.Wait()
+	return got, errs
 }
 
 func anyProxy(*record.Proxy) bool { return true }
@@ -303,21 +335,7 @@ func testConsumers(t *testing.T, newEnv envMaker) {
 	require.Equal(t, c1, e.consumer(b, "alice"), "another worker agrees on the id")
 
 	// First registration racing on two workers still yields one id.
-	var wg sync.WaitGroup
-	got := make([]model.Consumer, 8)
-	errs := make([]error, 8)
-	for i := range got {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := a
-			if i%2 == 1 {
-				s = b
-			}
-			got[i], errs[i] = s.EnsureConsumer(e.ctx, "bob")
-		}()
-	}
-	wg.Wait()
+	got, errs := onBoth(8, a, b, func(s worker) (model.Consumer, error) { return s.EnsureConsumer(e.ctx, "bob") })
 	require.NoError(t, errors.Join(errs...))
 	for _, c := range got {
 		require.Equal(t, got[0], c)
@@ -604,9 +622,7 @@ func testFilters(t *testing.T, newEnv envMaker) {
 func testConcurrencyLimits(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
-	e.pool(a, "lim")
-	c := e.consumer(a, "alice")
-	px := e.add(a, "lim", withMax(in("10.0.0.1", 1), 2), in("10.0.0.2", 2), withMax(in("10.0.0.3", 3), 3))
+	c, px := e.seed(a, "lim", withMax(in("10.0.0.1", 1), 2), in("10.0.0.2", 2), withMax(in("10.0.0.3", 3), 3))
 	limited, unlimited, raced := px[0].ID, px[1].ID, px[2].ID
 	require.Equal(t, ptr(2), px[0].MaxConcurrency)
 	require.Nil(t, px[1].MaxConcurrency)
@@ -630,20 +646,7 @@ func testConcurrencyLimits(t *testing.T, newEnv envMaker) {
 
 	// Guarantee 1 under a race of two workers: exactly max_concurrency win.
 	const racers = 12
-	var wg sync.WaitGroup
-	errs := make([]error, racers)
-	for i := 0; i < racers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := a
-			if i%2 == 1 {
-				s = b
-			}
-			_, errs[i] = acquire(e.ctx, s, raced, c, time.Minute, nil)
-		}()
-	}
-	wg.Wait()
+	_, errs := onBoth(racers, a, b, func(s worker) (testGrant, error) { return acquire(e.ctx, s, raced, c, time.Minute, nil) })
 	won := 0
 	for _, err := range errs {
 		if err == nil {
@@ -659,9 +662,8 @@ func testConcurrencyLimits(t *testing.T, newEnv envMaker) {
 func testReleaseCycle(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
-	e.pool(a, "rel")
-	c := e.consumer(a, "alice")
-	p := e.add(a, "rel", withMax(in("10.0.0.1", 1), 1))[0]
+	c, px := e.seed(a, "rel", withMax(in("10.0.0.1", 1), 1))
+	p := px[0]
 
 	g := e.grant(a, p.ID, c, time.Minute)
 	_, err := acquire(e.ctx, b, p.ID, c, time.Minute, nil)
@@ -710,9 +712,7 @@ func testReleaseCycle(t *testing.T, newEnv envMaker) {
 func testExpiry(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
-	e.pool(a, "exp")
-	c := e.consumer(a, "alice")
-	px := e.add(a, "exp", withMax(in("10.0.0.1", 1), 1), withMax(in("10.0.0.2", 2), 1), in("10.0.0.3", 3))
+	c, px := e.seed(a, "exp", withMax(in("10.0.0.1", 1), 1), withMax(in("10.0.0.2", 2), 1), in("10.0.0.3", 3))
 	one := px[0].ID
 
 	// An expired lease never blocks an acquire; the committing acquire
@@ -791,21 +791,7 @@ func testExpiry(t *testing.T, newEnv envMaker) {
 		e.clock.Advance(2 * time.Second)
 		require.NoError(t, a.SyncProxies(e.ctx))
 		require.NoError(t, b.SyncProxies(e.ctx))
-		var wg sync.WaitGroup
-		results := make([][]model.Lease, 4)
-		errs := make([]error, 4)
-		for i := range results {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s := a
-				if i%2 == 1 {
-					s = b
-				}
-				results[i], errs[i] = s.CleanupExpired(e.ctx)
-			}()
-		}
-		wg.Wait()
+		results, errs := onBoth(4, a, b, func(s worker) ([]model.Lease, error) { return s.CleanupExpired(e.ctx) })
 		require.NoError(t, errors.Join(errs...))
 		var all []model.Lease
 		for _, r := range results {
@@ -823,9 +809,8 @@ func testExpiry(t *testing.T, newEnv envMaker) {
 func testExpiryGrace(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(WithExpiryGrace(500*time.Millisecond)), e.open(WithExpiryGrace(500*time.Millisecond))
-	e.pool(a, "grace")
-	c := e.consumer(a, "alice")
-	p := e.add(a, "grace", withMax(in("10.0.0.1", 1), 1))[0]
+	c, px := e.seed(a, "grace", withMax(in("10.0.0.1", 1), 1))
+	p := px[0]
 
 	g := e.grant(a, p.ID, c, time.Second)
 	// Past expires_at but within the grace: still held everywhere.
@@ -858,9 +843,7 @@ func testExpiryGrace(t *testing.T, newEnv envMaker) {
 func testRenew(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
-	e.pool(a, "renew")
-	c := e.consumer(a, "alice")
-	px := e.add(a, "renew", withMax(in("10.0.0.1", 1), 1), in("10.0.0.2", 2))
+	c, px := e.seed(a, "renew", withMax(in("10.0.0.1", 1), 1), in("10.0.0.2", 2))
 	p := px[0].ID
 
 	g := e.grant(a, p, c, 2*time.Second)
@@ -914,9 +897,7 @@ func testRenew(t *testing.T, newEnv envMaker) {
 func testFencingTokens(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
-	e.pool(a, "fence")
-	c := e.consumer(a, "alice")
-	px := e.add(a, "fence", withMax(in("10.0.0.1", 1), 1), in("10.0.0.2", 2))
+	c, px := e.seed(a, "fence", withMax(in("10.0.0.1", 1), 1), in("10.0.0.2", 2))
 	p, other := px[0].ID, px[1].ID
 
 	var last uint64
@@ -962,42 +943,29 @@ func testFencingTokens(t *testing.T, newEnv envMaker) {
 	}
 
 	// Concurrent leases of one proxy get distinct tokens.
-	var wg sync.WaitGroup
-	tokens := make([]uint64, 16)
-	ids := make([]string, 16)
-	errs := make([]error, 16)
-	for i := range tokens {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			g, err := acquire(e.ctx, []worker{a, b}[i%2], other, c, time.Minute, nil)
-			tokens[i], ids[i], errs[i] = g.Lease.FencingToken, g.Lease.ID, err
-		}()
-	}
-	wg.Wait()
+	grants, errs := onBoth(16, a, b, func(s worker) (testGrant, error) { return acquire(e.ctx, s, other, c, time.Minute, nil) })
 	require.NoError(t, errors.Join(errs...))
 	seen := map[uint64]bool{}
-	for i, tok := range tokens {
+	for _, g := range grants {
+		tok := g.Lease.FencingToken
 		require.False(t, seen[tok], "token %d handed out twice", tok)
 		seen[tok] = true
 		// Each holder's token survives the writes that added the others.
-		require.Equal(t, tok, e.lease(a, ids[i]).FencingToken)
-		require.Equal(t, tok, e.lease(b, ids[i]).FencingToken)
+		require.Equal(t, tok, e.lease(a, g.Lease.ID).FencingToken)
+		require.Equal(t, tok, e.lease(b, g.Lease.ID).FencingToken)
 	}
-	for i, id := range ids {
-		l, changed, err := []worker{b, a}[i%2].Release(e.ctx, id, nil)
+	for i, g := range grants {
+		l, changed, err := []worker{b, a}[i%2].Release(e.ctx, g.Lease.ID, nil)
 		require.NoError(t, err)
 		require.True(t, changed)
-		require.Equal(t, tokens[i], l.FencingToken)
+		require.Equal(t, g.Lease.FencingToken, l.FencingToken)
 	}
 }
 
 func testHealthApply(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
-	e.pool(a, "health")
-	c := e.consumer(a, "alice")
-	px := e.add(a, "health", in("10.0.0.1", 1), in("10.0.0.2", 2))
+	c, px := e.seed(a, "health", in("10.0.0.1", 1), in("10.0.0.2", 2))
 	p, hot := px[0].ID, px[1].ID
 
 	g := e.grant(a, p, c, time.Minute)
@@ -1036,50 +1004,40 @@ func testHealthApply(t *testing.T, newEnv envMaker) {
 		errs = append(errs, err)
 		mu.Unlock()
 	}
-	for w := 0; w < acquirers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := []worker{a, b}[w%2]
-			for i := 0; i < perAcquirer; i++ {
-				g, err := acquire(e.ctx, s, hot, c, time.Minute, nil)
-				if err != nil {
-					fail(err)
+	goOnBoth(&wg, acquirers, a, b, func(s worker, _ int) {
+		for i := 0; i < perAcquirer; i++ {
+			g, err := acquire(e.ctx, s, hot, c, time.Minute, nil)
+			if err != nil {
+				fail(err)
+				return
+			}
+			mu.Lock()
+			granted++
+			mu.Unlock()
+			if i%3 == 0 {
+				_, changed, err := s.Release(e.ctx, g.Lease.ID, nil)
+				if err != nil || !changed {
+					fail(fmt.Errorf("release %s: changed=%v err=%v", g.Lease.ID, changed, err))
 					return
 				}
 				mu.Lock()
-				granted++
+				released++
 				mu.Unlock()
-				if i%3 == 0 {
-					_, changed, err := s.Release(e.ctx, g.Lease.ID, nil)
-					if err != nil || !changed {
-						fail(fmt.Errorf("release %s: changed=%v err=%v", g.Lease.ID, changed, err))
-						return
-					}
-					mu.Lock()
-					released++
-					mu.Unlock()
-				} else {
-					mu.Lock()
-					held = append(held, g.Lease.ID)
-					mu.Unlock()
-				}
+			} else {
+				mu.Lock()
+				held = append(held, g.Lease.ID)
+				mu.Unlock()
 			}
-		}()
-	}
-	for w := 0; w < appliers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := []worker{a, b}[w%2]
-			for i := 0; i < perApplier; i++ {
-				if _, _, err := s.ApplyHealth(e.ctx, hot, model.ProxyActive, at.Add(time.Duration(i)*time.Millisecond)); err != nil {
-					fail(err)
-					return
-				}
+		}
+	})
+	goOnBoth(&wg, appliers, a, b, func(s worker, _ int) {
+		for i := 0; i < perApplier; i++ {
+			if _, _, err := s.ApplyHealth(e.ctx, hot, model.ProxyActive, at.Add(time.Duration(i)*time.Millisecond)); err != nil {
+				fail(err)
+				return
 			}
-		}()
-	}
+		}
+	})
 	wg.Wait()
 	require.NoError(t, errors.Join(errs...))
 	require.Equal(t, acquirers*perAcquirer, granted)
@@ -1224,9 +1182,7 @@ func testListProxies(t *testing.T, newEnv envMaker) {
 func testDeleteProxy(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
-	e.pool(a, "del")
-	c := e.consumer(a, "alice")
-	px := e.add(a, "del", in("10.0.0.1", 1), in("10.0.0.2", 2), in("10.0.0.3", 3), in("10.0.0.4", 4))
+	c, px := e.seed(a, "del", in("10.0.0.1", 1), in("10.0.0.2", 2), in("10.0.0.3", 3), in("10.0.0.4", 4))
 	busy, idle, lapsed, kept := px[0].ID, px[1].ID, px[2].ID, px[3].ID
 
 	g1 := e.grant(a, busy, c, time.Minute)
@@ -1290,31 +1246,25 @@ func testDeleteProxy(t *testing.T, newEnv envMaker) {
 func testMutateContention(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, b := e.open(), e.open()
-	e.pool(a, "hot")
-	c := e.consumer(a, "alice")
-	p := e.add(a, "hot", in("10.0.0.1", 1000))[0]
+	c, px := e.seed(a, "hot", in("10.0.0.1", 1000))
+	p := px[0]
 	g := e.grant(a, p.ID, c, time.Hour)
 
 	const writers, increments = 8, 50
 	var wg sync.WaitGroup
 	errs := make([]error, writers)
-	for w := 0; w < writers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := []worker{a, b}[w%2]
-			for i := 0; i < increments; i++ {
-				_, err := s.mutateProxy(e.ctx, p.ID, func(rec *record.Proxy, _ time.Time) ([]outbox.Event, error) {
-					rec.Port++
-					return nil, nil
-				})
-				if err != nil {
-					errs[w] = err
-					return
-				}
+	goOnBoth(&wg, writers, a, b, func(s worker, w int) {
+		for i := 0; i < increments; i++ {
+			_, err := s.mutateProxy(e.ctx, p.ID, func(rec *record.Proxy, _ time.Time) ([]outbox.Event, error) {
+				rec.Port++
+				return nil, nil
+			})
+			if err != nil {
+				errs[w] = err
+				return
 			}
-		}()
-	}
+		}
+	})
 	e.leaderChange() // while the writers write
 	wg.Wait()
 	require.NoError(t, errors.Join(errs...))
@@ -1347,9 +1297,8 @@ func testEndingRecordLate(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	// A short window, so that the test sees it pass.
 	a, b := e.open(WithEndedWindow(2*time.Second)), e.open(WithEndedWindow(2*time.Second))
-	e.pool(a, "late")
-	c := e.consumer(a, "alice")
-	p := e.add(a, "late", withMax(in("10.0.0.1", 1), 1))[0].ID
+	c, px := e.seed(a, "late", withMax(in("10.0.0.1", 1), 1))
+	p := px[0].ID
 	js, err := jetstream.New(e.connect())
 	require.NoError(t, err)
 	leases, err := js.KeyValue(e.ctx, kvstore.LeasesBucket)

@@ -109,15 +109,7 @@ func (e *leaseEnv) lastSeqs() map[string]uint64 {
 		if !strings.HasPrefix(name, "KV_") {
 			continue
 		}
-		s, err := e.js.Stream(ctx, name)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		out[name] = info.State.LastSeq
+		out[name] = streamInfo(e.t, ctx, e.js, name).State.LastSeq
 	}
 	if len(out) < 4 {
 		e.t.Fatalf("found only the buckets %v", out)
@@ -126,6 +118,17 @@ func (e *leaseEnv) lastSeqs() map[string]uint64 {
 }
 
 func req(pool string) model.AcquireRequest { return model.AcquireRequest{PoolName: pool} }
+
+// withLease runs WithLease on pool with fn and returns the lease fn ran
+// with (zero when fn was not called) and WithLease's error.
+func (e *leaseEnv) withLease(ctx context.Context, pool string, fn func() error) (model.Lease, error) {
+	var held model.Lease
+	err := e.m.WithLease(ctx, req(pool), func(l model.Lease, _ model.Proxy) error {
+		held = l
+		return fn()
+	})
+	return held, err
+}
 
 func TestWithLeaseReleasesOnSuccess(t *testing.T) {
 	e := newLeaseEnv(t)
@@ -156,11 +159,7 @@ func TestWithLeaseReleasesWhenFnFails(t *testing.T) {
 	e := newLeaseEnv(t)
 	e.pool("wl-err", 1, "10.1.0.1")
 	boom := errors.New("boom")
-	var held model.Lease
-	err := e.m.WithLease(testCtx(t), req("wl-err"), func(l model.Lease, _ model.Proxy) error {
-		held = l
-		return fmt.Errorf("scraping failed: %w", boom)
-	})
+	held, err := e.withLease(testCtx(t), "wl-err", func() error { return fmt.Errorf("scraping failed: %w", boom) })
 	if !errors.Is(err, boom) {
 		t.Fatalf("WithLease = %v, want fn's error", err)
 	}
@@ -203,9 +202,7 @@ func TestWithLeaseReleasesWhenCallerContextIsCancelled(t *testing.T) {
 	t.Run("fn returns ctx.Err", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(testCtx(t))
 		defer cancel()
-		var held model.Lease
-		err := e.m.WithLease(ctx, req("wl-ctx"), func(l model.Lease, _ model.Proxy) error {
-			held = l
+		held, err := e.withLease(ctx, "wl-ctx", func() error {
 			cancel()
 			return ctx.Err()
 		})
@@ -217,9 +214,7 @@ func TestWithLeaseReleasesWhenCallerContextIsCancelled(t *testing.T) {
 	t.Run("fn ignores the cancel", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(testCtx(t))
 		defer cancel()
-		var held model.Lease
-		err := e.m.WithLease(ctx, req("wl-ctx"), func(l model.Lease, _ model.Proxy) error {
-			held = l
+		held, err := e.withLease(ctx, "wl-ctx", func() error {
 			cancel()
 			return nil
 		})
@@ -231,9 +226,7 @@ func TestWithLeaseReleasesWhenCallerContextIsCancelled(t *testing.T) {
 	t.Run("deadline passes during fn", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(testCtx(t), 300*time.Millisecond)
 		defer cancel()
-		var held model.Lease
-		err := e.m.WithLease(ctx, req("wl-ctx"), func(l model.Lease, _ model.Proxy) error {
-			held = l
+		held, err := e.withLease(ctx, "wl-ctx", func() error {
 			<-ctx.Done()
 			return nil
 		})
@@ -299,17 +292,22 @@ type callbackLog struct {
 	releases []model.ReleaseEvent
 }
 
-func (c *callbackLog) register(m *manager.Manager) {
-	m.RegisterAcquireCallback(func(ev model.AcquireEvent) {
+// logCallbacks registers a callbackLog for m's acquire and release
+// callbacks.
+func logCallbacks(m *manager.Manager) *callbackLog {
+	c := &callbackLog{}
+	m.RegisterAcquireCallback(logInto(c, &c.acquires))
+	m.RegisterReleaseCallback(logInto(c, &c.releases))
+	return c
+}
+
+// logInto is a callback that appends its payload to one of c's lists.
+func logInto[E any](c *callbackLog, list *[]E) func(E) {
+	return func(ev E) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		c.acquires = append(c.acquires, ev)
-	})
-	m.RegisterReleaseCallback(func(ev model.ReleaseEvent) {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		c.releases = append(c.releases, ev)
-	})
+		*list = append(*list, ev)
+	}
 }
 
 func (c *callbackLog) counts() (int, int) {
@@ -320,29 +318,30 @@ func (c *callbackLog) counts() (int, int) {
 
 func (c *callbackLog) lastAcquire(t *testing.T) model.AcquireEvent {
 	t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.acquires) == 0 {
-		t.Fatal("no acquire callback")
-	}
-	return c.acquires[len(c.acquires)-1]
+	return lastLogged(t, c, &c.acquires, "acquire")
 }
 
 func (c *callbackLog) lastRelease(t *testing.T) model.ReleaseEvent {
 	t.Helper()
+	return lastLogged(t, c, &c.releases, "release")
+}
+
+// lastLogged is the newest payload of one of c's lists; the test fails when
+// no callback of that kind (what) ran.
+func lastLogged[E any](t testing.TB, c *callbackLog, list *[]E, what string) E {
+	t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.releases) == 0 {
-		t.Fatal("no release callback")
+	if len(*list) == 0 {
+		t.Fatalf("no %s callback", what)
 	}
-	return c.releases[len(c.releases)-1]
+	return (*list)[len(*list)-1]
 }
 
 func TestCallbacksCarryTheirPayloads(t *testing.T) {
 	e := newLeaseEnv(t)
 	px := e.pool("cb", 1, "10.2.0.1")
-	var cb callbackLog
-	cb.register(e.m)
+	cb := logCallbacks(e.m)
 	ctx := testCtx(t)
 	consumer := "cb-user"
 
@@ -515,8 +514,7 @@ func TestAcquireProxyDefaults(t *testing.T) {
 func TestAcquireProxyBadInputsChangeNothing(t *testing.T) {
 	e := newLeaseEnv(t)
 	px := e.pool("bad-in", 1, "10.4.0.1")
-	var cb callbackLog
-	cb.register(e.m)
+	cb := logCallbacks(e.m)
 	ctx := testCtx(t)
 	ghost := "ghost-consumer" // valid name, must not get registered by a refused request
 	before := e.lastSeqs()
