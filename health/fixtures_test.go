@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/pharox/pharox-nats/health"
 	"github.com/pharox/pharox-nats/model"
 )
 
@@ -24,6 +25,14 @@ type targets struct {
 	tls         *tls.Config // trusts the https server
 	mu          sync.Mutex
 	flaky       map[string]int
+}
+
+// startProbing is a probe test's setup: the targets, a prober that trusts
+// their TLS, and their URLs that answer 200 over http and over https.
+func startProbing(t *testing.T) (tg *targets, p *health.Prober, httpOK, httpsOK string) {
+	t.Helper()
+	tg = startTargets(t)
+	return tg, health.NewProber(tg.tls), tg.http.URL + "/ok", tg.https.URL + "/ok"
 }
 
 func startTargets(t *testing.T) *targets {

@@ -63,10 +63,8 @@ func deref(s *string) string {
 
 func TestProbeProtocols(t *testing.T) {
 	t.Parallel()
-	tg := startTargets(t)
-	p := health.NewProber(tg.tls)
+	tg, p, httpOK, httpsOK := startProbing(t)
 	ctx := context.Background()
-	httpOK, httpsOK := tg.http.URL+"/ok", tg.https.URL+"/ok"
 
 	fwd := proxytest.HTTP(t, proxytest.HTTPConfig{})
 	fwdAuth := proxytest.HTTP(t, proxytest.HTTPConfig{User: "bot", Password: "s3cret:/@"})
@@ -114,10 +112,8 @@ func TestProbeProtocols(t *testing.T) {
 
 func TestProbeFailures(t *testing.T) {
 	t.Parallel()
-	tg := startTargets(t)
-	p := health.NewProber(tg.tls)
+	tg, p, httpOK, httpsOK := startProbing(t)
 	ctx := context.Background()
-	httpOK, httpsOK := tg.http.URL+"/ok", tg.https.URL+"/ok"
 	fwd := proxytest.HTTP(t, proxytest.HTTPConfig{})
 	fwdPort := fwd.Port
 

@@ -250,7 +250,7 @@ func TestSweepsTwoWorkers(t *testing.T) {
 				ps[i].Result.CheckedAt.Sub(ps[i].SlotStart) > 250*time.Millisecond:
 				lateGaps += int(d - 1)
 			default:
-				require.Failf(t, "slot skipped", "proxy %s (%s): slots %v, on time and away from A's stop", id, k, keysOf(slots))
+				require.Failf(t, "slot skipped", "proxy %s (%s): slots %v, on time and away from A's stop", id, k, slices.Sorted(maps.Keys(slots)))
 			}
 		}
 		require.Equal(t, int(last-first+1), len(slots)+gaps)
@@ -358,15 +358,6 @@ func TestSweepsTwoWorkers(t *testing.T) {
 	// Lateness depends on the machine's load; a sweeper that lost most
 	// slots would still fail here.
 	require.Less(t, lateGaps, total/2, "most slots are probed even when late")
-}
-
-func keysOf(m map[int64]int) []int64 {
-	var out []int64
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 func ptrTo[T any](v T) *T { return &v }

@@ -282,11 +282,7 @@ func (s *Store) stepDown(ctx context.Context, stream, to string) error {
 		return storeErr("step down "+stream, err)
 	}
 	var resp struct {
-		Error *struct {
-			Code    int    `json:"code"`
-			ErrCode int    `json:"err_code"`
-			Desc    string `json:"description"`
-		} `json:"error"`
+		Error *apiError `json:"error"`
 	}
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
 		return fmt.Errorf("step down %s: decode reply: %w", stream, err)

@@ -80,11 +80,7 @@ func (s *Store) lastOnSubject(ctx context.Context, bucket, key string) (*storedM
 		return nil, storeErr("get "+bucket+"/"+key, err)
 	}
 	var resp struct {
-		Error *struct {
-			Code    int    `json:"code"`
-			ErrCode int    `json:"err_code"`
-			Desc    string `json:"description"`
-		} `json:"error"`
+		Error   *apiError  `json:"error"`
 		Message *storedMsg `json:"message"`
 	}
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
@@ -154,3 +150,11 @@ func (s *Store) streamState(ctx context.Context, kv jetstream.KeyValue) (jetstre
 func zapBucket(b string) zap.Field { return zap.String("bucket", b) }
 func zapKey(k string) zap.Field    { return zap.String("key", k) }
 func zapErr(err error) zap.Field   { return zap.Error(err) }
+
+// apiError is the error a JetStream API answer carries: the requests this
+// package makes by hand decode it.
+type apiError struct {
+	Code    int    `json:"code"`
+	ErrCode int    `json:"err_code"`
+	Desc    string `json:"description"`
+}

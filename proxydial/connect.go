@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"time"
 )
 
 // connect opens a CONNECT tunnel through an HTTP proxy. net/http writes the
@@ -18,19 +17,10 @@ func (d *Dialer) connect(ctx context.Context, up Upstream, addr string) (net.Con
 	if err != nil {
 		return nil, fmt.Errorf("proxyconnect tcp: %w", err)
 	}
-	// Abort the handshake when ctx ends.
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	stop, fail := guardHandshake(ctx, conn, "proxy CONNECT")
 	req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Opaque: addr}, Host: addr, Header: http.Header{}}
 	if auth := BasicAuth(up.Credentials); auth != "" {
 		req.Header.Set("Proxy-Authorization", auth)
-	}
-	fail := func(err error) (net.Conn, error) {
-		stop()
-		_ = conn.Close()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("proxy CONNECT: %w", ctx.Err())
-		}
-		return nil, err
 	}
 	if err := req.Write(conn); err != nil {
 		return fail(fmt.Errorf("proxy CONNECT: %w", err))

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/pharox/pharox-nats/model"
 )
@@ -84,4 +85,21 @@ func BasicAuth(c *model.Credentials) string {
 		return ""
 	}
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(c.User+":"+c.Password))
+}
+
+// guardHandshake aborts conn's handshake when ctx ends (by expiring its
+// deadline) and returns stop, which disarms that as context.AfterFunc's
+// stop does, and fail, which ends a failed handshake: it closes conn and
+// reports ctx's end, named by prefix, over err when ctx is what broke it.
+func guardHandshake(ctx context.Context, conn net.Conn, prefix string) (stop func() bool, fail func(error) (net.Conn, error)) {
+	stop = context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	fail = func(err error) (net.Conn, error) {
+		stop()
+		_ = conn.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%s: %w", prefix, ctx.Err())
+		}
+		return nil, err
+	}
+	return stop, fail
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"strconv"
-	"time"
 )
 
 // SOCKS4 reply codes.
@@ -58,15 +57,7 @@ func (d *Dialer) socks4(ctx context.Context, up Upstream, addr string) (net.Conn
 	if err != nil {
 		return nil, fmt.Errorf("socks4 connect: %w", err)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	fail := func(err error) (net.Conn, error) {
-		stop()
-		_ = conn.Close()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("socks4: %w", ctx.Err())
-		}
-		return nil, err
-	}
+	stop, fail := guardHandshake(ctx, conn, "socks4")
 	if _, err := conn.Write(req); err != nil {
 		return fail(fmt.Errorf("socks4: sending the request: %w", err))
 	}

@@ -27,16 +27,9 @@ func BenchmarkLoadShuffled(b *testing.B) {
 func benchLoad(b *testing.B, pool *record.Pool, datas [][]byte) {
 	b.ResetTimer()
 	for range b.N {
-		r, codec := New(), record.NewCodec(nil)
+		r := New()
 		r.Reserve(len(datas)) // as the watch does with the server's count
-		r.InstallPool(pool.Name, pool, 1)
-		for i, d := range datas {
-			rec, err := codec.Decode(d)
-			if err != nil {
-				b.Fatal(err)
-			}
-			r.InstallProxy(rec.ID, rec, uint64(i+1))
-		}
+		installAll(b, r, pool, datas, record.NewCodec(nil).Decode, 1, nil)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(datas)), "ns/proxy")
 }

@@ -22,16 +22,8 @@ func TestMembersOrder(t *testing.T) {
 				}
 			}
 			r := New()
-			r.InstallPool(pool.Name, pool, 1)
 			var recs []*record.Proxy
-			for i, d := range datas {
-				rec, err := record.DecodeProxy(d)
-				if err != nil {
-					t.Fatal(err)
-				}
-				r.InstallProxy(rec.ID, rec, uint64(i+2))
-				recs = append(recs, rec)
-			}
+			installAll(t, r, pool, datas, record.DecodeProxy, 2, func(rec *record.Proxy) { recs = append(recs, rec) })
 			// Every third proxy is deleted, every fifth moves to the end.
 			rev := uint64(len(datas) + 2)
 			for i, rec := range recs {

@@ -23,15 +23,8 @@ func TestReplicaMemoryPerProxy(t *testing.T) {
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	r, codec := New(), record.NewCodec(nil)
-	r.InstallPool(pool.Name, pool, 1)
-	for i, d := range datas {
-		rec, err := codec.Decode(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.InstallProxy(rec.ID, rec, uint64(i+1))
-	}
+	r := New()
+	installAll(t, r, pool, datas, record.NewCodec(nil).Decode, 1, nil)
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	per := float64(after.HeapAlloc-before.HeapAlloc) / n
@@ -50,15 +43,7 @@ func TestReserve(t *testing.T) {
 	pool, datas := benchProxies("reserve", 3)
 	r := New()
 	r.Reserve(2)
-	r.InstallPool(pool.Name, pool, 1)
-	for i, d := range datas {
-		rec, err := record.DecodeProxy(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.InstallProxy(rec.ID, rec, uint64(i+1))
-		r.Reserve(100)
-	}
+	installAll(t, r, pool, datas, record.DecodeProxy, 1, func(*record.Proxy) { r.Reserve(100) })
 	if got := len(r.ProxyIDs()); got != 3 {
 		t.Fatalf("%d proxies, want 3", got)
 	}
@@ -77,4 +62,23 @@ func benchProxies(name string, n int) (*record.Pool, [][]byte) {
 		datas[i] = record.Encode(record.NewProxy(pool, uint64(i+1), in))
 	}
 	return pool, datas
+}
+
+// installAll installs pool at revision 1, then datas' proxies decoded with
+// decode (as the watch does) at revisions from first on, calling after
+// (when not nil) with each proxy once it is installed.
+func installAll(tb testing.TB, r *Replica, pool *record.Pool, datas [][]byte,
+	decode func([]byte) (*record.Proxy, error), first uint64, after func(*record.Proxy)) {
+	tb.Helper()
+	r.InstallPool(pool.Name, pool, 1)
+	for i, d := range datas {
+		rec, err := decode(d)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		r.InstallProxy(rec.ID, rec, first+uint64(i))
+		if after != nil {
+			after(rec)
+		}
+	}
 }

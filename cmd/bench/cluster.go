@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -129,7 +131,7 @@ func clusterRows(cfg benchConfig, r clusterRun, add func(row)) {
 	// Writes per pair, stream by stream.
 	var total uint64
 	var parts []string
-	for _, name := range sortedStreams(r.writes) {
+	for _, name := range slices.Sorted(maps.Keys(r.writes)) {
 		w := r.writes[name]
 		total += w
 		if w > 0 {
@@ -160,9 +162,9 @@ func clusterRows(cfg benchConfig, r clusterRun, add func(row)) {
 		proxies[s] = true
 	}
 	shares, allShares := r.writeShares(proxies), r.writeShares(nil)
-	for _, node := range sortedNodes(r.nodeCPU) {
+	for _, node := range slices.Sorted(maps.Keys(r.nodeCPU)) {
 		var led []string
-		for _, name := range sortedStreams(r.writes) {
+		for _, name := range slices.Sorted(maps.Keys(r.writes)) {
 			if r.leader[name] == node && (proxies[name] || strings.HasPrefix(name, "KV_"+kvstore.LeasesBucket)) {
 				led = append(led, strings.TrimPrefix(name, "KV_PHAROX_"))
 			}
@@ -709,22 +711,4 @@ func streamLeader(ctx context.Context, js jetstream.JetStream, stream string) (s
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-func sortedStreams(m map[string]uint64) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func sortedNodes(m map[string]time.Duration) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

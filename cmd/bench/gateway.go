@@ -336,6 +336,15 @@ func runGatewayScenario(ctx context.Context, cfg benchConfig, rep *report) error
 		return ""
 	}
 	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+	// rateRow is the row of a loop's rate, with its latencies and errors.
+	rateRow := func(name, unit string, r loopResult) row {
+		return row{Case: name, Value: r.perSecond(), Unit: unit, P50Ms: ms(pct(r.lat, 0.5)), P99Ms: ms(pct(r.lat, 0.99)), Note: note(r)}
+	}
+	// ratioTo is rw with its rate's ratio to base's, named of.
+	ratioTo := func(rw row, base loopResult, of string) row {
+		rw.Ratio, rw.RatioOf = rw.Value/base.perSecond(), of
+		return rw
+	}
 
 	// Bulk transfer through CONNECT tunnels, 4 at a time.
 	const streams, size = 4, 64 << 20
@@ -366,10 +375,8 @@ func runGatewayScenario(ctx context.Context, cfg benchConfig, rep *report) error
 			return err
 		}
 	}
-	add(row{Case: fmt.Sprintf("HTTP GET, %d clients, direct", clients), Value: directRPS.perSecond(), Unit: "req/s",
-		P50Ms: ms(pct(directRPS.lat, 0.5)), P99Ms: ms(pct(directRPS.lat, 0.99)), Note: note(directRPS)})
-	add(row{Case: fmt.Sprintf("HTTP GET, %d clients, via gateway, sticky session", clients), Value: sessRPS.perSecond(), Unit: "req/s",
-		Ratio: sessRPS.perSecond() / directRPS.perSecond(), RatioOf: "direct", P50Ms: ms(pct(sessRPS.lat, 0.5)), P99Ms: ms(pct(sessRPS.lat, 0.99)), Note: note(sessRPS)})
+	add(rateRow(fmt.Sprintf("HTTP GET, %d clients, direct", clients), "req/s", directRPS))
+	add(ratioTo(rateRow(fmt.Sprintf("HTTP GET, %d clients, via gateway, sticky session", clients), "req/s", sessRPS), directRPS, "direct"))
 	addTarget(rep, target{Name: "gateway req/s with a sticky session vs direct", Measured: sessRPS.perSecond() / directRPS.perSecond(), Needed: 0.7})
 
 	// Rotation: a lease per request, against the workers' own acquire+release pairs.
@@ -392,10 +399,8 @@ func runGatewayScenario(ctx context.Context, cfg benchConfig, rep *report) error
 			return err
 		}
 	}
-	add(row{Case: fmt.Sprintf("acquire+release pairs, %d clients (no proxying)", clients), Value: pairs.perSecond(), Unit: "pairs/s",
-		P50Ms: ms(pct(pairs.lat, 0.5)), P99Ms: ms(pct(pairs.lat, 0.99)), Note: note(pairs)})
-	add(row{Case: fmt.Sprintf("HTTP GET, %d clients, via gateway, a lease per request", clients), Value: rotRPS.perSecond(), Unit: "req/s",
-		Ratio: rotRPS.perSecond() / pairs.perSecond(), RatioOf: "pairs", P50Ms: ms(pct(rotRPS.lat, 0.5)), P99Ms: ms(pct(rotRPS.lat, 0.99)), Note: note(rotRPS)})
+	add(rateRow(fmt.Sprintf("acquire+release pairs, %d clients (no proxying)", clients), "pairs/s", pairs))
+	add(ratioTo(rateRow(fmt.Sprintf("HTTP GET, %d clients, via gateway, a lease per request", clients), "req/s", rotRPS), pairs, "pairs"))
 	// Everything shares the same cores here: a rotating request costs a
 	// pair plus a proxied request. Were the gateway free, the two costs
 	// would add up to this rate.

@@ -129,6 +129,21 @@ func (e *env) conflicts() uint64 {
 	return n
 }
 
+// newEnvWithPool is newEnv with a pool of size proxies seeded in it (see
+// pool); the env is closed again when the seeding fails.
+func newEnvWithPool(ctx context.Context, cfg benchConfig, workers, size, maxConc int) (*env, string, error) {
+	e, err := newEnv(ctx, cfg, workers)
+	if err != nil {
+		return nil, "", err
+	}
+	pool, err := e.pool(size, maxConc)
+	if err != nil {
+		e.close()
+		return nil, "", err
+	}
+	return e, pool, nil
+}
+
 func (e *env) close() {
 	for _, w := range e.workers {
 		stopWorker(w)
@@ -237,13 +252,8 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 				one32 = pr.CPU.total() / float64(max(pr.Pairs, 1))
 			}
 		}
-		two, err := newEnv(ctx, cfg, 2)
+		two, pool2, err := newEnvWithPool(ctx, cfg, 2, 1000, 1)
 		if err != nil {
-			return rep, err
-		}
-		pool2, err := two.pool(1000, 1)
-		if err != nil {
-			two.close()
 			return rep, err
 		}
 		for _, c := range []int{1, 32, 128} {
@@ -369,13 +379,8 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 
 	if cfg.scenarios[6] {
 		progress("scenario 6: hot pool, 50 proxies max_concurrency 1, 4 workers, 128 clients holding 5 ms")
-		hot, err := newEnv(ctx, cfg, 4)
+		hot, pool, err := newEnvWithPool(ctx, cfg, 4, 50, 1)
 		if err != nil {
-			return rep, err
-		}
-		pool, err := hot.pool(50, 1)
-		if err != nil {
-			hot.close()
 			return rep, err
 		}
 		before := hot.conflicts()

@@ -3,8 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -94,7 +95,7 @@ func issueTable(m measures) []tableRow {
 	add(n+" proxies: worker RSS after the load", m.loadRSSMB, "MB", atMost, 600, scale, srv)
 	var worst *float64
 	var each []string
-	for _, sel := range sortedKeys(m.selectorP99) {
+	for _, sel := range slices.Sorted(maps.Keys(m.selectorP99)) {
 		v := m.selectorP99[sel]
 		each = append(each, fmt.Sprintf("%s %.2f", sel, v))
 		if worst == nil || v > *worst {
@@ -115,15 +116,6 @@ func issueTable(m measures) []tableRow {
 	add("admin.proxies.list page from a cursor deep in the pool vs at its start", listRatio, "x", atMost, 1.5, "--scenarios 2 (at --big/2) or "+scale+" (at 500,000)", note)
 	add("2 workers vs 1 worker: total CPU (server + bench) per pair, 32 clients", m.twoVsOne, "x", atMost, 1.3, "--scenarios 1", "")
 	return rows
-}
-
-func sortedKeys(m map[string]float64) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func printIssueTable(w io.Writer, rows []tableRow) {

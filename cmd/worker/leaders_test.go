@@ -25,15 +25,8 @@ func TestSpreadLeadersCommand(t *testing.T) {
 	args := []string{"--nats-url", c.URLs(), "--shards", "3", "--replicas", "3"}
 	cfg, err := parseWith(newSpreadLeadersFlagSet, args, envMap(nil))
 	require.NoError(t, err)
-	leaders := func() []string {
-		var out []string
-		for i := 0; i < 3; i++ {
-			n, err := c.StreamLeader(ctx, kvstore.ProxiesStreamName(i, 3))
-			require.NoError(t, err)
-			out = append(out, n.Name())
-		}
-		return out
-	}
+	streams := []string{kvstore.ProxiesStreamName(0, 3), kvstore.ProxiesStreamName(1, 3), kvstore.ProxiesStreamName(2, 3)}
+	leaders := func() []string { return natstest.StreamLeaders(ctx, t, c, streams...) }
 
 	log, sink := newLogSink(zapcore.InfoLevel)
 	var out bytes.Buffer

@@ -20,10 +20,7 @@ func TestHealthChecksAreCounted(t *testing.T) {
 	// A proxy nobody listens on: its probes fail at once.
 	port := natstest.FreePort(t)
 	c := client.New(nc, client.WithTimeout(timeout))
-	_, err := c.CreatePool(ctx, model.PoolCreateRequest{Name: "h"})
-	require.NoError(t, err)
-	_, err = c.AddProxies(ctx, model.ProxiesAddRequest{PoolName: "h", Proxies: []model.ProxyInput{{Host: "127.0.0.1", Port: port}}})
-	require.NoError(t, err)
+	poolWithProxy(t, c, "h", port)
 	pool := "h"
 	results, err := c.HealthCheck(ctx, model.HealthCheckRequest{PoolName: &pool,
 		Options: &model.HealthCheckOptions{TargetURL: "http://127.0.0.1:1/", Timeout: 2, Attempts: 1}})

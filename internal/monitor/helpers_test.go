@@ -17,9 +17,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
+	"github.com/pharox/pharox-nats/client"
 	"github.com/pharox/pharox-nats/internal/monitor"
 	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/internal/worker"
+	pm "github.com/pharox/pharox-nats/model"
 )
 
 const timeout = 10 * time.Second
@@ -49,6 +51,16 @@ func startMonitored(t *testing.T, cfg worker.Config) (*nats.Conn, *worker.Worker
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = w.Stop(t.Context()) })
 	return nc, w, base
+}
+
+// poolWithProxy creates pool name through c with one proxy in it, at
+// 127.0.0.1:port.
+func poolWithProxy(t *testing.T, c *client.Client, name string, port int) {
+	t.Helper()
+	_, err := c.CreatePool(t.Context(), pm.PoolCreateRequest{Name: name})
+	require.NoError(t, err)
+	_, err = c.AddProxies(t.Context(), pm.ProxiesAddRequest{PoolName: name, Proxies: []pm.ProxyInput{{Host: "127.0.0.1", Port: port}}})
+	require.NoError(t, err)
 }
 
 // get returns the status and body of GET url.

@@ -19,10 +19,7 @@ func TestPublishFailuresAreCounted(t *testing.T) {
 	nc, w, base := startMonitored(t, worker.Config{})
 	ctx := t.Context()
 	c := client.New(nc, client.WithTimeout(timeout))
-	_, err := c.CreatePool(ctx, model.PoolCreateRequest{Name: "p"})
-	require.NoError(t, err)
-	_, err = c.AddProxies(ctx, model.ProxiesAddRequest{PoolName: "p", Proxies: []model.ProxyInput{{Host: "127.0.0.1", Port: 3128}}})
-	require.NoError(t, err)
+	poolWithProxy(t, c, "p", 3128)
 	require.NoError(t, w.Events.Flush(ctx))
 	failures := func() float64 {
 		v, ok := value(scrape(t, base), "pharox_event_publish_failures_total", nil)

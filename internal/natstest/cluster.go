@@ -59,3 +59,19 @@ func ConnectCluster(t testing.TB, c *Cluster) *nats.Conn {
 	t.Cleanup(nc.Close)
 	return nc
 }
+
+// StreamLeaders returns the names of the nodes that lead streams now, in
+// order, waiting (within ctx) for each to have a leader; t fails when one
+// has none.
+func StreamLeaders(ctx context.Context, t testing.TB, c *Cluster, streams ...string) []string {
+	t.Helper()
+	out := make([]string, len(streams))
+	for i, st := range streams {
+		n, err := c.StreamLeader(ctx, st)
+		if err != nil {
+			t.Fatalf("leader of %s: %v", st, err)
+		}
+		out[i] = n.Name()
+	}
+	return out
+}

@@ -30,13 +30,7 @@ func TestShardsSpreadLeaders(t *testing.T) {
 	streams := []string{kvstore.ProxiesStreamName(0, 3), kvstore.ProxiesStreamName(1, 3), kvstore.ProxiesStreamName(2, 3)}
 	leaders := func() []string {
 		t.Helper()
-		out := make([]string, len(streams))
-		for i, st := range streams {
-			n, err := c.StreamLeader(ctx, st)
-			require.NoError(t, err)
-			out[i] = n.Name()
-		}
-		return out
+		return natstest.StreamLeaders(ctx, t, c, streams...)
 	}
 	requireSpread := func(ls []string) {
 		t.Helper()
