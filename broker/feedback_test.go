@@ -424,7 +424,7 @@ func TestProtocolFilterAndExclusion(t *testing.T) {
 	require.Equal(t, ps[0].ID, got)
 	require.Equal(t, counts{Total: 4, Active: 4, Available: 4}, countsOf(e.stats("pe")))
 
-	acquired := decodeEvents[model.AcquireEvent](t, e.sch, e.events(model.EventAcquired))
+	acquired := decodeEvents[model.AcquireEvent](t, e.sch, e.committedEvents(model.EventAcquired)) // two workers: in commit order
 	require.Equal(t, model.Protocols{model.ProtocolSOCKS5}, acquired[0].Filters.Protocol, "events carry the protocol filter")
 }
 

@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,4 +94,40 @@ func TestIntakeLine(t *testing.T) {
 	p.finish(3)
 	p.finish(6)
 	require.Empty(t, p.started)
+}
+
+// TestIntakeKeepsSlotGoroutines: a slot's goroutine serves the next request
+// too (its stack already grown), the next in line or one offered later,
+// and ends when the intake stops.
+func TestIntakeKeepsSlotGoroutines(t *testing.T) {
+	in := newIntake("test", 1, 1, -1)
+	ran := make(chan string, 3)
+	release := make(chan struct{})
+	in.offer(job{run: func() { <-release; ran <- goroutineID() }})
+	in.offer(job{run: func() { ran <- goroutineID() }}) // in line behind the first
+	close(release)
+	first, second := <-ran, <-ran
+	require.Equal(t, first, second, "the next in line runs on the goroutine that freed the slot")
+
+	// Once that goroutine waits for work, a request offered goes to it.
+	require.Eventually(t, func() bool { return strings.Contains(stacks(), "goroutine "+first+" [select") }, 5*time.Second, time.Millisecond)
+	in.offer(job{run: func() { ran <- goroutineID() }})
+	require.Equal(t, first, <-ran, "an idle slot goroutine takes the next request")
+
+	in.stop()
+	require.Eventually(t, func() bool { return !strings.Contains(stacks(), "goroutine "+first+" [") }, 5*time.Second, time.Millisecond,
+		"the slot goroutine ends when the intake stops")
+}
+
+// goroutineID is the number of the goroutine calling it.
+func goroutineID() string {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(buf), "goroutine "), " ")
+	return id
+}
+
+func stacks() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
 }

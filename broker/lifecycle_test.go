@@ -306,7 +306,7 @@ func TestLifecycleRenew(t *testing.T) {
 		e.clock.Advance(4 * time.Second)
 		raw2, r2 := e.renew(map[string]any{"lease_id": l.ID, "duration_seconds": 45})
 
-		msgs := e.events(model.EventRenewed)
+		msgs := e.committedEvents(model.EventRenewed) // two workers: capture order is not request order
 		require.Len(t, msgs, 2, "one renewed event per renew")
 		for i, m := range msgs {
 			require.Equal(t, "pharox.events.renewed", m.Subject)
