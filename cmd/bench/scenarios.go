@@ -121,6 +121,13 @@ func benchProxy(maxConc int) func(i int) model.ProxyInput {
 	}
 }
 
+// withConflicts notes on r how many revision-checked writes its workers
+// lost to each other per pair.
+func withConflicts(r row, conflicts uint64, pairs int64) row {
+	r.Note += fmt.Sprintf(", %.2f conflicts per success", float64(conflicts)/float64(max(pairs, 1)))
+	return r
+}
+
 func (e *env) conflicts() uint64 {
 	var n uint64
 	for _, w := range e.workers {
@@ -242,8 +249,9 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 			return rep, err
 		}
 		for _, c := range []int{1, 32, 128} {
+			before := main.conflicts()
 			pr := main.pairs(ctx, pairSpec{clients: c, duration: cfg.duration, limit: 1, acquire: simple(pool, model.SelectorFirstAvailable)})
-			add(pairRow("1 clients", fmt.Sprintf("1 worker, %d clients", c), pr, cas[c], casName(c)))
+			add(withConflicts(pairRow("1 clients", fmt.Sprintf("1 worker, %d clients", c), pr, cas[c], casName(c)), main.conflicts()-before, pr.Pairs))
 			if c == 32 {
 				rep.Targets = append(rep.Targets, target{Name: "pairs/s at 32 clients vs raw get+CAS at 32", Measured: pr.perSecond() / cas[32], Needed: 0.35})
 				add(row{Scenario: "1 clients", Case: "1 worker, 32 clients vs contract floor", Value: pr.perSecond(), Unit: "pairs/s", Ratio: pr.perSecond() / floor32, RatioOf: "floor@32"})
@@ -257,8 +265,9 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 			return rep, err
 		}
 		for _, c := range []int{1, 32, 128} {
+			before := two.conflicts()
 			pr := two.pairs(ctx, pairSpec{clients: c, duration: cfg.duration, limit: 1, acquire: simple(pool2, model.SelectorFirstAvailable)})
-			add(pairRow("1 clients", fmt.Sprintf("2 workers, %d clients", c), pr, cas[c], casName(c)))
+			add(withConflicts(pairRow("1 clients", fmt.Sprintf("2 workers, %d clients", c), pr, cas[c], casName(c)), two.conflicts()-before, pr.Pairs))
 			if c == 32 && one32 > 0 && pr.CPU.known {
 				two32 := pr.CPU.total() / float64(max(pr.Pairs, 1))
 				rep.M.twoVsOne = ptr(two32 / one32)
@@ -385,10 +394,7 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 		}
 		before := hot.conflicts()
 		pr := hot.pairs(ctx, pairSpec{clients: 128, duration: cfg.duration, hold: 5 * time.Millisecond, limit: 1, acquire: simple(pool, model.SelectorFirstAvailable)})
-		conflicts := hot.conflicts() - before
-		r := pairRow("6 hot pool", "successes", pr, cas[32], casName(32))
-		r.Note += fmt.Sprintf(", %.2f conflicts per success", float64(conflicts)/float64(max(pr.Pairs, 1)))
-		add(r)
+		add(withConflicts(pairRow("6 hot pool", "successes", pr, cas[32], casName(32)), hot.conflicts()-before, pr.Pairs))
 		hot.close()
 	}
 
