@@ -37,6 +37,9 @@ type benchConfig struct {
 	scaleProf string
 	selectors string
 	cpuprof   string
+	// rounds: scenario 1 measures its targets in this many alternating
+	// rounds of contract floor, 1 worker and 2 workers at 32 clients
+	rounds int
 	// scenario 13: a cluster of this many nodes (0: not run), one fresh
 	// cluster per shard count
 	cluster         int
@@ -173,6 +176,7 @@ func parseFlags(args []string) (benchConfig, error) {
 	fs.IntVar(&cfg.proxies, "proxies", 0, "run scenario 12 (scale): a pool of this many proxies (e.g. 1000000): a fresh worker's load time and RSS, acquire p99 of each selector with 1 client, list pages deep in the pool")
 	fs.StringVar(&cfg.scaleProf, "scale-cpuprofile", "", "write a CPU profile of the bench process during scenario 12's selector runs only (not with --cpuprofile)")
 	fs.StringVar(&cfg.selectors, "scale-selectors", "", "comma-separated selectors scenario 12 measures (default: all)")
+	fs.IntVar(&cfg.rounds, "rounds", 3, "scenario 1 measures its targets (vs the contract floor, worker CPU per pair, 2 workers vs 1) in this many alternating rounds of floor, 1 worker and 2 workers at 32 clients, and reports their medians: the machine's speed drifts between runs far more than between neighbouring runs")
 	fs.StringVar(&cfg.cpuprof, "cpuprofile", "", "write a CPU profile of the bench process (clients and in-process workers) to this file")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -212,6 +216,9 @@ func parseFlags(args []string) (benchConfig, error) {
 		if cfg.natsURL != "" {
 			return cfg, fmt.Errorf("scenario 13 starts its own clusters: not with --nats-url")
 		}
+	}
+	if cfg.rounds < 1 {
+		return cfg, fmt.Errorf("--rounds must be at least 1")
 	}
 	if cfg.history < 20000 {
 		return cfg, fmt.Errorf("--history must be at least 20000 (first and last 10,000 pairs)")
