@@ -291,19 +291,29 @@ func TestRandomPickIsUniform(t *testing.T) {
 	}
 }
 
-// BenchmarkPick measures a pick on a 100,000-proxy pool whose first 99% of
-// proxies are full, the case a scan of the pool would pay for; "cooling/"
-// is the same pool with every tenth proxy cooling down besides.
-func BenchmarkPick(b *testing.B) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	r := withPools(New(), "p")
-	const n = 100000
+// pickBenchProxies is the size of each of BenchmarkPick's pools.
+const pickBenchProxies = 100000
+
+// pickCase is one pick BenchmarkPick measures.
+type pickCase struct {
+	name string
+	pool string
+	sel  model.Selector
+	f    *model.ProxyFilters
+}
+
+// pickBench is a replica with two pools of n proxies each whose first 99%
+// are full, the case a scan of the pool would pay for; "cooling" is the same
+// pool with every tenth proxy cooling down besides. It returns the cases
+// BenchmarkPick measures on them.
+func pickBench(n int, t0 time.Time) (*Replica, []pickCase) {
+	r := withPools(New(), "p", "cooling")
 	coolUntil := t0.Add(time.Hour)
 	for _, pool := range []string{"p", "cooling"} {
 		for i := 1; i <= n; i++ {
 			one := 1
 			lat, lon := float64(i%180)-89.5, float64((i/180)%360)-179.5
-			rec := &record.Proxy{ID: fmt.Sprintf("%s%d", pool, i), PoolName: pool, Seq: uint64(i), Status: model.ProxyActive,
+			rec := &record.Proxy{ID: fmt.Sprintf("%s%d", pool, i), PoolID: pool, PoolName: pool, Seq: uint64(i), Status: model.ProxyActive,
 				Protocol: testProtocols[i%len(testProtocols)], MaxConcurrency: &one, Country: ptr(fmt.Sprintf("C%02d", i%50)),
 				Latitude: &lat, Longitude: &lon, Health: &record.Health{LatencyMs: float64(i % 997)}}
 			if i < n*99/100 {
@@ -315,36 +325,67 @@ func BenchmarkPick(b *testing.B) {
 			r.InstallProxy(rec.ID, rec, uint64(i))
 		}
 	}
-	ok := func(*record.Proxy) bool { return true }
 	country := &model.ProxyFilters{Country: ptr("C07")}
 	geo := &model.ProxyFilters{Latitude: ptr(10.0), Longitude: ptr(20.0), RadiusKm: ptr(500.0)}
 	socks := &model.ProxyFilters{Protocol: model.Protocols{model.ProtocolSOCKS4, model.ProtocolSOCKS5}}
+	var cases []pickCase
 	for _, pool := range []string{"p", "cooling"} {
-		for _, bc := range []struct {
-			name string
-			sel  model.Selector
-			f    *model.ProxyFilters
-		}{
-			{"first_available", model.SelectorFirstAvailable, nil},
-			{"least_used", model.SelectorLeastUsed, nil},
-			{"lowest_latency", model.SelectorLowestLatency, nil},
-			{"round_robin", model.SelectorRoundRobin, nil},
-			{"random", model.SelectorRandom, nil},
-			{"country", model.SelectorFirstAvailable, country},
-			{"geo_500km", model.SelectorFirstAvailable, geo},
-			{"protocol_socks", model.SelectorFirstAvailable, socks},
-		} {
-			name := bc.name
-			if pool != "p" {
-				name = pool + "/" + name
-			}
-			b.Run(name, func(b *testing.B) {
-				for i := 0; i < b.N; i++ {
-					if pick(r, pool, bc.sel, bc.f, uint64(i%n), t0, ok) == nil {
-						b.Fatal("nothing picked")
-					}
-				}
-			})
+		prefix := ""
+		if pool != "p" {
+			prefix = pool + "/"
 		}
+		for _, c := range []pickCase{
+			{"first_available", pool, model.SelectorFirstAvailable, nil},
+			{"least_used", pool, model.SelectorLeastUsed, nil},
+			{"lowest_latency", pool, model.SelectorLowestLatency, nil},
+			{"round_robin", pool, model.SelectorRoundRobin, nil},
+			{"random", pool, model.SelectorRandom, nil},
+			{"country", pool, model.SelectorFirstAvailable, country},
+			{"geo_500km", pool, model.SelectorFirstAvailable, geo},
+			{"protocol_socks", pool, model.SelectorFirstAvailable, socks},
+		} {
+			c.name = prefix + c.name
+			cases = append(cases, c)
+		}
+	}
+	return r, cases
+}
+
+// TestPickBenchPicks: every case BenchmarkPick measures finds a free proxy
+// (on the benchmark's own pools), so the benchmark measures picks, not
+// misses. It
+// failed every case of pool "p" once proxies were grouped by pool id and
+// the benchmark's records had none, and nothing ran the benchmark to see.
+func TestPickBenchPicks(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const n = pickBenchProxies
+	r, cases := pickBench(n, t0)
+	ok := func(*record.Proxy) bool { return true }
+	for _, c := range cases {
+		for i := 0; i < 50; i++ {
+			got := pick(r, c.pool, c.sel, c.f, uint64(i*37%n), t0, ok)
+			require.NotNil(t, got, c.name)
+			require.Equal(t, c.pool, got.PoolID, c.name)
+			require.True(t, got.HasRoom(t0), "%s: a full proxy picked", c.name)
+			require.False(t, got.Cooling(t0), "%s: a cooling proxy picked", c.name)
+		}
+	}
+}
+
+// BenchmarkPick measures a pick on a 100,000-proxy pool whose first 99% of
+// proxies are full (see pickBench).
+func BenchmarkPick(b *testing.B) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const n = pickBenchProxies
+	r, cases := pickBench(n, t0)
+	ok := func(*record.Proxy) bool { return true }
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if pick(r, c.pool, c.sel, c.f, uint64(i%n), t0, ok) == nil {
+					b.Fatal("nothing picked")
+				}
+			}
+		})
 	}
 }
