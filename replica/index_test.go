@@ -294,19 +294,26 @@ func TestRandomPickIsUniform(t *testing.T) {
 // pickBenchProxies is the size of each of BenchmarkPick's pools.
 const pickBenchProxies = 100000
 
-// pickCase is one pick BenchmarkPick measures.
+// pickCase is one pick BenchmarkPick measures, at the replica's time at.
 type pickCase struct {
 	name string
 	pool string
 	sel  model.Selector
 	f    *model.ProxyFilters
+	at   time.Time
+}
+
+// run picks for c from the round-robin position after.
+func (c pickCase) run(r *Replica, after uint64) *record.Proxy {
+	return pick(r, c.pool, c.sel, c.f, after, c.at, func(*record.Proxy) bool { return true })
 }
 
 // pickBench is a replica with two pools of n proxies each whose first 99%
 // are full, the case a scan of the pool would pay for; "cooling" is the same
 // pool with every tenth proxy cooling down besides. It returns the cases
 // BenchmarkPick measures on them.
-func pickBench(n int, t0 time.Time) (*Replica, []pickCase) {
+func pickBench(n int) (*Replica, []pickCase) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	r := withPools(New(), "p", "cooling")
 	coolUntil := t0.Add(time.Hour)
 	for _, pool := range []string{"p", "cooling"} {
@@ -335,14 +342,14 @@ func pickBench(n int, t0 time.Time) (*Replica, []pickCase) {
 			prefix = pool + "/"
 		}
 		for _, c := range []pickCase{
-			{"first_available", pool, model.SelectorFirstAvailable, nil},
-			{"least_used", pool, model.SelectorLeastUsed, nil},
-			{"lowest_latency", pool, model.SelectorLowestLatency, nil},
-			{"round_robin", pool, model.SelectorRoundRobin, nil},
-			{"random", pool, model.SelectorRandom, nil},
-			{"country", pool, model.SelectorFirstAvailable, country},
-			{"geo_500km", pool, model.SelectorFirstAvailable, geo},
-			{"protocol_socks", pool, model.SelectorFirstAvailable, socks},
+			{"first_available", pool, model.SelectorFirstAvailable, nil, t0},
+			{"least_used", pool, model.SelectorLeastUsed, nil, t0},
+			{"lowest_latency", pool, model.SelectorLowestLatency, nil, t0},
+			{"round_robin", pool, model.SelectorRoundRobin, nil, t0},
+			{"random", pool, model.SelectorRandom, nil, t0},
+			{"country", pool, model.SelectorFirstAvailable, country, t0},
+			{"geo_500km", pool, model.SelectorFirstAvailable, geo, t0},
+			{"protocol_socks", pool, model.SelectorFirstAvailable, socks, t0},
 		} {
 			c.name = prefix + c.name
 			cases = append(cases, c)
@@ -353,21 +360,18 @@ func pickBench(n int, t0 time.Time) (*Replica, []pickCase) {
 
 // TestPickBenchPicks: every case BenchmarkPick measures finds a free proxy
 // (on the benchmark's own pools), so the benchmark measures picks, not
-// misses. It
-// failed every case of pool "p" once proxies were grouped by pool id and
-// the benchmark's records had none, and nothing ran the benchmark to see.
+// misses. It failed every case of pool "p" once proxies were grouped by
+// pool id and the benchmark's records had none, and nothing ran the
+// benchmark to see.
 func TestPickBenchPicks(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	const n = pickBenchProxies
-	r, cases := pickBench(n, t0)
-	ok := func(*record.Proxy) bool { return true }
+	r, cases := pickBench(pickBenchProxies)
 	for _, c := range cases {
 		for i := 0; i < 50; i++ {
-			got := pick(r, c.pool, c.sel, c.f, uint64(i*37%n), t0, ok)
+			got := c.run(r, uint64(i*37%pickBenchProxies))
 			require.NotNil(t, got, c.name)
 			require.Equal(t, c.pool, got.PoolID, c.name)
-			require.True(t, got.HasRoom(t0), "%s: a full proxy picked", c.name)
-			require.False(t, got.Cooling(t0), "%s: a cooling proxy picked", c.name)
+			require.True(t, got.HasRoom(c.at), "%s: a full proxy picked", c.name)
+			require.False(t, got.Cooling(c.at), "%s: a cooling proxy picked", c.name)
 		}
 	}
 }
@@ -375,14 +379,11 @@ func TestPickBenchPicks(t *testing.T) {
 // BenchmarkPick measures a pick on a 100,000-proxy pool whose first 99% of
 // proxies are full (see pickBench).
 func BenchmarkPick(b *testing.B) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	const n = pickBenchProxies
-	r, cases := pickBench(n, t0)
-	ok := func(*record.Proxy) bool { return true }
+	r, cases := pickBench(pickBenchProxies)
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				if pick(r, c.pool, c.sel, c.f, uint64(i%n), t0, ok) == nil {
+				if c.run(r, uint64(i%pickBenchProxies)) == nil {
 					b.Fatal("nothing picked")
 				}
 			}
