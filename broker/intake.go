@@ -9,9 +9,10 @@ import (
 // slotIdle is how long a slot's goroutine waits for its next request before
 // it ends. A request served on a new goroutine grows that goroutine's stack
 // from 8 KB to what decoding, the store's write and the reply take, copying
-// it at every doubling: 5% of a worker's CPU at 32 clients, when every
-// request had a goroutine of its own. A goroutine kept for the next
-// request has its stack already grown.
+// it at every doubling: 4.8% of the bench process's CPU samples in its
+// scenario 1 (workers and clients), when every request had a goroutine of
+// its own. A goroutine kept for the next request has its stack already
+// grown.
 const slotIdle = 10 * time.Second
 
 // intake admits requests to a bounded number of slots (goroutines serving
