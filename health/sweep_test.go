@@ -334,20 +334,37 @@ func TestSweepsTwoWorkers(t *testing.T) {
 
 	// Claims lapse on their own (per-key TTL: 2 intervals + 2 s). The
 	// server expires TTL'd messages on a timer that a busy machine runs
-	// late, so the bound is generous; the log says how long it took.
+	// late (4.2 s after the stop here when idle; once more than 20 s in a
+	// CI run on a loaded machine), so the bound is generous; a claim
+	// written without its TTL would never lapse. The log says how long it
+	// took, and a failure what was left and with which TTL.
 	js, err := jetstream.New(ncSub)
 	require.NoError(t, err)
 	kv, err := js.KeyValue(ctx, health.ClaimsBucket)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
+	claimsLeft := func() []string {
 		lister, err := kv.ListKeys(ctx)
 		require.NoError(t, err)
-		n := 0
-		for range lister.Keys() {
-			n++
+		var keys []string
+		for k := range lister.Keys() {
+			keys = append(keys, k)
 		}
-		return n == 0
-	}, 20*time.Second, 100*time.Millisecond, "claims lapse")
+		return keys
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for len(claimsLeft()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond) // polling the server's expiry, which has no event to wait on
+	}
+	if left := claimsLeft(); len(left) > 0 {
+		stream, err := js.Stream(ctx, "KV_"+health.ClaimsBucket)
+		require.NoError(t, err)
+		for _, k := range left {
+			msg, err := stream.GetLastMsgForSubject(ctx, "$KV."+health.ClaimsBucket+"."+k)
+			require.NoError(t, err)
+			t.Logf("claim %s left: written %s ago, Nats-TTL %q", k, time.Since(msg.Time).Round(time.Millisecond), msg.Header.Get(jetstream.MsgTTLHeader))
+		}
+		require.Failf(t, "claims lapse", "%d claims left %s after the last worker stopped", len(left), time.Since(bStopped).Round(time.Millisecond))
+	}
 	t.Logf("claims lapsed %s after the last worker stopped (TTL %s)", time.Since(bStopped).Round(time.Millisecond), 4*time.Second)
 
 	slices.Sort(lags)

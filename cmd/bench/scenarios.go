@@ -298,24 +298,27 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 		if err != nil {
 			return rep, err
 		}
-		for _, c := range []int{1, 32, 128} {
-			before := main.conflicts()
-			pr := main.pairs(ctx, pairSpec{clients: c, duration: cfg.duration, limit: 1, acquire: simple(pool, model.SelectorFirstAvailable)})
-			add(withConflicts(pairRow("1 clients", fmt.Sprintf("1 worker, %d clients", c), pr, cas[c], casName(c)), main.conflicts()-before, pr.Pairs))
-			if c == 32 {
-				rep.Targets = append(rep.Targets, target{Name: "pairs/s at 32 clients vs raw get+CAS at 32", Measured: pr.perSecond() / cas[32], Needed: 0.35})
-				add(row{Scenario: "1 clients", Case: "1 worker, 32 clients vs contract floor", Value: pr.perSecond(), Unit: "pairs/s", Ratio: pr.perSecond() / floor32, RatioOf: "floor@32"})
+		// sweep runs pairs on e's pool at 1, 32 and 128 clients; at32 sees
+		// the run at 32.
+		sweep := func(e *env, pool, workers string, at32 func(pairRun)) {
+			for _, c := range []int{1, 32, 128} {
+				before := e.conflicts()
+				pr := e.pairs(ctx, pairSpec{clients: c, duration: cfg.duration, limit: 1, acquire: simple(pool, model.SelectorFirstAvailable)})
+				add(withConflicts(pairRow("1 clients", fmt.Sprintf("%s, %d clients", workers, c), pr, cas[c], casName(c)), e.conflicts()-before, pr.Pairs))
+				if c == 32 && at32 != nil {
+					at32(pr)
+				}
 			}
 		}
+		sweep(main, pool, "1 worker", func(pr pairRun) {
+			rep.Targets = append(rep.Targets, target{Name: "pairs/s at 32 clients vs raw get+CAS at 32", Measured: pr.perSecond() / cas[32], Needed: 0.35})
+			add(row{Scenario: "1 clients", Case: "1 worker, 32 clients vs contract floor", Value: pr.perSecond(), Unit: "pairs/s", Ratio: pr.perSecond() / floor32, RatioOf: "floor@32"})
+		})
 		two, pool2, err := newEnvWithPool(ctx, cfg, 2, 1000, 1)
 		if err != nil {
 			return rep, err
 		}
-		for _, c := range []int{1, 32, 128} {
-			before := two.conflicts()
-			pr := two.pairs(ctx, pairSpec{clients: c, duration: cfg.duration, limit: 1, acquire: simple(pool2, model.SelectorFirstAvailable)})
-			add(withConflicts(pairRow("1 clients", fmt.Sprintf("2 workers, %d clients", c), pr, cas[c], casName(c)), two.conflicts()-before, pr.Pairs))
-		}
+		sweep(two, pool2, "2 workers", nil)
 		err = floorRounds(ctx, cfg, &rep, add, main, pool, two, pool2)
 		two.close()
 		if err != nil {
