@@ -103,12 +103,7 @@ func (e *env) eventsLastSeq() uint64 {
 // Only events of requests that were answered before the call are covered.
 func (e *env) settleEvents() {
 	e.t.Helper()
-	for _, w := range e.workers {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := w.Events.Flush(ctx)
-		cancel()
-		require.NoError(e.t, err)
-	}
+	workertest.FlushEvents(e.t, e.workers...)
 	want := int(e.eventsLastSeq() - e.evBase)
 	e.waitEvents(want, func(client.Event) bool { return true })
 }
