@@ -337,12 +337,7 @@ func (e *env) listAll(pool string) []model.Proxy {
 // acknowledged by the stream and delivered to the capture.
 func (e *env) syncEvents() {
 	e.t.Helper()
-	for _, w := range e.workers {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := w.Events.Flush(ctx)
-		cancel()
-		require.NoError(e.t, err)
-	}
+	workertest.FlushEvents(e.t, e.workers...)
 	e.drainEvents()
 }
 

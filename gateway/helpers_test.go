@@ -16,11 +16,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/pharox/pharox-nats/client"
+	"github.com/pharox/pharox-nats/events"
 	"github.com/pharox/pharox-nats/gateway"
 	"github.com/pharox/pharox-nats/internal/natstest"
 	"github.com/pharox/pharox-nats/internal/proxytest"
@@ -39,6 +41,10 @@ type env struct {
 	srv   *server.Server
 	c     *client.Client
 	clock *workertest.Clock // nil: real time
+
+	workers []*workertest.Worker
+	js      jetstream.JetStream
+	evBase  uint64 // the events stream's last sequence when the capture began
 
 	mu     sync.Mutex
 	cond   *sync.Cond
@@ -60,9 +66,10 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 		wcfg.Clock = e.clock.Now
 	}
 	for range 2 {
-		workertest.Start(t, natstest.Connect(t, e.srv), wcfg)
+		e.workers = append(e.workers, workertest.Start(t, natstest.Connect(t, e.srv), wcfg))
 	}
-	e.c = client.New(natstest.Connect(t, e.srv))
+	nc := natstest.Connect(t, e.srv)
+	e.c = client.New(nc)
 	sub, err := e.c.SubscribeEvents(context.Background(), func(ev client.Event) {
 		e.mu.Lock()
 		e.events = append(e.events, ev)
@@ -71,7 +78,34 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	})
 	require.NoError(t, err)
 	t.Cleanup(sub.Stop)
+	e.js, err = jetstream.New(nc)
+	require.NoError(t, err)
+	e.evBase = e.eventsLastSeq()
 	return e
+}
+
+func (e *env) eventsLastSeq() uint64 {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.js.Stream(ctx, events.StreamName)
+	require.NoError(e.t, err)
+	info, err := s.Info(ctx)
+	require.NoError(e.t, err)
+	return info.State.LastSeq
+}
+
+// settleEvents waits until the capture holds every event both workers
+// published so far. Two workers publish on their own, so an event seen
+// from one (or a reply) says nothing of the other's: each publisher is
+// flushed (its events are in the stream), then the capture is awaited
+// until it holds as many events as the stream gained since it began.
+// Only events of requests that were answered before the call are covered.
+func (e *env) settleEvents() {
+	e.t.Helper()
+	workertest.FlushEvents(e.t, e.workers...)
+	want := int(e.eventsLastSeq() - e.evBase)
+	e.waitEvents(want, func(client.Event) bool { return true })
 }
 
 // envWithGateway is what most tests start with: an env on real time, the

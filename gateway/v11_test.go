@@ -125,6 +125,9 @@ func TestFailureFeedbackWithCooldown(t *testing.T) {
 		require.Equal(t, http.StatusOK, code)
 		require.Equal(t, pxs[1].ID, hdr.Get(gateway.HeaderProxyID))
 	}
+	// The first acquire's event may come from the other worker than the
+	// release waited for above, and the later ones from either: wait for all.
+	e.settleEvents()
 	acquiredDead := e.count(func(ev client.Event) bool {
 		return ev.Name == "acquired" && ev.Lease() != nil && ev.Lease().ProxyID == dead
 	})

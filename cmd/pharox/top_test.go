@@ -31,6 +31,9 @@ func topHarness(t *testing.T) (*harness, []*model.Lease) {
 	l, _, err := h.c.Acquire(h.ctx(), model.AcquireRequest{PoolName: "top"})
 	require.NoError(t, err)
 	require.Nil(t, l)
+	// top counts acquires from the events stream; the worker publishes
+	// them after it answers, so wait until the stream has them.
+	require.NoError(t, h.w.Events.Flush(h.ctx()))
 	return h, leases
 }
 

@@ -96,6 +96,21 @@ func (w *Worker) Stop() {
 	_ = w.Worker.Stop(ctx)
 }
 
+// FlushEvents waits, up to 10 s each, until every event the workers have
+// published so far is stored in the events stream. Each worker publishes on
+// its own connection, so an event seen from one says nothing of another's.
+func FlushEvents(t testing.TB, workers ...*Worker) {
+	t.Helper()
+	for _, w := range workers {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := w.Events.Flush(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("flush events: %v", err)
+		}
+	}
+}
+
 // Clock is a store clock that a test moves by hand; give its Now as
 // Config.Clock (or kvstore.WithClock). Every worker of a test may share one.
 type Clock = testclock.Clock
