@@ -39,15 +39,8 @@ func (a *app) poolsCmd() *cobra.Command {
 	create.Flags().StringVar(&description, "description", "", "what the pool is for")
 	createCooldown.register(create.Flags())
 
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List pools",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return send(a, cmd, (*client.Client).ListPools,
-				listed(a, func(pools []model.ProxyPool) any { return model.PoolsReply{Pools: pools} }, a.printPools))
-		},
-	}
+	list := listCmd(a, "List pools", (*client.Client).ListPools,
+		func(pools []model.ProxyPool) any { return model.PoolsReply{Pools: pools} }, a.printPools)
 
 	del := a.deleteCmd("pool", "delete NAME", "Delete a pool and its proxies (--force releases active leases first)", "one pool NAME",
 		"release the pool's active leases and delete anyway",
@@ -466,15 +459,8 @@ func (a *app) proxiesDeleteCmd() *cobra.Command {
 func (a *app) consumersCmd() *cobra.Command {
 	ensure := showCmd(a, "ensure NAME", "Register a consumer if needed and show it (same id every time)", "one consumer NAME",
 		(*client.Client).EnsureConsumer, single(a, a.printConsumers))
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List consumers",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return send(a, cmd, (*client.Client).ListConsumers,
-				listed(a, func(cons []model.Consumer) any { return model.ConsumersReply{Consumers: cons} }, a.printConsumers))
-		},
-	}
+	list := listCmd(a, "List consumers", (*client.Client).ListConsumers,
+		func(cons []model.Consumer) any { return model.ConsumersReply{Consumers: cons} }, a.printConsumers)
 	return group("consumers", "Register and list consumers", ensure, list)
 }
 

@@ -288,6 +288,19 @@ func showCmd[T any](a *app, use, short, what string, get func(*client.Client, co
 	}
 }
 
+// listCmd is a "list" command, with no argument, that prints every item of
+// a kind: as JSON, wrap(items), else the table.
+func listCmd[T any](a *app, short string, list func(*client.Client, context.Context) ([]T, error), wrap func([]T) any, table func(...T) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: short,
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return send(a, cmd, list, listed(a, wrap, table))
+		},
+	}
+}
+
 func (a *app) close() {
 	if a.nc != nil {
 		a.nc.Close()
