@@ -104,8 +104,17 @@ type pairRun struct {
 	AcqP50, AcqP99 time.Duration
 	OverLease      bool
 	CPU            cpuUse
-	// Timeline holds completion times of pairs when asked for (history).
-	Timeline []time.Duration
+	// Timeline holds completion times of pairs when asked for (history),
+	// and CPUSamples the CPU used so far, read every quarter second over
+	// the same run (when a meter is given).
+	Timeline   []time.Duration
+	CPUSamples []cpuSample
+}
+
+// cpuSample is the CPU used from a run's start to at.
+type cpuSample struct {
+	at  time.Duration
+	use cpuUse
 }
 
 func (r pairRun) perSecond() float64 { return float64(r.Pairs) / r.Seconds }
@@ -121,8 +130,10 @@ type pairSpec struct {
 	// release builds the release of a lease (nil: a plain one).
 	release  func(leaseID string) model.ReleaseRequest
 	timeline bool
-	conns    []*nats.Conn
-	prefix   string
+	// meter, with timeline, is sampled through the run (CPUSamples).
+	meter  func() cpuUse
+	conns  []*nats.Conn
+	prefix string
 }
 
 // runPairs runs clients that each loop acquire, hold, release. The
@@ -140,6 +151,28 @@ func runPairs(ctx context.Context, spec pairSpec) pairRun {
 	var tlMu sync.Mutex
 	start := time.Now()
 	end := start.Add(spec.duration)
+	var samples []cpuSample
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	if spec.timeline && spec.meter != nil {
+		go func() {
+			defer close(sampled)
+			base := spec.meter()
+			t := time.NewTicker(250 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-stopSampling:
+					samples = append(samples, cpuSample{at: time.Since(start), use: spec.meter().sub(base)})
+					return
+				case <-t.C:
+					samples = append(samples, cpuSample{at: time.Since(start), use: spec.meter().sub(base)})
+				}
+			}
+		}()
+	} else {
+		close(sampled)
+	}
 	var wg sync.WaitGroup
 	for i := 0; i < spec.clients; i++ {
 		wg.Add(1)
@@ -190,6 +223,8 @@ func runPairs(ctx context.Context, spec pairSpec) pairRun {
 		}(i)
 	}
 	wg.Wait()
+	close(stopSampling)
+	<-sampled
 	var all []time.Duration
 	for _, l := range lat {
 		all = append(all, l...)
@@ -205,7 +240,7 @@ func runPairs(ctx context.Context, spec pairSpec) pairRun {
 		Pairs: pairs.Load(), Empty: empty.Load(), Errors: errs.Load(),
 		Seconds: time.Since(start).Seconds(), P50: pct(all, 0.50), P99: pct(all, 0.99),
 		AcqP50: pct(acq, 0.50), AcqP99: pct(acq, 0.99),
-		OverLease: over.Load(), Timeline: timeline,
+		OverLease: over.Load(), Timeline: timeline, CPUSamples: samples,
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -217,6 +218,9 @@ func (e *env) close() {
 func (e *env) pairs(ctx context.Context, spec pairSpec) pairRun {
 	spec.conns = e.conns
 	spec.prefix = prefix
+	if spec.timeline {
+		spec.meter = e.cpu
+	}
 	before := e.cpu()
 	pr := runPairs(ctx, spec)
 	pr.CPU = e.cpu().sub(before)
@@ -432,6 +436,17 @@ func run(ctx context.Context, cfg benchConfig) (report, error) {
 			trend := trendRatio(series)
 			add(row{Scenario: "5 history", Case: "pairs/s per 20,000, fitted end vs start", Value: trend * 100, Unit: "%", Note: strings.Join(parts, " ")})
 			rep.M.lastFirst, rep.M.trend, rep.M.history = ptr(last/first), ptr(trend), len(tl)
+			// The work per pair over the same runs of 20,000: a rate that
+			// falls while the CPU per pair stays flat is the machine, not
+			// something growing with the history.
+			if cpu := cpuPer20k(tl, pr.CPUSamples); len(cpu) > 0 {
+				parts, totals := make([]string, len(cpu)), make([]float64, len(cpu))
+				for i, u := range cpu {
+					parts[i] = u.perOp(20000)
+					totals[i] = u.total() / 20000
+				}
+				add(row{Scenario: "5 history", Case: "CPU µs per pair per 20,000 (server+bench), fitted end vs start", Value: trendRatio(totals) * 100, Unit: "%", Note: strings.Join(parts, " ")})
+			}
 		}
 	}
 
@@ -554,6 +569,40 @@ func per20k(tl []time.Duration) []float64 {
 	for i := 19999; i < len(tl); i += 20000 {
 		out = append(out, 20000/(tl[i]-prev).Seconds())
 		prev = tl[i]
+	}
+	return out
+}
+
+// cpuPer20k is the CPU used by each run of 20,000 pairs of a timeline,
+// interpolated between the samples taken around its ends.
+func cpuPer20k(tl []time.Duration, samples []cpuSample) []cpuUse {
+	if len(samples) == 0 {
+		return nil
+	}
+	at := func(d time.Duration) cpuUse {
+		i := sort.Search(len(samples), func(i int) bool { return samples[i].at >= d })
+		if i == len(samples) {
+			return samples[i-1].use
+		}
+		hi := samples[i]
+		lo := cpuSample{use: cpuUse{known: hi.use.known}}
+		if i > 0 {
+			lo = samples[i-1]
+		}
+		if hi.at == lo.at {
+			return hi.use
+		}
+		f := float64(d-lo.at) / float64(hi.at-lo.at)
+		lerp := func(a, b time.Duration) time.Duration { return a + time.Duration(f*float64(b-a)) }
+		return cpuUse{server: lerp(lo.use.server, hi.use.server), bench: lerp(lo.use.bench, hi.use.bench), known: hi.use.known}
+	}
+	var out []cpuUse
+	var prev cpuUse
+	prev.known = samples[0].use.known
+	for i := 19999; i < len(tl); i += 20000 {
+		u := at(tl[i])
+		out = append(out, u.sub(prev))
+		prev = u
 	}
 	return out
 }

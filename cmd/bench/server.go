@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +16,13 @@ import (
 // that the server's CPU is not counted against the bench's own process and
 // a worker's memory can be measured alone.
 const serveNATSArg = "__serve-nats"
+
+// serverProfilePortEnv serves the child server's pprof on that loopback
+// port, to profile the server side of a scenario while it runs, e.g.
+//
+//	PHAROX_BENCH_SERVER_PROFILE_PORT=6061 go run ./cmd/bench --scenarios 5 &
+//	curl -o /tmp/srv.prof 'http://127.0.0.1:6061/debug/pprof/profile?seconds=20'
+const serverProfilePortEnv = "PHAROX_BENCH_SERVER_PROFILE_PORT"
 
 // natsProcess is a NATS server with JetStream in a child process.
 type natsProcess struct {
@@ -61,7 +69,16 @@ func (p *natsProcess) stop() {
 // serveNATS is the child: it prints its client URL and serves until stdin
 // closes or it is interrupted.
 func serveNATS(dir string) {
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, MaxPayload: 8 << 20})
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, MaxPayload: 8 << 20}
+	if port := os.Getenv(serverProfilePortEnv); port != "" {
+		p, err := strconv.Atoi(port)
+		if err != nil || p <= 0 || p > 65535 {
+			fmt.Fprintf(os.Stderr, "nats server: %s must be a TCP port, got %q\n", serverProfilePortEnv, port)
+			os.Exit(1)
+		}
+		opts.ProfPort = p
+	}
+	s, err := server.NewServer(opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nats server:", err)
 		os.Exit(1)
