@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -154,7 +155,10 @@ func newGatewayBench(ctx context.Context) (*gatewayBench, error) {
 		return nil, err
 	}
 	b.gwAddr = ln.Addr().String()
-	go func() { _ = b.g.ServeHTTPProxy(ln) }()
+	// The label follows every goroutine the gateway starts (connections,
+	// handlers, its upstream transports' dials and loops), so that a
+	// profile of this process can be cut down to the gateway's share.
+	go pprof.Do(ctx, pprof.Labels("side", "gateway"), func(context.Context) { _ = b.g.ServeHTTPProxy(ln) })
 	return b, nil
 }
 
@@ -205,6 +209,13 @@ type loopResult struct {
 	seconds   float64
 	lat       []time.Duration // sorted
 	firstErr  error
+	cpu       time.Duration // this process's CPU over the loop: clients, gateway, upstream, target, NATS
+}
+
+// cpuPerOp is the loop's CPU µs per operation, in the srv+bench column:
+// the NATS server runs in this process, so its share is in the bench's.
+func (r loopResult) cpuPerOp() string {
+	return cpuUse{bench: r.cpu, known: true}.perOp(r.ops)
 }
 
 func (r loopResult) perSecond() float64 { return float64(r.ops) / r.seconds }
@@ -216,6 +227,7 @@ func gwLoop(ctx context.Context, clients int, d time.Duration, fn func(i int) er
 	lat := make([][]time.Duration, clients)
 	start := time.Now()
 	end := start.Add(d)
+	cpu0 := selfCPU()
 	var wg sync.WaitGroup
 	for i := range clients {
 		wg.Add(1)
@@ -234,7 +246,7 @@ func gwLoop(ctx context.Context, clients int, d time.Duration, fn func(i int) er
 		}()
 	}
 	wg.Wait()
-	r := loopResult{ops: ops.Load(), errs: errs.Load(), seconds: time.Since(start).Seconds()}
+	r := loopResult{ops: ops.Load(), errs: errs.Load(), seconds: time.Since(start).Seconds(), cpu: selfCPU() - cpu0}
 	for _, l := range lat {
 		r.lat = append(r.lat, l...)
 	}
@@ -304,6 +316,26 @@ func tunnelDownload(proxy *url.URL, target string, n int64) error {
 	return err
 }
 
+// startProfile starts a CPU profile into path ("" for none) and returns
+// what stops it.
+func startProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
+}
+
 // runGatewayScenario measures the gateway against the same upstream proxy
 // used directly, and rotation against the workers' own pair rate, all in
 // this run.
@@ -338,7 +370,8 @@ func runGatewayScenario(ctx context.Context, cfg benchConfig, rep *report) error
 	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
 	// rateRow is the row of a loop's rate, with its latencies and errors.
 	rateRow := func(name, unit string, r loopResult) row {
-		return row{Case: name, Value: r.perSecond(), Unit: unit, P50Ms: ms(pct(r.lat, 0.5)), P99Ms: ms(pct(r.lat, 0.99)), Note: note(r)}
+		return row{Case: name, Value: r.perSecond(), Unit: unit, P50Ms: ms(pct(r.lat, 0.5)), P99Ms: ms(pct(r.lat, 0.99)),
+			CPU: r.cpuPerOp(), Note: note(r)}
 	}
 	// ratioTo is rw with its rate's ratio to base's, named of.
 	ratioTo := func(rw row, base loopResult, of string) row {
@@ -369,7 +402,12 @@ func runGatewayScenario(ctx context.Context, cfg benchConfig, rep *report) error
 	dget := getter(b.direct(), clients)
 	directRPS := gwLoop(ctx, clients, cfg.duration, func(i int) error { return dget(i, okURL) })
 	sget := getter(b.viaGateway("pool="+b.pool+",session=bench,sesstime=600"), clients)
+	stopProfile, err := startProfile(cfg.gwprof)
+	if err != nil {
+		return fmt.Errorf("--gateway-cpuprofile: %w", err)
+	}
 	sessRPS := gwLoop(ctx, clients, cfg.duration, func(i int) error { return sget(i, okURL) })
+	stopProfile()
 	for _, r := range []loopResult{directRPS, sessRPS} {
 		if err := check("requests", r); err != nil {
 			return err
