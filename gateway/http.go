@@ -322,9 +322,13 @@ func (b *upstreamBody) Close() error {
 		case !b.eof:
 			outcome = OutcomeNone // the client stopped reading
 		}
-		b.g.log.Debug("request", zap.String("kind", KindHTTP), zap.String("pool", b.u.sp.pool),
-			zap.String("proxy_id", b.u.proxy.ID), zap.String("lease_id", b.u.lease.ID), zap.String("target", b.target),
-			zap.Int("status", b.status), zap.Int64("bytes", b.n), zap.Duration("took", time.Since(b.f.start)))
+		// Checked first: the fields would be built, and escape to the heap,
+		// on every request even with debug off.
+		if ce := b.g.log.Check(zap.DebugLevel, "request"); ce != nil {
+			ce.Write(zap.String("kind", KindHTTP), zap.String("pool", b.u.sp.pool),
+				zap.String("proxy_id", b.u.proxy.ID), zap.String("lease_id", b.u.lease.ID), zap.String("target", b.target),
+				zap.Int("status", b.status), zap.Int64("bytes", b.n), zap.Duration("took", time.Since(b.f.start)))
+		}
 		if b.conn == nil { // a session's: its transport keeps the connection
 			b.u.end(outcome, reason)
 			return

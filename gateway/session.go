@@ -81,12 +81,15 @@ func (s *session) clear() {
 	s.mark()
 }
 
-// sessions caches sessions by request_id.
+// sessions caches sessions by pool, consumer and session name: what their
+// request_id is derived from, without hashing it on every request.
 type sessions struct {
 	mu        sync.Mutex
-	m         map[string]*session
+	m         map[sessionKey]*session
 	lastSweep time.Time
 }
+
+type sessionKey struct{ pool, consumer, session string }
 
 // sweepEvery is how often forgotten and lapsed sessions leave the cache.
 const sweepEvery = time.Minute
@@ -104,11 +107,11 @@ func (ss *sessions) held(now time.Time) int {
 	return n
 }
 
-func (ss *sessions) get(id string, now time.Time) *session {
+func (ss *sessions) get(key sessionKey, now time.Time) *session {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.m == nil {
-		ss.m = map[string]*session{}
+		ss.m = map[sessionKey]*session{}
 	}
 	if now.Sub(ss.lastSweep) > sweepEvery {
 		ss.lastSweep = now
@@ -123,10 +126,10 @@ func (ss *sessions) get(id string, now time.Time) *session {
 			s.mu.Unlock()
 		}
 	}
-	s, ok := ss.m[id]
+	s, ok := ss.m[key]
 	if !ok {
-		s = &session{requestID: id}
-		ss.m[id] = s
+		s = &session{requestID: sessionRequestID(key.pool, key.consumer, key.session)}
+		ss.m[key] = s
 	}
 	return s
 }
@@ -135,7 +138,7 @@ func (ss *sessions) get(id string, now time.Time) *session {
 // lasts (renewed if due), else the one the workers hold for the session's
 // request_id, else a new one.
 func (g *Gateway) sessionUse(ctx context.Context, sp *spec, exclude []string) (*use, *Error) {
-	s := g.sessions.get(sessionRequestID(sp.pool, sp.consumer, sp.session), g.clock())
+	s := g.sessions.get(sessionKey{sp.pool, sp.consumer, sp.session}, g.clock())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seconds := sp.sesstime
