@@ -112,8 +112,12 @@ func newGatewayBench(ctx context.Context) (*gatewayBench, error) {
 		return nil, err
 	}
 	b.target = &http.Server{Handler: mux}
-	go func() { _ = b.target.Serve(b.targetLn) }()
-	if b.upstream, err = proxytest.StartHTTP(proxytest.HTTPConfig{User: "bot", Password: "s3cret"}); err != nil {
+	// Every side's goroutines carry a label (see --gateway-cpuprofile).
+	go pprof.Do(ctx, pprof.Labels("side", "target"), func(context.Context) { _ = b.target.Serve(b.targetLn) })
+	pprof.Do(ctx, pprof.Labels("side", "upstream"), func(context.Context) {
+		b.upstream, err = proxytest.StartHTTP(proxytest.HTTPConfig{User: "bot", Password: "s3cret"})
+	})
+	if err != nil {
 		b.close()
 		return nil, err
 	}
@@ -158,6 +162,8 @@ func newGatewayBench(ctx context.Context) (*gatewayBench, error) {
 	// The label follows every goroutine the gateway starts (connections,
 	// handlers, its upstream transports' dials and loops), so that a
 	// profile of this process can be cut down to the gateway's share.
+	// Goroutines that do no work of their own (the scheduler, the GC's
+	// background workers) carry none.
 	go pprof.Do(ctx, pprof.Labels("side", "gateway"), func(context.Context) { _ = b.g.ServeHTTPProxy(ln) })
 	return b, nil
 }
@@ -231,7 +237,7 @@ func gwLoop(ctx context.Context, clients int, d time.Duration, fn func(i int) er
 	var wg sync.WaitGroup
 	for i := range clients {
 		wg.Add(1)
-		go func() {
+		go pprof.Do(ctx, pprof.Labels("side", "client"), func(context.Context) {
 			defer wg.Done()
 			for ctx.Err() == nil && time.Now().Before(end) {
 				t0 := time.Now()
@@ -243,7 +249,7 @@ func gwLoop(ctx context.Context, clients int, d time.Duration, fn func(i int) er
 				lat[i] = append(lat[i], time.Since(t0))
 				ops.Add(1)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	r := loopResult{ops: ops.Load(), errs: errs.Load(), seconds: time.Since(start).Seconds(), cpu: selfCPU() - cpu0}

@@ -38,7 +38,7 @@ type benchConfig struct {
 	selectors string
 	cpuprof   string
 	// gwprof: scenario 8 writes a CPU profile of its sticky-session run
-	// here, the gateway's goroutines labelled side=gateway
+	// here, each side's goroutines labelled side=...
 	gwprof string
 	// rounds: scenario 1 measures its targets in this many alternating
 	// rounds of contract floor, 1 worker and 2 workers at 32 clients
@@ -181,7 +181,7 @@ func parseFlags(args []string) (benchConfig, error) {
 	fs.StringVar(&cfg.selectors, "scale-selectors", "", "comma-separated selectors scenario 12 measures (default: all)")
 	fs.IntVar(&cfg.rounds, "rounds", 3, "scenario 1 measures its targets (vs the contract floor, worker CPU per pair, 2 workers vs 1) in this many alternating rounds of floor, 1 worker and 2 workers at 32 clients, and reports their medians: the machine's speed drifts between runs far more than between neighbouring runs")
 	fs.StringVar(&cfg.cpuprof, "cpuprofile", "", "write a CPU profile of the bench process (clients and in-process workers) to this file")
-	fs.StringVar(&cfg.gwprof, "gateway-cpuprofile", "", "write a CPU profile of the bench process during scenario 8's sticky-session run only; the gateway's goroutines carry the label side=gateway (go tool pprof -tagfocus side=gateway), the clients, upstream and target none (not with --cpuprofile)")
+	fs.StringVar(&cfg.gwprof, "gateway-cpuprofile", "", "write a CPU profile of the bench process during scenario 8's sticky-session run only; the goroutines of each side carry the label side=gateway, upstream, target or client (go tool pprof -tagfocus side=gateway; -tags for each side's share) (not with --cpuprofile)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
