@@ -249,10 +249,16 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// viaSession sends a request with its session's keep-alive transport.
+// viaSession sends a request over its session's kept-alive connections.
 func (t transport) viaSession(u *use, req *http.Request, hasBody bool) (*http.Response, error) {
 	req.Close = false
-	rs, err := u.tr.RoundTrip(req)
+	var rs *http.Response
+	var err error
+	if fastPath(req, hasBody) {
+		rs, err = u.conns.roundTrip(req)
+	} else {
+		rs, err = u.tr.RoundTrip(req)
+	}
 	if err != nil {
 		if hasBody {
 			return nil, noRetry{err}

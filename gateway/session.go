@@ -48,6 +48,9 @@ type session struct {
 	// anyway, so an idle connection costs the proxy nothing it did not
 	// grant.
 	tr *http.Transport
+	// conns forwards the requests that need neither a body streamed nor
+	// an upgrade, with less work than tr (see keptConns).
+	conns *keptConns
 	// heldUntil is deadline in Unix nanoseconds while the session has a
 	// lease, else 0: what the sessions gauge reads without s.mu (an
 	// acquire may hold that for a while).
@@ -69,6 +72,7 @@ func (s *session) install(g *Gateway, lease *model.Lease, proxy *model.Proxy) {
 	s.clear()
 	s.lease, s.proxy = lease, proxy
 	s.tr = g.sessionTransport(*proxy)
+	s.conns = g.keptConns(*proxy)
 }
 
 // clear forgets the session's lease and closes its idle connections;
@@ -76,8 +80,9 @@ func (s *session) install(g *Gateway, lease *model.Lease, proxy *model.Proxy) {
 func (s *session) clear() {
 	if s.tr != nil {
 		s.tr.CloseIdleConnections()
+		s.conns.closeIdle()
 	}
-	s.lease, s.proxy, s.tr = nil, nil, nil
+	s.lease, s.proxy, s.tr, s.conns = nil, nil, nil, nil
 	s.mark()
 }
 
@@ -184,7 +189,7 @@ func (g *Gateway) sessionUse(ctx context.Context, sp *spec, exclude []string) (*
 
 // use is a use of s's lease; s.mu is held.
 func (s *session) use(g *Gateway, sp *spec) *use {
-	return &use{g: g, sp: sp, lease: *s.lease, proxy: *s.proxy, sess: s, tr: s.tr, dur: s.dur, renewed: s.renewed, deadline: s.deadline}
+	return &use{g: g, sp: sp, lease: *s.lease, proxy: *s.proxy, sess: s, tr: s.tr, conns: s.conns, dur: s.dur, renewed: s.renewed, deadline: s.deadline}
 }
 
 // renewSession renews s's lease for its sesstime; s.mu is held.
