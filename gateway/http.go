@@ -249,10 +249,16 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// viaSession sends a request with its session's keep-alive transport.
+// viaSession sends a request over its session's kept-alive connections.
 func (t transport) viaSession(u *use, req *http.Request, hasBody bool) (*http.Response, error) {
 	req.Close = false
-	rs, err := u.tr.RoundTrip(req)
+	var rs *http.Response
+	var err error
+	if fastPath(req, hasBody) {
+		rs, err = u.conns.roundTrip(req)
+	} else {
+		rs, err = u.tr.RoundTrip(req)
+	}
 	if err != nil {
 		if hasBody {
 			return nil, noRetry{err}
@@ -322,9 +328,13 @@ func (b *upstreamBody) Close() error {
 		case !b.eof:
 			outcome = OutcomeNone // the client stopped reading
 		}
-		b.g.log.Debug("request", zap.String("kind", KindHTTP), zap.String("pool", b.u.sp.pool),
-			zap.String("proxy_id", b.u.proxy.ID), zap.String("lease_id", b.u.lease.ID), zap.String("target", b.target),
-			zap.Int("status", b.status), zap.Int64("bytes", b.n), zap.Duration("took", time.Since(b.f.start)))
+		// Checked first: the fields would be built, and escape to the heap,
+		// on every request even with debug off.
+		if ce := b.g.log.Check(zap.DebugLevel, "request"); ce != nil {
+			ce.Write(zap.String("kind", KindHTTP), zap.String("pool", b.u.sp.pool),
+				zap.String("proxy_id", b.u.proxy.ID), zap.String("lease_id", b.u.lease.ID), zap.String("target", b.target),
+				zap.Int("status", b.status), zap.Int64("bytes", b.n), zap.Duration("took", time.Since(b.f.start)))
+		}
 		if b.conn == nil { // a session's: its transport keeps the connection
 			b.u.end(outcome, reason)
 			return

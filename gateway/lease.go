@@ -23,6 +23,7 @@ type use struct {
 	proxy model.Proxy
 	sess  *session
 	tr    *http.Transport // the session's, for plain HTTP requests
+	conns *keptConns      // the session's, for those fastPath takes
 	dur   time.Duration
 
 	mu       sync.Mutex

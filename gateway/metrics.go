@@ -57,6 +57,10 @@ type metrics struct {
 	toClient prometheus.Counter
 	toUp     prometheus.Counter
 	tunnels  prometheus.Gauge
+	// byKind holds the request series of each kind, looked up once here:
+	// WithLabelValues hashes its labels and takes a lock on every call,
+	// which every request would pay.
+	byKind map[string]kindSeries
 
 	mu    sync.RWMutex
 	known map[string]struct{} // pools the workers answered for
@@ -92,20 +96,29 @@ func newMetrics(g *Gateway) *metrics {
 		Buckets: DurationBuckets()}, []string{"kind"})
 	m.reg.MustRegister(m.tunnels, sessions, m.duration)
 	// Every series that exists from the start shows as 0 before it moves.
+	m.byKind = map[string]kindSeries{}
 	for _, k := range []string{KindHTTP, KindConnect, KindSOCKS5} {
+		ks := kindSeries{duration: m.duration.WithLabelValues(k), requests: map[string]prometheus.Counter{}}
 		for _, o := range []string{RequestOK, RequestNoProxy, RequestUpstreamFailed, RequestRefused, RequestError} {
-			m.requests.WithLabelValues(k, o)
+			ks.requests[o] = m.requests.WithLabelValues(k, o)
 		}
-		m.duration.WithLabelValues(k)
+		m.byKind[k] = ks
 	}
 	return m
+}
+
+// kindSeries are the request series of one kind.
+type kindSeries struct {
+	duration prometheus.Observer
+	requests map[string]prometheus.Counter // by outcome
 }
 
 // answered counts a request of kind answered with gerr (nil: ok), started
 // at start.
 func (m *metrics) answered(kind string, start time.Time, gerr *Error) {
-	m.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
-	m.requests.WithLabelValues(kind, requestOutcome(gerr)).Inc()
+	ks := m.byKind[kind]
+	ks.duration.Observe(time.Since(start).Seconds())
+	ks.requests[requestOutcome(gerr)].Inc()
 }
 
 // requestOutcome is the outcome label of an answer.

@@ -48,6 +48,9 @@ type session struct {
 	// anyway, so an idle connection costs the proxy nothing it did not
 	// grant.
 	tr *http.Transport
+	// conns forwards the requests that need neither a body streamed nor
+	// an upgrade, with less work than tr (see keptConns).
+	conns *keptConns
 	// heldUntil is deadline in Unix nanoseconds while the session has a
 	// lease, else 0: what the sessions gauge reads without s.mu (an
 	// acquire may hold that for a while).
@@ -69,6 +72,7 @@ func (s *session) install(g *Gateway, lease *model.Lease, proxy *model.Proxy) {
 	s.clear()
 	s.lease, s.proxy = lease, proxy
 	s.tr = g.sessionTransport(*proxy)
+	s.conns = g.keptConns(*proxy)
 }
 
 // clear forgets the session's lease and closes its idle connections;
@@ -76,17 +80,21 @@ func (s *session) install(g *Gateway, lease *model.Lease, proxy *model.Proxy) {
 func (s *session) clear() {
 	if s.tr != nil {
 		s.tr.CloseIdleConnections()
+		s.conns.closeIdle()
 	}
-	s.lease, s.proxy, s.tr = nil, nil, nil
+	s.lease, s.proxy, s.tr, s.conns = nil, nil, nil, nil
 	s.mark()
 }
 
-// sessions caches sessions by request_id.
+// sessions caches sessions by pool, consumer and session name: what their
+// request_id is derived from, without hashing it on every request.
 type sessions struct {
 	mu        sync.Mutex
-	m         map[string]*session
+	m         map[sessionKey]*session
 	lastSweep time.Time
 }
+
+type sessionKey struct{ pool, consumer, session string }
 
 // sweepEvery is how often forgotten and lapsed sessions leave the cache.
 const sweepEvery = time.Minute
@@ -104,11 +112,11 @@ func (ss *sessions) held(now time.Time) int {
 	return n
 }
 
-func (ss *sessions) get(id string, now time.Time) *session {
+func (ss *sessions) get(key sessionKey, now time.Time) *session {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.m == nil {
-		ss.m = map[string]*session{}
+		ss.m = map[sessionKey]*session{}
 	}
 	if now.Sub(ss.lastSweep) > sweepEvery {
 		ss.lastSweep = now
@@ -123,10 +131,10 @@ func (ss *sessions) get(id string, now time.Time) *session {
 			s.mu.Unlock()
 		}
 	}
-	s, ok := ss.m[id]
+	s, ok := ss.m[key]
 	if !ok {
-		s = &session{requestID: id}
-		ss.m[id] = s
+		s = &session{requestID: sessionRequestID(key.pool, key.consumer, key.session)}
+		ss.m[key] = s
 	}
 	return s
 }
@@ -135,7 +143,7 @@ func (ss *sessions) get(id string, now time.Time) *session {
 // lasts (renewed if due), else the one the workers hold for the session's
 // request_id, else a new one.
 func (g *Gateway) sessionUse(ctx context.Context, sp *spec, exclude []string) (*use, *Error) {
-	s := g.sessions.get(sessionRequestID(sp.pool, sp.consumer, sp.session), g.clock())
+	s := g.sessions.get(sessionKey{sp.pool, sp.consumer, sp.session}, g.clock())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seconds := sp.sesstime
@@ -181,7 +189,7 @@ func (g *Gateway) sessionUse(ctx context.Context, sp *spec, exclude []string) (*
 
 // use is a use of s's lease; s.mu is held.
 func (s *session) use(g *Gateway, sp *spec) *use {
-	return &use{g: g, sp: sp, lease: *s.lease, proxy: *s.proxy, sess: s, tr: s.tr, dur: s.dur, renewed: s.renewed, deadline: s.deadline}
+	return &use{g: g, sp: sp, lease: *s.lease, proxy: *s.proxy, sess: s, tr: s.tr, conns: s.conns, dur: s.dur, renewed: s.renewed, deadline: s.deadline}
 }
 
 // renewSession renews s's lease for its sesstime; s.mu is held.

@@ -19,11 +19,7 @@ type cpuUse struct {
 }
 
 func (e *env) cpu() cpuUse {
-	var u cpuUse
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		u.bench = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
+	u := cpuUse{bench: selfCPU()}
 	if e.proc != nil {
 		if d, err := processCPU(e.proc.cmd.Process.Pid); err == nil {
 			u.server, u.known = d, true
@@ -49,6 +45,15 @@ func (u cpuUse) perOp(ops int64) string {
 		return fmt.Sprintf("?+%.0f", b)
 	}
 	return fmt.Sprintf("%.0f+%.0f", float64(u.server.Microseconds())/float64(ops), b)
+}
+
+// selfCPU is this process's user+system time so far (0 if unreadable).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // processCPU reads a process's user+system time from /proc (Linux).

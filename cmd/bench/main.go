@@ -37,6 +37,9 @@ type benchConfig struct {
 	scaleProf string
 	selectors string
 	cpuprof   string
+	// gwprof: scenario 8 writes a CPU profile of its sticky-session run
+	// here, each side's goroutines labelled side=...
+	gwprof string
 	// rounds: scenario 1 measures its targets in this many alternating
 	// rounds of contract floor, 1 worker and 2 workers at 32 clients
 	rounds int
@@ -176,10 +179,14 @@ func parseFlags(args []string) (benchConfig, error) {
 	fs.IntVar(&cfg.proxies, "proxies", 0, "run scenario 12 (scale): a pool of this many proxies (e.g. 1000000): a fresh worker's load time and RSS, acquire p99 of each selector with 1 client, list pages deep in the pool")
 	fs.StringVar(&cfg.scaleProf, "scale-cpuprofile", "", "write a CPU profile of the bench process during scenario 12's selector runs only (not with --cpuprofile)")
 	fs.StringVar(&cfg.selectors, "scale-selectors", "", "comma-separated selectors scenario 12 measures (default: all)")
-	fs.IntVar(&cfg.rounds, "rounds", 3, "scenario 1 measures its targets (vs the contract floor, worker CPU per pair, 2 workers vs 1) in this many alternating rounds of floor, 1 worker and 2 workers at 32 clients, and reports their medians: the machine's speed drifts between runs far more than between neighbouring runs")
+	fs.IntVar(&cfg.rounds, "rounds", 3, "scenario 1 measures its targets (vs the contract floor, worker CPU per pair, 2 workers vs 1) in this many alternating rounds of floor, 1 worker and 2 workers at 32 clients, and reports their medians: the machine's speed drifts between runs far more than between neighbouring runs; scenario 8 measures its sticky-session target in as many alternating rounds of direct and via the gateway")
 	fs.StringVar(&cfg.cpuprof, "cpuprofile", "", "write a CPU profile of the bench process (clients and in-process workers) to this file")
+	fs.StringVar(&cfg.gwprof, "gateway-cpuprofile", "", "write a CPU profile of the bench process during scenario 8's sticky-session run only; the goroutines of each side carry the label side=gateway, upstream, target or client (go tool pprof -tagfocus side=gateway; -tags for each side's share) (not with --cpuprofile)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
+	}
+	if cfg.gwprof != "" && cfg.cpuprof != "" {
+		return cfg, fmt.Errorf("--gateway-cpuprofile and --cpuprofile: one CPU profile at a time")
 	}
 	listed := false
 	fs.Visit(func(f *flag.Flag) { listed = listed || f.Name == "scenarios" })

@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
-	"runtime/pprof"
 	"slices"
 	"sort"
 	"strconv"
@@ -673,21 +672,10 @@ const workerLoadProfileEnv = "PHAROX_BENCH_WORKER_LOAD_PROFILE"
 // profileLoad starts a CPU profile into path ("" for none) and returns
 // what stops it.
 func profileLoad(path string) (stop func()) {
-	if path == "" {
-		return func() {}
-	}
-	f, err := os.Create(path)
+	stop, err := startProfile(path)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "worker: load profile:", err)
 		return func() {}
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		fmt.Fprintln(os.Stderr, "worker: load profile:", err)
-		_ = f.Close()
-		return func() {}
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		_ = f.Close()
-	}
+	return stop
 }
