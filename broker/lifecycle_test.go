@@ -535,7 +535,10 @@ func TestLifecycleWait(t *testing.T) {
 		}
 		// A request on the same endpoint, sent after them on the same
 		// connection, is handled after all 1000 were handed to the worker.
-		probe := timedRequest(e.nc, "pharox.acquire", body(t, map[string]any{"pool_name": "other", "consumer_name": "probe", "duration_seconds": 60}), requestTimeout)
+		// It waits for the worker to take up the 1000 before it: on a
+		// starved machine (a -race run beside benchmarks) that took over
+		// the usual 10 s request time-out.
+		probe := timedRequest(e.nc, "pharox.acquire", body(t, map[string]any{"pool_name": "other", "consumer_name": "probe", "duration_seconds": 60}), time.Minute)
 		require.NotNil(t, requireAcquireReply(t, e, probe, "probe"))
 		t.Logf("%d waiters handed to the worker, the probe behind them answered after %v", waiters, probe.took())
 		// Barrier: every waiter went to sleep once (none has a reason to
